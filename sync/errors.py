@@ -1,0 +1,118 @@
+"""Exceptions ctcs raises, as a tree.
+
+    CtcsError
+    ├── ConfigError             bad app setting, pair file or secret reference (exit code 2)
+    │   └── PairValidationError     a pair definition broke one or more rules
+    ├── PairNotFound            no pair with that id
+    ├── UnsafePlan              the safety gate stopped a plan (exit code 3)
+    ├── BadOpMessage            a queue message is not a valid contact operation
+    ├── LeaseHeld               another run is planning the pair right now
+    ├── SourceError             the source tenant could not be read
+    │   ├── SourceThrottled         Graph kept answering 429/503/504
+    │   └── DeltaTokenExpired       the stored deltaLink is no longer valid: a full round is needed
+    └── TargetError             Exchange Online refused or failed a call
+        ├── TargetTransient         worth retrying: 5xx, busy server, replication lag
+        │   └── TargetThrottled         429; `retry_after` says when to try again
+        ├── TargetAuthError         401/403: bad credential, missing permission or role
+        ├── TargetNotFound          the object does not exist (any more)
+        └── TargetRejected          a permanent refusal for this contact (address in use, bad value)
+            └── AddressInUse            another recipient holds the address; `holder` names it
+
+Messages never carry a secret: they name settings, fields and references, never values.
+"""
+
+from __future__ import annotations
+
+
+class CtcsError(Exception):
+    """Base of every error ctcs raises on purpose."""
+
+
+class ConfigError(CtcsError):
+    """An app setting, pair definition or secret reference is missing or wrong."""
+
+
+class PairValidationError(ConfigError):
+    """A pair definition broke one or more rules; `problems` lists each as "field.path: what is wrong"."""
+
+    def __init__(self, problems: list[str], *, where: str = "pair definition") -> None:
+        self.problems = problems
+        lines = "\n".join(f"  - {problem}" for problem in problems)
+        super().__init__(f"{where} has {len(problems)} problem(s):\n{lines}")
+
+
+class PairNotFound(CtcsError):
+    """No pair with the given id exists in the TenantPairs table."""
+
+    def __init__(self, pair_id: str) -> None:
+        self.pair_id = pair_id
+        super().__init__(f"no tenant pair with id {pair_id!r}")
+
+
+class UnsafePlan(CtcsError):
+    """The safety gate stopped a plan: it would delete more contacts than the pair allows."""
+
+
+class BadOpMessage(CtcsError):
+    """A queue message is not a valid contact operation (bad JSON, unknown schema, missing field)."""
+
+
+class LeaseHeld(CtcsError):
+    """Another run holds the pair's planning lease; this run did nothing."""
+
+
+class SourceError(CtcsError):
+    """The source tenant could not be read (network, auth, unexpected answer)."""
+
+
+class SourceThrottled(SourceError):
+    """Graph kept throttling beyond the retry budget of one run."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        self.retry_after = retry_after
+        super().__init__(message)
+
+
+class DeltaTokenExpired(SourceError):
+    """The stored deltaLink expired or was reset (syncStateNotFound, resyncRequired, 410 Gone)."""
+
+
+class TargetError(CtcsError):
+    """Exchange Online refused or failed a call."""
+
+    def __init__(self, message: str, *, status: int | None = None, exception_type: str | None = None) -> None:
+        self.status = status
+        self.exception_type = exception_type
+        super().__init__(message)
+
+
+class TargetTransient(TargetError):
+    """A failure worth retrying with backoff: 5xx, a busy backend, replication lag."""
+
+
+class TargetThrottled(TargetTransient):
+    """Exchange answered 429 (or a concurrency-limit body); wait `retry_after` seconds."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None, status: int | None = 429) -> None:
+        self.retry_after = retry_after
+        super().__init__(message, status=status)
+
+
+class TargetAuthError(TargetError):
+    """401 or 403: the credential, the Exchange.ManageAsApp permission or the admin role is missing."""
+
+
+class TargetNotFound(TargetError):
+    """The object named by an Identity does not exist."""
+
+
+class TargetRejected(TargetError):
+    """A permanent refusal for this contact: retrying the same call cannot succeed."""
+
+
+class AddressInUse(TargetRejected):
+    """Another recipient already holds the address; `holder` names it as Exchange does."""
+
+    def __init__(self, message: str, *, holder: str | None = None, status: int | None = 400) -> None:
+        self.holder = holder
+        super().__init__(message, status=status, exception_type="ProxyAddressExistsException")

@@ -1,0 +1,115 @@
+"""Every app setting ctcs reads, in one registry.
+
+The README's settings table, `local.settings.sample.json` and the Bicep app settings are checked against
+`SETTINGS` by tests, so a setting that is read anywhere must be declared here first.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from sync.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    default: str | None
+    description: str
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting(
+        "AzureWebJobsStorage",
+        None,
+        "Storage connection string for local runs (`UseDevelopmentStorage=true` for Azurite). "
+        "In Azure leave it unset and use the identity-based `AzureWebJobsStorage__*` settings.",
+    ),
+    Setting(
+        "AzureWebJobsStorage__tableServiceUri",
+        None,
+        "Table endpoint of the storage account, used with a managed identity (`https://<account>.table.core.windows.net`).",
+    ),
+    Setting(
+        "AzureWebJobsStorage__queueServiceUri",
+        None,
+        "Queue endpoint of the storage account, used with a managed identity (`https://<account>.queue.core.windows.net`).",
+    ),
+    Setting(
+        "AzureWebJobsStorage__blobServiceUri",
+        None,
+        "Blob endpoint of the storage account; the Functions host keeps its timer locks there.",
+    ),
+    Setting(
+        "AzureWebJobsStorage__credential",
+        None,
+        "`managedidentity` in Azure, so the host and the app reach storage without keys.",
+    ),
+    Setting(
+        "AzureWebJobsStorage__clientId",
+        None,
+        "Client id of the user-assigned managed identity that reaches storage.",
+    ),
+    Setting(
+        "AZURE_CLIENT_ID",
+        None,
+        "Client id of the user-assigned managed identity that reads Key Vault and signs federated credentials.",
+    ),
+    Setting(
+        "CTCS_KEY_VAULT_URI",
+        None,
+        "Key Vault that `kv:<name>` secret references in pair files are read from (`https://<vault>.vault.azure.net`).",
+    ),
+    Setting("SYNC_SCHEDULE", "0 */5 * * * *", "NCRONTAB schedule (UTC, six fields) of the timer that plans every pair."),
+    Setting("CTCS_PAIRS_TABLE", "TenantPairs", "Table that holds the tenant pair definitions."),
+    Setting("CTCS_PAIR_STATE_TABLE", "PairState", "Table that holds each pair's deltaLink, lease and quarantine."),
+    Setting("CTCS_CONTACT_STATE_TABLE", "ContactState", "Table that holds one row per synced source user."),
+    Setting("CTCS_RUNS_TABLE", "SyncRuns", "Table that holds one row per planning run."),
+    Setting(
+        "CTCS_OPS_QUEUE",
+        "contact-ops",
+        "Queue of contact operations; the Functions host moves failures to `<name>-poison`.",
+    ),
+    Setting(
+        "CTCS_WORKER_CONCURRENCY",
+        "4",
+        "Operations `python -m sync run` applies at once (the Functions host uses host.json instead).",
+    ),
+    Setting(
+        "CTCS_LEASE_SECONDS",
+        "600",
+        "How long a planning run holds a pair's lease; a crashed run frees the pair after this.",
+    ),
+)
+
+_BY_NAME = {setting.name: setting for setting in SETTINGS}
+
+
+def setting(name: str, environ: Mapping[str, str] | None = None) -> str | None:
+    """The value of a declared setting, its default when unset or empty."""
+    if name not in _BY_NAME:
+        raise KeyError(f"{name} is not a declared ctcs setting")
+    value = (os.environ if environ is None else environ).get(name, "").strip()
+    if value.startswith("@Microsoft.KeyVault("):
+        raise ConfigError(
+            f"app setting {name} still holds an unresolved Key Vault reference; "
+            "check the app's keyVaultReferenceIdentity and its access to the vault"
+        )
+    return value or _BY_NAME[name].default
+
+
+def required_setting(name: str, environ: Mapping[str, str] | None = None) -> str:
+    value = setting(name, environ)
+    if value is None:
+        raise ConfigError(f"app setting {name} is not set: {_BY_NAME[name].description}")
+    return value
+
+
+def int_setting(name: str, environ: Mapping[str, str] | None = None) -> int:
+    raw = required_setting(name, environ)
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigError(f"app setting {name} must be a whole number, not {raw!r}") from None
