@@ -1,0 +1,228 @@
+// ctcs (Cross-Tenant Contact Sync): everything one deployment needs, secretless by default.
+//
+// One resource group holding a Flex Consumption Function App that runs as a user-assigned managed identity, the
+// storage account behind it (no shared keys: the app, the host and the deployment all use Entra tokens), a Key Vault
+// in RBAC mode for the per-pair `kv:` references, and Application Insights that only accepts Entra-authenticated
+// telemetry. `azd up` deploys it; docs/deploy.md walks an admin through it.
+targetScope = 'subscription'
+
+@minLength(1)
+@maxLength(64)
+@description('Name of the azd environment; it seeds the unique suffix of every resource name.')
+param environmentName string
+
+@minLength(1)
+@description('Region of every resource. It must offer the Flex Consumption plan (az functionapp list-flexconsumption-locations).')
+@metadata({
+  azd: {
+    type: 'location'
+  }
+})
+param location string
+
+@description('Object id of the admin who runs `azd up`. When set, they get the data roles that `python -m sync` needs from their own machine. Leave empty to grant nothing.')
+param principalId string = ''
+
+@allowed([
+  'User'
+  'ServicePrincipal'
+  'Group'
+])
+@description('Kind of principal `principalId` is (ServicePrincipal when a pipeline runs azd).')
+param principalType string = 'User'
+
+@description('Optional override of the resource group name.')
+param resourceGroupName string = ''
+
+@minValue(1)
+@maxValue(10)
+@description('Most instances the app may scale out to. Exchange Online throttles per tenant, so more instances mean more 429s, not more throughput.')
+param maximumInstanceCount int = 2
+
+@allowed([
+  512
+  2048
+  4096
+])
+@description('Memory of each Flex Consumption instance, in MB.')
+param instanceMemoryMB int = 2048
+
+@description('NCRONTAB schedule (UTC, six fields) of the timer that plans every pair (app setting SYNC_SCHEDULE).')
+param syncSchedule string = '0 */5 * * * *'
+
+@description('Table of tenant pair definitions (app setting CTCS_PAIRS_TABLE).')
+param pairsTableName string = 'TenantPairs'
+
+@description('Table of per-pair deltaLink, lease and quarantine (app setting CTCS_PAIR_STATE_TABLE).')
+param pairStateTableName string = 'PairState'
+
+@description('Table of one row per synced source user (app setting CTCS_CONTACT_STATE_TABLE).')
+param contactStateTableName string = 'ContactState'
+
+@description('Table of one row per planning run (app setting CTCS_RUNS_TABLE).')
+param runsTableName string = 'SyncRuns'
+
+@description('Queue of contact operations (app setting CTCS_OPS_QUEUE); the host moves failures to <name>-poison.')
+param opsQueueName string = 'contact-ops'
+
+@minValue(60)
+@description('Seconds a planning run holds a pair\'s lease (app setting CTCS_LEASE_SECONDS).')
+param leaseSeconds int = 600
+
+@description('Turn on Key Vault purge protection (recommended in production). Once on it cannot be turned off, and `azd down --purge` can no longer purge the vault.')
+param keyVaultPurgeProtection bool = false
+
+var abbrs = loadJsonContent('./abbreviations.json')
+var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
+var tags = {
+  'azd-env-name': environmentName
+}
+
+var functionAppName = '${abbrs.webSitesFunctions}ctcs-${resourceToken}'
+var storageAccountName = '${abbrs.storageStorageAccounts}${resourceToken}'
+var keyVaultName = '${abbrs.keyVaultVaults}${resourceToken}'
+var deploymentContainerName = 'app-package-${take(resourceToken, 7)}'
+
+// Identity-based storage endpoints (no keys): the same URIs go to the app settings, the outputs and local.settings.json.
+var storageSuffix = environment().suffixes.storage
+var blobServiceUri = 'https://${storageAccountName}.blob.${storageSuffix}'
+var queueServiceUri = 'https://${storageAccountName}.queue.${storageSuffix}'
+var tableServiceUri = 'https://${storageAccountName}.table.${storageSuffix}'
+
+resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
+  name: !empty(resourceGroupName) ? resourceGroupName : '${abbrs.resourcesResourceGroups}${environmentName}'
+  location: location
+  tags: tags
+}
+
+// The one identity of the app: storage, Key Vault, App Insights, and the federated credential that the tenant apps trust.
+module identity 'br/public:avm/res/managed-identity/user-assigned-identity:0.4.1' = {
+  name: 'identity'
+  scope: rg
+  params: {
+    name: '${abbrs.managedIdentityUserAssignedIdentities}ctcs-${resourceToken}'
+    location: location
+    tags: tags
+  }
+}
+
+module storage './app/storage.bicep' = {
+  name: 'storage'
+  scope: rg
+  params: {
+    name: storageAccountName
+    location: location
+    tags: tags
+    deploymentContainerName: deploymentContainerName
+    queueNames: [
+      opsQueueName
+      '${opsQueueName}-poison'
+    ]
+    tableNames: [
+      pairsTableName
+      pairStateTableName
+      contactStateTableName
+      runsTableName
+    ]
+  }
+}
+
+module keyVault './app/keyvault.bicep' = {
+  name: 'keyvault'
+  scope: rg
+  params: {
+    name: keyVaultName
+    location: location
+    tags: tags
+    purgeProtection: keyVaultPurgeProtection
+  }
+}
+
+module monitoring './app/monitoring.bicep' = {
+  name: 'monitoring'
+  scope: rg
+  params: {
+    logAnalyticsName: '${abbrs.operationalInsightsWorkspaces}${resourceToken}'
+    applicationInsightsName: '${abbrs.insightsComponents}${resourceToken}'
+    location: location
+    tags: tags
+  }
+}
+
+module rbac './app/rbac.bicep' = {
+  name: 'rbac'
+  scope: rg
+  params: {
+    storageAccountName: storage.outputs.name
+    keyVaultName: keyVault.outputs.name
+    applicationInsightsName: monitoring.outputs.applicationInsightsName
+    identityPrincipalId: identity.outputs.principalId
+    userPrincipalId: principalId
+    userPrincipalType: principalType
+  }
+}
+
+// The ctcs settings (sync/settings.py SETTINGS); function.bicep adds the platform ones (AzureWebJobsStorage__*, App Insights).
+var ctcsAppSettings = {
+  AZURE_CLIENT_ID: identity.outputs.clientId
+  CTCS_KEY_VAULT_URI: keyVault.outputs.uri
+  SYNC_SCHEDULE: syncSchedule
+  CTCS_PAIRS_TABLE: pairsTableName
+  CTCS_PAIR_STATE_TABLE: pairStateTableName
+  CTCS_CONTACT_STATE_TABLE: contactStateTableName
+  CTCS_RUNS_TABLE: runsTableName
+  CTCS_OPS_QUEUE: opsQueueName
+  CTCS_LEASE_SECONDS: string(leaseSeconds)
+}
+
+module functionApp './app/function.bicep' = {
+  name: 'function'
+  scope: rg
+  params: {
+    name: functionAppName
+    planName: '${abbrs.webServerFarms}${resourceToken}'
+    location: location
+    tags: tags
+    identityResourceId: identity.outputs.resourceId
+    identityClientId: identity.outputs.clientId
+    applicationInsightsName: monitoring.outputs.applicationInsightsName
+    deploymentContainerUrl: '${blobServiceUri}/${deploymentContainerName}'
+    blobServiceUri: blobServiceUri
+    queueServiceUri: queueServiceUri
+    tableServiceUri: tableServiceUri
+    maximumInstanceCount: maximumInstanceCount
+    instanceMemoryMB: instanceMemoryMB
+    appSettings: ctcsAppSettings
+  }
+  // The host must reach storage as soon as it starts; grant the roles first.
+  dependsOn: [
+    rbac
+    storage
+  ]
+}
+
+// Outputs land in .azure/<env>/.env; scripts/postprovision.* turns them into local.settings.json. No secrets here.
+output AZURE_LOCATION string = location
+output AZURE_TENANT_ID string = tenant().tenantId
+output AZURE_RESOURCE_GROUP string = rg.name
+output AZURE_FUNCTION_APP_NAME string = functionApp.outputs.name
+output SERVICE_API_NAME string = functionApp.outputs.name
+output AZURE_FUNCTION_APP_URL string = 'https://${functionApp.outputs.defaultHostname}'
+output AZURE_STORAGE_ACCOUNT_NAME string = storage.outputs.name
+output AZURE_STORAGE_BLOB_ENDPOINT string = blobServiceUri
+output AZURE_STORAGE_QUEUE_ENDPOINT string = queueServiceUri
+output AZURE_STORAGE_TABLE_ENDPOINT string = tableServiceUri
+output AZURE_KEY_VAULT_NAME string = keyVault.outputs.name
+output AZURE_KEY_VAULT_URI string = keyVault.outputs.uri
+output AZURE_UAMI_NAME string = identity.outputs.name
+output AZURE_UAMI_CLIENT_ID string = identity.outputs.clientId
+output AZURE_UAMI_PRINCIPAL_ID string = identity.outputs.principalId
+output AZURE_UAMI_RESOURCE_ID string = identity.outputs.resourceId
+// Named after the app settings they feed, so a later `azd provision` reads the same values back.
+output SYNC_SCHEDULE string = syncSchedule
+output CTCS_PAIRS_TABLE string = pairsTableName
+output CTCS_PAIR_STATE_TABLE string = pairStateTableName
+output CTCS_CONTACT_STATE_TABLE string = contactStateTableName
+output CTCS_RUNS_TABLE string = runsTableName
+output CTCS_OPS_QUEUE string = opsQueueName
+output CTCS_LEASE_SECONDS string = string(leaseSeconds)
