@@ -1,0 +1,69 @@
+"""Simulated Microsoft 365 tenants for tests and the demo: a token authority, Graph users/delta and the Exchange
+Online admin API, served over loopback HTTPS so the REAL client libraries (azure-identity/MSAL, msgraph-sdk, httpx)
+talk to them. `sync` never imports this package.
+
+Start and trust
+---------------
+    from sim import SimCloud
+    from sim.certs import make_client_certificate
+
+    cloud = SimCloud.start()                 # or: with SimCloud.start() as cloud: ...   (cloud.stop() when done)
+    cloud.endpoints  # {"authority": "https://127.0.0.1:P1", "graph": "https://127.0.0.1:P2", "exchange": "https://127.0.0.1:P3"}
+                     # = the pair file's custom cloud object ({"authority":..., "graph":..., "exchange":...})
+    cloud.ca_bundle_path                     # PEM: the simulator's CA + certifi's bundle
+    cloud.client_env()  # {"SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "IDENTITY_ENDPOINT", "IDENTITY_HEADER"}
+    previous = cloud.apply_client_env()      # same, into os.environ of this process; SimCloud.restore_env(previous)
+
+  httpx 0.28 reads SSL_CERT_FILE when a Client is CREATED (verify=True, trust_env=True); or pass
+  `verify=ssl.create_default_context(cafile=cloud.ca_bundle_path)`. requests (azure-identity) reads REQUESTS_CA_BUNDLE.
+
+Tenants and apps
+----------------
+    t = cloud.add_tenant(tenant_id="<guid>", domain="contoso.onmicrosoft.com", name="Contoso")
+    t.register_app(client_id="<guid>", secret="s3cret")                       # client_secret flow
+    t.register_app(client_id="<guid>", certificate_pem=cert.cert_pem)         # certificate flow (x5t / x5t#S256 checked)
+    t.register_app(client_id="<guid>", federated_subject=cloud.managed_identity.object_id)   # MI federation
+    t.register_app(client_id=..., secret=..., roles=["User.Read.All"])        # default roles: User.Read.All,
+                                                                              # GroupMember.Read.All, Exchange.ManageAsApp
+    cert = make_client_certificate("pw")     # ClientCertificate(pem_bytes=key+cert PEM, pfx_bytes, cert_pem)
+
+Getting tokens with azure-identity 1.27 (authority = the bare base URL; disable_instance_discovery=True is REQUIRED,
+else MSAL asks login.microsoftonline.com to validate the authority and fails offline):
+    ClientSecretCredential(t.tenant_id, cid, "s3cret", authority=cloud.endpoints["authority"],
+                           disable_instance_discovery=True).get_token(cloud.endpoints["graph"] + "/.default")
+    CertificateCredential(t.tenant_id, cid, certificate_data=cert.pem_bytes, ...)            # or pfx_bytes + password=
+    mi = ManagedIdentityCredential(client_id=cloud.managed_identity.client_id)  # needs IDENTITY_ENDPOINT/HEADER in env
+    ClientAssertionCredential(t.tenant_id, cid, lambda: mi.get_token("api://AzureADTokenExchange/.default").token,
+                              authority=..., disable_instance_discovery=True)
+  Tokens: aud = the service base URL (scope minus "/.default"), tid, appid, roles. Graph/Exchange answer 401 for a
+  missing, expired, wrong-audience or other-tenant token, 403 when the app lacks the role.
+  `cloud.issue_token(t, cid, "graph", lifetime=-10)` mints tokens directly; `cloud.token_lifetime` sets the lifetime.
+  `cloud.add_managed_identity(client_id=None, object_id=None)` adds more user-assigned identities.
+
+Source side (Graph)  — see sim.directory / sim.graph
+    uid = t.directory.add_user({"displayName": "Adele Vance", "mail": "adele@contoso.com", ...})
+    t.directory.update_user(uid, department="Sales"); t.directory.delete_user(uid, permanent=False)
+    t.directory.restore_user(uid); t.directory.users            # current users (dicts)
+    GET {graph}/v1.0/users/delta  (also /users/delta() and /users/microsoft.graph.delta())
+    t.directory.page_size = 200; t.directory.replay_next_round = True   # re-send earlier changes once
+
+Target side (Exchange) — see sim.exchange_org / sim.exchange
+    POST {exchange}/adminapi/beta/{tenant id or domain}/InvokeCommand
+    t.exchange.add_recipient(kind="UserMailbox", name="adele", address="adele@fabrikam.com", DisplayName="Adele")
+    t.exchange.contacts(); t.exchange.recipients(); t.exchange.get(guid)
+    t.exchange.replication_lag = 2.0        # seconds during which a fresh object answers NotFound by Identity
+
+Faults and counters — see sim.faults
+    cloud.faults.inject("graph", "throttle", times=2, retry_after="0.249")
+    cloud.faults.inject("exchange", "server_busy", operation="New-MailContact", probability=0.3)
+    cloud.counts["graph"], cloud.counts["exchange"], cloud.counts["token"], cloud.counts[("exchange", "New-MailContact")]
+    cloud.reset_counts()
+
+Command line: `python -m sim serve` prints the endpoints and the CA bundle path and runs until Ctrl-C.
+"""
+
+from sim.certs import ClientCertificate, make_client_certificate
+from sim.cloud import ManagedIdentity, SimCloud
+from sim.tenant import Tenant
+
+__all__ = ["ClientCertificate", "ManagedIdentity", "SimCloud", "Tenant", "make_client_certificate"]
