@@ -1,0 +1,103 @@
+"""Contact operations: what the planner emits and a queue message carries (JSON, schema 1)."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from enum import StrEnum
+from typing import Any
+
+from sync.errors import BadOpMessage
+
+SCHEMA_VERSION = 1
+MAX_MESSAGE_CHARS = 48_000  # base64 of this stays under the queue's 64 KiB message limit
+_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+
+
+class OpKind(StrEnum):
+    CREATE = "create"
+    UPDATE = "update"
+    DELETE = "delete"
+
+
+# Deletes first (they free addresses a create may need), then updates, then creates.
+KIND_ORDER = {OpKind.DELETE: 0, OpKind.UPDATE: 1, OpKind.CREATE: 2}
+
+
+@dataclass(frozen=True)
+class ContactOp:
+    pair_id: str
+    run_id: str
+    kind: OpKind
+    source_id: str
+    version: int
+    reason: str
+    contact: Mapping[str, Any] | None = None  # full desired contact for create/update
+    hash: str = ""
+
+    def to_json(self) -> str:
+        body = {"schema": SCHEMA_VERSION, **asdict(self), "kind": self.kind.value}
+        if self.contact is None:
+            body.pop("contact")
+        return json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+
+    @property
+    def key(self) -> str:
+        return f"{self.pair_id}/{self.source_id}@{self.version}"
+
+
+def _field(body: Mapping[str, Any], name: str, kind: type) -> Any:
+    value = body.get(name)
+    if not isinstance(value, kind) or isinstance(value, bool) is not (kind is bool):
+        raise BadOpMessage(f"contact operation field {name!r} must be a {kind.__name__}, got {type(value).__name__}")
+    return value
+
+
+def decode_op(text: str | bytes) -> ContactOp:
+    """A queue message back into an op; `BadOpMessage` names what is wrong (never the whole message)."""
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError:
+            raise BadOpMessage("contact operation is not UTF-8 text") from None
+    if len(text) > MAX_MESSAGE_CHARS:
+        raise BadOpMessage(f"contact operation is {len(text)} characters, more than {MAX_MESSAGE_CHARS}")
+    try:
+        body = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise BadOpMessage(f"contact operation is not JSON ({error.msg} at character {error.pos})") from None
+    if not isinstance(body, dict):
+        raise BadOpMessage("contact operation must be a JSON object")
+    if body.get("schema") != SCHEMA_VERSION:
+        raise BadOpMessage(f"contact operation schema {body.get('schema')!r} is not supported (expected {SCHEMA_VERSION})")
+    unknown = set(body) - {"schema", "pair_id", "run_id", "kind", "source_id", "version", "reason", "contact", "hash"}
+    if unknown:
+        raise BadOpMessage(f"contact operation has unknown field(s): {', '.join(sorted(unknown))}")
+    try:
+        kind = OpKind(str(body.get("kind")))
+    except ValueError:
+        raise BadOpMessage(f"contact operation kind {body.get('kind')!r} is not one of create, update, delete") from None
+    for name in ("pair_id", "source_id"):
+        if not _ID.match(_field(body, name, str)):
+            raise BadOpMessage(f"contact operation field {name!r} has characters or a length that are not allowed")
+    version = _field(body, "version", int)
+    if version <= 0:
+        raise BadOpMessage("contact operation field 'version' must be positive")
+    contact = body.get("contact")
+    if kind is OpKind.DELETE:
+        if contact is not None:
+            raise BadOpMessage("a delete operation carries no contact")
+    elif not isinstance(contact, dict) or not contact:
+        raise BadOpMessage(f"a {kind.value} operation needs the full desired contact as an object")
+    return ContactOp(
+        pair_id=body["pair_id"],
+        run_id=_field(body, "run_id", str),
+        kind=kind,
+        source_id=body["source_id"],
+        version=version,
+        reason=_field(body, "reason", str),
+        contact=contact,
+        hash=str(body.get("hash") or ""),
+    )

@@ -1,0 +1,1 @@
+"""The four tables of DESIGN.md, each behind a small store class."""

@@ -1,0 +1,193 @@
+"""Table ContactState: one row per source user of a pair — what was applied, at which version, and how it went.
+
+A worker claims a row (ETag-guarded) before it touches Exchange and commits it afterwards with the claim's
+ETag, so two ops for one user never interleave: the second waits (is retried) until the first has committed,
+and an op older than the committed version is dropped.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from azure.core import MatchConditions
+from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+from azure.data.tables import TableClient, TableEntity, UpdateMode
+
+from sync.plan import StateSummary
+from sync.state.entities import as_int, int64, iso, now_utc, quote, text
+
+SUMMARY_COLUMNS = ["RowKey", "status", "hash", "version", "guid"]
+STATUSES = ("ok", "conflict", "failed", "deleted")
+
+
+@dataclass
+class ContactRow:
+    pair_id: str
+    source_id: str
+    status: str = ""
+    hash: str = ""
+    version: int = 0
+    guid: str = ""
+    applied: dict[str, Any] = field(default_factory=dict)
+    last_error: str = ""
+    last_op: str = ""
+    last_run_id: str = ""
+    updated_at: str = ""
+    claim_version: int = 0
+    claim_until: str = ""
+    etag: str | None = None  # None: the row does not exist yet
+
+    def claimed_by_other(self, version: int, now: datetime) -> bool:
+        return bool(
+            self.claim_version
+            and self.claim_version != version
+            and self.claim_until
+            and datetime.fromisoformat(self.claim_until) > now
+        )
+
+
+class ClaimLost(Exception):
+    """The row changed between read and write: re-read and decide again."""
+
+
+def _row(pair_id: str, entity: TableEntity) -> ContactRow:
+    applied = entity.get("applied") or ""
+    return ContactRow(
+        pair_id=pair_id,
+        source_id=entity["RowKey"],
+        status=entity.get("status", ""),
+        hash=entity.get("hash", ""),
+        version=as_int(entity.get("version")),
+        guid=entity.get("guid", ""),
+        applied=json.loads(applied) if applied else {},
+        last_error=entity.get("last_error", ""),
+        last_op=entity.get("last_op", ""),
+        last_run_id=entity.get("last_run_id", ""),
+        updated_at=entity.get("updated_at", ""),
+        claim_version=as_int(entity.get("claim_version")),
+        claim_until=entity.get("claim_until", ""),
+        etag=entity.metadata.get("etag"),
+    )
+
+
+class ContactStateStore:
+    def __init__(self, table: TableClient) -> None:
+        self.table = table
+
+    def summaries(self, pair_id: str) -> dict[str, StateSummary]:
+        """Every row of a pair, only the columns planning needs (one paged query)."""
+        entities = self.table.query_entities(
+            f"PartitionKey eq '{quote(pair_id)}'", select=SUMMARY_COLUMNS, results_per_page=1000
+        )
+        return {
+            e["RowKey"]: StateSummary(e.get("status", ""), e.get("hash", ""), as_int(e.get("version")), e.get("guid", ""))
+            for e in entities
+            if e.get("status")
+        }
+
+    def get(self, pair_id: str, source_id: str) -> ContactRow:
+        try:
+            return _row(pair_id, self.table.get_entity(pair_id, source_id))
+        except ResourceNotFoundError:
+            return ContactRow(pair_id, source_id)
+
+    def rows(self, pair_id: str, *, status: str | None = None) -> Iterator[ContactRow]:
+        query = f"PartitionKey eq '{quote(pair_id)}'"
+        if status:
+            query += f" and status eq '{quote(status)}'"
+        for entity in self.table.query_entities(query):
+            yield _row(pair_id, entity)
+
+    def status_counts(self, pair_id: str) -> Counter[str]:
+        entities = self.table.query_entities(f"PartitionKey eq '{quote(pair_id)}'", select=["status", "claim_version"])
+        counts: Counter[str] = Counter()
+        for entity in entities:
+            counts[entity.get("status") or "pending"] += 1
+        return counts
+
+    def claim(self, row: ContactRow, version: int, seconds: int, *, now: datetime | None = None) -> ContactRow:
+        """Mark the row as being worked on by the op with `version`; `ClaimLost` when it changed meanwhile."""
+        now = now or now_utc()
+        claim_until = iso(now + timedelta(seconds=seconds))
+        fields = {
+            "PartitionKey": row.pair_id,
+            "RowKey": row.source_id,
+            "claim_version": int64(version),
+            "claim_until": claim_until,
+        }
+        try:
+            if row.etag is None:
+                metadata = self.table.create_entity(fields)
+            else:
+                metadata = self.table.update_entity(
+                    fields, mode=UpdateMode.MERGE, etag=row.etag, match_condition=MatchConditions.IfNotModified
+                )
+        except (ResourceExistsError, ResourceModifiedError):
+            raise ClaimLost(row.source_id) from None
+        row.claim_version, row.claim_until, row.etag = version, claim_until, metadata["etag"]
+        return row
+
+    def commit(
+        self,
+        row: ContactRow,
+        *,
+        status: str,
+        version: int,
+        hash_: str,
+        guid: str,
+        applied: Mapping[str, Any] | None,
+        op: str,
+        run_id: str,
+        error: str = "",
+    ) -> None:
+        """Record the outcome of the op that holds the claim, releasing it. `ClaimLost` if the claim was taken."""
+        entity = {
+            "PartitionKey": row.pair_id,
+            "RowKey": row.source_id,
+            "status": status,
+            "hash": hash_,
+            "version": int64(version),
+            "guid": guid,
+            "applied": text(json.dumps(applied, ensure_ascii=False, separators=(",", ":"))) if applied else "",
+            "last_error": text(error, 2000),
+            "last_op": op,
+            "last_run_id": run_id,
+            "updated_at": iso(now_utc()),
+            "claim_version": int64(0),
+            "claim_until": "",
+        }
+        try:
+            self.table.update_entity(
+                entity, mode=UpdateMode.REPLACE, etag=row.etag, match_condition=MatchConditions.IfNotModified
+            )
+        except (ResourceModifiedError, ResourceNotFoundError):
+            raise ClaimLost(row.source_id) from None
+
+    def record_failure(self, pair_id: str, source_id: str, *, error: str, op: str, run_id: str) -> None:
+        """Mark a row failed without touching its applied state (poison handler: the op stays replayable)."""
+        self.table.upsert_entity(
+            {
+                "PartitionKey": pair_id,
+                "RowKey": source_id,
+                "status": "failed",
+                "last_error": text(error, 2000),
+                "last_op": op,
+                "last_run_id": run_id,
+                "updated_at": iso(now_utc()),
+                "claim_version": int64(0),
+                "claim_until": "",
+            },
+            mode=UpdateMode.MERGE,
+        )
+
+    def forget_pair(self, pair_id: str) -> int:
+        removed = 0
+        for entity in self.table.query_entities(f"PartitionKey eq '{quote(pair_id)}'", select=["PartitionKey", "RowKey"]):
+            self.table.delete_entity(entity["PartitionKey"], entity["RowKey"])
+            removed += 1
+        return removed

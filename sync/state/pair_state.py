@@ -1,0 +1,121 @@
+"""Table PairState: per pair, the deltaLink, the planning lease, the quarantine and the last run."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from azure.core import MatchConditions
+from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+from azure.data.tables import TableClient, TableEntity, UpdateMode
+
+from sync.errors import LeaseHeld
+from sync.state.entities import iso, now_utc, text
+
+PARTITION = "pair"
+
+
+@dataclass
+class PairStatus:
+    pair_id: str
+    delta_link: str = ""
+    last_run_id: str = ""
+    last_run_at: str = ""
+    last_outcome: str = ""
+    quarantine_reason: str = ""
+    quarantined_at: str = ""
+    lease_owner: str = ""
+    lease_until: str = ""
+    force_full: bool = False  # next run must be a full round (--full asked for by the HTTP API)
+    definition_hash: str = ""  # scope + mapping of the last planned run; a change forces a full round
+
+    @property
+    def quarantined(self) -> bool:
+        return bool(self.quarantine_reason)
+
+
+def _status(pair_id: str, entity: TableEntity | None) -> PairStatus:
+    if entity is None:
+        return PairStatus(pair_id)
+    return PairStatus(
+        pair_id=pair_id,
+        delta_link=entity.get("delta_link", ""),
+        last_run_id=entity.get("last_run_id", ""),
+        last_run_at=entity.get("last_run_at", ""),
+        last_outcome=entity.get("last_outcome", ""),
+        quarantine_reason=entity.get("quarantine_reason", ""),
+        quarantined_at=entity.get("quarantined_at", ""),
+        lease_owner=entity.get("lease_owner", ""),
+        lease_until=entity.get("lease_until", ""),
+        force_full=bool(entity.get("force_full", False)),
+        definition_hash=entity.get("definition_hash", ""),
+    )
+
+
+class PairStateStore:
+    def __init__(self, table: TableClient) -> None:
+        self.table = table
+
+    def _entity(self, pair_id: str) -> TableEntity | None:
+        try:
+            return self.table.get_entity(PARTITION, pair_id)
+        except ResourceNotFoundError:
+            return None
+
+    def get(self, pair_id: str) -> PairStatus:
+        return _status(pair_id, self._entity(pair_id))
+
+    def acquire_lease(self, pair_id: str, owner: str, seconds: int, *, now: datetime | None = None) -> None:
+        """Take the pair's planning lease, or raise `LeaseHeld` when another live run has it."""
+        now = now or now_utc()
+        fields = {"lease_owner": owner, "lease_until": iso(now + timedelta(seconds=seconds))}
+        entity = self._entity(pair_id)
+        try:
+            if entity is None:
+                self.table.create_entity({"PartitionKey": PARTITION, "RowKey": pair_id, **fields})
+                return
+            holder, until = entity.get("lease_owner", ""), entity.get("lease_until", "")
+            if holder and holder != owner and until and datetime.fromisoformat(until) > now:
+                raise LeaseHeld(f"pair {pair_id!r} is being planned by run {holder} until {until}")
+            self.table.update_entity(
+                {"PartitionKey": PARTITION, "RowKey": pair_id, **fields},
+                mode=UpdateMode.MERGE,
+                etag=entity.metadata["etag"],
+                match_condition=MatchConditions.IfNotModified,
+            )
+        except (ResourceExistsError, ResourceModifiedError):
+            raise LeaseHeld(f"pair {pair_id!r} was claimed by another run at the same moment") from None
+
+    def release_lease(self, pair_id: str, owner: str) -> None:
+        entity = self._entity(pair_id)
+        if entity is not None and entity.get("lease_owner") == owner:
+            self._merge(pair_id, lease_owner="", lease_until="")
+
+    def record_run(
+        self, pair_id: str, *, run_id: str, outcome: str, delta_link: str | None, definition: str | None = None
+    ) -> None:
+        """After a run: its outcome, and the new deltaLink once every change of the round is queued."""
+        fields: dict[str, object] = {"last_run_id": run_id, "last_run_at": iso(now_utc()), "last_outcome": outcome}
+        if delta_link is not None:
+            fields.update(delta_link=delta_link, force_full=False)
+        if definition is not None:
+            fields["definition_hash"] = definition
+        self._merge(pair_id, **fields)
+
+    def quarantine(self, pair_id: str, reason: str) -> None:
+        self._merge(pair_id, quarantine_reason=text(reason, 2000), quarantined_at=iso(now_utc()))
+
+    def release_quarantine(self, pair_id: str) -> None:
+        self._merge(pair_id, quarantine_reason="", quarantined_at="")
+
+    def request_full_round(self, pair_id: str) -> None:
+        """Drop the deltaLink so the next run reads every user (and sweeps what is gone)."""
+        self._merge(pair_id, delta_link="", force_full=True)
+
+    def forget(self, pair_id: str) -> None:
+        with contextlib.suppress(ResourceNotFoundError):
+            self.table.delete_entity(PARTITION, pair_id)
+
+    def _merge(self, pair_id: str, **fields: object) -> None:
+        self.table.upsert_entity({"PartitionKey": PARTITION, "RowKey": pair_id, **fields}, mode=UpdateMode.MERGE)

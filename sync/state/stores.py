@@ -1,0 +1,40 @@
+"""All the tables and queues of one storage account, named by the app settings."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from sync.opqueue import POISON_SUFFIX, OpQueue
+from sync.settings import required_setting
+from sync.state.contacts import ContactStateStore
+from sync.state.pair_state import PairStateStore
+from sync.state.pairs import PairStore
+from sync.state.runs import RunStore
+from sync.storage import StorageAccount
+
+
+@dataclass
+class Stores:
+    pairs: PairStore
+    pair_state: PairStateStore
+    contacts: ContactStateStore
+    runs: RunStore
+    ops: OpQueue
+    poison: OpQueue
+
+    @classmethod
+    def open(cls, account: StorageAccount, environ: Mapping[str, str] | None = None) -> Stores:
+        queue_name = required_setting("CTCS_OPS_QUEUE", environ)
+        return cls(
+            pairs=PairStore(account.table(required_setting("CTCS_PAIRS_TABLE", environ))),
+            pair_state=PairStateStore(account.table(required_setting("CTCS_PAIR_STATE_TABLE", environ))),
+            contacts=ContactStateStore(account.table(required_setting("CTCS_CONTACT_STATE_TABLE", environ))),
+            runs=RunStore(account.table(required_setting("CTCS_RUNS_TABLE", environ))),
+            ops=OpQueue(account.queue(queue_name)).ensure(),
+            poison=OpQueue(account.queue(queue_name + POISON_SUFFIX)).ensure(),
+        )
+
+    @classmethod
+    def from_settings(cls, environ: Mapping[str, str] | None = None) -> Stores:
+        return cls.open(StorageAccount.from_settings(environ), environ)

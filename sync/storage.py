@@ -1,0 +1,69 @@
+"""The one storage account: tables and queues, by connection string locally or managed identity in Azure."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from azure.core.credentials import TokenCredential
+from azure.data.tables import TableClient, TableServiceClient
+from azure.storage.queue import QueueClient, TextBase64DecodePolicy, TextBase64EncodePolicy
+
+from sync.errors import ConfigError
+from sync.settings import setting
+
+
+@dataclass
+class StorageAccount:
+    connection_string: str | None = None
+    table_endpoint: str | None = None
+    queue_endpoint: str | None = None
+    credential: TokenCredential | None = None
+    _tables: dict[str, TableClient] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_settings(cls, environ: Mapping[str, str] | None = None) -> StorageAccount:
+        connection_string = setting("AzureWebJobsStorage", environ)
+        if connection_string:
+            return cls(connection_string=connection_string)
+        tables = setting("AzureWebJobsStorage__tableServiceUri", environ)
+        queues = setting("AzureWebJobsStorage__queueServiceUri", environ)
+        if not tables or not queues:
+            raise ConfigError(
+                "no storage configured: set AzureWebJobsStorage (a connection string; UseDevelopmentStorage=true for "
+                "Azurite) or AzureWebJobsStorage__tableServiceUri and AzureWebJobsStorage__queueServiceUri"
+            )
+        return cls(table_endpoint=tables, queue_endpoint=queues, credential=_storage_credential(environ))
+
+    def table(self, name: str) -> TableClient:
+        """A table client; the table is created on first use."""
+        if name not in self._tables:
+            if self.connection_string:
+                service = TableServiceClient.from_connection_string(self.connection_string)
+            else:
+                assert self.table_endpoint and self.credential
+                service = TableServiceClient(endpoint=self.table_endpoint, credential=self.credential)
+            self._tables[name] = service.create_table_if_not_exists(name)
+        return self._tables[name]
+
+    def queue(self, name: str) -> QueueClient:
+        """A queue client whose messages are base64, as the Functions queue trigger expects."""
+        options: dict[str, Any] = {
+            "message_encode_policy": TextBase64EncodePolicy(),
+            "message_decode_policy": TextBase64DecodePolicy(),
+        }
+        if self.connection_string:
+            client = QueueClient.from_connection_string(self.connection_string, name, **options)
+        else:
+            assert self.queue_endpoint and self.credential
+            client = QueueClient(self.queue_endpoint, name, credential=self.credential, **options)
+        return client
+
+
+def _storage_credential(environ: Mapping[str, str] | None) -> TokenCredential:
+    from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
+
+    if (setting("AzureWebJobsStorage__credential", environ) or "").lower() == "managedidentity":
+        return ManagedIdentityCredential(client_id=setting("AzureWebJobsStorage__clientId", environ))
+    return DefaultAzureCredential()

@@ -1,0 +1,179 @@
+"""Apply one contact op to the target: idempotent, order-safe by version, and only ever on our own contacts.
+
+Outcomes that need no retry (applied, stale, conflict, rejected) are returned; errors worth retrying
+(`TargetTransient`, `TargetThrottled`, `RowBusy`) are raised for the queue to redeliver the op later.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from sync.errors import AddressInUse, TargetNotFound, TargetRejected, TargetTransient
+from sync.ops import ContactOp, OpKind
+from sync.pairs import TenantPair
+from sync.state.contacts import ClaimLost, ContactRow, ContactStateStore
+from sync.state.entities import now_utc
+from sync.target import Recipient, Target
+
+CLAIM_SECONDS = 300
+MAIL_CONTACT = "MailContact"
+
+
+class Outcome(StrEnum):
+    CREATED = "created"
+    ADOPTED = "adopted"  # our own contact found by anchor (an earlier attempt made it) or an allowed takeover
+    UPDATED = "updated"
+    UNCHANGED = "unchanged"
+    DELETED = "deleted"
+    ALREADY_GONE = "already_gone"
+    STALE = "stale"  # a newer op for this user was applied already
+    CONFLICT = "conflict"  # another recipient holds the address or name
+    REJECTED = "rejected"  # Exchange refused a value; fixing the source data fixes it
+
+    @property
+    def failed(self) -> bool:
+        return self in (Outcome.CONFLICT, Outcome.REJECTED)
+
+
+class RowBusy(TargetTransient):
+    """Another op for the same user holds the row; retry this one later."""
+
+
+@dataclass
+class Applied:
+    outcome: Outcome
+    guid: str = ""
+    detail: str = ""
+
+
+def apply_op(op: ContactOp, *, pair: TenantPair, target: Target, contacts: ContactStateStore) -> Applied:
+    """Apply `op` unless a newer one won; record the result in ContactState."""
+    for _ in range(3):
+        row = contacts.get(op.pair_id, op.source_id)
+        if row.status and row.version >= op.version:
+            return Applied(Outcome.STALE, row.guid, f"version {row.version} already applied")
+        if row.claimed_by_other(op.version, now_utc()):
+            raise RowBusy(f"another op (version {row.claim_version}) is applying to this user", status=None)
+        try:
+            row = contacts.claim(row, op.version, CLAIM_SECONDS)
+        except ClaimLost:
+            continue
+        break
+    else:
+        raise RowBusy("the state row kept changing while claiming it", status=None)
+
+    result = _apply_to_target(op, row, pair, target)
+    status = _status_after(op, result)
+    applied = op.contact if status == "ok" and op.contact is not None else (row.applied if status != "deleted" else None)
+    try:
+        contacts.commit(
+            row,
+            status=status,
+            version=op.version,
+            hash_=op.hash if status != "deleted" else "",  # for conflict/failed: the attempt, so it is not retried unchanged
+            guid=result.guid if status != "deleted" else "",
+            applied=applied,
+            op=f"{op.kind.value}:{result.outcome.value}",
+            run_id=op.run_id,
+            error=result.detail if result.outcome.failed else "",
+        )
+    except ClaimLost:
+        return Applied(Outcome.STALE, result.guid, "a newer op took over this user while this one ran")
+    return result
+
+
+def _status_after(op: ContactOp, result: Applied) -> str:
+    if result.outcome is Outcome.CONFLICT:
+        return "conflict"
+    if result.outcome is Outcome.REJECTED:
+        return "failed"
+    if op.kind is OpKind.DELETE:
+        return "deleted"
+    return "ok"
+
+
+def _apply_to_target(op: ContactOp, row: ContactRow, pair: TenantPair, target: Target) -> Applied:
+    try:
+        if op.kind is OpKind.DELETE:
+            return _delete(op, row, pair, target)
+        assert op.contact is not None
+        if row.guid and row.status in ("ok", "failed"):
+            try:
+                return _update(row.guid, op.contact, row.applied, target)
+            except TargetNotFound:
+                pass  # removed behind our back: make it again
+        return _create(op, pair, target)
+    except AddressInUse as error:
+        return Applied(Outcome.CONFLICT, row.guid, f"address in use by {error.holder or 'another recipient'}")
+    except TargetRejected as error:
+        return Applied(Outcome.REJECTED, row.guid, str(error))
+
+
+def _changes(desired: Mapping[str, Any], applied: Mapping[str, Any]) -> dict[str, Any]:
+    if not applied:
+        return {name: value for name, value in desired.items() if name != "Name"}
+    return {name: value for name, value in desired.items() if name != "Name" and applied.get(name) != value}
+
+
+def _update(guid: str, desired: Mapping[str, Any], applied: Mapping[str, Any], target: Target) -> Applied:
+    changes = _changes(desired, applied)
+    if not changes:
+        return Applied(Outcome.UNCHANGED, guid)
+    target.update(guid, changes)
+    return Applied(Outcome.UPDATED, guid)
+
+
+def _is_ours(recipient: Recipient, pair: TenantPair, anchor: str, name: str) -> bool:
+    attribute = pair.contact.anchor_attribute
+    if recipient.anchor(attribute) == anchor:
+        return True
+    # A New-MailContact that succeeded just before a crash left our derived Name without the anchor yet.
+    return recipient.recipient_type == MAIL_CONTACT and recipient.name == name and not recipient.anchor(attribute)
+
+
+def _create(op: ContactOp, pair: TenantPair, target: Target) -> Applied:
+    assert op.contact is not None
+    contact = op.contact
+    anchor = pair.anchor(op.source_id)
+    name = str(contact["Name"])
+    address = str(contact["ExternalEmailAddress"])
+    found = target.find_recipients(
+        anchor_attribute=pair.contact.anchor_attribute, anchor=anchor, address=address, name=name
+    )
+    own = [recipient for recipient in found if _is_ours(recipient, pair, anchor, name)]
+    if own:
+        target.update(own[0].guid, _changes(contact, {}))
+        return Applied(Outcome.ADOPTED, own[0].guid, "found its own contact from an earlier attempt")
+    if found:
+        holder = found[0]
+        unowned_contact = holder.recipient_type == MAIL_CONTACT and not holder.anchor(pair.contact.anchor_attribute)
+        if pair.conflicts == "adopt_contacts" and unowned_contact and holder.name != name:
+            target.update(holder.guid, _changes(contact, {}))
+            return Applied(Outcome.ADOPTED, holder.guid, f"took over unowned contact {holder.name!r}")
+        what = f"the name {name}" if holder.name == name else f"the address {address}"
+        return Applied(Outcome.CONFLICT, "", f"{_describe(holder)} already holds {what}")
+    created = target.create(contact)
+    return Applied(Outcome.CREATED, created.guid)
+
+
+def _describe(recipient: Recipient) -> str:
+    return f"{recipient.recipient_type} {recipient.name!r} ({recipient.primary_address or 'no address'})"
+
+
+def _delete(op: ContactOp, row: ContactRow, pair: TenantPair, target: Target) -> Applied:
+    guid = row.guid
+    if not guid:
+        anchor = pair.anchor(op.source_id)
+        found = target.find_recipients(anchor_attribute=pair.contact.anchor_attribute, anchor=anchor, address="", name="")
+        owned = [r for r in found if r.anchor(pair.contact.anchor_attribute) == anchor]
+        if not owned:
+            return Applied(Outcome.ALREADY_GONE)
+        guid = owned[0].guid
+    try:
+        target.delete(guid)
+    except TargetNotFound:
+        return Applied(Outcome.ALREADY_GONE)
+    return Applied(Outcome.DELETED)
