@@ -1,0 +1,33 @@
+"""Open a pair's source and target: the real Graph and Exchange edges with the pair's credentials and cloud.
+
+Credentials come from a process-wide `CredentialCache` (tokens survive between runs of a Functions worker);
+pass `credentials=` to use another cache (tests, a CLI run that wants fresh ones).
+"""
+
+from __future__ import annotations
+
+from sync.credentials import CredentialCache, shared_credentials
+from sync.exchange_target import ExchangeTarget
+from sync.graph_source import GraphSource
+from sync.pairs import TenantPair
+from sync.secrets import SecretResolver
+
+
+def open_source(pair: TenantPair, resolver: SecretResolver, *, credentials: CredentialCache | None = None) -> GraphSource:
+    """The pair's source tenant as a `Source` (Graph users/delta)."""
+    cache = credentials or shared_credentials
+    return GraphSource(cache.for_source(pair, resolver), graph_endpoint=pair.source.endpoints.graph)
+
+
+def open_target(
+    pair: TenantPair, resolver: SecretResolver, *, credentials: CredentialCache | None = None
+) -> ExchangeTarget:
+    """The pair's target organisation as a `Target` (Exchange admin API). Close it when done."""
+    cache = credentials or shared_credentials
+    target = pair.target
+    return ExchangeTarget(
+        cache.for_target(pair, resolver),
+        exchange_endpoint=target.endpoints.exchange,
+        tenant=target.tenant_id,
+        organization=target.organization,
+    )

@@ -1,0 +1,317 @@
+"""`ExchangeTarget`: a target organisation's mail contacts through the Exchange Online admin API, on httpx.
+
+Every cmdlet is one `POST {exchange}/adminapi/beta/{tenant}/InvokeCommand` with the headers the admin API
+expects (exchange-admin-api.md, "Call"); listings follow `@odata.nextLink` with the same body. Failures become
+the typed errors of `sync.errors` (see `sync.exchange_errors`).
+
+Retrying happens here, within bounds: throttling and transient failures are retried per call with backoff that
+honours Retry-After, up to `retry` (a `RetryPolicy`); then the error is raised so the queue can defer the op.
+A NotFound right after New-MailContact is replication lag and is retried briefly. `requests` counts HTTP
+requests per cmdlet (pages and retries included) for the engine's run report.
+
+The httpx client is the test seam: pass one with a `transport=` to test without a network.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import json
+import re
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+from azure.core.credentials import TokenCredential
+from azure.core.exceptions import ClientAuthenticationError
+
+from sync import opath
+from sync.errors import TargetAuthError, TargetError, TargetNotFound, TargetThrottled, TargetTransient
+from sync.exchange_errors import (
+    RetryBudget,
+    RetryPolicy,
+    errors_in_success,
+    parse_retry_after,
+    read_failure,
+    to_target_error,
+)
+from sync.target import NEW_MAIL_CONTACT_PARAMS, ContactParams, Recipient, split_by_cmdlet
+
+SYSTEM_MAILBOX = "SystemMailbox{bb558c35-97f1-4cb9-8ff7-d53741dc928c}"
+CUSTOM_ATTRIBUTES = tuple(f"CustomAttribute{n}" for n in range(1, 16))
+RECIPIENT_PROPERTIES = ("Guid", "Name", "RecipientTypeDetails", "PrimarySmtpAddress", *CUSTOM_ATTRIBUTES)
+DEFAULT_EXCHANGE_RETRY = RetryPolicy(max_retries=4, max_wait_seconds=60.0, base_delay=2.0, max_delay=20.0)
+_ANCHOR_ATTRIBUTE = re.compile(r"^CustomAttribute([1-9]|1[0-5])$")
+
+
+class ExchangeTarget:
+    """Mail contacts of one target organisation (implements `sync.target.Target`).
+
+    `tenant` is the tenant id (or `xxx.onmicrosoft.com`) in the URL; `organization` the `.onmicrosoft.com` domain
+    of the anchor mailbox header. `not_found_retries`/`not_found_delay` bound the replication-lag retries after a
+    create. `sleep` waits between retries (tests pass a recorder).
+    """
+
+    def __init__(
+        self,
+        credential: TokenCredential,
+        *,
+        exchange_endpoint: str,
+        tenant: str,
+        organization: str,
+        client: httpx.Client | None = None,
+        retry: RetryPolicy = DEFAULT_EXCHANGE_RETRY,
+        not_found_retries: int = 4,
+        not_found_delay: float = 2.0,
+        sleep: Callable[[float], object] = time.sleep,
+        timeout: float = 100.0,
+    ) -> None:
+        if not tenant or not organization:
+            raise ValueError("tenant and organization are required")
+        self._credential = credential
+        self.endpoint = exchange_endpoint.rstrip("/")
+        self.url = f"{self.endpoint}/adminapi/beta/{tenant}/InvokeCommand"
+        self.organization = organization
+        self.retry = retry
+        self.not_found_retries = not_found_retries
+        self.not_found_delay = not_found_delay
+        self._sleep = sleep
+        self._owns_client = client is None
+        self._client = client if client is not None else httpx.Client(timeout=timeout)
+        self._scope = f"{self.endpoint}/.default"
+        self._origin = _origin(self.endpoint)
+        self.requests: collections.Counter[str] = collections.Counter()
+
+    def __repr__(self) -> str:
+        return f"<ExchangeTarget {self.url}>"
+
+    def close(self) -> None:
+        if self._owns_client:
+            self._client.close()
+
+    def __enter__(self) -> ExchangeTarget:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    @property
+    def total_requests(self) -> int:
+        return sum(self.requests.values())
+
+    # --- the Target protocol -------------------------------------------------------------------------------
+
+    def find_recipients(self, *, anchor_attribute: str, anchor: str, address: str, name: str) -> list[Recipient]:
+        """One Get-Recipient with an OR filter of the values given (empty ones are left out)."""
+        clauses = []
+        if anchor:
+            clauses.append(opath.eq(_anchor_attribute(anchor_attribute), anchor))
+        if address:
+            clauses.append(opath.eq("EmailAddresses", f"smtp:{address}"))
+        if name:
+            clauses.append(opath.eq("Name", name))
+        if not clauses:
+            return []
+        rows = self.invoke(
+            "Get-Recipient", {"Filter": opath.any_of(*clauses), "ResultSize": "Unlimited"}, select=RECIPIENT_PROPERTIES
+        )
+        return [_recipient(row) for row in rows]
+
+    def create(self, contact: ContactParams) -> Recipient:
+        """New-MailContact, then Set-MailContact (which carries the anchor) and Set-Contact for the rest.
+
+        Empty values mean "not set" on a new contact and are not sent. If a Set-* fails for good after the New
+        succeeded, the half-made contact (it has no anchor yet, so nothing would ever find it as ours) is
+        removed again before the error is raised.
+        """
+        for required in ("Name", "ExternalEmailAddress"):
+            if not contact.get(required):
+                raise ValueError(f"a new mail contact needs {required}")
+        wanted = {key: value for key, value in contact.items() if not _is_empty(value)}
+        new_params = {key: value for key, value in wanted.items() if key in NEW_MAIL_CONTACT_PARAMS}
+        rest = {key: value for key, value in wanted.items() if key not in NEW_MAIL_CONTACT_PARAMS}
+        created = self.invoke("New-MailContact", new_params)
+        if not created or not created[0].get("Guid"):
+            raise TargetError("New-MailContact answered without the new contact's Guid", status=200)
+        row = created[0]
+        guid = str(row["Guid"])
+        try:
+            for cmdlet, params in _in_cmdlet_order(split_by_cmdlet(rest)):
+                self.invoke(cmdlet, {"Identity": guid, **params}, retry_not_found=True)
+        except TargetError:
+            self._remove_quietly(guid)
+            raise
+        attributes = {key: str(value) for key, value in wanted.items() if key in CUSTOM_ATTRIBUTES}
+        primary = str(row.get("PrimarySmtpAddress") or _strip_prefix(str(contact["ExternalEmailAddress"])))
+        return Recipient(
+            guid=guid,
+            name=str(row.get("Name") or contact["Name"]),
+            recipient_type=str(row.get("RecipientTypeDetails") or "MailContact"),
+            primary_address=primary,
+            custom_attributes=attributes,
+        )
+
+    def update(self, guid: str, changes: ContactParams) -> None:
+        """One Set-* per cmdlet that owns a changed parameter; empty values clear the property."""
+        _require_guid(guid)
+        for cmdlet, params in _in_cmdlet_order(split_by_cmdlet(changes)):
+            self.invoke(cmdlet, {"Identity": guid, **{key: _clearing(value) for key, value in params.items()}})
+
+    def delete(self, guid: str) -> None:
+        """Remove-MailContact; `TargetNotFound` when it is already gone."""
+        _require_guid(guid)
+        self.invoke("Remove-MailContact", {"Identity": guid, "Confirm": False})
+
+    def list_owned(self, anchor_attribute: str, anchor_prefix: str) -> Iterator[Recipient]:
+        """Every mail contact whose anchor starts with `anchor_prefix`, page by page."""
+        attribute = _anchor_attribute(anchor_attribute)
+        params = {"Filter": opath.starts_with(attribute, anchor_prefix), "ResultSize": "Unlimited"}
+        for row in self.iter_rows("Get-MailContact", params):
+            recipient = _recipient(row, default_type="MailContact")
+            # -like is a pattern match; the exact prefix check keeps "ours" exact.
+            if recipient.anchor(attribute).startswith(anchor_prefix):
+                yield recipient
+
+    # --- cmdlet calls --------------------------------------------------------------------------------------
+
+    def invoke(
+        self, cmdlet: str, parameters: Mapping[str, Any], *, select: tuple[str, ...] = (), retry_not_found: bool = False
+    ) -> list[dict[str, Any]]:
+        """Run one cmdlet and return every object it answered (all pages)."""
+        return list(self.iter_rows(cmdlet, parameters, select=select, retry_not_found=retry_not_found))
+
+    def iter_rows(
+        self, cmdlet: str, parameters: Mapping[str, Any], *, select: tuple[str, ...] = (), retry_not_found: bool = False
+    ) -> Iterator[dict[str, Any]]:
+        if "Identity" in parameters and not str(parameters["Identity"] or "").strip():
+            # Get-* with an empty Identity answers every object; Set-*/Remove-* would act on a wrong one.
+            raise ValueError(f"{cmdlet}: refusing to send an empty Identity")
+        body = json.dumps({"CmdletInput": {"CmdletName": cmdlet, "Parameters": dict(parameters)}})
+        url = self.url + (f"?$select={','.join(select)}" if select else "")
+        while url:
+            page = self._post(cmdlet, url, body, retry_not_found=retry_not_found)
+            for row in page.get("value") or []:
+                if isinstance(row, dict):
+                    yield {key: value for key, value in row.items() if "@" not in key}
+            next_link = page.get("@odata.nextLink")
+            url = self._checked_link(cmdlet, next_link) if next_link else ""
+
+    def _post(self, cmdlet: str, url: str, body: str, *, retry_not_found: bool) -> dict[str, Any]:
+        budget = RetryBudget(self.retry)
+        lag_retries = 0
+        while True:
+            try:
+                return self._post_once(cmdlet, url, body)
+            except TargetNotFound:
+                if not retry_not_found or lag_retries >= self.not_found_retries:
+                    raise
+                lag_retries += 1
+                self._sleep(self.not_found_delay * lag_retries)
+            except TargetTransient as error:
+                retry_after = error.retry_after if isinstance(error, TargetThrottled) else None
+                wait = budget.next_wait(retry_after)
+                if wait is None:
+                    raise
+                budget.spend(wait)
+                self._sleep(wait)
+
+    def _post_once(self, cmdlet: str, url: str, body: str) -> dict[str, Any]:
+        headers = {
+            "Authorization": f"Bearer {self._token()}",
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+            "X-AnchorMailbox": f"UPN:{SYSTEM_MAILBOX}@{self.organization}",
+            "Prefer": "odata.maxpagesize=1000",
+            "X-ResponseFormat": "json",
+            "X-CmdletName": cmdlet,
+            "client-request-id": str(uuid.uuid4()),
+        }
+        self.requests[cmdlet] += 1
+        try:
+            response = self._client.post(url, content=body, headers=headers)
+        except httpx.TransportError as error:
+            raise TargetTransient(f"{cmdlet}: Exchange unreachable ({type(error).__name__})") from None
+        retry_after = parse_retry_after(response.headers.get("Retry-After"))
+        if not response.is_success:
+            failure = read_failure(response.status_code, response.content, response.headers)
+            raise to_target_error(failure, cmdlet=cmdlet, retry_after=retry_after)
+        try:
+            page = response.json()
+        except ValueError:
+            failure = read_failure(response.status_code, response.content, response.headers)
+            raise to_target_error(failure, cmdlet=cmdlet, retry_after=retry_after) from None
+        if not isinstance(page, dict):
+            raise TargetError(f"{cmdlet}: the answer is not a JSON object", status=response.status_code)
+        failure_in_200 = errors_in_success(page)
+        if failure_in_200 is not None:
+            raise to_target_error(failure_in_200, cmdlet=cmdlet, retry_after=retry_after)
+        return page
+
+    def _token(self) -> str:
+        try:
+            return self._credential.get_token(self._scope).token
+        except ClientAuthenticationError as error:
+            lines = str(error).strip().splitlines()
+            raise TargetAuthError(f"no Exchange token for the target tenant: {lines[0][:300] if lines else ''}") from None
+
+    def _checked_link(self, cmdlet: str, link: object) -> str:
+        # The token goes wherever the link points: only follow links to the endpoint we were given.
+        if not isinstance(link, str) or _origin(link) != self._origin:
+            raise TargetError(f"{cmdlet}: refusing a nextLink to another host")
+        return link
+
+    def _remove_quietly(self, guid: str) -> None:
+        # The original failure is the one to report; a failed rollback leaves an anchorless contact behind.
+        with contextlib.suppress(TargetError):
+            self.invoke("Remove-MailContact", {"Identity": guid, "Confirm": False})
+
+
+def _recipient(row: Mapping[str, Any], *, default_type: str = "") -> Recipient:
+    attributes = {
+        name: str(row[name]) for name in CUSTOM_ATTRIBUTES if isinstance(row.get(name), str) and row.get(name)
+    }
+    return Recipient(
+        guid=str(row.get("Guid") or ""),
+        name=str(row.get("Name") or ""),
+        recipient_type=str(row.get("RecipientTypeDetails") or default_type),
+        primary_address=_strip_prefix(str(row.get("PrimarySmtpAddress") or row.get("ExternalEmailAddress") or "")),
+        custom_attributes=attributes,
+    )
+
+
+def _in_cmdlet_order(groups: dict[str, dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+    # Set-MailContact first: on a create it carries the anchor, which makes the contact ours.
+    order = {"Set-MailContact": 0, "Set-Contact": 1}
+    return sorted(groups.items(), key=lambda item: order.get(item[0], 2))
+
+
+def _anchor_attribute(name: str) -> str:
+    if not _ANCHOR_ATTRIBUTE.match(name):
+        raise ValueError(f"{name!r} is not CustomAttribute1..15")
+    return name
+
+
+def _require_guid(guid: str) -> None:
+    if not isinstance(guid, str) or not guid.strip():
+        raise ValueError("an empty contact Guid would name no object (or every object)")
+
+
+def _is_empty(value: object) -> bool:
+    return value is None or value == "" or value == []
+
+
+def _clearing(value: object) -> object:
+    # The admin API clears a property given $null; an empty string is refused by some parameters.
+    return None if value == "" else value
+
+
+def _strip_prefix(address: str) -> str:
+    return address.split(":", 1)[1] if address[:5].lower() == "smtp:" else address
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    return parts.scheme.lower(), (parts.hostname or "").lower(), parts.port

@@ -1,0 +1,50 @@
+"""OPATH filter text for Exchange `-Filter` parameters, built so that source data can never widen a filter.
+
+Every value goes inside single quotes with `'` doubled (the only escape OPATH knows inside quotes), so a value
+such as `x' -or Name -like '*` stays one literal. Property names are never taken from data: they are checked
+against a strict pattern. `-like` patterns take a literal prefix only; a `*` inside it would be a wildcard that no
+escape can neutralise, so it is refused.
+"""
+
+from __future__ import annotations
+
+import re
+
+_PROPERTY = re.compile(r"^[A-Za-z][A-Za-z0-9]{0,63}$")
+
+
+def quote(value: str) -> str:
+    """A single-quoted OPATH string literal holding exactly `value`."""
+    if not isinstance(value, str):
+        raise TypeError(f"OPATH values must be strings, not {type(value).__name__}")
+    return "'" + value.replace("'", "''") + "'"
+
+
+def property_name(name: str) -> str:
+    if not _PROPERTY.match(name):
+        raise ValueError(f"{name!r} is not a recipient property name")
+    return name
+
+
+def eq(prop: str, value: str) -> str:
+    """`Prop -eq 'value'`."""
+    return f"{property_name(prop)} -eq {quote(value)}"
+
+
+def starts_with(prop: str, prefix: str) -> str:
+    """`Prop -like 'prefix*'`; the prefix is literal, so it must not hold a wildcard itself."""
+    if not prefix:
+        raise ValueError("an empty prefix would match every object")
+    if "*" in prefix:
+        raise ValueError("a -like prefix must not contain '*'")
+    return f"{property_name(prop)} -like {quote(prefix + '*')}"
+
+
+def any_of(*clauses: str) -> str:
+    """Clauses joined by `-or`, each in parentheses so their own operators stay inside."""
+    parts = [clause for clause in clauses if clause]
+    if not parts:
+        raise ValueError("an empty filter would match every object")
+    if len(parts) == 1:
+        return parts[0]
+    return " -or ".join(f"({part})" for part in parts)
