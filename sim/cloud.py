@@ -30,7 +30,7 @@ from sim.exchange import build_exchange_app
 from sim.faults import Faults, RequestCounts
 from sim.graph import build_graph_app
 from sim.tenant import Tenant
-from sim.tokens import TokenClaims, TokenRejected, TokenSigner
+from sim.tokens import Forbidden, TokenClaims, TokenRejected, TokenSigner
 
 # Roles that let an app use each service (either one of a tuple suffices).
 REQUIRED_ROLES = {
@@ -46,10 +46,6 @@ class ManagedIdentity:
     client_id: str
     object_id: str
     tenant_id: str
-
-
-class Forbidden(Exception):
-    """The token is valid but its app lacks the role the service needs."""
 
 
 class _QuietShutdown(logging.Filter):

@@ -24,6 +24,10 @@ class TokenRejected(Exception):
     """A bearer token failed validation; the message says why (safe to return: it never holds the token)."""
 
 
+class Forbidden(Exception):
+    """The token is valid but its app lacks the role the service needs (→ 403)."""
+
+
 @dataclass(frozen=True)
 class TokenClaims:
     tenant_id: str
