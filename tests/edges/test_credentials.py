@@ -1,0 +1,137 @@
+"""Credentials through the simulated token authority: secret, PEM and PFX certificates, managed-identity federation."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from azure.core.exceptions import ClientAuthenticationError
+from azure.identity import CertificateCredential, ClientAssertionCredential, ClientSecretCredential
+
+from sim import SimCloud, Tenant, make_client_certificate
+from sync.credentials import CredentialCache
+from sync.errors import ConfigError
+from sync.pairs import TenantPair
+from sync.secrets import SecretResolver
+
+from .conftest import SECRET, new_guid
+
+
+def graph_scope(cloud: SimCloud) -> str:
+    return cloud.endpoints["graph"] + "/.default"
+
+
+def test_client_secret_token_and_cache(
+    cloud: SimCloud, source_tenant: Tenant, target_tenant: Tenant, resolver: SecretResolver,
+    credentials: CredentialCache, make_pair: Callable[..., TenantPair],
+) -> None:
+    client = new_guid()
+    source_tenant.register_app(client, secret=SECRET)
+    pair = make_pair(source_tenant, target_tenant, source_client=client, target_client=new_guid())
+    credential = credentials.for_source(pair, resolver)
+    assert isinstance(credential, ClientSecretCredential)
+    assert credential.get_token(graph_scope(cloud)).token
+    tokens_fetched = cloud.counts["token"]
+    assert credentials.for_source(pair, resolver) is credential  # one credential per app, reused
+    assert credential.get_token(graph_scope(cloud)).token  # served from azure-identity's cache
+    assert cloud.counts["token"] == tokens_fetched
+    assert len(credentials) == 1
+
+
+def test_wrong_secret_fails_without_echoing_it(
+    cloud: SimCloud, source_tenant: Tenant, target_tenant: Tenant, tmp_path: Path,
+    credentials: CredentialCache, make_pair: Callable[..., TenantPair],
+) -> None:
+    client = new_guid()
+    source_tenant.register_app(client, secret="the-right-one")
+    pair = make_pair(source_tenant, target_tenant, source_client=client, target_client=new_guid())
+    credential = credentials.for_source(pair, SecretResolver(environ={"EDGE_SECRET": SECRET}))
+    with pytest.raises(ClientAuthenticationError) as caught:
+        credential.get_token(graph_scope(cloud))
+    assert SECRET not in str(caught.value)
+
+
+@pytest.mark.parametrize("form", ["pem", "pfx"])
+def test_certificate_from_file(
+    cloud: SimCloud, source_tenant: Tenant, target_tenant: Tenant, tmp_path: Path,
+    credentials: CredentialCache, make_pair: Callable[..., TenantPair], form: str,
+) -> None:
+    password = "pfx-password" if form == "pfx" else None
+    cert = make_client_certificate(password)
+    client = new_guid()
+    target_tenant.register_app(client, certificate_pem=cert.cert_pem)
+    (tmp_path / "app.cert").write_bytes(cert.pfx_bytes if form == "pfx" else cert.pem_bytes)
+    definition = {"type": "certificate", "certificate": "file:app.cert"}
+    if password:
+        definition["password"] = "env:PFX_PASSWORD"
+    resolver = SecretResolver(environ={"PFX_PASSWORD": "pfx-password"}, base_dir=tmp_path)
+    pair = make_pair(source_tenant, target_tenant, source_client=new_guid(), target_client=client,
+                     target_credential=definition)
+    credential = credentials.for_target(pair, resolver)
+    assert isinstance(credential, CertificateCredential)
+    assert credential.get_token(cloud.endpoints["exchange"] + "/.default").token
+
+
+def test_wrong_pfx_password_is_a_config_error_naming_the_reference(
+    source_tenant: Tenant, target_tenant: Tenant, tmp_path: Path,
+    credentials: CredentialCache, make_pair: Callable[..., TenantPair],
+) -> None:
+    cert = make_client_certificate("right")
+    (tmp_path / "app.pfx").write_bytes(cert.pfx_bytes)
+    pair = make_pair(source_tenant, target_tenant, source_client=new_guid(), target_client=new_guid(),
+                     target_credential={"type": "certificate", "certificate": "file:app.pfx", "password": "env:PW"})
+    resolver = SecretResolver(environ={"PW": "wrong-password"}, base_dir=tmp_path)
+    with pytest.raises(ConfigError, match=r"target\.credential\.certificate \(file:app\.pfx\)") as caught:
+        credentials.for_target(pair, resolver)
+    assert "wrong-password" not in str(caught.value)
+
+
+@pytest.mark.parametrize("client_id_from", ["pair", "app_setting"])
+def test_managed_identity_federation(
+    cloud: SimCloud, source_tenant: Tenant, target_tenant: Tenant, resolver: SecretResolver,
+    make_pair: Callable[..., TenantPair], client_id_from: str,
+) -> None:
+    identity = cloud.add_managed_identity()
+    client = new_guid()
+    target_tenant.register_app(client, federated_subject=identity.object_id)
+    definition = {"type": "managed_identity_federation"}
+    if client_id_from == "pair":
+        definition["managed_identity_client_id"] = identity.client_id
+    cache = CredentialCache(environ={"AZURE_CLIENT_ID": identity.client_id if client_id_from == "app_setting" else ""})
+    pair = make_pair(source_tenant, target_tenant, source_client=new_guid(), target_client=client,
+                     target_credential=definition)
+    credential = cache.for_target(pair, resolver)
+    assert isinstance(credential, ClientAssertionCredential)
+    assert credential.get_token(cloud.endpoints["exchange"] + "/.default").token
+    assert cloud.counts["identity"] == 1  # the managed identity's token became the assertion
+    assert cloud.counts[("token", "issued")] == 1
+
+
+def test_federation_with_an_untrusted_identity_is_refused(
+    cloud: SimCloud, source_tenant: Tenant, target_tenant: Tenant, resolver: SecretResolver,
+    credentials: CredentialCache, make_pair: Callable[..., TenantPair],
+) -> None:
+    trusted, other = cloud.add_managed_identity(), cloud.add_managed_identity()
+    client = new_guid()
+    target_tenant.register_app(client, federated_subject=trusted.object_id)
+    pair = make_pair(source_tenant, target_tenant, source_client=new_guid(), target_client=client,
+                     target_credential={"type": "managed_identity_federation",
+                                        "managed_identity_client_id": other.client_id})
+    with pytest.raises(ClientAuthenticationError):
+        credentials.for_target(pair, resolver).get_token(cloud.endpoints["exchange"] + "/.default")
+
+
+def test_cache_keys_on_the_definition(
+    source_tenant: Tenant, target_tenant: Tenant, resolver: SecretResolver,
+    credentials: CredentialCache, make_pair: Callable[..., TenantPair],
+) -> None:
+    client = new_guid()
+    first = make_pair(source_tenant, target_tenant, source_client=client, target_client=new_guid())
+    second = make_pair(source_tenant, target_tenant, source_client=client, target_client=new_guid(),
+                       source_credential={"type": "client_secret", "secret": "env:OTHER_SECRET"})
+    other_resolver = SecretResolver(environ={"OTHER_SECRET": "x"})
+    assert credentials.for_source(first, resolver) is credentials.for_source(first, resolver)
+    assert credentials.for_source(second, other_resolver) is not credentials.for_source(first, resolver)
+    credentials.clear()
+    assert len(credentials) == 0
