@@ -1,0 +1,155 @@
+"""A small OPATH filter parser/evaluator for Get-MailContact / Get-Recipient `-Filter`.
+
+Grammar:  expr := term ("-or" term)* ; term := factor ("-and" factor)* ;
+          factor := "(" expr ")" | "-not" factor | Property op value ;  op := -eq -ne -like -notlike
+Values: 'single quoted' ('' is a quote), "double quoted", or a bare word ($true, $false, $null, numbers).
+Comparison is case-insensitive; a list property (EmailAddresses) matches when any element does; EmailAddresses
+compares whole proxy addresses ("smtp:x@y" matches "SMTP:x@y"; a value without prefix means smtp:).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+FILTERABLE = frozenset(
+    {f"CustomAttribute{n}" for n in range(1, 16)}
+    | {
+        "EmailAddresses", "PrimarySmtpAddress", "ExternalEmailAddress", "Name", "Alias", "DisplayName",
+        "RecipientTypeDetails", "RecipientType", "HiddenFromAddressListsEnabled", "Guid", "FirstName", "LastName",
+        "Company", "Department", "Title", "Office", "City", "CountryOrRegion", "ExchangeObjectId",
+    }
+)
+_TOKEN = re.compile(
+    r"\s*(?:(?P<lp>\()|(?P<rp>\))|(?P<op>-(?:eq|ne|like|notlike|and|or|not)\b)|'(?P<sq>(?:[^']|'')*)'"
+    r"|\"(?P<dq>[^\"]*)\"|(?P<word>[^\s()'\"]+))",
+    re.IGNORECASE,
+)
+
+Predicate = Callable[[dict[str, Any]], bool]
+
+
+class FilterError(ValueError):
+    """The filter text cannot be parsed or names a property that cannot be filtered."""
+
+
+def _tokens(text: str) -> list[tuple[str, str]]:
+    tokens, position = [], 0
+    text = text.strip()
+    while position < len(text):
+        match = _TOKEN.match(text, position)
+        if not match or match.end() == position:
+            raise FilterError(f"Invalid filter syntax near position {position}: {text[position:position + 20]!r}")
+        position = match.end()
+        kind = match.lastgroup or ""
+        value = match.group(kind)
+        if kind == "sq":
+            value = value.replace("''", "'")
+        elif kind == "op":
+            value = value.lower()
+        tokens.append((kind, value))
+    return tokens
+
+
+def _normalise_address(value: str) -> str:
+    return value.lower() if ":" in value else f"smtp:{value.lower()}"
+
+
+def _compare(prop: str, op: str, expected: str | None) -> Predicate:
+    pattern = None
+    if op in ("-like", "-notlike"):
+        pattern = re.compile(
+            "^" + ".*".join(re.escape(part) for part in (expected or "").split("*")) + "$", re.IGNORECASE | re.DOTALL
+        )
+
+    def one(actual: Any) -> bool:
+        if actual is None or actual == "":
+            return expected is None or expected == "" if pattern is None else pattern.match("") is not None
+        text = str(actual).lower()  # booleans compare as "true"/"false", as OPATH writes them
+        if pattern is not None:
+            return pattern.match(str(actual)) is not None or (
+                prop == "EmailAddresses" and pattern.match(str(actual).split(":", 1)[-1]) is not None
+            )
+        if expected is None:
+            return False
+        if prop == "EmailAddresses":
+            return text == _normalise_address(expected)
+        return text == expected.lower()
+
+    def predicate(recipient: dict[str, Any]) -> bool:
+        value = recipient.get(prop)
+        values = value if isinstance(value, list) else [value]
+        hit = any(one(v) for v in values) if values else one(None)
+        return not hit if op in ("-ne", "-notlike") else hit
+
+    return predicate
+
+
+class _Parser:
+    def __init__(self, tokens: list[tuple[str, str]]) -> None:
+        self.tokens, self.index = tokens, 0
+
+    def peek(self) -> tuple[str, str] | None:
+        return self.tokens[self.index] if self.index < len(self.tokens) else None
+
+    def take(self) -> tuple[str, str]:
+        token = self.peek()
+        if token is None:
+            raise FilterError("Invalid filter syntax: the filter ends too early.")
+        self.index += 1
+        return token
+
+    def expr(self) -> Predicate:
+        parts = [self.term()]
+        while self.peek() == ("op", "-or"):
+            self.take()
+            parts.append(self.term())
+        return parts[0] if len(parts) == 1 else (lambda r: any(p(r) for p in parts))
+
+    def term(self) -> Predicate:
+        parts = [self.factor()]
+        while self.peek() == ("op", "-and"):
+            self.take()
+            parts.append(self.factor())
+        return parts[0] if len(parts) == 1 else (lambda r: all(p(r) for p in parts))
+
+    def factor(self) -> Predicate:
+        kind, value = self.take()
+        if kind == "lp":
+            inner = self.expr()
+            if self.take()[0] != "rp":
+                raise FilterError("Invalid filter syntax: missing ')'.")
+            return inner
+        if (kind, value) == ("op", "-not"):
+            negated = self.factor()
+            return lambda r: not negated(r)
+        if kind != "word":
+            raise FilterError(f"Invalid filter syntax: unexpected {value!r}.")
+        prop = next((p for p in FILTERABLE if p.lower() == value.lower()), None)
+        if prop is None:
+            raise FilterError(f"'{value}' is not a recognized filterable property.")
+        op_kind, op = self.take()
+        if op_kind != "op" or op not in ("-eq", "-ne", "-like", "-notlike"):
+            raise FilterError(f"Invalid filter syntax: expected a comparison operator after {prop}.")
+        value_kind, raw = self.take()
+        if value_kind not in ("sq", "dq", "word"):
+            raise FilterError("Invalid filter syntax: expected a value.")
+        expected: str | None = raw
+        if value_kind == "word" and raw.lower() == "$null":
+            expected = None
+        elif value_kind == "word" and raw.lower() in ("$true", "$false"):
+            expected = raw[1:]
+        return _compare(prop, op, expected)
+
+
+def compile_filter(text: str) -> Predicate:
+    """Parse an OPATH filter into a predicate over a recipient property bag; raise FilterError when invalid."""
+    tokens = _tokens(text)
+    if not tokens:
+        raise FilterError("The filter is empty.")
+    parser = _Parser(tokens)
+    predicate = parser.expr()
+    if parser.peek() is not None:
+        raise FilterError(f"Invalid filter syntax: unexpected {parser.peek()[1]!r}.")  # type: ignore[index]
+    return predicate
