@@ -42,8 +42,9 @@ IDENTITY_ROLES = (
 )
 
 SEMVER = re.compile(r"^\d+\.\d+\.\d+$")
-SECRETISH_NAME = re.compile(r"secret|password|passwd|connection_?string|accountkey|access_?key|sas_?token|instrumentationkey",
-                            re.IGNORECASE)
+SECRETISH_NAME = re.compile(
+    r"secret|password|passwd|connection_?string|accountkey|access_?key|sas_?token|instrumentationkey", re.IGNORECASE
+)
 KEY_FUNCTIONS = re.compile(r"\blist(Keys|AccountSas|ServiceSas|Secrets|ConnectionStrings|Credentials?)\b")
 
 _parser: BicepParser | None = None
@@ -102,7 +103,9 @@ def local_module_problems(path: Path) -> list[str]:
         if module["type"] == "local":
             target = (path.parent / module["detail"]["path"]).resolve()
             if not target.is_file():
-                problems.append(f"{path.name}: module {symbol} points at {module['detail']['path']}, which does not exist")
+                problems.append(
+                    f"{path.name}: module {symbol} points at {module['detail']['path']}, which does not exist"
+                )
     return problems
 
 
@@ -246,8 +249,14 @@ NOT_IN_AZURE = {
     "CTCS_WORKER_CONCURRENCY": "read only by `python -m sync run`; in Azure host.json sets the queue batch size",
 }
 # Flex Consumption configures the runtime in functionAppConfig and refuses these as app settings.
-FLEX_REFUSED = ("FUNCTIONS_WORKER_RUNTIME", "FUNCTIONS_EXTENSION_VERSION", "WEBSITE_RUN_FROM_PACKAGE",
-                "WEBSITE_CONTENTAZUREFILECONNECTIONSTRING", "WEBSITE_CONTENTSHARE", "SCM_DO_BUILD_DURING_DEPLOYMENT")
+FLEX_REFUSED = (
+    "FUNCTIONS_WORKER_RUNTIME",
+    "FUNCTIONS_EXTENSION_VERSION",
+    "WEBSITE_RUN_FROM_PACKAGE",
+    "WEBSITE_CONTENTAZUREFILECONNECTIONSTRING",
+    "WEBSITE_CONTENTSHARE",
+    "SCM_DO_BUILD_DURING_DEPLOYMENT",
+)
 
 
 def settings_problems(deployed: dict[str, Any], declared: dict[str, str | None]) -> list[str]:
@@ -281,7 +290,10 @@ def _storage_accounts(path: Path) -> Iterator[tuple[str, dict[str, Any], Scope]]
     doc = parse(path)
     scope = Scope(doc)
     for symbol, module in _modules(doc):
-        if module["type"] != "local" and module["detail"]["path"].removeprefix("bicep/") == "avm/res/storage/storage-account":
+        if (
+            module["type"] != "local"
+            and module["detail"]["path"].removeprefix("bicep/") == "avm/res/storage/storage-account"
+        ):
             yield symbol, _module_config(module).get("params") or {}, scope
     for symbol, resource in (doc.get("resources") or {}).items():
         if resource["type"] == "Microsoft.Storage/storageAccounts" and not resource.get("existing"):
@@ -317,11 +329,14 @@ def secret_problems(path: Path) -> list[str]:
     for kind in ("parameters", "outputs"):
         for name, item in (doc.get(kind) or {}).items():
             if any(decorator.get("type") == "secure" for decorator in item.get("decorators") or []):
-                problems.append(f"{path.name}: {kind[:-1]} {name} is @secure(): no secret may pass through parameters or outputs")
+                problems.append(
+                    f"{path.name}: {kind[:-1]} {name} is @secure(): no secret may pass through parameters or outputs"
+                )
             if SECRETISH_NAME.search(name):
                 problems.append(f"{path.name}: {kind[:-1]} {name} looks like a secret")
-            if kind == "outputs" and re.search(r"connectionstring|instrumentationkey|primarykey|secret", text_of(item.get("value")),
-                                               re.IGNORECASE):
+            if kind == "outputs" and re.search(
+                r"connectionstring|instrumentationkey|primarykey|secret", text_of(item.get("value")), re.IGNORECASE
+            ):
                 problems.append(f"{path.name}: output {name} exposes a connection string, key or secret")
     return problems
 
@@ -375,5 +390,4 @@ def all_problems(path: Path) -> list[str]:
     problems = syntax_problems(path) + registry_pin_problems(path)
     if syntax_problems(path):
         return problems
-    return (problems + local_module_problems(path) + storage_problems(path) + secret_problems(path)
-            + role_problems(path))
+    return problems + local_module_problems(path) + storage_problems(path) + secret_problems(path) + role_problems(path)

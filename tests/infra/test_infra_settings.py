@@ -39,7 +39,9 @@ def test_identity_settings_point_at_the_user_assigned_identity() -> None:
     settings = app_settings()
     for name in ("AZURE_CLIENT_ID", "AzureWebJobsStorage__clientId"):
         assert '"identity"' in text_of(settings[name]) and '"clientId"' in text_of(settings[name]), name
-    assert '"keyVault"' in text_of(settings["CTCS_KEY_VAULT_URI"]) and '"uri"' in text_of(settings["CTCS_KEY_VAULT_URI"])
+    assert '"keyVault"' in text_of(settings["CTCS_KEY_VAULT_URI"]) and '"uri"' in text_of(
+        settings["CTCS_KEY_VAULT_URI"]
+    )
     assert settings["APPLICATIONINSIGHTS_AUTHENTICATION_STRING"] == "ClientId=${identityClientId};Authorization=AAD"
     assert "APPLICATIONINSIGHTS_CONNECTION_STRING" in settings
 
@@ -65,7 +67,9 @@ def test_postprovision_hooks_write_every_local_setting(hook, declared) -> None:
     assert set(written) == expected
     for name, default in written.items():
         if declared[name] is not None:
-            assert default == declared[name], f"{hook}: {name} falls back to {default!r}, SETTINGS says {declared[name]!r}"
+            assert default == declared[name], (
+                f"{hook}: {name} falls back to {default!r}, SETTINGS says {declared[name]!r}"
+            )
 
 
 @pytest.mark.parametrize("hook", sorted(HOOKS))
@@ -99,8 +103,9 @@ def test_postprovision_sh_writes_local_settings_from_the_azd_environment(tmp_pat
     azd.chmod(0o755)
     (tmp_path / "local.settings.json").write_text('{"previous": true}', encoding="utf-8")
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
-    subprocess.run(["sh", str(tmp_path / "scripts" / "postprovision.sh")], check=True, env=env, capture_output=True,
-                   timeout=30)
+    subprocess.run(
+        ["sh", str(tmp_path / "scripts" / "postprovision.sh")], check=True, env=env, capture_output=True, timeout=30
+    )
 
     written = json.loads((tmp_path / "local.settings.json").read_text(encoding="utf-8"))
     assert json.loads((tmp_path / "local.settings.json.bak").read_text(encoding="utf-8")) == {"previous": True}
@@ -120,10 +125,11 @@ def test_postprovision_sh_refuses_an_unprovisioned_environment(tmp_path) -> None
     shutil.copy(HOOKS["sh"], tmp_path / "scripts" / "postprovision.sh")
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    (bin_dir / "azd").write_text("#!/bin/sh\necho \"ERROR: no environment\" >&2\nexit 1\n", encoding="utf-8")
+    (bin_dir / "azd").write_text('#!/bin/sh\necho "ERROR: no environment" >&2\nexit 1\n', encoding="utf-8")
     (bin_dir / "azd").chmod(0o755)
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
-    result = subprocess.run(["sh", str(tmp_path / "scripts" / "postprovision.sh")], env=env, capture_output=True,
-                            text=True, timeout=30)
+    result = subprocess.run(
+        ["sh", str(tmp_path / "scripts" / "postprovision.sh")], env=env, capture_output=True, text=True, timeout=30
+    )
     assert result.returncode == 1 and "azd provision" in result.stderr
     assert not (tmp_path / "local.settings.json").exists()

@@ -67,9 +67,13 @@ def test_registry_modules_are_pinned_to_an_exact_version(path) -> None:
 def test_the_azure_verified_modules_we_rely_on_are_used_in_one_version_each() -> None:
     used = registry_modules(BICEP_FILES)
     expected = {
-        "avm/res/web/site", "avm/res/web/serverfarm", "avm/res/storage/storage-account",
-        "avm/res/managed-identity/user-assigned-identity", "avm/res/key-vault/vault",
-        "avm/res/insights/component", "avm/res/operational-insights/workspace",
+        "avm/res/web/site",
+        "avm/res/web/serverfarm",
+        "avm/res/storage/storage-account",
+        "avm/res/managed-identity/user-assigned-identity",
+        "avm/res/key-vault/vault",
+        "avm/res/insights/component",
+        "avm/res/operational-insights/workspace",
     }
     assert expected <= set(used)
     assert {path: versions for path, versions in used.items() if len(versions) > 1} == {}
@@ -117,8 +121,14 @@ def test_the_app_identity_holds_every_role_it_needs() -> None:
 
 def test_the_deploying_admin_gets_only_optional_data_roles() -> None:
     doc = parse(INFRA / "app" / "rbac.bicep")
-    user = [symbol for symbol, _, principal in role_assignments(INFRA / "app" / "rbac.bicep") if principal == "userPrincipalId"]
-    roles = {role for _, role, principal in role_assignments(INFRA / "app" / "rbac.bicep") if principal == "userPrincipalId"}
+    user = [
+        symbol
+        for symbol, _, principal in role_assignments(INFRA / "app" / "rbac.bicep")
+        if principal == "userPrincipalId"
+    ]
+    roles = {
+        role for _, role, principal in role_assignments(INFRA / "app" / "rbac.bicep") if principal == "userPrincipalId"
+    }
     assert roles == {
         BUILT_IN_ROLES["Storage Queue Data Contributor"],
         BUILT_IN_ROLES["Storage Table Data Contributor"],
@@ -144,13 +154,17 @@ def test_flex_consumption_plan_and_site() -> None:
     # Exchange throttles per tenant: the scale-out cap stays small and is a parameter.
     cap = config["scaleAndConcurrency"]["maximumInstanceCount"]
     assert isinstance(cap, int) and 1 <= cap <= 4
-    max_values = [d["argument"] for d in MAIN["parameters"]["maximumInstanceCount"]["decorators"] if d["type"] == "max_value"]
+    max_values = [
+        d["argument"] for d in MAIN["parameters"]["maximumInstanceCount"]["decorators"] if d["type"] == "max_value"
+    ]
     assert max_values and max_values[0] <= 10
     # Key Vault references resolve with the user-assigned identity, which is the only identity of the site.
     identity = text_of(site["keyVaultAccessIdentityResourceId"])
     assert "identity" in identity and "resourceId" in identity
     assert site["managedIdentities"]["systemAssigned"] is False
-    assert text_of(site["managedIdentities"]["userAssignedResourceIds"]) == text_of([site["keyVaultAccessIdentityResourceId"]])
+    assert text_of(site["managedIdentities"]["userAssignedResourceIds"]) == text_of(
+        [site["keyVaultAccessIdentityResourceId"]]
+    )
     assert site["httpsOnly"] is True and site["siteConfig"]["alwaysOn"] is False
 
 
@@ -177,9 +191,16 @@ def test_key_vault_is_in_rbac_mode() -> None:
 def test_outputs_give_azd_and_the_hooks_what_they_need() -> None:
     outputs = set(MAIN["outputs"])
     assert {
-        "AZURE_LOCATION", "AZURE_TENANT_ID", "AZURE_RESOURCE_GROUP", "AZURE_FUNCTION_APP_NAME",
-        "AZURE_STORAGE_BLOB_ENDPOINT", "AZURE_STORAGE_QUEUE_ENDPOINT", "AZURE_STORAGE_TABLE_ENDPOINT",
-        "AZURE_KEY_VAULT_URI", "AZURE_UAMI_CLIENT_ID", "AZURE_UAMI_PRINCIPAL_ID",
+        "AZURE_LOCATION",
+        "AZURE_TENANT_ID",
+        "AZURE_RESOURCE_GROUP",
+        "AZURE_FUNCTION_APP_NAME",
+        "AZURE_STORAGE_BLOB_ENDPOINT",
+        "AZURE_STORAGE_QUEUE_ENDPOINT",
+        "AZURE_STORAGE_TABLE_ENDPOINT",
+        "AZURE_KEY_VAULT_URI",
+        "AZURE_UAMI_CLIENT_ID",
+        "AZURE_UAMI_PRINCIPAL_ID",
     } <= outputs
     # AZURE_CLIENT_ID would leak into every hook's environment and steer azure-identity there: never an output.
     assert "AZURE_CLIENT_ID" not in outputs

@@ -1,0 +1,128 @@
+#!/usr/bin/env bash
+# App registrations for ctcs, with the Azure CLI (works in Azure Cloud Shell). docs/deploy.md explains each step.
+#
+#   1. In the tenant that holds the Function App (its "home" tenant):
+#        az login --tenant <home tenant id> --allow-no-subscriptions
+#        scripts/register-apps.sh create source "ctcs source reader" [<uami principal id>]
+#        scripts/register-apps.sh create target "ctcs target writer" [<uami principal id>]
+#      Both apps are multi-tenant; with a UAMI principal (object) id they trust the Function App's identity
+#      (federated identity credential), so there is no secret or certificate to store or rotate.
+#   2. In the source tenant, then in the target tenant (an admin who may grant app roles and directory roles):
+#        az login --tenant <source tenant id> --allow-no-subscriptions
+#        scripts/register-apps.sh grant source <source app id>
+#        az login --tenant <target tenant id> --allow-no-subscriptions
+#        scripts/register-apps.sh grant target <target app id>
+#      This creates the app's service principal in that tenant, grants the application permissions (admin consent)
+#      and, for the target, assigns the Exchange Recipient Administrator role.
+set -euo pipefail
+
+# Well-known ids (the same in every tenant of the global cloud).
+GRAPH_APP_ID=00000003-0000-0000-c000-000000000000                # Microsoft Graph
+GRAPH_USER_READ_ALL=df021288-bdef-4463-88db-98f22de89214         # User.Read.All (application)
+GRAPH_GROUPMEMBER_READ_ALL=98830695-27a2-44f7-8c18-0c3ebc9698f6  # GroupMember.Read.All (application)
+EXCHANGE_APP_ID=00000002-0000-0ff1-ce00-000000000000             # Office 365 Exchange Online
+EXCHANGE_MANAGE_AS_APP=dc50a0fb-09a3-484d-be87-e023b12c6440      # Exchange.ManageAsApp (application)
+EXCHANGE_RECIPIENT_ADMIN=31392ffb-586c-42d1-9346-e59415a2cc4e    # Exchange Recipient Administrator (role template id)
+GRAPH=https://graph.microsoft.com/v1.0
+
+usage() {
+  sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'
+  exit 2
+}
+
+# The API and app roles each side needs.
+api_of() { case "$1" in source) echo "$GRAPH_APP_ID" ;; target) echo "$EXCHANGE_APP_ID" ;; *) usage ;; esac; }
+roles_of() {
+  case "$1" in
+    source) echo "$GRAPH_USER_READ_ALL $GRAPH_GROUPMEMBER_READ_ALL" ;;
+    target) echo "$EXCHANGE_MANAGE_AS_APP" ;;
+    *) usage ;;
+  esac
+}
+
+create() {
+  local side=$1 name=$2 uami=${3:-}
+  local home app_id api role
+  home=$(az account show --query tenantId -o tsv)
+  api=$(api_of "$side")
+
+  app_id=$(az ad app list --display-name "$name" --query "[0].appId" -o tsv)
+  if [ -z "$app_id" ]; then
+    app_id=$(az ad app create --display-name "$name" --sign-in-audience AzureADMultipleOrgs --query appId -o tsv)
+    echo "created app registration '$name' ($app_id) in tenant $home"
+  else
+    echo "app registration '$name' already exists ($app_id); updating it"
+  fi
+  for role in $(roles_of "$side"); do
+    az ad app permission add --id "$app_id" --api "$api" --api-permissions "$role=Role" --only-show-errors >/dev/null
+  done
+
+  if [ -n "$uami" ]; then
+    if [ -z "$(az ad app federated-credential list --id "$app_id" --query "[?name=='ctcs-function-identity'].name" -o tsv)" ]; then
+      az ad app federated-credential create --id "$app_id" --only-show-errors --parameters "{
+        \"name\": \"ctcs-function-identity\",
+        \"issuer\": \"https://login.microsoftonline.com/$home/v2.0\",
+        \"subject\": \"$uami\",
+        \"audiences\": [\"api://AzureADTokenExchange\"],
+        \"description\": \"The ctcs Function App's user-assigned managed identity\"
+      }" >/dev/null
+      echo "added federated credential: issuer https://login.microsoftonline.com/$home/v2.0, subject $uami"
+    else
+      echo "federated credential ctcs-function-identity already exists"
+    fi
+  fi
+  echo
+  echo "client_id for the pair file ($side.client_id): $app_id"
+  echo "next: sign in to the $side tenant and run: $0 grant $side $app_id"
+}
+
+grant() {
+  local side=$1 app_id=$2
+  local tenant sp resource role existing
+  tenant=$(az account show --query tenantId -o tsv)
+
+  sp=$(az ad sp list --filter "appId eq '$app_id'" --query "[0].id" -o tsv)
+  if [ -z "$sp" ]; then
+    sp=$(az ad sp create --id "$app_id" --query id -o tsv)
+    echo "created the service principal of $app_id in tenant $tenant"
+  fi
+  resource=$(az ad sp list --filter "appId eq '$(api_of "$side")'" --query "[0].id" -o tsv)
+  if [ -z "$resource" ]; then
+    echo "the $(api_of "$side") service principal is missing in tenant $tenant (no Exchange Online?)" >&2
+    exit 1
+  fi
+
+  # Admin consent for application permissions = one app role assignment per permission.
+  for role in $(roles_of "$side"); do
+    existing=$(az rest --method GET --url "$GRAPH/servicePrincipals/$sp/appRoleAssignments" \
+      --query "length(value[?appRoleId=='$role' && resourceId=='$resource'])" -o tsv)
+    if [ "$existing" = "0" ]; then
+      az rest --method POST --url "$GRAPH/servicePrincipals/$sp/appRoleAssignments" \
+        --body "{\"principalId\": \"$sp\", \"resourceId\": \"$resource\", \"appRoleId\": \"$role\"}" >/dev/null
+      echo "granted app role $role"
+    else
+      echo "app role $role already granted"
+    fi
+  done
+
+  if [ "$side" = target ]; then
+    existing=$(az rest --method GET \
+      --url "$GRAPH/roleManagement/directory/roleAssignments?\$filter=principalId eq '$sp' and roleDefinitionId eq '$EXCHANGE_RECIPIENT_ADMIN'" \
+      --query "length(value)" -o tsv)
+    if [ "$existing" = "0" ]; then
+      az rest --method POST --url "$GRAPH/roleManagement/directory/roleAssignments" \
+        --body "{\"principalId\": \"$sp\", \"roleDefinitionId\": \"$EXCHANGE_RECIPIENT_ADMIN\", \"directoryScopeId\": \"/\"}" >/dev/null
+      echo "assigned Exchange Recipient Administrator to the service principal"
+    else
+      echo "Exchange Recipient Administrator already assigned"
+    fi
+  fi
+  echo
+  echo "done: $side tenant $tenant trusts app $app_id"
+}
+
+case "${1:-}" in
+  create) [ $# -ge 3 ] || usage; create "$2" "$3" "${4:-}" ;;
+  grant) [ $# -eq 3 ] || usage; grant "$2" "$3" ;;
+  *) usage ;;
+esac
