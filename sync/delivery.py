@@ -24,6 +24,11 @@ MAX_DEQUEUE_COUNT = 5  # as host.json's queues.maxDequeueCount
 MAX_DEFER_SECONDS = 600
 
 
+def default_backoff(dequeue_count: int) -> int:
+    """Seconds before a failed message is visible again: 2, 4, 8, ... up to a minute."""
+    return int(min(60, 2 ** max(1, dequeue_count)))
+
+
 def handle_message(rt: Runtime, body: str | bytes) -> tuple[ContactOp, Applied]:
     """Apply one queued op. Raises `BadOpMessage` (never retry), `TargetTransient`/`TargetThrottled` (retry later)."""
     op = decode_op(body)
@@ -66,23 +71,24 @@ def record_poison(rt: Runtime, body: str | bytes, *, error: str = "failed on eve
 def replay_poison(rt: Runtime, *, pair_id: str | None = None, limit: int = 10_000) -> int:
     """Move poison messages (of one pair, or all) back to the ops queue; the worker applies them again."""
     moved = 0
-    seen: set[str] = set()
+    others: list[QueueMessage] = []  # other pairs' messages: hidden while we look, made visible again after
     while moved < limit:
-        messages = rt.stores.poison.receive(max_messages=32, visibility_timeout=30)
-        fresh = [message for message in messages if message.id not in seen]
-        if not fresh:
+        messages = rt.stores.poison.receive(max_messages=32, visibility_timeout=60)
+        if not messages:
             break
-        for message in fresh:
-            seen.add(message.id)
+        for message in messages:
             try:
-                op_pair = decode_op(message.content).pair_id
+                op_pair: str | None = decode_op(message.content).pair_id
             except BadOpMessage:
                 op_pair = None
             if pair_id is not None and op_pair != pair_id:
-                continue  # stays in the poison queue, visible again after the timeout
+                others.append(message)
+                continue
             rt.stores.ops.send_text(message.content)
             rt.stores.poison.delete(message)
             moved += 1
+    for message in others:
+        rt.stores.poison.client.update_message(message, visibility_timeout=0)
     return moved
 
 
@@ -104,6 +110,7 @@ def drain(
     concurrency: int = 4,
     deadline_seconds: float = 3600.0,
     on_done: Callable[[str], None] | None = None,
+    backoff: Callable[[int], int] = default_backoff,
 ) -> DrainReport:
     """Apply queued ops until the queue is empty: retries, deferrals and poisoning as the host would do them."""
     report = DrainReport()
@@ -123,14 +130,20 @@ def drain(
             finished, _ = wait(list(running), timeout=1.0, return_when=FIRST_COMPLETED)
             for future in finished:
                 message = running.pop(future)
-                label = _settle(rt, message, future, report)
+                label = _settle(rt, message, future, report, backoff)
                 if on_done is not None and label:
                     on_done(label)
     report.seconds = time.monotonic() - started
     return report
 
 
-def _settle(rt: Runtime, message: QueueMessage, future: Future[tuple[ContactOp, Applied]], report: DrainReport) -> str:
+def _settle(
+    rt: Runtime,
+    message: QueueMessage,
+    future: Future[tuple[ContactOp, Applied]],
+    report: DrainReport,
+    backoff: Callable[[int], int],
+) -> str:
     queue = rt.stores.ops
     try:
         _, applied = future.result()
@@ -139,7 +152,8 @@ def _settle(rt: Runtime, message: QueueMessage, future: Future[tuple[ContactOp, 
         _poison(rt, message, str(bad), report)
         return "poisoned"
     except TargetThrottled as throttled:
-        delay = min(MAX_DEFER_SECONDS, math.ceil(throttled.retry_after or 2 ** min(message.dequeue_count or 1, 6)))
+        wait_for = throttled.retry_after if throttled.retry_after is not None else backoff(message.dequeue_count or 1)
+        delay = min(MAX_DEFER_SECONDS, math.ceil(wait_for))
         queue.client.update_message(message, visibility_timeout=delay)
         report.deferred += 1
         return ""
@@ -147,7 +161,7 @@ def _settle(rt: Runtime, message: QueueMessage, future: Future[tuple[ContactOp, 
         if (message.dequeue_count or 1) >= MAX_DEQUEUE_COUNT:
             _poison(rt, message, f"{type(error).__name__}: {error}", report)
             return "poisoned"
-        queue.client.update_message(message, visibility_timeout=min(60, 2 ** (message.dequeue_count or 1)))
+        queue.client.update_message(message, visibility_timeout=backoff(message.dequeue_count or 1))
         report.deferred += 1
         return ""
     queue.delete(message)

@@ -261,6 +261,8 @@ def _error_text(error: Any) -> str:
         message = {GUID_PATTERN: "must be a GUID like 00000000-0000-0000-0000-000000000000"}.get(
             pattern, f"does not match the expected form {pattern}"
         )
+    elif kind == "union_tag_invalid":
+        message = f"type must be one of {error.get('ctx', {}).get('expected_tags', '')}"
     elif kind == "literal_error":
         message = f"must be one of {error.get('ctx', {}).get('expected', '')}"
     return message
@@ -275,7 +277,12 @@ def parse_pair(data: Any, *, where: str = "pair definition") -> TenantPair:
     except ValidationError as error:
         problems: list[str] = []
         for item in error.errors(include_input=False, include_url=False):
-            line = f"{_error_path(item['loc'])}: {_error_text(item)}"
+            path = _error_path(item["loc"])
+            if path.endswith("cloud") and item["type"] in ("literal_error", "model_type"):
+                text = "must be one of 'global', 'usgov', 'usgovdod', 'china' or an object {authority, graph, exchange}"
+            else:
+                text = _error_text(item)
+            line = f"{path}: {text}"
             if line not in problems:
                 problems.append(line)
         raise PairValidationError(problems, where=where) from None

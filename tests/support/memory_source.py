@@ -1,0 +1,58 @@
+"""An in-memory source tenant behind the `Source` protocol: a user list plus a change log.
+
+Links are `mem:<sequence>`; a full round returns every user, later rounds the net changes since the link.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from sync.errors import DeltaTokenExpired
+from sync.source import DeltaRound
+
+
+class MemorySource:
+    def __init__(self, users: list[dict[str, Any]] | None = None) -> None:
+        self.users: dict[str, dict[str, Any]] = {}
+        self.log: list[tuple[int, str, dict[str, Any] | None, str]] = []  # (seq, id, user or None, removal reason)
+        self.seq = 0
+        self.reads = 0
+        self.expired = False
+        for user in users or []:
+            self.add(user)
+
+    def add(self, user: dict[str, Any]) -> None:
+        self.users[user["id"]] = dict(user)
+        self._log(user["id"], self.users[user["id"]])
+
+    def update(self, user_id: str, **changes: Any) -> None:
+        self.users[user_id].update(changes)
+        self._log(user_id, self.users[user_id])
+
+    def remove(self, user_id: str, reason: str = "deleted") -> None:
+        del self.users[user_id]
+        self._log(user_id, None, reason)
+
+    def _log(self, user_id: str, user: dict[str, Any] | None, reason: str = "") -> None:
+        self.seq += 1
+        self.log.append((self.seq, user_id, copy.deepcopy(user), reason))
+
+    def read_round(self, delta_link: str | None, select: tuple[str, ...]) -> DeltaRound:
+        self.reads += 1
+        round_ = DeltaRound(delta_link=f"mem:{self.seq}", full=delta_link is None, requests=1)
+        if delta_link is None:
+            for user in self.users.values():
+                round_.add_user({k: v for k, v in user.items() if k in select})
+            return round_
+        if self.expired:
+            raise DeltaTokenExpired("the delta token is no longer valid (HTTP 400 syncStateNotFound)")
+        since = int(delta_link.removeprefix("mem:"))
+        for seq, user_id, user, reason in self.log:
+            if seq <= since:
+                continue
+            if user is None:
+                round_.add_removal(user_id, reason)
+            else:
+                round_.add_user({k: v for k, v in user.items() if k in select})
+        return round_

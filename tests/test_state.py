@@ -1,0 +1,100 @@
+"""The tables on Azurite: pairs, pair state (lease, quarantine, deltaLink), contact rows with claims, runs."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from sync.errors import LeaseHeld, PairNotFound, PairValidationError
+from sync.state.contacts import ClaimLost
+from sync.state.runs import RunRecord
+from sync.state.stores import Stores
+from tests.support.factories import make_pair, pair_definition
+
+
+def test_pairs_add_get_list_enable_remove(stores: Stores) -> None:
+    pair = make_pair()
+    assert stores.pairs.add(pair) is False
+    assert stores.pairs.get(pair.id) == pair
+    assert [p.id for p in stores.pairs.list()] == [pair.id]
+    assert stores.pairs.set_enabled(pair.id, False).enabled is False
+    assert stores.pairs.get(pair.id).enabled is False
+    stores.pairs.remove(pair.id)
+    with pytest.raises(PairNotFound):
+        stores.pairs.get(pair.id)
+
+
+def test_the_table_holds_references_never_values(stores: Stores) -> None:
+    stores.pairs.add(make_pair())
+    [row] = stores.pairs.table.list_entities()
+    assert "env:CONTOSO_GRAPH_SECRET" in row["definition"] and "kv:fabrikam-exo-cert" in row["definition"]
+
+
+def test_same_id_needs_replace(stores: Stores) -> None:
+    stores.pairs.add(make_pair())
+    with pytest.raises(PairValidationError, match="already exists"):
+        stores.pairs.add(make_pair())
+    assert stores.pairs.add(make_pair(enabled=False), replace=True) is True
+
+
+def test_two_pairs_for_the_same_tenants_are_refused(stores: Stores) -> None:
+    stores.pairs.add(make_pair("first-pair"))
+    with pytest.raises(PairValidationError, match="already syncs this source tenant into this target tenant"):
+        stores.pairs.add(make_pair("second-pair"))
+    other_target = pair_definition("third-pair")
+    other_target["target"]["tenant_id"] = "99999999-9999-9999-9999-999999999999"
+    from sync.pairs import parse_pair
+
+    stores.pairs.add(parse_pair(other_target))
+
+
+def test_lease_is_exclusive_until_released_or_expired(stores: Stores) -> None:
+    state = stores.pair_state
+    state.acquire_lease("p1", "run-a", 600)
+    with pytest.raises(LeaseHeld):
+        state.acquire_lease("p1", "run-b", 600)
+    state.release_lease("p1", "run-a")
+    state.acquire_lease("p1", "run-b", 600)
+    later = datetime.now(UTC) + timedelta(seconds=601)
+    state.acquire_lease("p1", "run-c", 600, now=later)  # run-b crashed: its lease ran out
+    assert state.get("p1").lease_owner == "run-c"
+
+
+def test_quarantine_and_delta_link(stores: Stores) -> None:
+    state = stores.pair_state
+    state.record_run("p1", run_id="r1", outcome="planned", delta_link="https://graph/delta?$deltatoken=abc")
+    state.quarantine("p1", "plan deletes 60 of 100 contacts")
+    status = state.get("p1")
+    assert status.quarantined and status.delta_link.endswith("abc")
+    state.record_run("p1", run_id="r2", outcome="quarantined", delta_link=None)
+    assert state.get("p1").delta_link.endswith("abc")  # a stopped run keeps the old link
+    state.release_quarantine("p1")
+    state.request_full_round("p1")
+    status = state.get("p1")
+    assert not status.quarantined and status.delta_link == "" and status.force_full
+
+
+def test_contact_claims_are_etag_guarded(stores: Stores) -> None:
+    contacts = stores.contacts
+    row = contacts.get("p1", "u1")
+    assert row.etag is None
+    claimed = contacts.claim(row, version=5, seconds=60)
+    stale_copy = contacts.get("p1", "u1")
+    contacts.commit(claimed, status="ok", version=5, hash_="h", guid="g", applied={"A": 1}, op="create", run_id="r")
+    with pytest.raises(ClaimLost):
+        contacts.claim(contacts.get("p1", "u1").__class__("p1", "u1"), version=6, seconds=60)  # create over existing
+    with pytest.raises(ClaimLost):
+        contacts.commit(stale_copy, status="ok", version=4, hash_="x", guid="g", applied=None, op="update", run_id="r")
+    row = contacts.get("p1", "u1")
+    assert (row.status, row.version, row.hash, row.applied, row.claim_version) == ("ok", 5, "h", {"A": 1}, 0)
+    assert contacts.summaries("p1")["u1"].version == 5
+
+
+def test_runs_are_listed_newest_first(stores: Stores) -> None:
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    for minute in range(3):
+        stores.runs.save(RunRecord("p1", f"r{minute}", "timer", start + timedelta(minutes=minute), outcome="planned",
+                                   counts={"create": minute}))
+    assert [run.run_id for run in stores.runs.recent("p1", limit=2)] == ["r2", "r1"]
+    assert stores.runs.recent("p1")[0].counts == {"create": 2}
