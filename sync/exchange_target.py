@@ -21,7 +21,7 @@ import re
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 import httpx
@@ -29,7 +29,7 @@ from azure.core.credentials import TokenCredential
 from azure.core.exceptions import ClientAuthenticationError
 
 from sync import opath
-from sync.errors import TargetAuthError, TargetError, TargetNotFound, TargetThrottled, TargetTransient
+from sync.errors import TargetAuthError, TargetError, TargetNotFound, TargetTransient
 from sync.exchange_errors import (
     RetryBudget,
     RetryPolicy,
@@ -203,22 +203,24 @@ class ExchangeTarget:
         budget = RetryBudget(self.retry)
         lag_retries = 0
         while True:
-            try:
-                return self._post_once(cmdlet, url, body)
-            except TargetNotFound:
-                if not retry_not_found or lag_retries >= self.not_found_retries:
-                    raise
+            attempt = self._post_once(cmdlet, url, body)
+            error = attempt.error
+            if error is None and attempt.page is not None:
+                return attempt.page
+            if isinstance(error, TargetNotFound) and retry_not_found and lag_retries < self.not_found_retries:
                 lag_retries += 1
                 self._sleep(self.not_found_delay * lag_retries)
-            except TargetTransient as error:
-                retry_after = error.retry_after if isinstance(error, TargetThrottled) else None
-                wait = budget.next_wait(retry_after)
-                if wait is None:
-                    raise
-                budget.spend(wait)
-                self._sleep(wait)
+                continue
+            if isinstance(error, TargetTransient):
+                # Retry-After is honoured on any transient answer (429, 503, ...), not only on throttling.
+                wait = budget.next_wait(attempt.retry_after)
+                if wait is not None:
+                    budget.spend(wait)
+                    self._sleep(wait)
+                    continue
+            raise error or TargetError(f"{cmdlet}: no answer")
 
-    def _post_once(self, cmdlet: str, url: str, body: str) -> dict[str, Any]:
+    def _post_once(self, cmdlet: str, url: str, body: str) -> _Attempt:
         headers = {
             "Authorization": f"Bearer {self._token()}",
             "Content-Type": "application/json",
@@ -233,22 +235,22 @@ class ExchangeTarget:
         try:
             response = self._client.post(url, content=body, headers=headers)
         except httpx.TransportError as error:
-            raise TargetTransient(f"{cmdlet}: Exchange unreachable ({type(error).__name__})") from None
+            return _Attempt(error=TargetTransient(f"{cmdlet}: Exchange unreachable ({type(error).__name__})"))
         retry_after = parse_retry_after(response.headers.get("Retry-After"))
-        if not response.is_success:
-            failure = read_failure(response.status_code, response.content, response.headers)
-            raise to_target_error(failure, cmdlet=cmdlet, retry_after=retry_after)
-        try:
-            page = response.json()
-        except ValueError:
-            failure = read_failure(response.status_code, response.content, response.headers)
-            raise to_target_error(failure, cmdlet=cmdlet, retry_after=retry_after) from None
+        page: Any = None
+        if response.is_success:
+            try:
+                page = response.json()
+            except ValueError:
+                page = None
         if not isinstance(page, dict):
-            raise TargetError(f"{cmdlet}: the answer is not a JSON object", status=response.status_code)
+            failure = read_failure(response.status_code, response.content, response.headers)
+            return _Attempt(error=to_target_error(failure, cmdlet=cmdlet, retry_after=retry_after), retry_after=retry_after)
         failure_in_200 = errors_in_success(page)
         if failure_in_200 is not None:
-            raise to_target_error(failure_in_200, cmdlet=cmdlet, retry_after=retry_after)
-        return page
+            refused = to_target_error(failure_in_200, cmdlet=cmdlet, retry_after=retry_after)
+            return _Attempt(error=refused, retry_after=retry_after)
+        return _Attempt(page=page)
 
     def _token(self) -> str:
         try:
@@ -267,6 +269,14 @@ class ExchangeTarget:
         # The original failure is the one to report; a failed rollback leaves an anchorless contact behind.
         with contextlib.suppress(TargetError):
             self.invoke("Remove-MailContact", {"Identity": guid, "Confirm": False})
+
+
+class _Attempt(NamedTuple):
+    """One HTTP attempt: the page, or the error it maps to and the Retry-After that came with it."""
+
+    page: dict[str, Any] | None = None
+    error: TargetError | None = None
+    retry_after: float | None = None
 
 
 def _recipient(row: Mapping[str, Any], *, default_type: str = "") -> Recipient:
