@@ -3,6 +3,7 @@ test, and runtimes wired to in-memory or simulated tenants."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -29,7 +30,7 @@ def _listening(port: int) -> bool:
 
 
 def _azurite_command() -> list[str]:
-    local = ROOT / ".tools" / "node_modules" / ".bin" / "azurite"
+    local = Path(os.environ.get("CTCS_AZURITE") or ROOT / ".tools" / "node_modules" / ".bin" / "azurite")
     found = str(local) if local.exists() else shutil.which("azurite")
     if not found:
         pytest.exit("Azurite is not installed: run `bash .ci/run` (or `npm install --prefix .tools azurite`)", returncode=2)
