@@ -29,7 +29,7 @@ from azure.core.credentials import TokenCredential
 from azure.core.exceptions import ClientAuthenticationError
 
 from sync import opath
-from sync.errors import TargetAuthError, TargetError, TargetNotFound, TargetTransient
+from sync.errors import TargetAuthError, TargetError, TargetNotFound, TargetRejected, TargetTransient
 from sync.exchange_errors import (
     RetryBudget,
     RetryPolicy,
@@ -133,7 +133,10 @@ class ExchangeTarget:
         wanted = {key: value for key, value in contact.items() if not _is_empty(value)}
         new_params = {key: value for key, value in wanted.items() if key in NEW_MAIL_CONTACT_PARAMS}
         rest = {key: value for key, value in wanted.items() if key not in NEW_MAIL_CONTACT_PARAMS}
-        created = self.invoke("New-MailContact", new_params)
+        try:
+            created = self.invoke("New-MailContact", new_params)
+        except _ConflictAfterRetry:
+            created = self._own_earlier_attempt(wanted)
         if not created or not created[0].get("Guid"):
             raise TargetError("New-MailContact answered without the new contact's Guid", status=200)
         row = created[0]
@@ -153,6 +156,23 @@ class ExchangeTarget:
             primary_address=primary,
             custom_attributes=attributes,
         )
+
+    def _own_earlier_attempt(self, wanted: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """The contact a retried New-MailContact had already created, if it is exactly that: same name and
+        address, and not a single custom attribute set yet (so it carries no anchor, ours or anyone's)."""
+        rows = self.invoke("Get-MailContact", {"Identity": str(wanted["Name"])})
+        address = _strip_prefix(str(wanted["ExternalEmailAddress"])).lower()
+        fresh = [
+            row for row in rows
+            if _strip_prefix(str(row.get("ExternalEmailAddress") or "")).lower() == address
+            and not any(row.get(name) for name in CUSTOM_ATTRIBUTES)
+        ]
+        if len(fresh) != 1:
+            raise TargetRejected(
+                f"New-MailContact: the name {wanted['Name']!r} is taken by an object this call did not create",
+                status=400, exception_type=_NAME_EXISTS,
+            )
+        return fresh
 
     def update(self, guid: str, changes: ContactParams) -> None:
         """One Set-* per cmdlet that owns a changed parameter; empty values clear the property."""
@@ -218,6 +238,9 @@ class ExchangeTarget:
                     budget.spend(wait)
                     self._sleep(wait)
                     continue
+            if budget.retries and isinstance(error, TargetRejected) and error.exception_type == _NAME_EXISTS:
+                # An earlier attempt of this very call may have succeeded behind a timeout or a 5xx.
+                raise _ConflictAfterRetry(str(error), status=error.status, exception_type=error.exception_type)
             raise error or TargetError(f"{cmdlet}: no answer")
 
     def _post_once(self, cmdlet: str, url: str, body: str) -> _Attempt:
@@ -269,6 +292,13 @@ class ExchangeTarget:
         # The original failure is the one to report; a failed rollback leaves an anchorless contact behind.
         with contextlib.suppress(TargetError):
             self.invoke("Remove-MailContact", {"Identity": guid, "Confirm": False})
+
+
+_NAME_EXISTS = "ADObjectAlreadyExistsException"
+
+
+class _ConflictAfterRetry(TargetRejected):
+    """The name exists, and an earlier attempt of the same call had failed transiently: perhaps it was us."""
 
 
 class _Attempt(NamedTuple):

@@ -427,3 +427,45 @@ def test_a_next_link_to_another_host_is_not_followed(cloud: SimCloud, pair: Tena
                             client=httpx.Client(transport=httpx.MockTransport(handler)))
     with pytest.raises(TargetError, match="another host"):
         list(target.list_owned(ANCHOR_ATTR, pair.anchor_prefix))
+
+
+class LosesFirstAnswer(httpx.BaseTransport):
+    """Forwards to the simulator, but answers 504 to the first New-MailContact after the simulator ran it:
+    the gateway timeout behind which the backend did its work (the simulator's faults fire before the cmdlet)."""
+
+    def __init__(self) -> None:
+        self._inner = httpx.HTTPTransport()
+        self.lost = 0
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = self._inner.handle_request(request)
+        if request.headers.get("x-cmdletname") == "New-MailContact" and not self.lost:
+            response.read()
+            self.lost += 1
+            return httpx.Response(504, text="504 Gateway Time-out")
+        return response
+
+
+def test_create_adopts_what_its_own_lost_attempt_created(
+    make_target: Callable[..., ExchangeTarget], target_tenant: Tenant, pair: TenantPair, recorder: Recorder
+) -> None:
+    transport = LosesFirstAnswer()
+    target = make_target(client=httpx.Client(transport=transport, timeout=30))
+    wanted = contact(pair)
+    recipient = target.create(wanted)
+    assert transport.lost == 1 and recorder.sleeps == [2.0]
+    assert [c["Guid"] for c in target_tenant.exchange.contacts()] == [recipient.guid]
+    assert stored(target_tenant, recipient.guid)[ANCHOR_ATTR] == wanted[ANCHOR_ATTR]
+    assert target.requests["New-MailContact"] == 2 and target.requests["Get-MailContact"] == 1
+
+
+def test_create_never_adopts_a_stranger_with_the_same_name(
+    make_target: Callable[..., ExchangeTarget], target_tenant: Tenant, pair: TenantPair, cloud: SimCloud
+) -> None:
+    wanted = contact(pair)
+    target_tenant.exchange.add_recipient(kind="MailContact", name=wanted["Name"], address="someone@else.com",
+                                         Alias="someone", CustomAttribute1="not ours")
+    cloud.faults.inject("exchange", "gateway_timeout", operation="New-MailContact", retry_after=None)
+    with pytest.raises(TargetRejected, match="did not create"):
+        make_target().create(wanted)
+    assert [c["Name"] for c in target_tenant.exchange.contacts()] == [wanted["Name"]]
