@@ -15,7 +15,8 @@ from sync.secrets import SecretResolver
 
 def open_source(pair: TenantPair, resolver: SecretResolver, *, credentials: CredentialCache | None = None) -> GraphSource:
     """The pair's source tenant as a `Source` (Graph users/delta)."""
-    cache = credentials or shared_credentials
+    # Not `or`: an empty cache is falsy (it has a length).
+    cache = credentials if credentials is not None else shared_credentials
     return GraphSource(cache.for_source(pair, resolver), graph_endpoint=pair.source.endpoints.graph)
 
 
@@ -23,7 +24,8 @@ def open_target(
     pair: TenantPair, resolver: SecretResolver, *, credentials: CredentialCache | None = None
 ) -> ExchangeTarget:
     """The pair's target organisation as a `Target` (Exchange admin API). Close it when done."""
-    cache = credentials or shared_credentials
+    # Not `or`: an empty cache is falsy (it has a length).
+    cache = credentials if credentials is not None else shared_credentials
     target = pair.target
     return ExchangeTarget(
         cache.for_target(pair, resolver),
