@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import unicodedata
-from functools import cache
+from functools import cache, lru_cache
 
 import pycountry
 
@@ -42,6 +42,7 @@ def _index() -> dict[str, str]:
     return index
 
 
+@lru_cache(maxsize=4096)
 def country_code(value: str | None) -> str | None:
     """ISO alpha-2 code for a country name or code as people write it; None when it is not recognisable."""
     if not value or not value.strip():
