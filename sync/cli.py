@@ -10,6 +10,7 @@ import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from sync import report
 from sync.console import Progress
@@ -18,7 +19,7 @@ from sync.errors import ConfigError, CtcsError, PairNotFound
 from sync.pairs import load_pair_file
 from sync.planning import preview, run_pair
 from sync.runtime import Runtime
-from sync.settings import int_setting
+from sync.settings import int_setting, load_local_settings
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNSAFE = 0, 1, 2, 3
 
@@ -111,7 +112,7 @@ def _status(args: argparse.Namespace, runtime: Callable[[], Runtime]) -> int:
 
 def _replay(args: argparse.Namespace, runtime: Callable[[], Runtime]) -> int:
     moved = replay_poison(runtime(), pair_id=args.pair)
-    print(f"moved {moved} operation(s) from the poison queue back to the ops queue")
+    print(f"moved {moved} failed operation(s) back to the ops queue (from the -failed and -poison queues)")
     return EXIT_OK
 
 
@@ -169,6 +170,7 @@ def main(argv: Sequence[str] | None = None, *, runtime: Callable[[], Runtime] | 
     except SystemExit as exit_:
         return EXIT_OK if exit_.code == 0 else EXIT_USAGE
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    load_local_settings(Path("local.settings.json"))
     cached: list[Runtime] = []
 
     def get_runtime() -> Runtime:

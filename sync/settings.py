@@ -6,9 +6,11 @@ The README's settings table, `local.settings.sample.json` and the Bicep app sett
 
 from __future__ import annotations
 
+import json
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from sync.errors import ConfigError
 
@@ -113,3 +115,23 @@ def int_setting(name: str, environ: Mapping[str, str] | None = None) -> int:
         return int(raw)
     except ValueError:
         raise ConfigError(f"app setting {name} must be a whole number, not {raw!r}") from None
+
+
+def load_local_settings(path: Path, environ: MutableMapping[str, str] | None = None) -> list[str]:
+    """Copy `Values` of a Functions `local.settings.json` into the environment, as the Functions host does for
+    local runs; variables already set win. Returns the names it set."""
+    environ = os.environ if environ is None else environ
+    if not path.is_file():
+        return []
+    try:
+        values = json.loads(path.read_text(encoding="utf-8")).get("Values", {})
+    except (OSError, ValueError, AttributeError) as error:
+        raise ConfigError(f"{path} is not a valid local.settings.json: {error}") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: 'Values' must be an object of setting names to strings")
+    loaded = []
+    for name, value in values.items():
+        if isinstance(value, str) and name not in environ:
+            environ[name] = value
+            loaded.append(name)
+    return loaded

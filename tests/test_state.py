@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
-from sync.errors import LeaseHeld, PairNotFound, PairValidationError
+from sync.errors import ConfigError, LeaseHeld, PairNotFound, PairValidationError
+from sync.settings import load_local_settings
 from sync.state.contacts import ClaimLost
 from sync.state.runs import RunRecord
 from sync.state.stores import Stores
@@ -98,3 +101,15 @@ def test_runs_are_listed_newest_first(stores: Stores) -> None:
                                    counts={"create": minute}))
     assert [run.run_id for run in stores.runs.recent("p1", limit=2)] == ["r2", "r1"]
     assert stores.runs.recent("p1")[0].counts == {"create": 2}
+
+
+def test_local_settings_fill_only_unset_variables(tmp_path: Path) -> None:
+    path = tmp_path / "local.settings.json"
+    path.write_text(json.dumps({"IsEncrypted": False, "Values": {"A_SET": "file", "B_UNSET": "file", "N": 3}}))
+    environ = {"A_SET": "env"}
+    assert load_local_settings(path, environ) == ["B_UNSET"]
+    assert environ == {"A_SET": "env", "B_UNSET": "file"}
+    assert load_local_settings(tmp_path / "missing.json", environ) == []
+    path.write_text("{oops")
+    with pytest.raises(ConfigError, match=r"not a valid local\.settings\.json"):
+        load_local_settings(path, environ)
