@@ -10,18 +10,24 @@ from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
 
-from azure.storage.queue import QueueMessage
+from azure.storage.queue import QueueClient, QueueMessage, TextBase64DecodePolicy, TextBase64EncodePolicy
 
 from sync.errors import BadOpMessage, PairNotFound, TargetThrottled, TargetTransient
+from sync.opqueue import OpQueue
 from sync.ops import ContactOp, decode_op
+from sync.planning import new_run_id
 from sync.runtime import Runtime
+from sync.state.runs import RunRecord
 from sync.worker import Applied, Outcome, apply_op
 
 log = logging.getLogger("ctcs.worker")
 
 MAX_DEQUEUE_COUNT = 5  # as host.json's queues.maxDequeueCount
 MAX_DEFER_SECONDS = 600
+FAILED_SUFFIX = "-failed"  # `<ops queue>-failed`: ops the poison handler keeps for replay (see `keep_poisoned`)
 
 
 def default_backoff(dequeue_count: int) -> int:
@@ -69,11 +75,20 @@ def record_poison(rt: Runtime, body: str | bytes, *, error: str = "failed on eve
 
 
 def replay_poison(rt: Runtime, *, pair_id: str | None = None, limit: int = 10_000) -> int:
-    """Move poison messages (of one pair, or all) back to the ops queue; the worker applies them again."""
+    """Move failed ops (of one pair, or all) back to the ops queue; the worker applies them again.
+
+    They are read from the holding queue `<queue>-failed` (where the poison trigger keeps them) and from
+    `<queue>-poison` itself (where `drain` leaves them, and where the host puts them until the poison trigger runs).
+    """
+    moved = _move_back(rt, failed_queue(rt), pair_id=pair_id, limit=limit)
+    return moved + _move_back(rt, rt.stores.poison, pair_id=pair_id, limit=limit - moved)
+
+
+def _move_back(rt: Runtime, source: OpQueue, *, pair_id: str | None, limit: int) -> int:
     moved = 0
     others: list[QueueMessage] = []  # other pairs' messages: hidden while we look, made visible again after
     while moved < limit:
-        messages = rt.stores.poison.receive(max_messages=32, visibility_timeout=60)
+        messages = source.receive(max_messages=32, visibility_timeout=60)
         if not messages:
             break
         for message in messages:
@@ -85,11 +100,115 @@ def replay_poison(rt: Runtime, *, pair_id: str | None = None, limit: int = 10_00
                 others.append(message)
                 continue
             rt.stores.ops.send_text(message.content)
-            rt.stores.poison.delete(message)
+            source.delete(message)
             moved += 1
     for message in others:
-        rt.stores.poison.client.update_message(message, visibility_timeout=0)
+        source.client.update_message(message, visibility_timeout=0)
     return moved
+
+
+_failed_queues: dict[str, OpQueue] = {}
+
+
+def failed_queue(rt: Runtime) -> OpQueue:
+    """The holding queue next to the ops queue, on the same account and credential (created on first use)."""
+    ops = rt.stores.ops.client
+    key = f"{ops.url}{FAILED_SUFFIX}"
+    if key not in _failed_queues:
+        client = QueueClient(
+            f"{ops.scheme}://{ops.primary_hostname}",
+            ops.queue_name + FAILED_SUFFIX,
+            credential=ops.credential,
+            api_version=ops.api_version,
+            message_encode_policy=TextBase64EncodePolicy(),
+            message_decode_policy=TextBase64DecodePolicy(),
+        )
+        _failed_queues[key] = OpQueue(client).ensure()
+    return _failed_queues[key]
+
+
+def keep_poisoned(rt: Runtime, body: str | bytes, *, error: str = "failed on every delivery") -> ContactOp | None:
+    """The poison trigger's work: keep the op for replay, then record the failure.
+
+    The Functions host hands a `<queue>-poison` message to the poison trigger and deletes it once the trigger
+    returns, so the trigger itself must put the op somewhere replay can find it (invariant 2: no op is lost).
+    It goes to a holding queue `<queue>-failed`, sent without expiry, rather than into the ContactState row:
+    the body is kept byte for byte whatever its size (an op may be up to 48,000 characters, more than a table
+    property holds), a message that is not an op at all is kept too, and `replay_poison` moves queue messages
+    back exactly as it does from `-poison`. No trigger listens on `-failed`, so nothing is retried until an
+    admin runs `python -m sync replay-poison`.
+
+    The op is copied first and recorded after: should recording fail, the host redelivers the poison message
+    and the copy is made twice, which is harmless (an op applies once, by version). Recording marks the user's
+    ContactState row `failed` and writes a SyncRuns row with trigger `poison`.
+    """
+    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+    failed_queue(rt).client.send_message(text, time_to_live=-1)
+    op = record_poison(rt, text, error=error)
+    if op is not None:
+        now = datetime.now(UTC)
+        rt.stores.runs.save(
+            RunRecord(
+                op.pair_id, new_run_id(now), "poison", now, outcome="failed", counts={"poisoned": 1},
+                error=f"{op.kind.value} of {op.source_id} (run {op.run_id}) {error}; kept for replay-poison",
+            )
+        )
+    return op
+
+
+def op_fields(body: str | bytes) -> dict[str, Any]:
+    """Log fields of a message (pair, run, op kind, source object id); empty when it is not an op."""
+    try:
+        op = decode_op(body)
+    except BadOpMessage:
+        return {}
+    return {"pair_id": op.pair_id, "run_id": op.run_id, "op_kind": op.kind.value, "source_id": op.source_id}
+
+
+def defer_seconds(retry_after: float | None, dequeue_count: int) -> int:
+    """How long a throttled op waits: Retry-After (at least a second), else the backoff; at most MAX_DEFER_SECONDS."""
+    wait_for = retry_after if retry_after is not None else default_backoff(max(1, dequeue_count))
+    return int(min(MAX_DEFER_SECONDS, max(1, math.ceil(wait_for))))
+
+
+def deliver(rt: Runtime, body: str | bytes, *, dequeue_count: int) -> str:
+    """The queue trigger's work for one message: what happened (an `Outcome` value, "deferred" or "bad").
+
+    - A message that is not an op is sent straight to the poison queue: retrying it cannot help.
+    - Throttling defers the op without spending one of its `maxDequeueCount` deliveries: the same body is sent
+      again, invisible for Retry-After seconds, and this delivery succeeds. (Host retry policies do not apply to
+      queue triggers, and a failed delivery always waits the fixed host.json `visibilityTimeout`; raising here
+      would both ignore Retry-After and push a throttled op towards the poison queue.)
+    - Transient failures are raised: the host retries after `visibilityTimeout`, then poisons the message.
+    - Permanent outcomes (conflict, rejected) are recorded in ContactState by `apply_op` and returned.
+    """
+    started = time.monotonic()
+    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+    try:
+        _, applied = handle_message(rt, body)
+    except BadOpMessage as bad:
+        log.error("not a contact operation, sent to the poison queue: %s", bad, extra={"outcome": "bad"})
+        rt.stores.poison.send_text(text)
+        return "bad"
+    except TargetThrottled as throttled:
+        delay = defer_seconds(throttled.retry_after, dequeue_count)
+        rt.stores.ops.send_text(text, delay_seconds=delay)
+        log.warning(
+            "op deferred %s s: target throttled", delay,
+            extra={**op_fields(body), "outcome": "deferred", "defer_seconds": delay, "dequeue_count": dequeue_count,
+                   "duration_ms": round((time.monotonic() - started) * 1000)},
+        )
+        return "deferred"
+    except Exception as error:
+        last = dequeue_count >= MAX_DEQUEUE_COUNT
+        log.warning(
+            "op failed (delivery %s of %s%s): %s: %s", dequeue_count, MAX_DEQUEUE_COUNT,
+            ", next stop the poison queue" if last else ", will be retried", type(error).__name__, error,
+            extra={**op_fields(body), "outcome": "poisoned" if last else "retry", "dequeue_count": dequeue_count,
+                   "duration_ms": round((time.monotonic() - started) * 1000)},
+        )
+        raise
+    return applied.outcome.value
 
 
 @dataclass
