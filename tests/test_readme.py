@@ -1,0 +1,71 @@
+"""The README's reference must match the code: every setting, every CLI command and option, every skip reason."""
+
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+
+from sync.cli import build_parser
+from sync.scope import SKIP_REASONS
+from sync.settings import SETTINGS
+
+README = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+
+
+def section(title: str) -> str:
+    start = README.index(f"\n## {title}\n")
+    end = README.find("\n## ", start + 1)
+    return README[start : end if end != -1 else None]
+
+
+def leaf_commands(parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()) -> dict[str, set[str]]:
+    """'pairs add' → {'--replace'}: every runnable command with its options."""
+    commands: dict[str, set[str]] = {}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                commands.update(leaf_commands(sub, (*prefix, name)))
+    if not commands and prefix:
+        options = {opt for a in parser._actions for opt in a.option_strings if opt.startswith("--") and opt != "--help"}
+        commands[" ".join(prefix)] = options
+    return commands
+
+
+def test_settings_table_matches_the_registry() -> None:
+    rows = re.findall(r"^\| `([A-Za-z_]+)` \|\s*`?([^|`]*?)`?\s*\|", section("Settings"), flags=re.MULTILINE)
+    documented = {name: default.strip() for name, default in rows}
+    declared = {setting.name: setting.default or "" for setting in SETTINGS}
+    assert documented == declared
+
+
+def test_every_cli_command_and_option_is_documented_and_nothing_else() -> None:
+    commands = leaf_commands(build_parser())
+    lines = re.findall(r"^\| `python -m sync ([^`]+)` \|", section("Command line"), flags=re.MULTILINE)
+    documented: dict[str, set[str]] = {}
+    for line in lines:
+        words = [w for w in re.split(r"[\s\[\]]+", line) if w]
+        name = " ".join(w for w in words if re.fullmatch(r"[a-z-]+", w) and not w.startswith("-"))
+        documented[name] = {w for w in words if w.startswith("--")}
+    assert documented == commands
+
+
+def test_exit_codes_are_documented() -> None:
+    from sync import cli
+
+    text = section("Command line")
+    for code in (cli.EXIT_OK, cli.EXIT_FAILED, cli.EXIT_USAGE, cli.EXIT_UNSAFE):
+        assert f"**{code}**" in text
+
+
+def test_every_skip_reason_is_explained() -> None:
+    text = section("Reading status and failures")
+    for reason in SKIP_REASONS:
+        assert f"`{reason}`" in text
+
+
+def test_the_two_quickstart_commands_exist() -> None:
+    text = section("Try it: two commands")
+    assert "python3 dev.py demo" in text and "python3 dev.py test" in text
+    dev = (Path(__file__).resolve().parent.parent / "dev.py").read_text()
+    assert '"demo"' in dev and '"test"' in dev
