@@ -18,6 +18,7 @@ import collections
 import contextlib
 import json
 import re
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -84,6 +85,7 @@ class ExchangeTarget:
         self._scope = f"{self.endpoint}/.default"
         self._origin = _origin(self.endpoint)
         self.requests: collections.Counter[str] = collections.Counter()
+        self._count_lock = threading.Lock()  # one target serves the worker's concurrent ops
 
     def __repr__(self) -> str:
         return f"<ExchangeTarget {self.url}>"
@@ -254,7 +256,8 @@ class ExchangeTarget:
             "X-CmdletName": cmdlet,
             "client-request-id": str(uuid.uuid4()),
         }
-        self.requests[cmdlet] += 1
+        with self._count_lock:
+            self.requests[cmdlet] += 1
         try:
             response = self._client.post(url, content=body, headers=headers)
         except httpx.TransportError as error:

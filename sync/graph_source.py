@@ -24,6 +24,7 @@ import asyncio
 import inspect
 import json
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -88,7 +89,14 @@ class GraphSource:
 
     def read_round(self, delta_link: str | None, select: tuple[str, ...]) -> DeltaRound:
         """Every change since `delta_link` (every user when None), net of duplicates; see the module docstring."""
-        return asyncio.run(self._read_round(delta_link, tuple(select)))
+        work = self._read_round(delta_link, tuple(select))
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return asyncio.run(work)
+        # Called from async code (an async Functions handler): asyncio.run cannot nest, so use a thread of our own.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ctcs-graph") as pool:
+            return pool.submit(asyncio.run, work).result()
 
     async def _read_round(self, delta_link: str | None, select: tuple[str, ...]) -> DeltaRound:
         delta = DeltaRound(full=delta_link is None)
@@ -146,7 +154,7 @@ class GraphSource:
             except ClientAuthenticationError as error:
                 raise SourceError(f"no Graph token for the source tenant: {_first_line(error)}") from None
             except httpx.TransportError as error:
-                await self._wait_or_raise(budget, None, f"Graph unreachable ({type(error).__name__})")
+                await self._wait_or_raise(budget, None, f"Graph unreachable ({type(error).__name__})", throttled=False)
                 continue
             if not isinstance(response, httpx.Response):
                 raise SourceError("msgraph-sdk returned no response for users/delta")
@@ -167,14 +175,17 @@ class GraphSource:
                 )
             raise SourceError(f"Graph users/delta failed (HTTP {status} {code}): {message}")
 
-    async def _wait_or_raise(self, budget: RetryBudget, retry_after: float | None, why: str) -> None:
+    async def _wait_or_raise(
+        self, budget: RetryBudget, retry_after: float | None, why: str, *, throttled: bool = True
+    ) -> None:
         wait = budget.next_wait(retry_after)
         if wait is None:
-            raise SourceThrottled(
-                f"{why}; gave up after {budget.retries} retries and {budget.waited:.1f} s of waiting"
-                + (f" (Retry-After {retry_after:g} s)" if retry_after is not None else ""),
-                retry_after=retry_after,
+            message = f"{why}; gave up after {budget.retries} retries and {budget.waited:.1f} s of waiting" + (
+                f" (Retry-After {retry_after:g} s)" if retry_after is not None else ""
             )
+            if not throttled:
+                raise SourceError(message)
+            raise SourceThrottled(message, retry_after=retry_after)
         budget.spend(wait)
         result = self._sleep(wait)
         if inspect.isawaitable(result):

@@ -21,8 +21,9 @@ from sync.secrets import SecretResolver
 SECRET = "edge-test-secret-value"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def cloud() -> Iterator[SimCloud]:
+    # Package scope: the environment it sets is restored before tests outside tests/edges run.
     sim_cloud = SimCloud.start()
     previous = sim_cloud.apply_client_env()
     try:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
+from azure.core.credentials import AccessToken
 
 from sim import SimCloud, Tenant
 from sync.credentials import CredentialCache
@@ -308,3 +311,25 @@ def test_token_endpoint_outage_is_a_source_error(
     cloud.faults.inject("token", "token_failure", times=10)
     with pytest.raises(SourceError):
         source.read_round(None, SELECT)
+
+
+def test_read_round_from_async_code(source: GraphSource, source_tenant: Tenant) -> None:
+    add_users(source_tenant, 2)
+
+    async def handler() -> int:
+        return len(source.read_round(None, SELECT).users)
+
+    assert asyncio.run(handler()) == 2
+
+
+def test_unreachable_graph_is_retried_then_a_source_error(recorder: Recorder) -> None:
+    class FixedToken:  # a token is to be had; the Graph host is not
+        def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
+            return AccessToken("token", int(time.time()) + 3600)
+
+    source = GraphSource(FixedToken(), graph_endpoint="https://127.0.0.1:9", sleep=recorder.sleep,
+                         retry=RetryPolicy(max_retries=2, max_wait_seconds=60, base_delay=1))
+    with pytest.raises(SourceError, match="unreachable") as caught:
+        source.read_round(None, SELECT)
+    assert not isinstance(caught.value, SourceThrottled)
+    assert recorder.sleeps == [1.0, 2.0]
