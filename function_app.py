@@ -1,0 +1,86 @@
+"""ctcs on Azure Functions (Python v2 model): thin triggers that translate into calls of `sync`.
+
+    sync_timer          timer %SYNC_SCHEDULE%          plan every enabled pair, queue their ops
+    apply_contact_op    queue %CTCS_OPS_QUEUE%         apply one op to Exchange Online
+    record_poisoned_op  queue %CTCS_OPS_QUEUE%-poison  keep an op that failed every delivery, for replay-poison
+    pairs_resync        POST /api/pairs/{id}/resync    plan one pair now (?full=true, ?allow_deletes=true)
+    pairs_list          GET  /api/pairs                definitions (secret references only) and status
+    pairs_show          GET  /api/pairs/{id}           one pair
+
+Retries, throttling and the poison queue are sized in host.json (see docs/host-settings.md). Everything here can
+be driven without the host: `sim/host.py` plays its part over Azurite.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import azure.functions as func
+from azure.functions.queue import QueueMessage
+
+from sync import http_api
+from sync.delivery import deliver, keep_poisoned
+from sync.planning import plan_all
+from sync.runtime import Runtime
+
+app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
+log = logging.getLogger("ctcs.functions")
+
+_runtime: list[Runtime] = []  # one per worker process, made on first use (not at import: indexing needs no settings)
+_runtime_lock = threading.Lock()
+
+
+def runtime() -> Runtime:
+    with _runtime_lock:
+        if not _runtime:
+            _runtime.append(Runtime.from_settings())
+        return _runtime[0]
+
+
+@app.timer_trigger(arg_name="timer", schedule="%SYNC_SCHEDULE%", run_on_startup=False, use_monitor=True)
+def sync_timer(timer: func.TimerRequest) -> None:
+    """Plan every enabled pair. Quarantined pairs are skipped by `run_pair`; a pair's lease keeps an overlapping
+    HTTP resync from planning it twice. The timer never retries, so it only plans: ops are applied by the queue."""
+    if timer.past_due:
+        log.warning("timer is past due; planning now")
+    for result in plan_all(runtime(), trigger="timer"):
+        http_api.log_run(result)
+
+
+@app.queue_trigger(arg_name="message", queue_name="%CTCS_OPS_QUEUE%", connection="AzureWebJobsStorage")
+def apply_contact_op(message: QueueMessage) -> None:
+    """Apply one op. Not an op: straight to the poison queue. Throttled: sent again with a Retry-After delay and
+    this delivery succeeds, so throttling never spends an attempt (host retry policies do not apply to queue
+    triggers, and a failed delivery always waits the fixed visibilityTimeout). Transient: raised, so the host
+    retries after visibilityTimeout and poisons after maxDequeueCount. Conflicts and rejections are recorded."""
+    deliver(runtime(), message.get_body(), dequeue_count=message.dequeue_count or 1)
+
+
+@app.queue_trigger(arg_name="message", queue_name="%CTCS_OPS_QUEUE%-poison", connection="AzureWebJobsStorage")
+def record_poisoned_op(message: QueueMessage) -> None:
+    """An op failed every delivery: the host deletes this message when we return, so `keep_poisoned` first copies
+    it to the `-failed` holding queue (replayed by `python -m sync replay-poison`), then records the failure."""
+    keep_poisoned(runtime(), message.get_body(), error="failed on every delivery; the worker's log has each error")
+
+
+def _http(response: http_api.ApiResponse) -> func.HttpResponse:
+    return func.HttpResponse(response.json(), status_code=response.status, mimetype="application/json")
+
+
+@app.route(route="pairs/{id}/resync", methods=[func.HttpMethod.POST], auth_level=func.AuthLevel.FUNCTION)
+def pairs_resync(req: func.HttpRequest) -> func.HttpResponse:
+    pair_id, params = req.route_params.get("id", ""), dict(req.params)
+    return _http(http_api.respond(lambda: http_api.resync(runtime(), pair_id, params)))
+
+
+@app.route(route="pairs", methods=[func.HttpMethod.GET], auth_level=func.AuthLevel.FUNCTION)
+def pairs_list(req: func.HttpRequest) -> func.HttpResponse:
+    params = dict(req.params)
+    return _http(http_api.respond(lambda: http_api.list_pairs(runtime(), params)))
+
+
+@app.route(route="pairs/{id}", methods=[func.HttpMethod.GET], auth_level=func.AuthLevel.FUNCTION)
+def pairs_show(req: func.HttpRequest) -> func.HttpResponse:
+    pair_id, params = req.route_params.get("id", ""), dict(req.params)
+    return _http(http_api.respond(lambda: http_api.show_pair(runtime(), pair_id, params)))

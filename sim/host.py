@@ -1,0 +1,311 @@
+"""A local stand-in for the Azure Functions host (which cannot run here): it drives `function_app` over Azurite.
+
+    host = LocalHost()                      # settings from the environment, as the host reads its app settings
+    host.fire_timer()                       # sync_timer with a real azure.functions TimerRequest
+    report = host.drain_queue()             # the queue trigger, as the host runs it, until the queue is empty
+    reply = host.call_http("POST", "pairs/contoso-to-fabrikam/resync", {"full": "true"})
+    reply.status, reply.json
+
+What it copies from the host, and where the numbers come from:
+- Bindings are read from the decorated functions themselves (`FunctionBuilder.build()`), and `%SETTING%` tokens
+  in queue names are resolved from the environment, falling back to the defaults in `sync.settings`.
+- `extensions.queues` in host.json: `batchSize` messages are received and run in parallel; a message whose
+  function raised is left to reappear after `visibilityTimeout` (tests pass a shorter `visibility_timeout`), and
+  once it has been delivered `maxDequeueCount` times it is copied unchanged to `<queue>-poison` and deleted.
+  Messages are base64 (`messageEncoding`): they are decoded here exactly as the host does, into the bytes of
+  `QueueMessage.get_body()`. The poison queue is drained through its own trigger the same way.
+- HTTP requests are matched against each HTTP function's route template and methods; the function key is not
+  checked (auth level FUNCTION is the host's business).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import importlib
+import json
+import os
+import re
+import threading
+import time
+from collections import Counter
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import azure.functions as func
+from azure.core.exceptions import ResourceExistsError
+from azure.functions.decorators.function_app import FunctionBuilder
+from azure.functions.queue import QueueMessage
+from azure.functions.timer import TimerRequest
+from azure.storage.queue import QueueClient
+from azure.storage.queue import QueueMessage as StorageMessage
+
+from sync.settings import setting
+
+HOST_JSON = Path(__file__).resolve().parent.parent / "host.json"
+MESSAGE_LEASE_SECONDS = 300  # how long a received message stays hidden while its function runs
+POLL_SECONDS = 0.25
+
+
+def _timespan_seconds(value: str) -> float:
+    hours, minutes, seconds = value.split(":")
+    return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+
+
+@dataclass(frozen=True)
+class QueueSettings:
+    """host.json `extensions.queues`, with the host's defaults for what it leaves out."""
+
+    batch_size: int = 16
+    new_batch_threshold: int = 8
+    max_dequeue_count: int = 5
+    visibility_timeout: float = 0.0
+    message_encoding: str = "base64"
+
+    @classmethod
+    def from_host_json(cls, path: Path = HOST_JSON) -> QueueSettings:
+        queues = json.loads(path.read_text(encoding="utf-8")).get("extensions", {}).get("queues", {})
+        return cls(
+            batch_size=int(queues.get("batchSize", cls.batch_size)),
+            new_batch_threshold=int(queues.get("newBatchThreshold", cls.new_batch_threshold)),
+            max_dequeue_count=int(queues.get("maxDequeueCount", cls.max_dequeue_count)),
+            visibility_timeout=_timespan_seconds(queues.get("visibilityTimeout", "00:00:00")),
+            message_encoding=str(queues.get("messageEncoding", cls.message_encoding)),
+        )
+
+
+@dataclass
+class HostReport:
+    """What the driver did; `invocations` counts every call of a queue-triggered function, by function name."""
+
+    timer_runs: int = 0
+    invocations: Counter[str] = field(default_factory=Counter)
+    completed: int = 0  # apply_contact_op returned: the message was deleted
+    failed_attempts: int = 0  # apply_contact_op raised: the message reappears after visibilityTimeout
+    dequeue_counts: Counter[int] = field(default_factory=Counter)  # dequeue_count seen by apply_contact_op
+    poisoned: int = 0  # moved to <queue>-poison after maxDequeueCount deliveries
+    poison_handled: int = 0  # the poison trigger returned
+    poison_failed: int = 0  # the poison trigger raised
+    http_calls: int = 0
+    left_in_queue: int = 0  # messages still queued when drain_queue stopped (deadline)
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "timer_runs": self.timer_runs, "invocations": dict(self.invocations), "completed": self.completed,
+            "failed_attempts": self.failed_attempts, "poisoned": self.poisoned, "poison_handled": self.poison_handled,
+            "poison_failed": self.poison_failed, "http_calls": self.http_calls, "left_in_queue": self.left_in_queue,
+            "seconds": round(self.seconds, 2),
+        }
+
+
+@dataclass(frozen=True)
+class HttpReply:
+    status: int
+    body: bytes
+    headers: Mapping[str, str]
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.body) if self.body else None
+
+
+@dataclass(frozen=True)
+class _Route:
+    builder: FunctionBuilder
+    pattern: re.Pattern[str]
+    methods: frozenset[str]
+
+
+def _resolve(expression: str, environ: Mapping[str, str]) -> str:
+    """`%NAME%` tokens as the host resolves them: from app settings (the environment), else the declared default."""
+
+    def value(match: re.Match[str]) -> str:
+        name = match.group(1)
+        resolved = environ.get(name) or setting(name, environ)
+        if not resolved:
+            raise LookupError(f"binding expression %{name}% has no app setting")
+        return resolved
+
+    return re.sub(r"%([A-Za-z0-9_]+)%", value, expression)
+
+
+class LocalHost:
+    """Plays the Functions host's part for one `function_app` module; see the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        app_module: ModuleType | None = None,
+        host_json: Path = HOST_JSON,
+        visibility_timeout: float | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        self.app = app_module if app_module is not None else importlib.import_module("function_app")
+        self.settings = QueueSettings.from_host_json(host_json)
+        self.visibility_timeout = self.settings.visibility_timeout if visibility_timeout is None else visibility_timeout
+        self.environ = os.environ if environ is None else environ
+        self.report = HostReport()
+        self._lock = threading.Lock()
+        self.timers: dict[str, FunctionBuilder] = {}
+        self.queues: dict[str, tuple[FunctionBuilder, QueueClient]] = {}  # queue name → trigger, raw client
+        self.routes: list[_Route] = []
+        for builder in vars(self.app).values():
+            if isinstance(builder, FunctionBuilder):
+                self._index(builder)
+
+    def _index(self, builder: FunctionBuilder) -> None:
+        function = builder.build()
+        trigger: Any = function.get_trigger()
+        kind = trigger.get_binding_name()
+        if kind == "timerTrigger":
+            self.timers[function.get_function_name() or "timer"] = builder
+        elif kind == "queueTrigger":
+            name = _resolve(trigger.queue_name, self.environ)
+            connection = self.environ.get(trigger.connection) or setting(trigger.connection, self.environ)
+            if not connection:
+                raise LookupError(f"queue trigger connection {trigger.connection} has no app setting")
+            self.queues[name] = (builder, QueueClient.from_connection_string(connection, name))  # raw: we decode
+        elif kind == "httpTrigger":
+            template = re.sub(r"\{(\w+)(?::[^}]*)?\}", r"(?P<\1>[^/]+)", trigger.route.strip("/"))
+            methods = frozenset(str(getattr(m, "value", m)).upper() for m in trigger.methods or ("GET", "POST"))
+            self.routes.append(_Route(builder, re.compile(f"^{template}$"), methods))
+
+    # timer -------------------------------------------------------------------------------------------------------
+    def fire_timer(self, name: str | None = None, *, past_due: bool = False) -> None:
+        """Run a timer function (the only one when `name` is None) as the schedule would."""
+        builder = self.timers[name] if name else next(iter(self.timers.values()))
+        now = datetime.now(UTC)
+        builder(TimerRequest(past_due=past_due, schedule_status={"Last": now.isoformat(), "Next": (now + timedelta(minutes=5)).isoformat()}))
+        self.report.timer_runs += 1
+
+    # queues ------------------------------------------------------------------------------------------------------
+    @property
+    def ops_queue(self) -> str:
+        """The queue whose `-poison` sibling also has a trigger: the ops queue."""
+        return next(name for name in self.queues if f"{name}-poison" in self.queues)
+
+    def drain_queue(self, *, deadline_seconds: float = 60.0) -> HostReport:
+        """Deliver messages until the ops queue and its poison queue are empty (deferred ones included), or the
+        deadline passes. Returns the cumulative report."""
+        started = time.monotonic()
+        ops = self.ops_queue
+        poison = f"{ops}-poison"
+        with ThreadPoolExecutor(max_workers=self.settings.batch_size, thread_name_prefix="host-queue") as pool:
+            while time.monotonic() - started < deadline_seconds:
+                busy = self._batch(pool, poison) + self._batch(pool, ops)
+                if busy:
+                    continue
+                if all(self._count(name) == 0 for name in (ops, poison)):
+                    break
+                time.sleep(POLL_SECONDS)  # invisible messages (deferred or failed) are still due
+        self.report.left_in_queue = self._count(ops) + self._count(poison)
+        self.report.seconds += time.monotonic() - started
+        return self.report
+
+    def _count(self, queue: str) -> int:
+        return int(self.queues[queue][1].get_queue_properties().approximate_message_count or 0)
+
+    def _batch(self, pool: ThreadPoolExecutor, queue: str) -> int:
+        client = self.queues[queue][1]
+        pages = client.receive_messages(
+            messages_per_page=self.settings.batch_size, visibility_timeout=MESSAGE_LEASE_SECONDS
+        )
+        messages = list(next(pages.by_page(), []))
+        for future in [pool.submit(self._deliver, queue, message) for message in messages]:
+            future.result()
+        return len(messages)
+
+    def _deliver(self, queue: str, message: StorageMessage) -> None:
+        builder, client = self.queues[queue]
+        name = builder.build().get_function_name() or queue
+        is_poison_trigger = queue.endswith("-poison")
+        dequeue_count = int(message.dequeue_count or 1)
+        if dequeue_count > self.settings.max_dequeue_count:  # a crash outlived its lease too often: poison unseen
+            self._move_to_poison(queue, message)
+            return
+        with self._lock:
+            self.report.invocations[name] += 1
+            if not is_poison_trigger:
+                self.report.dequeue_counts[dequeue_count] += 1
+        try:
+            body = self._decode(str(message.content))
+            builder(QueueMessage(  # type: ignore[no-untyped-call]
+                id=message.id, body=body, dequeue_count=dequeue_count, pop_receipt=message.pop_receipt,
+                insertion_time=message.inserted_on, expiration_time=message.expires_on,
+            ))
+        except Exception:
+            with self._lock:
+                if is_poison_trigger:
+                    self.report.poison_failed += 1
+                else:
+                    self.report.failed_attempts += 1
+            if dequeue_count >= self.settings.max_dequeue_count:
+                self._move_to_poison(queue, message)
+            else:
+                client.update_message(message, visibility_timeout=int(self.visibility_timeout))
+            return
+        client.delete_message(message)
+        with self._lock:
+            if is_poison_trigger:
+                self.report.poison_handled += 1
+            else:
+                self.report.completed += 1
+
+    def _decode(self, content: str) -> bytes:
+        if self.settings.message_encoding.lower() != "base64":
+            return content.encode("utf-8")
+        try:
+            return base64.b64decode(content, validate=True)
+        except binascii.Error as error:
+            raise ValueError("queue message is not valid base64 (host.json messageEncoding is base64)") from error
+
+    def _move_to_poison(self, queue: str, message: StorageMessage) -> None:
+        """As the host does: the same content, in `<queue>-poison` (created when missing), then delete."""
+        _, client = self.queues[queue]
+        target = self.queues.get(f"{queue}-poison", (None, None))[1] or QueueClient.from_connection_string(
+            self._connection(), f"{queue}-poison"
+        )
+        with contextlib.suppress(ResourceExistsError):
+            target.create_queue()
+        target.send_message(message.content)
+        client.delete_message(message)
+        with self._lock:
+            self.report.poisoned += 1
+
+    def _connection(self) -> str:
+        return self.environ.get("AzureWebJobsStorage") or str(setting("AzureWebJobsStorage", self.environ))
+
+    # http --------------------------------------------------------------------------------------------------------
+    def call_http(
+        self,
+        method: str,
+        route: str,
+        params: Mapping[str, str] | None = None,
+        *,
+        body: bytes = b"",
+        headers: Mapping[str, str] | None = None,
+    ) -> HttpReply:
+        """Call the HTTP function whose route and method match (`route` with or without the `/api/` prefix)."""
+        path = route.split("?", 1)[0].strip("/").removeprefix("api/")
+        self.report.http_calls += 1
+        matched = [(r, m) for r in self.routes if (m := r.pattern.match(path))]
+        if not matched:
+            return HttpReply(404, b"", {})
+        allowed = [(r, m) for r, m in matched if method.upper() in r.methods]
+        if not allowed:
+            return HttpReply(405, b"", {})
+        handler, match = allowed[0]
+        request = func.HttpRequest(
+            method.upper(), f"http://localhost:7071/api/{path}", headers=dict(headers or {}),
+            params=dict(params or {}), route_params=match.groupdict(), body=body,
+        )
+        response = handler.builder(request)
+        return HttpReply(response.status_code, response.get_body(), dict(response.headers))
+

@@ -1,0 +1,87 @@
+"""The binding metadata the host indexes: trigger types, settings in `%...%`, queues, routes and auth levels,
+and host.json values the code depends on."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import function_app
+from sim.host import QueueSettings
+from sync.delivery import MAX_DEQUEUE_COUNT
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def trigger(bindings: dict[str, dict[str, Any]], name: str) -> dict[str, Any]:
+    [found] = [b for b in bindings[name]["bindings"] if b["direction"] == "IN"]
+    return found
+
+
+def test_the_app_has_exactly_these_functions(bindings: dict[str, dict[str, Any]]) -> None:
+    assert set(bindings) == {
+        "sync_timer", "apply_contact_op", "record_poisoned_op", "pairs_resync", "pairs_list", "pairs_show"
+    }
+    assert {b["scriptFile"] for b in bindings.values()} == {"function_app.py"}
+
+
+def test_timer_schedule_comes_from_a_setting_and_never_runs_on_startup(bindings: dict[str, dict[str, Any]]) -> None:
+    timer = trigger(bindings, "sync_timer")
+    assert timer["type"] == "timerTrigger"
+    assert timer["schedule"] == "%SYNC_SCHEDULE%"
+    assert timer["runOnStartup"] is False and timer["useMonitor"] is True
+
+
+@pytest.mark.parametrize(
+    ("name", "queue"), [("apply_contact_op", "%CTCS_OPS_QUEUE%"), ("record_poisoned_op", "%CTCS_OPS_QUEUE%-poison")]
+)
+def test_queue_triggers_name_their_queue_and_connection_by_setting(
+    bindings: dict[str, dict[str, Any]], name: str, queue: str
+) -> None:
+    binding = trigger(bindings, name)
+    assert binding["type"] == "queueTrigger"
+    assert binding["queueName"] == queue
+    assert binding["connection"] == "AzureWebJobsStorage"
+
+
+@pytest.mark.parametrize(
+    ("name", "route", "method"),
+    [("pairs_resync", "pairs/{id}/resync", "POST"), ("pairs_list", "pairs", "GET"), ("pairs_show", "pairs/{id}", "GET")],
+)
+def test_http_routes_need_a_function_key(bindings: dict[str, dict[str, Any]], name: str, route: str, method: str) -> None:
+    binding = trigger(bindings, name)
+    assert binding["type"] == "httpTrigger"
+    assert binding["route"] == route and binding["methods"] == [method]
+    assert binding["authLevel"] == "FUNCTION"
+    assert {"direction": "OUT", "type": "http", "name": "$return"} in bindings[name]["bindings"]
+
+
+def test_each_function_builds_again_the_same_way() -> None:
+    """The host driver reads bindings through `.build()`; it must not change what the indexer sees."""
+    first = function_app.pairs_resync.build().get_function_json()
+    assert function_app.pairs_resync.build().get_function_json() == first
+
+
+def test_host_json_queue_settings_match_the_code() -> None:
+    host = json.loads((ROOT / "host.json").read_text(encoding="utf-8"))
+    queues = host["extensions"]["queues"]
+    assert queues["maxDequeueCount"] == MAX_DEQUEUE_COUNT
+    assert queues["messageEncoding"] == "base64"  # the storage SDK clients in sync.storage encode base64
+    assert 1 <= queues["batchSize"] <= 8, "Exchange throttles per tenant: keep the batch small"
+    settings = QueueSettings.from_host_json(ROOT / "host.json")
+    assert settings.visibility_timeout == 30 and settings.batch_size == queues["batchSize"]
+    assert host["extensionBundle"]["id"] == "Microsoft.Azure.Functions.ExtensionBundle"
+    assert host["extensionBundle"]["version"].startswith("[4.")
+    assert host["logging"]["logLevel"]["default"] == "Warning"
+    assert host["logging"]["logLevel"]["Function"] == "Information"
+    assert "Request" in host["logging"]["applicationInsights"]["samplingSettings"]["excludedTypes"].split(";")
+
+
+def test_function_app_imports_only_sync_and_azure_functions() -> None:
+    source = (ROOT / "function_app.py").read_text(encoding="utf-8")
+    imports = {line.split()[1].split(".")[0] for line in source.splitlines() if line.startswith(("import ", "from "))}
+    assert imports <= {"__future__", "logging", "threading", "azure", "sync"}
+    assert len(source.splitlines()) < 150
