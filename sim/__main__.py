@@ -9,6 +9,7 @@ import threading
 import uuid
 
 from sim.cloud import SimCloud
+from sim.demo import demo
 from sim.generator import generate_users
 
 
@@ -46,6 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve_parser.add_argument("--seed", type=int, default=0)
     serve_parser.add_argument("--secret", default="sim-secret", help="client secret of the demo app (a test value)")
     serve_parser.set_defaults(handler=serve)
+    demo_parser = commands.add_parser("demo", help="sync simulated tenants end to end (Azurite + the function entry points)")
+    demo_parser.add_argument("--users", type=int, default=2000, help="generated users in the source tenant")
+    demo_parser.add_argument("--changes", type=int, default=80, help="source changes between the two runs")
+    demo_parser.add_argument("--seed", type=int, default=1)
+    demo_parser.set_defaults(handler=lambda args: demo(users=args.users, changes=args.changes, seed=args.seed))
     return parser
 
 
