@@ -14,6 +14,7 @@ from sync.state.stores import Stores
 from tests.support.memory_source import MemorySource
 from tests.support.memory_target import MemoryTarget
 
+
 @pytest.fixture(scope="session")
 def azurite() -> Iterator[str]:
     """A storage connection string for a running Azurite (started here unless one is already listening)."""
