@@ -23,6 +23,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import copy
 import importlib
 import json
 import os
@@ -95,6 +96,17 @@ class HostReport:
     http_calls: int = 0
     left_in_queue: int = 0  # messages still queued when drain_queue stopped (deadline)
     seconds: float = 0.0
+
+    def since(self, before: HostReport) -> HostReport:
+        """What happened after `before` (a copy of an earlier cumulative report)."""
+        return HostReport(
+            timer_runs=self.timer_runs - before.timer_runs, invocations=self.invocations - before.invocations,
+            completed=self.completed - before.completed, failed_attempts=self.failed_attempts - before.failed_attempts,
+            dequeue_counts=self.dequeue_counts - before.dequeue_counts, poisoned=self.poisoned - before.poisoned,
+            poison_handled=self.poison_handled - before.poison_handled,
+            poison_failed=self.poison_failed - before.poison_failed, http_calls=self.http_calls - before.http_calls,
+            left_in_queue=self.left_in_queue, seconds=self.seconds - before.seconds,
+        )
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -193,7 +205,8 @@ class LocalHost:
 
     def drain_queue(self, *, deadline_seconds: float = 60.0) -> HostReport:
         """Deliver messages until the ops queue and its poison queue are empty (deferred ones included), or the
-        deadline passes. Returns the cumulative report."""
+        deadline passes. Returns what this call did; `self.report` keeps the totals."""
+        before = copy.deepcopy(self.report)
         started = time.monotonic()
         ops = self.ops_queue
         poison = f"{ops}-poison"
@@ -207,7 +220,7 @@ class LocalHost:
                 time.sleep(POLL_SECONDS)  # invisible messages (deferred or failed) are still due
         self.report.left_in_queue = self._count(ops) + self._count(poison)
         self.report.seconds += time.monotonic() - started
-        return self.report
+        return self.report.since(before)
 
     def _count(self, queue: str) -> int:
         return int(self.queues[queue][1].get_queue_properties().approximate_message_count or 0)
@@ -307,5 +320,6 @@ class LocalHost:
             params=dict(params or {}), route_params=match.groupdict(), body=body,
         )
         response = handler.builder(request)
-        return HttpReply(response.status_code, response.get_body(), dict(response.headers))
+        headers = {"Content-Type": f"{response.mimetype}; charset={response.charset}", **dict(response.headers)}
+        return HttpReply(response.status_code, response.get_body(), headers)
 

@@ -1,0 +1,71 @@
+"""A message that always fails reaches the poison handler after maxDequeueCount deliveries; the handler records
+the failure and keeps the op, and `python -m sync replay-poison` applies it once the fault is gone."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+from azure.functions.queue import QueueMessage
+
+import function_app
+from sync import cli
+from sync.delivery import MAX_DEQUEUE_COUNT, failed_queue
+
+from .conftest import PAIR_ID, Sync
+
+
+def first_sync(sync: Sync, users: int = 3) -> None:
+    sync.add_users(users)
+    sync.host.fire_timer()
+    assert sync.host.drain_queue(deadline_seconds=30).completed == users
+
+
+def test_an_op_that_always_fails_is_poisoned_recorded_and_replayable(sync: Sync, capsys: pytest.CaptureFixture[str]) -> None:
+    first_sync(sync)
+    user = sync.source.directory.users[0]
+    sync.source.directory.update_user(user["id"], jobTitle="Chief")
+    sync.host.fire_timer()
+    # 503 with a Retry-After beyond ExchangeTarget's own budget: raised at once as TargetTransient, every time.
+    sync.cloud.faults.inject("exchange", "unavailable", operation="Set-Contact", times=1000, retry_after="120")
+    report = sync.host.drain_queue(deadline_seconds=30)
+    assert report.failed_attempts == MAX_DEQUEUE_COUNT
+    assert dict(report.dequeue_counts) == {1: 1, 2: 1, 3: 1, 4: 1, 5: 1}
+    assert report.poisoned == 1 and report.poison_handled == 1 and report.left_in_queue == 0
+
+    rt = sync.rt
+    row = rt.stores.contacts.get(PAIR_ID, user["id"])
+    assert row.status == "failed" and "every delivery" in row.last_error and row.last_op == "update"
+    [poison_run] = [run for run in rt.stores.runs.recent(PAIR_ID) if run.trigger == "poison"]
+    assert poison_run.outcome == "failed" and user["id"] in poison_run.error and poison_run.counts == {"poisoned": 1}
+    assert failed_queue(rt).approximate_count() == 1, "the op is kept for replay"
+    assert rt.stores.poison.approximate_count() == 0
+
+    assert cli.main(["replay-poison", "--pair", "other-pair"], runtime=lambda: rt) == 0
+    assert failed_queue(rt).approximate_count() == 1  # another pair's replay leaves it alone
+    sync.cloud.faults.clear()
+    assert cli.main(["replay-poison", "--pair", PAIR_ID], runtime=lambda: rt) == 0
+    assert "moved 1 failed operation(s)" in capsys.readouterr().out
+    report = sync.host.drain_queue(deadline_seconds=30)
+    assert report.completed == 1 and report.poisoned == 0 and report.left_in_queue == 0
+    assert failed_queue(rt).approximate_count() == 0
+    assert rt.stores.contacts.get(PAIR_ID, user["id"]).status == "ok"
+    titles = {c["Title"] for c in sync.target.exchange.contacts() if c["CustomAttribute15"].endswith(user["id"])}
+    assert titles == {"Chief"}
+
+
+def test_a_bad_message_goes_straight_to_the_poison_queue_and_is_kept(sync: Sync) -> None:
+    rt = sync.rt
+    rt.stores.ops.send_text('{"schema": 1, "kind": "explode"}')
+    report = sync.host.drain_queue(deadline_seconds=30)
+    assert report.completed == 1 and report.failed_attempts == 0, "never retried: no delivery can fix it"
+    assert report.poison_handled == 1
+    [kept] = list(failed_queue(rt).peek_all())
+    assert kept.content == '{"schema": 1, "kind": "explode"}'
+
+
+def test_the_worker_reads_the_body_the_host_decodes(sync: Sync) -> None:
+    """A message encoded twice reaches the function as base64 text: a bad message, poisoned as it came, no crash."""
+    function_app.apply_contact_op(QueueMessage(id="m1", body=base64.b64encode(b"{}"), dequeue_count=1))
+    [poisoned] = list(sync.rt.stores.poison.peek_all())
+    assert poisoned.content == "e30="  # the undecoded text is not JSON either: it is poisoned as it came
