@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from sync.clouds import NAMED_CLOUDS, CloudEndpoints
 from sync.errors import PairValidationError
+from sync.filters import Clause, clause_problem, normalise_operator
 from sync.userattrs import CONTACT_PARAMETERS, SOURCE_ATTRIBUTES
 
 GUID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
@@ -115,6 +116,18 @@ class FilterClause(_Strict):
     operator: str
     value: str | None = None
 
+    @model_validator(mode="after")
+    def _well_formed(self) -> FilterClause:
+        if self.attribute.split(".", 1)[0] not in SOURCE_ATTRIBUTES:
+            raise ValueError(f"attribute {self.attribute!r} is not a source user attribute ctcs can read")
+        problem = clause_problem(self.attribute, self.operator, self.value)
+        if problem:
+            raise ValueError(problem)
+        return self
+
+    def clause(self) -> Clause:
+        return Clause(self.attribute, normalise_operator(self.operator), self.value)
+
 
 Domain = Annotated[str, Field(pattern=r"^[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$")]
 
@@ -128,6 +141,15 @@ class Scope(_Strict):
     include_guests: bool = False
     honor_hidden_from_gal: bool = True
     filters: list[FilterClause] | list[list[FilterClause]] = []
+
+    @property
+    def filter_groups(self) -> list[list[Clause]]:
+        """The filters as OR-of-ANDs: one flat list is a single AND group."""
+        if not self.filters:
+            return []
+        if isinstance(self.filters[0], FilterClause):
+            return [[item.clause() for item in self.filters if isinstance(item, FilterClause)]]
+        return [[item.clause() for item in group] for group in self.filters if isinstance(group, list)]
 
     @field_validator("include_domains", "exclude_domains")
     @classmethod
@@ -229,8 +251,6 @@ def _unsupported(pair: TenantPair) -> list[str]:
         problems.append("scope.include_groups: not supported yet (group scoping is coming); leave it empty")
     if pair.scope.exclude_groups:
         problems.append("scope.exclude_groups: not supported yet (group scoping is coming); leave it empty")
-    if pair.scope.filters:
-        problems.append("scope.filters: not supported yet (scoping filters are coming); leave it empty")
     if pair.deletion.mode != "delete":
         problems.append(f"deletion.mode: {pair.deletion.mode!r} is not supported yet; use 'delete'")
     if pair.source.exchange is not None:
@@ -275,10 +295,14 @@ def parse_pair(data: Any, *, where: str = "pair definition") -> TenantPair:
     try:
         pair = TenantPair.model_validate(data)
     except ValidationError as error:
+        items = error.errors(include_input=False, include_url=False)
+        paths = [_error_path(item["loc"]) for item in items]
         problems: list[str] = []
-        for item in error.errors(include_input=False, include_url=False):
-            path = _error_path(item["loc"])
-            if path.endswith("cloud") and item["type"] in ("literal_error", "model_type"):
+        for path, item in zip(paths, items, strict=True):
+            # A union reports each branch: drop "should be a list/object" when the other branch said more.
+            if item["type"] in ("list_type", "model_type", "dict_type") and paths.count(path) > 1:
+                continue
+            if path.endswith("cloud") and item["type"] == "literal_error":
                 text = "must be one of 'global', 'usgov', 'usgovdod', 'china' or an object {authority, graph, exchange}"
             else:
                 text = _error_text(item)

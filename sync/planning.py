@@ -43,11 +43,13 @@ def new_run_id(now: datetime) -> str:
 def source_select(pair: TenantPair) -> tuple[str, ...]:
     """Exactly the user properties mapping and scope read: the base set plus what templates name."""
     names = list(BASE_SELECT)
-    for template in (pair.contact.display_name, *pair.contact.attributes.values()):
-        for name in template_fields(template):
-            top = name.split(".", 1)[0]
-            if top != "source" and top not in names:
-                names.append(top)
+    wanted = [name for template in (pair.contact.display_name, *pair.contact.attributes.values())
+              for name in template_fields(template)]
+    wanted += [clause.attribute for group in pair.scope.filter_groups for clause in group]
+    for name in wanted:
+        top = name.split(".", 1)[0]
+        if top != "source" and top not in names:
+            names.append(top)
     return tuple(names)
 
 

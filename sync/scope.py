@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from sync.filters import failing_clause
 from sync.pairs import TenantPair
 from sync.source import SourceUser
 
@@ -19,6 +20,7 @@ SKIP_REASONS = {
     "invalid_mail": "the mail address is not a routable SMTP address",
     "domain_excluded": "the mail domain is listed in scope.exclude_domains",
     "domain_not_included": "the mail domain is not in scope.include_domains",
+    "filtered_out": "a scope.filters clause does not hold for this user",
 }
 
 
@@ -27,6 +29,7 @@ class ScopeDecision:
     in_scope: bool
     reason: str | None = None  # a key of SKIP_REASONS when out of scope
     address: str = ""
+    detail: str = ""  # the rule that decided, for `explain`
 
 
 def mail_address(user: SourceUser) -> str:
@@ -62,4 +65,8 @@ def decide_scope(pair: TenantPair, user: SourceUser) -> ScopeDecision:
         return ScopeDecision(False, "domain_excluded", address)
     if scope.include_domains and domain not in scope.include_domains:
         return ScopeDecision(False, "domain_not_included", address)
+    if scope.filters:
+        failed = failing_clause(scope.filter_groups, user)
+        if failed is not None:
+            return ScopeDecision(False, "filtered_out", address, f"failed: {failed.describe()}")
     return ScopeDecision(True, None, address)

@@ -58,7 +58,6 @@ def test_each_mistake_names_its_field(change: dict[str, object], expected: str) 
     [
         ({"scope": {"include_groups": ["55555555-5555-5555-5555-555555555555"]}}, "scope.include_groups"),
         ({"scope": {"exclude_groups": ["55555555-5555-5555-5555-555555555555"]}}, "scope.exclude_groups"),
-        ({"scope": {"filters": [{"attribute": "department", "operator": "EQUALS", "value": "Sales"}]}}, "scope.filters"),
         ({"deletion": {"mode": "hide"}}, "deletion.mode"),
         ({"deletion": {"mode": "hide_then_delete"}}, "deletion.mode"),
     ],
