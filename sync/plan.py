@@ -79,8 +79,10 @@ def plan_pair(
     version: int,
     run_id: str,
     retry_kept: bool = False,
+    memberships: Mapping[str, frozenset[str]] | None = None,
 ) -> Plan:
-    """Every op needed to bring the target in line with the round. `retry_kept` re-plans conflict/failed rows."""
+    """Every op needed to bring the target in line with the round. `retry_kept` re-plans conflict/failed rows;
+    `memberships` gives each user's tracked groups (nested included) when the pair scopes by group."""
     plan = Plan(pair.id, run_id, version, round_.full, managed=sum(1 for row in state.values() if row.live))
     mapper = ContactMapper(pair)
 
@@ -89,7 +91,7 @@ def plan_pair(
 
     for source_id, user in round_.users.items():
         row = state.get(source_id)
-        decision = decide_scope(pair, user)
+        decision = decide_scope(pair, user, memberships.get(source_id, frozenset()) if memberships else frozenset())
         if not decision.in_scope:
             assert decision.reason is not None
             if row is not None and row.live:

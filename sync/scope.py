@@ -21,6 +21,8 @@ SKIP_REASONS = {
     "domain_excluded": "the mail domain is listed in scope.exclude_domains",
     "domain_not_included": "the mail domain is not in scope.include_domains",
     "filtered_out": "a scope.filters clause does not hold for this user",
+    "not_in_group": "not a member (directly or nested) of any group in scope.include_groups",
+    "excluded_by_group": "a member (directly or nested) of a group in scope.exclude_groups",
 }
 
 
@@ -47,7 +49,8 @@ def is_guest(user: SourceUser) -> bool:
     return user.get("userType") == "Guest" or "#EXT#" in str(user.get("userPrincipalName") or "")
 
 
-def decide_scope(pair: TenantPair, user: SourceUser) -> ScopeDecision:
+def decide_scope(pair: TenantPair, user: SourceUser, groups: frozenset[str] = frozenset()) -> ScopeDecision:
+    """`groups`: the ids of the pair's tracked groups the user is a member of, nested membership included."""
     scope = pair.scope
     if is_guest(user) and not scope.include_guests:
         return ScopeDecision(False, "guest")
@@ -65,6 +68,10 @@ def decide_scope(pair: TenantPair, user: SourceUser) -> ScopeDecision:
         return ScopeDecision(False, "domain_excluded", address)
     if scope.include_domains and domain not in scope.include_domains:
         return ScopeDecision(False, "domain_not_included", address)
+    if scope.exclude_groups and groups.intersection(scope.exclude_groups):
+        return ScopeDecision(False, "excluded_by_group", address, f"member of {sorted(groups.intersection(scope.exclude_groups))[0]}")
+    if scope.include_groups and not groups.intersection(scope.include_groups):
+        return ScopeDecision(False, "not_in_group", address)
     if scope.filters:
         failed = failing_clause(scope.filter_groups, user)
         if failed is not None:

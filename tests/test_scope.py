@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from sync.pairs import TenantPair
 from sync.scope import SKIP_REASONS, decide_scope, mail_address
-from tests.support.factories import make_pair, make_user
+from tests.support.factories import make_pair, make_user, pair_definition
 
 
 @pytest.mark.parametrize(
@@ -49,3 +50,27 @@ def test_primary_proxy_address_is_the_fallback_for_missing_mail() -> None:
     assert mail_address(user) == "Primary@contoso.com"
     decision = decide_scope(make_pair(), user)
     assert decision.in_scope and decision.address == "Primary@contoso.com"
+
+
+def group_pair(**scope: object) -> TenantPair:
+    # Built without parse_pair's release gate, so the rule can be tested on its own.
+    return TenantPair.model_validate(pair_definition(scope=scope))
+
+
+GROUP_A, GROUP_B = "aaaaaaaa-0000-0000-0000-00000000000a", "bbbbbbbb-0000-0000-0000-00000000000b"
+
+
+@pytest.mark.parametrize(
+    ("scope", "groups", "reason"),
+    [
+        ({"include_groups": [GROUP_A]}, frozenset(), "not_in_group"),
+        ({"include_groups": [GROUP_A]}, frozenset({GROUP_B}), "not_in_group"),
+        ({"include_groups": [GROUP_A]}, frozenset({GROUP_A}), None),
+        ({"exclude_groups": [GROUP_B]}, frozenset({GROUP_B}), "excluded_by_group"),
+        ({"include_groups": [GROUP_A], "exclude_groups": [GROUP_B]}, frozenset({GROUP_A, GROUP_B}), "excluded_by_group"),
+        ({"exclude_groups": [GROUP_B]}, frozenset(), None),
+    ],
+)
+def test_group_scope_exclude_wins(scope: dict[str, object], groups: frozenset[str], reason: str | None) -> None:
+    decision = decide_scope(group_pair(**scope), make_user(), groups)
+    assert (decision.in_scope, decision.reason) == (reason is None, reason)
