@@ -20,10 +20,21 @@ class OpKind(StrEnum):
     CREATE = "create"
     UPDATE = "update"
     DELETE = "delete"
+    HIDE = "hide"  # staged delete: hide from the address lists, keep the contact
+    RESTORE = "restore"  # a hidden contact's user is back: show it again, with the current values
+
+    @property
+    def carries_contact(self) -> bool:
+        return self not in (OpKind.DELETE, OpKind.HIDE)
+
+    @property
+    def removes(self) -> bool:
+        """Takes a person out of the address list: what the safety gate counts."""
+        return self in (OpKind.DELETE, OpKind.HIDE)
 
 
-# Deletes first (they free addresses a create may need), then updates, then creates.
-KIND_ORDER = {OpKind.DELETE: 0, OpKind.UPDATE: 1, OpKind.CREATE: 2}
+# Removals first (a delete frees an address a create may need), then updates, then creates.
+KIND_ORDER = {OpKind.DELETE: 0, OpKind.HIDE: 0, OpKind.UPDATE: 1, OpKind.RESTORE: 1, OpKind.CREATE: 2}
 
 
 @dataclass(frozen=True)
@@ -78,7 +89,9 @@ def decode_op(text: str | bytes) -> ContactOp:
     try:
         kind = OpKind(str(body.get("kind")))
     except ValueError:
-        raise BadOpMessage(f"contact operation kind {body.get('kind')!r} is not one of create, update, delete") from None
+        raise BadOpMessage(
+            f"contact operation kind {body.get('kind')!r} is not one of {', '.join(kind.value for kind in OpKind)}"
+        ) from None
     for name in ("pair_id", "source_id"):
         if not _ID.match(_field(body, name, str)):
             raise BadOpMessage(f"contact operation field {name!r} has characters or a length that are not allowed")
@@ -86,9 +99,9 @@ def decode_op(text: str | bytes) -> ContactOp:
     if version <= 0:
         raise BadOpMessage("contact operation field 'version' must be positive")
     contact = body.get("contact")
-    if kind is OpKind.DELETE:
+    if not kind.carries_contact:
         if contact is not None:
-            raise BadOpMessage("a delete operation carries no contact")
+            raise BadOpMessage(f"a {kind.value} operation carries no contact")
     elif not isinstance(contact, dict) or not contact:
         raise BadOpMessage(f"a {kind.value} operation needs the full desired contact as an object")
     return ContactOp(

@@ -251,8 +251,6 @@ def _unsupported(pair: TenantPair) -> list[str]:
         problems.append("scope.include_groups: not supported yet (group scoping is coming); leave it empty")
     if pair.scope.exclude_groups:
         problems.append("scope.exclude_groups: not supported yet (group scoping is coming); leave it empty")
-    if pair.deletion.mode != "delete":
-        problems.append(f"deletion.mode: {pair.deletion.mode!r} is not supported yet; use 'delete'")
     if pair.source.exchange is not None:
         problems.append("source.exchange: not supported yet; honor_hidden_from_gal uses Graph's showInAddressList")
     if "Manager" in pair.contact.attributes:

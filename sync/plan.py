@@ -7,8 +7,9 @@ against the pair's delete thresholds before anything is queued.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
 from sync.errors import UnsafePlan
 from sync.mapping import ContactMapper
@@ -25,10 +26,11 @@ MIN_CONTACTS_FOR_PERCENT_GATE = 10
 class StateSummary:
     """What planning needs to know of one ContactState row."""
 
-    status: str  # ok | conflict | failed | deleted
+    status: str  # ok | conflict | failed | hidden | deleted
     hash: str
     version: int
     guid: str = ""
+    hidden_at: datetime | None = None  # when a staged delete hid the contact
 
     @property
     def live(self) -> bool:
@@ -80,14 +82,25 @@ def plan_pair(
     run_id: str,
     retry_kept: bool = False,
     memberships: Mapping[str, frozenset[str]] | None = None,
+    now: datetime | None = None,
 ) -> Plan:
     """Every op needed to bring the target in line with the round. `retry_kept` re-plans conflict/failed rows;
-    `memberships` gives each user's tracked groups (nested included) when the pair scopes by group."""
+    `memberships` gives each user's tracked groups (nested included) when the pair scopes by group; `now`
+    decides which hidden contacts have outlived `deletion.grace_days`."""
     plan = Plan(pair.id, run_id, version, round_.full, managed=sum(1 for row in state.values() if row.live))
     mapper = ContactMapper(pair)
 
     def emit(kind: OpKind, source_id: str, reason: str, contact: dict[str, object] | None = None, digest: str = "") -> None:
         plan.ops.append(ContactOp(pair.id, run_id, kind, source_id, version, reason, contact, digest))
+
+    def remove(source_id: str, row: StateSummary | None, reason: str) -> None:
+        """The user is gone or out of scope: delete its contact, or hide it when deletes are staged."""
+        if row is None or not row.live:
+            return
+        if pair.deletion.mode == "delete":
+            emit(OpKind.DELETE, source_id, reason)
+        elif row.status != "hidden":
+            emit(OpKind.HIDE, source_id, reason)
 
     for source_id, user in round_.users.items():
         row = state.get(source_id)
@@ -95,7 +108,7 @@ def plan_pair(
         if not decision.in_scope:
             assert decision.reason is not None
             if row is not None and row.live:
-                emit(OpKind.DELETE, source_id, f"left_scope:{decision.reason}")
+                remove(source_id, row, f"left_scope:{decision.reason}")
             else:
                 plan.skips.append(Skip(source_id, decision.reason, str(user.get("displayName") or "")))
             continue
@@ -104,38 +117,55 @@ def plan_pair(
             plan.warnings[warning.split(":", 1)[0]] += 1
         if row is None or not row.live:
             emit(OpKind.CREATE, source_id, "new" if row is None else "returned", mapped.contact, mapped.hash)
+        elif row.status == "hidden":
+            emit(OpKind.RESTORE, source_id, "returned", mapped.contact, mapped.hash)
         elif row.status in ("conflict", "failed") and not retry_kept and row.hash == mapped.hash:
             plan.kept[row.status] += 1
         elif row.hash == mapped.hash and row.status == "ok":
             plan.unchanged += 1
         else:
-            emit(OpKind.UPDATE, source_id, "changed" if row.status == "ok" else f"retry_{row.status}", mapped.contact, mapped.hash)
+            reason = "changed" if row.status == "ok" else f"retry_{row.status}"
+            emit(OpKind.UPDATE, source_id, reason, mapped.contact, mapped.hash)
 
     for source_id, reason in round_.removed.items():
-        row = state.get(source_id)
-        if row is not None and row.live:
-            emit(OpKind.DELETE, source_id, f"removed:{reason}")
+        remove(source_id, state.get(source_id), f"removed:{reason}")
 
     if round_.full:
         # A full round shows every user that exists: a contact whose user it did not show has lost its source.
         for source_id, row in state.items():
-            if row.live and source_id not in round_.users and source_id not in round_.removed:
-                emit(OpKind.DELETE, source_id, "not_in_source")
+            if source_id not in round_.users and source_id not in round_.removed:
+                remove(source_id, row, "not_in_source")
+
+    if pair.deletion.mode == "hide_then_delete" and now is not None:
+        _purge_expired(plan, pair, state, now, emit)
 
     plan.ops.sort(key=lambda op: (KIND_ORDER[op.kind], op.source_id))
     return plan
 
 
+def _purge_expired(
+    plan: Plan, pair: TenantPair, state: Mapping[str, StateSummary], now: datetime, emit: Callable[..., None]
+) -> None:
+    """Hidden contacts past their grace period are deleted (the safety gate counts them like any delete).
+    A hidden user who came back in this round already has a restore op and is left alone."""
+    cutoff = now - timedelta(days=pair.deletion.grace_days)
+    touched = {op.source_id for op in plan.ops}
+    for source_id, row in state.items():
+        if row.status == "hidden" and row.hidden_at is not None and row.hidden_at <= cutoff and source_id not in touched:
+            emit(OpKind.DELETE, source_id, f"grace_expired:{pair.deletion.grace_days}d")
+
+
 def unsafe_reason(plan: Plan, pair: TenantPair) -> str | None:
-    """Why the plan's deletes exceed the pair's thresholds, or None when they do not."""
-    deletes = plan.count(OpKind.DELETE)
+    """Why the plan's removals (deletes and hides) exceed the pair's thresholds, or None when they do not."""
+    removals = sum(1 for op in plan.ops if op.kind.removes)
     limits = pair.deletion
-    if deletes > limits.max_deletes:
-        return f"plan deletes {deletes} contacts, more than deletion.max_deletes ({limits.max_deletes})"
-    if plan.managed >= MIN_CONTACTS_FOR_PERCENT_GATE and deletes * 100 > limits.max_delete_percent * plan.managed:
-        percent = deletes * 100 / plan.managed
+    verb = "deletes" if pair.deletion.mode == "delete" else "removes (hides or deletes)"
+    if removals > limits.max_deletes:
+        return f"plan {verb} {removals} contacts, more than deletion.max_deletes ({limits.max_deletes})"
+    if plan.managed >= MIN_CONTACTS_FOR_PERCENT_GATE and removals * 100 > limits.max_delete_percent * plan.managed:
+        percent = removals * 100 / plan.managed
         return (
-            f"plan deletes {deletes} of {plan.managed} contacts ({percent:.1f}%), more than "
+            f"plan {verb} {removals} of {plan.managed} contacts ({percent:.1f}%), more than "
             f"deletion.max_delete_percent ({limits.max_delete_percent:g}%)"
         )
     return None

@@ -79,7 +79,9 @@ def _plan(rt: Runtime, pair: TenantPair, run_id: str, *, full: bool) -> tuple[Pl
     round_ = read_round(rt, pair, status.delta_link if use_link else None)
     state = rt.stores.contacts.summaries(pair.id)
     version = time.time_ns() // 1000
-    plan = plan_pair(pair, round_, state, version=version, run_id=run_id, retry_kept=round_.full)
+    plan = plan_pair(
+        pair, round_, state, version=version, run_id=run_id, retry_kept=round_.full, now=datetime.now(UTC)
+    )
     return plan, round_
 
 

@@ -15,7 +15,7 @@ from sync.errors import AddressInUse, TargetNotFound, TargetRejected, TargetTran
 from sync.ops import ContactOp, OpKind
 from sync.pairs import TenantPair
 from sync.state.contacts import ClaimLost, ContactRow, ContactStateStore
-from sync.state.entities import now_utc
+from sync.state.entities import iso, now_utc
 from sync.target import Recipient, Target
 
 CLAIM_SECONDS = 300
@@ -28,6 +28,8 @@ class Outcome(StrEnum):
     UPDATED = "updated"
     UNCHANGED = "unchanged"
     DELETED = "deleted"
+    HIDDEN = "hidden"  # staged delete: hidden from the address lists
+    RESTORED = "restored"  # a hidden contact shown again
     ALREADY_GONE = "already_gone"
     STALE = "stale"  # a newer op for this user was applied already
     CONFLICT = "conflict"  # another recipient holds the address or name
@@ -66,45 +68,43 @@ def apply_op(op: ContactOp, *, pair: TenantPair, target: Target, contacts: Conta
         raise RowBusy("the state row kept changing while claiming it", status=None)
 
     result = _apply_to_target(op, row, pair, target)
-    status = _status_after(op, result)
-    applied = op.contact if status == "ok" and op.contact is not None else (row.applied if status != "deleted" else None)
     try:
-        contacts.commit(
-            row,
-            status=status,
-            version=op.version,
-            hash_=op.hash if status != "deleted" else "",  # for conflict/failed: the attempt, so it is not retried unchanged
-            guid=result.guid if status != "deleted" else "",
-            applied=applied,
-            op=f"{op.kind.value}:{result.outcome.value}",
-            run_id=op.run_id,
-            error=result.detail if result.outcome.failed else "",
-        )
+        contacts.commit(row, version=op.version, op=f"{op.kind.value}:{result.outcome.value}", run_id=op.run_id,
+                        **_record(op, row, result))
     except ClaimLost:
         return Applied(Outcome.STALE, result.guid, "a newer op took over this user while this one ran")
     return result
 
 
-def _status_after(op: ContactOp, result: Applied) -> str:
-    if result.outcome is Outcome.CONFLICT:
-        return "conflict"
-    if result.outcome is Outcome.REJECTED:
-        return "failed"
-    if op.kind is OpKind.DELETE:
-        return "deleted"
-    return "ok"
+def _record(op: ContactOp, row: ContactRow, result: Applied) -> dict[str, Any]:
+    """What the state row says after the op: its status, the contact as applied, and for a failure, why."""
+    if result.outcome is Outcome.CONFLICT or result.outcome is Outcome.REJECTED:
+        # The attempted hash is kept, so an unchanged user is not retried on every run.
+        return {"status": "conflict" if result.outcome is Outcome.CONFLICT else "failed", "hash_": op.hash,
+                "guid": result.guid, "applied": row.applied, "error": result.detail}
+    if op.kind is OpKind.DELETE or result.outcome is Outcome.ALREADY_GONE:
+        return {"status": "deleted", "hash_": "", "guid": "", "applied": None}
+    if op.kind is OpKind.HIDE:
+        return {"status": "hidden", "hash_": row.hash, "guid": result.guid, "hidden_at": iso(now_utc()),
+                "applied": {**row.applied, "HiddenFromAddressListsEnabled": True}}
+    return {"status": "ok", "hash_": op.hash, "guid": result.guid, "applied": op.contact}
 
 
 def _apply_to_target(op: ContactOp, row: ContactRow, pair: TenantPair, target: Target) -> Applied:
     try:
         if op.kind is OpKind.DELETE:
             return _delete(op, row, pair, target)
+        if op.kind is OpKind.HIDE:
+            return _hide(op, row, pair, target)
         assert op.contact is not None
-        if row.guid and row.status in ("ok", "failed"):
+        if row.guid and row.status in ("ok", "failed", "hidden"):
             try:
-                return _update(row.guid, op.contact, row.applied, target)
+                applied = _update(row.guid, op.contact, row.applied, target)
             except TargetNotFound:
                 pass  # removed behind our back: make it again
+            else:
+                restored = op.kind is OpKind.RESTORE and applied.outcome is not Outcome.UNCHANGED
+                return Applied(Outcome.RESTORED, applied.guid) if restored else applied
         return _create(op, pair, target)
     except AddressInUse as error:
         return Applied(Outcome.CONFLICT, row.guid, f"address in use by {error.holder or 'another recipient'}")
@@ -163,17 +163,32 @@ def _describe(recipient: Recipient) -> str:
     return f"{recipient.recipient_type} {recipient.name!r} ({recipient.primary_address or 'no address'})"
 
 
+def _own_guid(op: ContactOp, row: ContactRow, pair: TenantPair, target: Target) -> str:
+    """The Guid of this user's contact: from the state row, else found by anchor ("" when there is none)."""
+    if row.guid:
+        return row.guid
+    anchor = pair.anchor(op.source_id)
+    found = target.find_recipients(anchor_attribute=pair.contact.anchor_attribute, anchor=anchor, address="", name="")
+    return next((r.guid for r in found if r.anchor(pair.contact.anchor_attribute) == anchor), "")
+
+
 def _delete(op: ContactOp, row: ContactRow, pair: TenantPair, target: Target) -> Applied:
-    guid = row.guid
+    guid = _own_guid(op, row, pair, target)
     if not guid:
-        anchor = pair.anchor(op.source_id)
-        found = target.find_recipients(anchor_attribute=pair.contact.anchor_attribute, anchor=anchor, address="", name="")
-        owned = [r for r in found if r.anchor(pair.contact.anchor_attribute) == anchor]
-        if not owned:
-            return Applied(Outcome.ALREADY_GONE)
-        guid = owned[0].guid
+        return Applied(Outcome.ALREADY_GONE)
     try:
         target.delete(guid)
     except TargetNotFound:
         return Applied(Outcome.ALREADY_GONE)
     return Applied(Outcome.DELETED)
+
+
+def _hide(op: ContactOp, row: ContactRow, pair: TenantPair, target: Target) -> Applied:
+    guid = _own_guid(op, row, pair, target)
+    if not guid:
+        return Applied(Outcome.ALREADY_GONE)
+    try:
+        target.update(guid, {"HiddenFromAddressListsEnabled": True})
+    except TargetNotFound:
+        return Applied(Outcome.ALREADY_GONE)
+    return Applied(Outcome.HIDDEN, guid)

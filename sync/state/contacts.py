@@ -21,8 +21,8 @@ from azure.data.tables import TableClient, TableEntity, UpdateMode
 from sync.plan import StateSummary
 from sync.state.entities import as_int, int64, iso, now_utc, quote, text
 
-SUMMARY_COLUMNS = ["RowKey", "status", "hash", "version", "guid"]
-STATUSES = ("ok", "conflict", "failed", "deleted")
+SUMMARY_COLUMNS = ["RowKey", "status", "hash", "version", "guid", "hidden_at"]
+STATUSES = ("ok", "conflict", "failed", "hidden", "deleted")
 
 
 @dataclass
@@ -35,6 +35,7 @@ class ContactRow:
     guid: str = ""
     applied: dict[str, Any] = field(default_factory=dict)
     last_error: str = ""
+    hidden_at: str = ""
     last_op: str = ""
     last_run_id: str = ""
     updated_at: str = ""
@@ -66,6 +67,7 @@ def _row(pair_id: str, entity: TableEntity) -> ContactRow:
         guid=entity.get("guid", ""),
         applied=json.loads(applied) if applied else {},
         last_error=entity.get("last_error", ""),
+        hidden_at=entity.get("hidden_at", ""),
         last_op=entity.get("last_op", ""),
         last_run_id=entity.get("last_run_id", ""),
         updated_at=entity.get("updated_at", ""),
@@ -85,7 +87,13 @@ class ContactStateStore:
             f"PartitionKey eq '{quote(pair_id)}'", select=SUMMARY_COLUMNS, results_per_page=1000
         )
         return {
-            e["RowKey"]: StateSummary(e.get("status", ""), e.get("hash", ""), as_int(e.get("version")), e.get("guid", ""))
+            e["RowKey"]: StateSummary(
+                e.get("status", ""),
+                e.get("hash", ""),
+                as_int(e.get("version")),
+                e.get("guid", ""),
+                datetime.fromisoformat(e["hidden_at"]) if e.get("hidden_at") else None,
+            )
             for e in entities
             if e.get("status")
         }
@@ -144,6 +152,7 @@ class ContactStateStore:
         op: str,
         run_id: str,
         error: str = "",
+        hidden_at: str = "",
     ) -> None:
         """Record the outcome of the op that holds the claim, releasing it. `ClaimLost` if the claim was taken."""
         entity = {
@@ -155,6 +164,7 @@ class ContactStateStore:
             "guid": guid,
             "applied": text(json.dumps(applied, ensure_ascii=False, separators=(",", ":"))) if applied else "",
             "last_error": text(error, 2000),
+            "hidden_at": hidden_at,
             "last_op": op,
             "last_run_id": run_id,
             "updated_at": iso(now_utc()),
