@@ -10,12 +10,14 @@ import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import asdict
 from pathlib import Path
 
 from sync import report
 from sync.console import Progress
 from sync.delivery import drain, replay_poison
 from sync.errors import ConfigError, CtcsError, PairNotFound
+from sync.explain import explain
 from sync.pairs import load_pair_file
 from sync.planning import preview, run_pair
 from sync.runtime import Runtime
@@ -110,6 +112,15 @@ def _status(args: argparse.Namespace, runtime: Callable[[], Runtime]) -> int:
     return EXIT_OK
 
 
+def _explain(args: argparse.Namespace, runtime: Callable[[], Runtime]) -> int:
+    explanation = explain(runtime(), args.pair, args.user)
+    if args.json:
+        print(json.dumps(asdict(explanation), indent=2, ensure_ascii=False))
+    else:
+        report.explanation_text(explanation)
+    return EXIT_OK
+
+
 def _replay(args: argparse.Namespace, runtime: Callable[[], Runtime]) -> int:
     moved = replay_poison(runtime(), pair_id=args.pair)
     print(f"moved {moved} failed operation(s) back to the ops queue (from the -failed and -poison queues)")
@@ -156,6 +167,12 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--pair")
     status.add_argument("--json", action="store_true")
     status.set_defaults(handler=_status)
+
+    why = commands.add_parser("explain", help="why a person is or is not in the target's address list")
+    why.add_argument("--pair", required=True)
+    why.add_argument("user", help="object id, user principal name or mail address")
+    why.add_argument("--json", action="store_true")
+    why.set_defaults(handler=_explain)
 
     replay = commands.add_parser("replay-poison", help="put failed operations back on the queue")
     replay.add_argument("--pair")

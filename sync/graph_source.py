@@ -23,10 +23,11 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
+import re
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import httpx
 from azure.core.credentials import TokenCredential
@@ -54,6 +55,9 @@ Sleep = Callable[[float], object]
 """`asyncio.sleep`, `time.sleep` or a test double; an awaitable result is awaited."""
 
 HttpClientFactory = Callable[[], httpx.AsyncClient]
+
+
+GUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
 
 class GraphSource:
@@ -89,14 +93,40 @@ class GraphSource:
 
     def read_round(self, delta_link: str | None, select: tuple[str, ...]) -> DeltaRound:
         """Every change since `delta_link` (every user when None), net of duplicates; see the module docstring."""
-        work = self._read_round(delta_link, tuple(select))
+        # From async code (an async Functions handler) asyncio.run cannot nest: `_run` then uses a thread of its own.
+        round_: DeltaRound = self._run(self._read_round(delta_link, tuple(select)))
+        return round_
+
+    def find_user(self, key: str, select: tuple[str, ...]) -> dict[str, Any] | None:
+        """One user by object id, UPN or mail (for `explain`); None when no user matches."""
+        user: dict[str, Any] | None = self._run(self._find_user(key, tuple(select)))
+        return user
+
+    def _run(self, work: Any) -> Any:
         try:
             asyncio.get_running_loop()
         except RuntimeError:
             return asyncio.run(work)
-        # Called from async code (an async Functions handler): asyncio.run cannot nest, so use a thread of our own.
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ctcs-graph") as pool:
             return pool.submit(asyncio.run, work).result()
+
+    async def _find_user(self, key: str, select: tuple[str, ...]) -> dict[str, Any] | None:
+        literal = quote("'" + key.replace("'", "''") + "'", safe="")
+        fields = quote(",".join(select), safe=",")
+        if GUID.fullmatch(key):
+            url = f"{self.graph_endpoint}/v1.0/users/delta?$filter=id%20eq%20{literal}&$select={fields}"
+        else:
+            url = (f"{self.graph_endpoint}/v1.0/users?$filter=userPrincipalName%20eq%20{literal}%20or%20mail%20eq%20"
+                   f"{literal}&$select={fields}")
+        http_client = GraphClientFactory.create_with_default_middleware(
+            client=self._http_client_factory(), options=graph_middleware_options
+        )
+        try:
+            page = await self._get_page(self._client(http_client), url, (), DeltaRound(), RetryBudget(self.retry))
+        finally:
+            await http_client.aclose()
+        users = [user for user in page.get("value", []) if isinstance(user, dict) and "@removed" not in user]
+        return users[0] if users else None
 
     async def _read_round(self, delta_link: str | None, select: tuple[str, ...]) -> DeltaRound:
         delta = DeltaRound(full=delta_link is None)

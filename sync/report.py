@@ -7,6 +7,7 @@ from typing import Any
 
 from sync.console import table
 from sync.delivery import DrainReport
+from sync.explain import Explanation
 from sync.ops import OpKind
 from sync.pairs import TenantPair
 from sync.planning import RunResult
@@ -158,3 +159,27 @@ def status_tables(statuses: Sequence[dict[str, Any]]) -> None:
                  r["counts"].get("update", 0), r["counts"].get("delete", 0), r["error"] or ""]
                 for r in s["recent_runs"]
             ])
+
+
+def explanation_text(explanation: Explanation) -> None:
+    user = explanation.user
+    print(f"pair {explanation.pair_id}, user {explanation.key!r}")
+    if explanation.found:
+        enabled = "enabled" if user.get("accountEnabled") is not False else "disabled"
+        print(f"  source user : {user.get('displayName', '')} <{user.get('mail') or 'no mail'}> "
+              f"(id {user.get('id')}, {user.get('userType') or 'Member'}, {enabled})")
+        scope = "in scope" if explanation.in_scope else f"out of scope: {explanation.reason}"
+        print(f"  scope       : {scope}" + (f" ({explanation.rule})" if explanation.rule else ""))
+    else:
+        print("  source user : not found in the source tenant")
+    state = explanation.state
+    print(f"  state       : {state['status']}" + (f", contact {state['contact_guid']}" if state["contact_guid"] else "")
+          + (f", last op {state['last_op']} in run {state['last_run']}" if state["last_op"] else ""))
+    if state["last_error"]:
+        print(f"  last error  : {state['last_error']}")
+    print(f"  verdict     : {explanation.verdict}")
+    for warning in explanation.warnings:
+        print(f"  warning     : {warning}")
+    if explanation.desired:
+        print()
+        table(["contact parameter", "desired value"], [[k, v] for k, v in explanation.desired.items()])

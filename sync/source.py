@@ -58,3 +58,7 @@ class Source(Protocol):
         `SourceThrottled` or `SourceError` when the tenant cannot be read.
         """
         ...
+
+    def find_user(self, key: str, select: tuple[str, ...]) -> SourceUser | None:
+        """One user by object id, UPN or mail, or None (for `explain`)."""
+        ...

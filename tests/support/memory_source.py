@@ -38,6 +38,14 @@ class MemorySource:
         self.seq += 1
         self.log.append((self.seq, user_id, copy.deepcopy(user), reason))
 
+    def find_user(self, key: str, select: tuple[str, ...]) -> dict[str, Any] | None:
+        wanted = key.lower()
+        for user in self.users.values():
+            if wanted in (str(user["id"]).lower(), str(user.get("userPrincipalName", "")).lower(),
+                          str(user.get("mail", "")).lower()):
+                return {k: v for k, v in user.items() if k in select}
+        return None
+
     def read_round(self, delta_link: str | None, select: tuple[str, ...]) -> DeltaRound:
         self.reads += 1
         round_ = DeltaRound(delta_link=f"mem:{self.seq}", full=delta_link is None, requests=1)
