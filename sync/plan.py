@@ -83,20 +83,25 @@ def plan_pair(
     retry_kept: bool = False,
     memberships: Mapping[str, frozenset[str]] | None = None,
     now: datetime | None = None,
+    hidden_ids: frozenset[str] | None = None,
 ) -> Plan:
     """Every op needed to bring the target in line with the round. `retry_kept` re-plans conflict/failed rows;
     `memberships` gives each user's tracked groups (nested included) when the pair scopes by group; `now`
-    decides which hidden contacts have outlived `deletion.grace_days`."""
+    decides which hidden contacts have outlived `deletion.grace_days`; `hidden_ids` are the users the source's
+    Exchange hides from its address lists (None: Graph's showInAddressList decides)."""
     plan = Plan(pair.id, run_id, version, round_.full, managed=sum(1 for row in state.values() if row.live))
     mapper = ContactMapper(pair)
 
     def emit(kind: OpKind, source_id: str, reason: str, contact: dict[str, object] | None = None, digest: str = "") -> None:
         plan.ops.append(ContactOp(pair.id, run_id, kind, source_id, version, reason, contact, digest))
 
+    decided: set[str] = set()
+
     def remove(source_id: str, row: StateSummary | None, reason: str) -> None:
-        """The user is gone or out of scope: delete its contact, or hide it when deletes are staged."""
-        if row is None or not row.live:
+        """The user is gone or out of scope: delete its contact, or hide it when deletes are staged (once)."""
+        if row is None or not row.live or source_id in decided:
             return
+        decided.add(source_id)
         if pair.deletion.mode == "delete":
             emit(OpKind.DELETE, source_id, reason)
         elif row.status != "hidden":
@@ -104,7 +109,9 @@ def plan_pair(
 
     for source_id, user in round_.users.items():
         row = state.get(source_id)
-        decision = decide_scope(pair, user, memberships.get(source_id, frozenset()) if memberships else frozenset())
+        groups = memberships.get(source_id, frozenset()) if memberships else frozenset()
+        hidden = None if hidden_ids is None else source_id.lower() in hidden_ids
+        decision = decide_scope(pair, user, groups, hidden)
         if not decision.in_scope:
             assert decision.reason is not None
             if row is not None and row.live:
@@ -129,6 +136,12 @@ def plan_pair(
 
     for source_id, reason in round_.removed.items():
         remove(source_id, state.get(source_id), f"removed:{reason}")
+
+    if hidden_ids:
+        # Hidden in the source's Exchange since the last run, without any change Graph would report.
+        for source_id, row in state.items():
+            if source_id.lower() in hidden_ids and source_id not in round_.users:
+                remove(source_id, row, "left_scope:hidden_from_gal")
 
     if round_.full:
         # A full round shows every user that exists: a contact whose user it did not show has lost its source.

@@ -49,15 +49,19 @@ def is_guest(user: SourceUser) -> bool:
     return user.get("userType") == "Guest" or "#EXT#" in str(user.get("userPrincipalName") or "")
 
 
-def decide_scope(pair: TenantPair, user: SourceUser, groups: frozenset[str] = frozenset()) -> ScopeDecision:
-    """`groups`: the ids of the pair's tracked groups the user is a member of, nested membership included."""
+def decide_scope(
+    pair: TenantPair, user: SourceUser, groups: frozenset[str] = frozenset(), hidden_in_source: bool | None = None
+) -> ScopeDecision:
+    """`groups`: the ids of the pair's tracked groups the user is a member of, nested membership included.
+    `hidden_in_source`: what the source's Exchange says (authoritative); None falls back to Graph's showInAddressList."""
     scope = pair.scope
     if is_guest(user) and not scope.include_guests:
         return ScopeDecision(False, "guest")
     if user.get("accountEnabled") is False and not scope.include_disabled:
         return ScopeDecision(False, "disabled")
-    if scope.honor_hidden_from_gal and user.get("showInAddressList") is False:
-        return ScopeDecision(False, "hidden_from_gal")
+    hidden = user.get("showInAddressList") is False if hidden_in_source is None else hidden_in_source
+    if scope.honor_hidden_from_gal and hidden:
+        return ScopeDecision(False, "hidden_from_gal", detail="source Exchange" if hidden_in_source else "")
     address = mail_address(user)
     if not address:
         return ScopeDecision(False, "no_mail")

@@ -152,5 +152,17 @@ def test_safety_gate(managed: int, deletes: int, limits: dict[str, int], unsafe:
 def test_counts_summarise_the_plan() -> None:
     user = make_user(1)
     result = plan(round_of(user, make_user(2, mail=None), make_user(3, accountEnabled=False)))
-    assert result.counts() == {"create": 1, "update": 0, "delete": 0, "unchanged": 0,
+    assert result.counts() == {"create": 1, "update": 0, "delete": 0, "hide": 0, "restore": 0, "unchanged": 0,
                                "skipped_disabled": 1, "skipped_no_mail": 1}
+
+
+def test_source_exchange_hiding_decides_when_given() -> None:
+    shown, hidden, gone_hidden = make_user(1, showInAddressList=False), make_user(2), make_user(3)
+    state = {str(hidden["id"]): applied_row(hidden), str(gone_hidden["id"]): applied_row(gone_hidden)}
+    hidden_ids = frozenset({str(hidden["id"]), str(gone_hidden["id"])})
+    result = plan(round_of(shown, hidden, full=True), state, hidden_ids=hidden_ids)
+    assert sorted(kinds(result)) == [
+        ("create", str(shown["id"]), "new"),  # Exchange, not Graph's showInAddressList, is authoritative
+        ("delete", str(hidden["id"]), "left_scope:hidden_from_gal"),
+        ("delete", str(gone_hidden["id"]), "left_scope:hidden_from_gal"),  # hidden without a Graph change: once
+    ]
