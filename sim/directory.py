@@ -12,6 +12,15 @@ later with their own `/groups/delta` without touching the user path.
     directory.users                             # copies of the current (not deleted) users
     directory.expire_tokens() / reset_tokens()  # every token issued so far: 400 syncStateNotFound / 410 Gone
     directory.page_size = 200; directory.replay_next_round = True; directory.delta_token_lifetime = 7 * 86400
+
+Groups (read by `/groups/delta` and `/groups/{id}/transitiveMembers`, see sim.groups):
+    gid = directory.add_group("Sales")                      # -> id (or pass group_id=)
+    directory.add_member(gid, uid); directory.add_member(gid, other_gid)   # users or groups (nesting)
+    directory.remove_member(gid, uid); directory.rename_group(gid, "Sales EMEA")
+    directory.delete_group(gid)                             # gone: delta says @removed reason "deleted"
+    directory.group_members(gid) / transitive_members(gid)  # [("user" | "group", id), ...]
+    directory.group_page_size = 100                         # members@delta entries per groups/delta page
+  A deleted user leaves every group (a restored one rejoins them), as in Entra.
 """
 
 from __future__ import annotations
@@ -47,6 +56,8 @@ class Change:
     object_id: str
     kind: str
     properties: frozenset[str] = field(default_factory=frozenset)
+    member_id: str = ""  # groups: kind "member_add" / "member_remove" name the member and its type
+    member_type: str = ""
 
 
 class Directory:
@@ -66,6 +77,9 @@ class Directory:
         self.token_serial = 0  # every issued delta/skip token carries the next serial
         self.expired_before_serial = 0
         self.reset_before_serial = 0
+        self._groups: dict[str, dict[str, Any]] = {}  # id -> {"id", "displayName", "members": {member id: type}}
+        self._left_groups: dict[str, list[str]] = {}  # soft-deleted user -> the groups it rejoins when restored
+        self.group_page_size = 100
 
     # reading ---------------------------------------------------------------------------------------------------
     @property
@@ -105,9 +119,10 @@ class Directory:
             return "gone", None
 
     # writing ---------------------------------------------------------------------------------------------------
-    def _record(self, object_id: str, kind: str, properties: set[str] | frozenset[str] = frozenset()) -> None:
+    def _record(self, object_id: str, kind: str, properties: set[str] | frozenset[str] = frozenset(), *,
+                object_type: str = "user", member_id: str = "", member_type: str = "") -> None:
         self._seq += 1
-        self._log.append(Change(self._seq, "user", object_id, kind, frozenset(properties)))
+        self._log.append(Change(self._seq, object_type, object_id, kind, frozenset(properties), member_id, member_type))
 
     def add_user(self, user: dict[str, Any]) -> str:
         """Add a user (Graph-shaped dict; `id` is generated when absent). Returns the id."""
@@ -146,11 +161,14 @@ class Directory:
                 if self._users.pop(user_id, None) is None and self._soft_deleted.pop(user_id, None) is None:
                     raise KeyError(user_id)
                 self._record(user_id, "hard_delete")
+                self._leave_groups(user_id)
+                self._left_groups.pop(user_id, None)
                 return
             user = self._users.pop(user_id)
             user["deletedDateTime"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
             self._soft_deleted[user_id] = user
             self._record(user_id, "soft_delete")
+            self._left_groups[user_id] = self._leave_groups(user_id)
 
     def restore_user(self, user_id: str) -> None:
         with self.lock:
@@ -158,6 +176,9 @@ class Directory:
             user.pop("deletedDateTime", None)
             self._users[user_id] = user
             self._record(user_id, "upsert", set(user))
+            for group_id in self._left_groups.pop(user_id, []):
+                if group_id in self._groups:
+                    self.add_member(group_id, user_id)
 
     # delta token validity ---------------------------------------------------------------------------------------
     def next_token_serial(self) -> int:
@@ -174,3 +195,93 @@ class Directory:
         """Every token issued so far now answers 410 Gone with a Location for a fresh round."""
         with self.lock:
             self.reset_before_serial = self.token_serial + 1
+
+    # groups ----------------------------------------------------------------------------------------------------
+    @property
+    def groups(self) -> list[dict[str, Any]]:
+        """Copies of the current groups: {"id", "displayName", "members": {member id: "user" | "group"}}."""
+        with self.lock:
+            return [copy.deepcopy(group) for group in self._groups.values()]
+
+    def get_group(self, group_id: str) -> dict[str, Any] | None:
+        with self.lock:
+            group = self._groups.get(group_id)
+            return copy.deepcopy(group) if group is not None else None
+
+    def add_group(self, display_name: str, *, group_id: str | None = None) -> str:
+        group_id = group_id or str(uuid.uuid4())
+        with self.lock:
+            if group_id in self._groups or group_id in self._users:
+                raise ValueError(f"object {group_id} already exists")
+            self._groups[group_id] = {"id": group_id, "displayName": display_name, "members": {}}
+            self._record(group_id, "upsert", {"displayName"}, object_type="group")
+        return group_id
+
+    def rename_group(self, group_id: str, display_name: str) -> None:
+        with self.lock:
+            self._groups[group_id]["displayName"] = display_name
+            self._record(group_id, "upsert", {"displayName"}, object_type="group")
+
+    def add_member(self, group_id: str, member_id: str) -> None:
+        """Add a user or a group (nesting) as a direct member; adding a present member changes nothing."""
+        with self.lock:
+            group = self._groups[group_id]
+            if member_id in self._users:
+                member_type = "user"
+            elif member_id in self._groups:
+                if member_id == group_id:
+                    raise ValueError("a group cannot be a member of itself")
+                member_type = "group"
+            else:
+                raise KeyError(f"no user or group {member_id}")
+            if member_id in group["members"]:
+                return
+            group["members"][member_id] = member_type
+            self._record(group_id, "member_add", object_type="group", member_id=member_id, member_type=member_type)
+
+    def remove_member(self, group_id: str, member_id: str) -> None:
+        with self.lock:
+            member_type = self._groups[group_id]["members"].pop(member_id)
+            self._record(group_id, "member_remove", object_type="group", member_id=member_id, member_type=member_type)
+
+    def delete_group(self, group_id: str, permanent: bool = True) -> None:
+        """Delete a group (security groups are deleted permanently; `permanent=False` reports reason "changed").
+        It also leaves every group it was nested in."""
+        with self.lock:
+            del self._groups[group_id]
+            self._record(group_id, "hard_delete" if permanent else "soft_delete", object_type="group")
+            self._leave_groups(group_id)
+
+    def group_members(self, group_id: str) -> list[tuple[str, str]]:
+        """Direct members as (type, id), in the order they joined."""
+        with self.lock:
+            return [(kind, member) for member, kind in self._groups[group_id]["members"].items()]
+
+    def transitive_members(self, group_id: str) -> list[tuple[str, str]]:
+        """Every member reached through nesting, each once, as (type, id); cycles are followed once."""
+        with self.lock:
+            seen: dict[str, str] = {}
+            pending = [group_id]
+            visited = {group_id}
+            while pending:
+                current = self._groups.get(pending.pop())
+                if current is None:
+                    continue
+                for member, kind in current["members"].items():
+                    if member != group_id:
+                        seen.setdefault(member, kind)
+                    if kind == "group" and member not in visited:
+                        visited.add(member)
+                        pending.append(member)
+            return [(kind, member) for member, kind in seen.items()]
+
+    def group_state(self, group_id: str) -> str:
+        """"active" or "gone" (deleted or never existed), for rendering a groups/delta entry."""
+        with self.lock:
+            return "active" if group_id in self._groups else "gone"
+
+    def _leave_groups(self, member_id: str) -> list[str]:
+        left = [gid for gid, group in self._groups.items() if member_id in group["members"]]
+        for group_id in left:
+            self.remove_member(group_id, member_id)
+        return left

@@ -1,4 +1,5 @@
-"""Microsoft Graph `users/delta` over the directory, following the reference protocol (graph-delta.md).
+"""Microsoft Graph `users/delta` over the directory, following the reference protocol (graph-delta.md); the group
+endpoints (`groups/delta`, `transitiveMembers`) live in sim.groups and are served by the same app.
 
 Tokens ($skiptoken / $deltatoken) are opaque: base64url JSON + an HMAC, so an edited token is "garbled" (400
 syncStateInvalid). A $skiptoken names a round whose pages were computed when the round started (server-side), like
@@ -236,19 +237,23 @@ def build_graph_app(cloud: SimCloud) -> Starlette:
         if query.get("$skiptoken") or (query.get("$deltatoken") not in (None, "", "latest")):
             fault = cloud.faults.take("graph", request.url.path, kinds=DELTA_FAULTS)
             if fault is not None:
-                return _delta_fault(fault.kind, delta)
+                return _delta_fault_response(fault.kind, delta.link("deltatoken", ""))
         try:
             return JSONResponse(delta.respond(tenant.directory, query))
         except GraphError as exc:
             return exc.response()
 
+    # Groups build on this module's tokens and errors, so they are imported here, not at the top.
+    from sim.groups import group_routes
+
     paths = ("/v1.0/users/delta", "/v1.0/users/delta()", "/v1.0/users/microsoft.graph.delta()")
-    return Starlette(routes=[Route(path, users_delta) for path in paths])
+    return Starlette(routes=[*(Route(path, users_delta) for path in paths), *group_routes(cloud)])
 
 
-def _delta_fault(kind: str, delta: UsersDelta) -> Response:
+def _delta_fault_response(kind: str, location: str) -> Response:
+    """The answer for an injected delta fault; `location` is the fresh-round link a 410 points at."""
     if kind == "delta_reset":
-        return GraphError(410, "resyncRequired", "Resync required.", {"Location": delta.link("deltatoken", "")}).response()
+        return GraphError(410, "resyncRequired", "Resync required.", {"Location": location}).response()
     if kind == "delta_garbled":
         return graph_error(400, "syncStateInvalid", "Invalid delta token: the sync state is invalid.")
     if kind == "resync_required":
