@@ -6,6 +6,7 @@ later with their own `/groups/delta` without touching the user path.
 
     uid = directory.add_user({"displayName": "Adele Vance", "mail": "adele@contoso.com"})   # -> id
     directory.update_user(uid, department="Sales", jobTitle=None)   # None clears (the property disappears)
+    directory.update_user(uid, manager=boss_id)  # the manager relationship (a user id); manager=None removes it
     directory.delete_user(uid)                  # soft delete: delta says @removed reason "changed"
     directory.restore_user(uid)                 # comes back as a normal object
     directory.delete_user(uid, permanent=True)  # hard delete: @removed reason "deleted"
@@ -79,6 +80,7 @@ class Directory:
         self.reset_before_serial = 0
         self._groups: dict[str, dict[str, Any]] = {}  # id -> {"id", "displayName", "members": {member id: type}}
         self._left_groups: dict[str, list[str]] = {}  # soft-deleted user -> the groups it rejoins when restored
+        self._former_managers: dict[str, str] = {}  # user -> the manager last removed (for manager@delta @removed)
         self.group_page_size = 100
 
     # reading ---------------------------------------------------------------------------------------------------
@@ -141,18 +143,35 @@ class Directory:
         return str(record["id"])
 
     def update_user(self, user_id: str, **properties: Any) -> None:
-        """Change properties; a value of None clears the property (Graph then omits it)."""
+        """Change properties; a value of None clears the property (Graph then omits it).
+        `manager` is the manager's user id (the relationship), None removes it."""
         unknown = set(properties) - USER_PROPERTIES
         if unknown or "id" in properties:
             raise ValueError(f"cannot set {sorted(unknown | ({'id'} & set(properties)))}")
         with self.lock:
             user = self._users[user_id]
+            if "manager" in properties:
+                self._set_manager(user, properties["manager"])
             for name, value in properties.items():
                 if value is None:
                     user.pop(name, None)
                 else:
                     user[name] = copy.deepcopy(value)
             self._record(user_id, "upsert", set(properties))
+
+    def former_manager(self, user_id: str) -> str:
+        """The manager whose relationship with `user_id` was removed last ("" when none was)."""
+        with self.lock:
+            return self._former_managers.get(user_id, "")
+
+    def _set_manager(self, user: dict[str, Any], manager_id: str | None) -> None:
+        if manager_id is not None and manager_id not in self._users:
+            raise KeyError(f"no user {manager_id} to be the manager")
+        current = user.get("manager")
+        if manager_id is None and current:
+            self._former_managers[user["id"]] = str(current)
+        elif manager_id is not None:
+            self._former_managers.pop(user["id"], None)
 
     def delete_user(self, user_id: str, permanent: bool = False) -> None:
         """Soft delete (restorable) or permanent delete (also of an already soft-deleted user)."""

@@ -77,14 +77,25 @@ class _TokenCodec:
         return payload
 
 
-def render_user(user: dict[str, Any], select: list[str] | None) -> dict[str, Any]:
-    """The user as Graph sends it: `id` plus the selected properties that are set (never-set ones are absent)."""
+def render_user(user: dict[str, Any], select: list[str] | None, *, with_manager: bool = True,
+                former_manager: str = "") -> dict[str, Any]:
+    """The user as Graph sends it: `id` plus the selected properties that are set (never-set ones are absent).
+
+    A selected `manager` is a relationship: it comes as `manager@delta` when `with_manager` (a full round: users
+    who have one; an incremental round: users whose manager changed), with `@removed` for a removed manager."""
     if select is None:
         return {k: copy.deepcopy(v) for k, v in user.items() if k not in ("deletedDateTime", "manager")}
-    rendered = {"id": user["id"]}
+    rendered: dict[str, Any] = {"id": user["id"]}
     for name in select:
         if name in user and name != "manager":
             rendered[name] = copy.deepcopy(user[name])
+    if "manager" in select and with_manager:
+        if user.get("manager"):
+            rendered["manager@delta"] = [{"@odata.type": "#microsoft.graph.user", "id": user["manager"]}]
+        elif former_manager:
+            rendered["manager@delta"] = [
+                {"@odata.type": "#microsoft.graph.user", "id": former_manager, "@removed": {"reason": "deleted"}}
+            ]
     return rendered
 
 
@@ -192,16 +203,21 @@ class UsersDelta:
         return [render_user(u, select) for u in users if ids is None or str(u["id"]).lower() in ids]
 
     @staticmethod
-    def _entry(directory: Directory, user_id: str, select: list[str] | None, hard: bool) -> dict[str, Any]:
+    def _entry(directory: Directory, user_id: str, select: list[str] | None, hard: bool,
+               manager_changed: frozenset[str] = frozenset()) -> dict[str, Any]:
         state, user = directory.state_of(user_id)
         if state == "active" and user is not None:
-            return render_user(user, select)
+            changed = user_id in manager_changed
+            return render_user(user, select, with_manager=changed,
+                               former_manager=directory.former_manager(user_id) if changed else "")
         reason = "deleted" if hard or state == "gone" else "changed"
         return {"id": user_id, "@removed": {"reason": reason}}
 
     def _incremental(self, directory: Directory, since: int, select: list[str] | None,
                      ids: list[str] | None) -> list[dict[str, Any]]:
         changed: dict[str, bool] = {}  # id -> was hard-deleted; insertion order = order of last change
+        managers = frozenset(c.object_id for c in directory.changes_since(since)
+                             if c.kind == "upsert" and "manager" in c.properties)
         for change in directory.changes_since(since):
             if ids is not None and change.object_id.lower() not in ids:
                 continue
@@ -210,11 +226,11 @@ class UsersDelta:
                 continue
             changed.pop(change.object_id, None)
             changed[change.object_id] = change.kind == "hard_delete"
-        items = [self._entry(directory, uid, select, hard) for uid, hard in changed.items()]
+        items = [self._entry(directory, uid, select, hard, managers) for uid, hard in changed.items()]
         if directory.replay_next_round:
             directory.replay_next_round = False
             earlier = [c.object_id for c in directory.changes_up_to(since)][-REPLAYED_EARLIER_CHANGES:]
-            replayed = [self._entry(directory, uid, select, False) for uid in earlier if ids is None or uid in ids]
+            replayed = [self._entry(directory, uid, select, False, managers) for uid in earlier if ids is None or uid in ids]
             items = replayed + items + items[:2]  # old changes again, and the same objects twice in one round
         return items
 
