@@ -114,6 +114,11 @@ class ExchangeOrg:
             found = self._recipients.get(guid.lower())
             return copy.deepcopy(found) if found else None
 
+    def set_recipient(self, guid: str, **attrs: Any) -> None:
+        """Change a recipient as an admin would in the Exchange admin center (e.g. hide a mailbox)."""
+        with self.lock:
+            self._recipients[guid.lower()].update(attrs)
+
     # seeding ---------------------------------------------------------------------------------------------------
     def add_recipient(self, kind: str, name: str, address: str, **attrs: Any) -> str:
         """Seed any recipient (mailbox, guest, mail user, contact, group, soft-deleted). Returns its Guid."""

@@ -11,6 +11,7 @@ from sync.exchange_target import ExchangeTarget
 from sync.graph_source import GraphSource
 from sync.pairs import TenantPair
 from sync.secrets import SecretResolver
+from sync.visibility import SourceVisibility
 
 
 def open_source(pair: TenantPair, resolver: SecretResolver, *, credentials: CredentialCache | None = None) -> GraphSource:
@@ -33,3 +34,22 @@ def open_target(
         tenant=target.tenant_id,
         organization=target.organization,
     )
+
+
+def open_source_visibility(
+    pair: TenantPair, resolver: SecretResolver, *, credentials: CredentialCache | None = None
+) -> SourceVisibility | None:
+    """The source's own Exchange, read-only, when the pair grants it (`source.exchange`); else None."""
+    source, grant = pair.source, pair.source.exchange
+    if grant is None or not pair.scope.honor_hidden_from_gal:
+        return None
+    cache = credentials if credentials is not None else shared_credentials
+    credential = cache.credential(
+        tenant_id=source.tenant_id, client_id=source.client_id, cloud=source.cloud,
+        definition=grant.credential, resolver=resolver, field="source.exchange.credential",
+    )
+    reader = ExchangeTarget(
+        credential, exchange_endpoint=source.endpoints.exchange, tenant=source.tenant_id,
+        organization=grant.organization,
+    )
+    return SourceVisibility(reader)

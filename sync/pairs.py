@@ -83,6 +83,9 @@ CloudName = Literal["global", "usgov", "usgovdod", "china"]
 
 
 class SourceExchange(_Strict):
+    """Read access to the source's own Exchange (a read-only recipient role), for `HiddenFromAddressListsEnabled`."""
+
+    organization: str = Field(pattern=r"^[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$", description="the source's onmicrosoft.com domain")
     credential: Credential
 
 
@@ -247,12 +250,6 @@ def _check_template(template: str) -> None:
 # Fields whose schema is final but whose behaviour a later release brings; refusing them beats ignoring them.
 def _unsupported(pair: TenantPair) -> list[str]:
     problems = []
-    if pair.scope.include_groups:
-        problems.append("scope.include_groups: not supported yet (group scoping is coming); leave it empty")
-    if pair.scope.exclude_groups:
-        problems.append("scope.exclude_groups: not supported yet (group scoping is coming); leave it empty")
-    if pair.source.exchange is not None:
-        problems.append("source.exchange: not supported yet; honor_hidden_from_gal uses Graph's showInAddressList")
     if "Manager" in pair.contact.attributes:
         problems.append("contact.attributes.Manager: not supported yet (manager links are coming)")
     return problems

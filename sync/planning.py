@@ -78,9 +78,12 @@ def _plan(rt: Runtime, pair: TenantPair, run_id: str, *, full: bool) -> tuple[Pl
     use_link = not (full or status.force_full or stale_definition) and status.delta_link
     round_ = read_round(rt, pair, status.delta_link if use_link else None)
     state = rt.stores.contacts.summaries(pair.id)
+    visibility = rt.open_visibility(pair)  # the source's own Exchange, when the pair grants it
+    hidden_ids = visibility.hidden_ids() if visibility is not None else None
     version = time.time_ns() // 1000
     plan = plan_pair(
-        pair, round_, state, version=version, run_id=run_id, retry_kept=round_.full, now=datetime.now(UTC)
+        pair, round_, state, version=version, run_id=run_id, retry_kept=round_.full, now=datetime.now(UTC),
+        hidden_ids=hidden_ids,
     )
     return plan, round_
 

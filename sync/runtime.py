@@ -10,9 +10,11 @@ from sync.pairs import TenantPair
 from sync.source import Source
 from sync.state.stores import Stores
 from sync.target import Target
+from sync.visibility import SourceVisibility
 
 SourceFactory = Callable[[TenantPair], Source]
 TargetFactory = Callable[[TenantPair], Target]
+VisibilityFactory = Callable[[TenantPair], SourceVisibility | None]
 PAIR_CACHE_SECONDS = 60.0
 
 
@@ -21,12 +23,13 @@ class Runtime:
     stores: Stores
     open_source: SourceFactory
     open_target: TargetFactory
+    open_visibility: VisibilityFactory = lambda pair: None
     _targets: dict[str, tuple[str, Target]] = field(default_factory=dict, repr=False)
     _pairs: dict[str, tuple[float, TenantPair]] = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_settings(cls, environ: Mapping[str, str] | None = None) -> Runtime:
-        from sync.connectors import open_source, open_target
+        from sync.connectors import open_source, open_source_visibility, open_target
         from sync.secrets import SecretResolver
 
         resolver = SecretResolver(environ=environ)
@@ -34,6 +37,7 @@ class Runtime:
             Stores.from_settings(environ),
             lambda pair: open_source(pair, resolver),
             lambda pair: open_target(pair, resolver),
+            lambda pair: open_source_visibility(pair, resolver),
         )
 
     def pair(self, pair_id: str) -> TenantPair:
