@@ -62,6 +62,9 @@ param contactStateTableName string = 'ContactState'
 @description('Table of one row per planning run (app setting CTCS_RUNS_TABLE).')
 param runsTableName string = 'SyncRuns'
 
+@description('Table of the membership graph and groups deltaLinks of pairs that scope by group (app setting CTCS_GROUPS_TABLE).')
+param groupsTableName string = 'GroupMembership'
+
 @description('Queue of contact operations (app setting CTCS_OPS_QUEUE); the host moves failures to <name>-poison.')
 param opsQueueName string = 'contact-ops'
 
@@ -123,6 +126,7 @@ module storage './app/storage.bicep' = {
       pairStateTableName
       contactStateTableName
       runsTableName
+      groupsTableName
     ]
   }
 }
@@ -171,6 +175,7 @@ var ctcsAppSettings = {
   CTCS_PAIR_STATE_TABLE: pairStateTableName
   CTCS_CONTACT_STATE_TABLE: contactStateTableName
   CTCS_RUNS_TABLE: runsTableName
+  CTCS_GROUPS_TABLE: groupsTableName
   CTCS_OPS_QUEUE: opsQueueName
   CTCS_LEASE_SECONDS: string(leaseSeconds)
 }
@@ -224,5 +229,6 @@ output CTCS_PAIRS_TABLE string = pairsTableName
 output CTCS_PAIR_STATE_TABLE string = pairStateTableName
 output CTCS_CONTACT_STATE_TABLE string = contactStateTableName
 output CTCS_RUNS_TABLE string = runsTableName
+output CTCS_GROUPS_TABLE string = groupsTableName
 output CTCS_OPS_QUEUE string = opsQueueName
 output CTCS_LEASE_SECONDS string = string(leaseSeconds)

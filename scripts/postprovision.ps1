@@ -42,6 +42,7 @@ $values = [ordered]@{
     CTCS_PAIR_STATE_TABLE                 = Get-Value 'CTCS_PAIR_STATE_TABLE' 'PairState'
     CTCS_CONTACT_STATE_TABLE              = Get-Value 'CTCS_CONTACT_STATE_TABLE' 'ContactState'
     CTCS_RUNS_TABLE                       = Get-Value 'CTCS_RUNS_TABLE' 'SyncRuns'
+    CTCS_GROUPS_TABLE                     = Get-Value 'CTCS_GROUPS_TABLE' 'GroupMembership'
     CTCS_OPS_QUEUE                        = Get-Value 'CTCS_OPS_QUEUE' 'contact-ops'
     CTCS_WORKER_CONCURRENCY               = Get-Value 'CTCS_WORKER_CONCURRENCY' '4'
     CTCS_LEASE_SECONDS                    = Get-Value 'CTCS_LEASE_SECONDS' '600'

@@ -14,7 +14,6 @@ HTTP attempt. Expired or reset tokens raise `DeltaTokenExpired`, as for users.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -29,64 +28,13 @@ from msgraph.graph_service_client import GraphServiceClient
 from sync.errors import SourceError
 from sync.exchange_errors import RetryBudget
 from sync.graph_http import GraphConnection, run_sync
+from sync.groups import GroupDelta, GroupsDeltaRound, Transitive, member_kind
 from sync.source import DeltaRound
 
 MAX_IDS_PER_REQUEST = 50  # Graph's limit for `id eq` clauses in a delta $filter
 TRANSITIVE_PAGE = 999
 GROUP_SELECT = ("displayName", "members")
 PERMISSION = "GroupMember.Read.All"
-USER_TYPE = "#microsoft.graph.user"
-GROUP_TYPE = "#microsoft.graph.group"
-
-
-@dataclass
-class GroupDelta:
-    """One group's merged `members@delta` of a round: member id → "user" | "group", last occurrence winning."""
-
-    group_id: str
-    deleted: bool = False
-    display_name: str | None = None
-    added: dict[str, str] = field(default_factory=dict)
-    removed: dict[str, str] = field(default_factory=dict)
-
-    def add_member_entry(self, entry: Mapping[str, Any]) -> None:
-        kind = member_kind(entry)
-        if kind is None:
-            return  # contacts, devices, service principals: never synced
-        member_id = str(entry["id"]).lower()
-        if entry.get("@removed") is not None:
-            self.added.pop(member_id, None)
-            self.removed[member_id] = kind
-        else:
-            self.removed.pop(member_id, None)
-            self.added[member_id] = kind
-
-
-@dataclass
-class GroupsDeltaRound:
-    groups: dict[str, GroupDelta] = field(default_factory=dict)
-    delta_link: str = ""
-    full: bool = False
-
-
-@dataclass
-class Transitive:
-    """A group's flat nested membership; `found` is False when the group does not exist (404)."""
-
-    users: set[str] = field(default_factory=set)
-    groups: set[str] = field(default_factory=set)
-    found: bool = True
-
-
-def member_kind(entry: Mapping[str, Any]) -> str | None:
-    odata_type = str(entry.get("@odata.type") or "")
-    if "id" not in entry:
-        return None
-    if odata_type == USER_TYPE:
-        return "user"
-    if odata_type == GROUP_TYPE:
-        return "group"
-    return None
 
 
 def id_filter(ids: Iterable[str]) -> str:

@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from sync import group_scope
 from sync.errors import CtcsError, DeltaTokenExpired, LeaseHeld
 from sync.pairs import TenantPair, template_fields
 from sync.plan import Plan, plan_pair, unsafe_reason
@@ -75,15 +76,18 @@ def read_round(rt: Runtime, pair: TenantPair, delta_link: str | None) -> DeltaRo
 def _plan(rt: Runtime, pair: TenantPair, run_id: str, *, full: bool) -> tuple[Plan, DeltaRound]:
     status = rt.stores.pair_state.get(pair.id)
     stale_definition = status.definition_hash not in ("", definition_hash(pair))
-    use_link = not (full or status.force_full or stale_definition) and status.delta_link
+    groups = group_scope.load(rt.stores.groups, pair)  # None unless the pair scopes by group
+    use_link = not (full or status.force_full or stale_definition or group_scope.needs_full_round(pair, groups)) \
+        and status.delta_link
     round_ = read_round(rt, pair, status.delta_link if use_link else None)
     state = rt.stores.contacts.summaries(pair.id)
+    round_, memberships = group_scope.scope_round(rt.open_source(pair), pair, round_, groups, state, source_select(pair))
     visibility = rt.open_visibility(pair)  # the source's own Exchange, when the pair grants it
     hidden_ids = visibility.hidden_ids() if visibility is not None else None
     version = time.time_ns() // 1000
     plan = plan_pair(
         pair, round_, state, version=version, run_id=run_id, retry_kept=round_.full, now=datetime.now(UTC),
-        hidden_ids=hidden_ids,
+        hidden_ids=hidden_ids, memberships=memberships,
     )
     return plan, round_
 
@@ -146,7 +150,8 @@ def _run_with_lease(
         log.warning("pair %s quarantined: %s", pair.id, reason)
         return RunResult(run, plan, reason)
     queued = stores.ops.send_all(plan.ops)
-    # Invariant 4: the deltaLink is saved only now that every change of the round is queued.
+    # Invariant 4: the deltaLinks (users and groups) are saved only now that every change of the round is queued.
+    group_scope.commit(stores.groups, pair.id, round_)
     stores.pair_state.record_run(
         pair.id,
         run_id=run.run_id,

@@ -70,6 +70,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("CTCS_CONTACT_STATE_TABLE", "ContactState", "Table that holds one row per synced source user."),
     Setting("CTCS_RUNS_TABLE", "SyncRuns", "Table that holds one row per planning run."),
     Setting(
+        "CTCS_GROUPS_TABLE",
+        "GroupMembership",
+        "Table that holds, per pair that scopes by group, its groups' membership graph and groups deltaLinks.",
+    ),
+    Setting(
         "CTCS_OPS_QUEUE",
         "contact-ops",
         "Queue of contact operations; the Functions host moves failures to `<name>-poison`.",

@@ -66,7 +66,7 @@ resource appQueue 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   }
 }
 
-// Table: TenantPairs, PairState, ContactState, SyncRuns.
+// Table: TenantPairs, PairState, ContactState, SyncRuns, GroupMembership.
 resource appTable 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   name: guid(storageAccount.id, identityPrincipalId, roles.storageTableDataContributor)
   scope: storageAccount

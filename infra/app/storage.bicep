@@ -10,7 +10,7 @@ param deploymentContainerName string
 @description('Queues the app uses: the operation queue and its poison queue.')
 param queueNames array
 
-@description('Tables the app uses: pairs, pair state, contact state, runs.')
+@description('Tables the app uses: pairs, pair state, contact state, runs, group membership.')
 param tableNames array
 
 module account 'br/public:avm/res/storage/storage-account:0.8.3' = {

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from sync.opqueue import POISON_SUFFIX, OpQueue
 from sync.settings import required_setting
 from sync.state.contacts import ContactStateStore
+from sync.state.groups import GroupStore
 from sync.state.pair_state import PairStateStore
 from sync.state.pairs import PairStore
 from sync.state.runs import RunStore
@@ -22,10 +23,12 @@ class Stores:
     runs: RunStore
     ops: OpQueue
     poison: OpQueue
+    groups: GroupStore
 
     @classmethod
     def open(cls, account: StorageAccount, environ: Mapping[str, str] | None = None) -> Stores:
         queue_name = required_setting("CTCS_OPS_QUEUE", environ)
+        groups_table = required_setting("CTCS_GROUPS_TABLE", environ)
         return cls(
             pairs=PairStore(account.table(required_setting("CTCS_PAIRS_TABLE", environ))),
             pair_state=PairStateStore(account.table(required_setting("CTCS_PAIR_STATE_TABLE", environ))),
@@ -33,6 +36,7 @@ class Stores:
             runs=RunStore(account.table(required_setting("CTCS_RUNS_TABLE", environ))),
             ops=OpQueue(account.queue(queue_name)).ensure(),
             poison=OpQueue(account.queue(queue_name + POISON_SUFFIX)).ensure(),
+            groups=GroupStore(lambda: account.table(groups_table)),  # created when a pair first scopes by group
         )
 
     @classmethod
