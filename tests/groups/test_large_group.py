@@ -1,0 +1,37 @@
+"""A 1,200-member group spans twelve groups/delta pages (100 member entries each): every slice is merged before
+scope is decided, on the first round and when hundreds of members change at once."""
+
+from __future__ import annotations
+
+from sync.planning import run_pair
+
+from .conftest import PAIR_ID, GroupSync
+
+
+def test_a_group_of_1200_spanning_pages(gs: GroupSync) -> None:
+    directory = gs.source.directory
+    directory.group_page_size = 100
+    u = gs.add_users(1300)
+    everyone = gs.group("Everyone", u[:1200])
+    gs.use_pair(include=[everyone])
+
+    gs.cloud.reset_counts()
+    first = run_pair(gs.rt, PAIR_ID, trigger="test")  # planned and queued; applying 1,200 contacts is not the point
+    assert first.plan is not None and first.plan.counts()["create"] == 1200
+    assert first.plan.skipped_by_reason["not_in_group"] == 100
+    full = {k[1]: v for k, v in gs.cloud.counts.snapshot().items() if isinstance(k, tuple) and k[0] == "graph"}
+    print(f"\nfull rebuild of a 1,200-member group: graph={gs.cloud.counts['graph']} {full}")
+    assert full["groups/delta"] == 12 and full["groups/transitiveMembers"] == 2  # $top=999: two pages
+
+    for user in u[1200:]:
+        directory.add_member(everyone, user)
+    for user in u[:150]:
+        directory.remove_member(everyone, user)
+    gs.cloud.reset_counts()
+    second = run_pair(gs.rt, PAIR_ID, trigger="test")
+    assert second.plan is not None and not second.run.full
+    # The first run's ops were queued, not applied: no contact exists yet, so the 150 leavers need no read and
+    # no op, and the 100 joiners are read by id and created.
+    assert second.plan.counts()["create"] == 100 and second.plan.counts()["delete"] == 0
+    assert gs.cloud.counts[("graph", "groups/delta")] == 3  # 250 changes, 100 member entries per page
+    assert gs.cloud.counts[("graph", "users/delta")] == 1 + 2  # the round, then 100 users read by id (50 each)
