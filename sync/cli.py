@@ -62,6 +62,7 @@ def _pairs_remove(args: argparse.Namespace, runtime: Callable[[], Runtime]) -> i
     stores.pair_state.forget(args.id)
     rows = stores.contacts.forget_pair(args.id)
     stores.runs.forget_pair(args.id)
+    stores.groups.forget(args.id)
     print(
         f"removed pair {args.id} and its state ({rows} contact rows). Its contacts stay in the target and keep "
         "their anchor: adding the pair again adopts them."

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from sync import group_scope
 from sync.mapping import ContactMapper
 from sync.pairs import TenantPair
 from sync.planning import source_select
@@ -77,7 +78,8 @@ def explain(rt: Runtime, pair_id: str, key: str) -> Explanation:
     explanation = Explanation(pair.id, key, found=user is not None, user=dict(user or {}))
     row = rt.stores.contacts.get(pair.id, str(user["id"])) if user else _row_by_key(rt, pair, key)
     if user is not None:
-        decision = decide_scope(pair, user)
+        memberships = group_scope.stored_memberships(rt.stores.groups, pair) or {}
+        decision = decide_scope(pair, user, memberships.get(str(user["id"]), frozenset()))
         explanation.in_scope, explanation.reason, explanation.rule = decision.in_scope, decision.reason or "", decision.detail
         if decision.in_scope:
             mapped = ContactMapper(pair).map(user, decision.address)

@@ -117,6 +117,14 @@ def scope_round(
     return scoped, _spelled(pair, after)
 
 
+def stored_memberships(store: GroupStore, pair: TenantPair) -> Memberships | None:
+    """Each user's scope groups as of the last planned run (no Graph call), for `explain`; None without groups."""
+    stored = load(store, pair)
+    if stored is None:
+        return None
+    return _spelled(pair, stored.graph.memberships(scope_groups(pair.scope.include_groups, pair.scope.exclude_groups)))
+
+
 def commit(store: GroupStore, pair_id: str, round_: DeltaRound) -> None:
     """Save the round's membership graph and groups deltaLinks; call only once its ops are queued."""
     if isinstance(round_, GroupScopedRound) and round_.pending is not None:

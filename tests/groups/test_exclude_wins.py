@@ -36,3 +36,15 @@ def test_exclude_only_scope_keeps_everyone_else(gs: GroupSync) -> None:
     gs.source.directory.add_member(excluded, u[0])
     gs.run()
     assert gs.synced() == set(u[1:4])
+
+
+def test_explain_names_the_group_rule(gs: GroupSync) -> None:
+    from sync.explain import explain
+
+    u = gs.add_users(3)
+    sales, contractors = gs.group("Sales", [u[0], u[1]]), gs.group("Contractors", [u[1]])
+    pair = gs.use_pair(include=[sales], exclude=[contractors])
+    gs.run()
+    assert explain(gs.rt, pair.id, u[0]).verdict == "in the address list"
+    assert explain(gs.rt, pair.id, u[1]).reason == "excluded_by_group"
+    assert explain(gs.rt, pair.id, u[2]).reason == "not_in_group"
