@@ -317,10 +317,14 @@ def load_pair_file(path: str | Path) -> TenantPair:
         text = path.read_text(encoding="utf-8")
     except OSError as error:
         raise PairValidationError([f"(file): cannot read {path}: {error.strerror}"], where=str(path)) from None
+    except UnicodeDecodeError as error:
+        raise PairValidationError([f"(file): not UTF-8 text (byte {error.start})"], where=str(path)) from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as error:
         raise PairValidationError(
             [f"(file): not valid JSON at line {error.lineno}, column {error.colno}: {error.msg}"], where=str(path)
         ) from None
+    except RecursionError:  # json gives up on deep nesting with RecursionError, not JSONDecodeError
+        raise PairValidationError(["(file): JSON nested too deeply to be a pair definition"], where=str(path)) from None
     return parse_pair(data, where=str(path))
