@@ -79,6 +79,8 @@ def decode_op(text: str | bytes) -> ContactOp:
         body = json.loads(text)
     except json.JSONDecodeError as error:
         raise BadOpMessage(f"contact operation is not JSON ({error.msg} at character {error.pos})") from None
+    except RecursionError:  # json gives up on deep nesting with RecursionError, not JSONDecodeError
+        raise BadOpMessage("contact operation nests JSON too deeply") from None
     if not isinstance(body, dict):
         raise BadOpMessage("contact operation must be a JSON object")
     if body.get("schema") != SCHEMA_VERSION:
