@@ -12,7 +12,8 @@
     │   └── DeltaTokenExpired       the stored deltaLink is no longer valid: a full round is needed
     └── TargetError             Exchange Online refused or failed a call
         ├── TargetTransient         worth retrying: 5xx, busy server, replication lag
-        │   └── TargetThrottled         429; `retry_after` says when to try again
+        │   ├── TargetThrottled         429; `retry_after` says when to try again
+        │   └── ManagerNotFound         Set-Contact -Manager named a contact Exchange cannot see (yet)
         ├── TargetAuthError         401/403: bad credential, missing permission or role
         ├── TargetNotFound          the object does not exist (any more)
         └── TargetRejected          a permanent refusal for this contact (address in use, bad value)
@@ -96,6 +97,15 @@ class TargetThrottled(TargetTransient):
     def __init__(self, message: str, *, retry_after: float | None = None, status: int | None = 429) -> None:
         self.retry_after = retry_after
         super().__init__(message, status=status)
+
+
+class ManagerNotFound(TargetTransient):
+    """Set-Contact's `Manager` names an object Exchange does not find: the manager's contact was made moments ago
+    (replication lag) or is gone. Retried by the queue like any transient failure; `manager` is the name sent."""
+
+    def __init__(self, message: str, *, manager: str, status: int | None = None) -> None:
+        self.manager = manager
+        super().__init__(message, status=status, exception_type="ManagementObjectNotFoundException")
 
 
 class TargetAuthError(TargetError):

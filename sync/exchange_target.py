@@ -6,7 +6,9 @@ the typed errors of `sync.errors` (see `sync.exchange_errors`).
 
 Retrying happens here, within bounds: throttling and transient failures are retried per call with backoff that
 honours Retry-After, up to `retry` (a `RetryPolicy`); then the error is raised so the queue can defer the op.
-A NotFound right after New-MailContact is replication lag and is retried briefly. `requests` counts HTTP
+A NotFound right after New-MailContact is replication lag and is retried briefly. A NotFound that names the
+`Manager` of a Set-Contact (not its Identity) is `ManagerNotFound`: raised at once, for the queue to retry the op
+later, and never taken for a missing contact. `requests` counts HTTP
 requests per cmdlet (pages and retries included) for the engine's run report.
 
 The httpx client is the test seam: pass one with a `transport=` to test without a network.
@@ -30,7 +32,14 @@ from azure.core.credentials import TokenCredential
 from azure.core.exceptions import ClientAuthenticationError
 
 from sync import opath
-from sync.errors import TargetAuthError, TargetError, TargetNotFound, TargetRejected, TargetTransient
+from sync.errors import (
+    ManagerNotFound,
+    TargetAuthError,
+    TargetError,
+    TargetNotFound,
+    TargetRejected,
+    TargetTransient,
+)
 from sync.exchange_errors import (
     RetryBudget,
     RetryPolicy,
@@ -146,6 +155,8 @@ class ExchangeTarget:
         try:
             for cmdlet, params in _in_cmdlet_order(split_by_cmdlet(rest)):
                 self.invoke(cmdlet, {"Identity": guid, **params}, retry_not_found=True)
+        except ManagerNotFound:
+            raise  # Set-MailContact ran first: the contact carries its anchor, and the retried op adopts it
         except TargetError:
             self._remove_quietly(guid)
             raise
@@ -213,15 +224,16 @@ class ExchangeTarget:
             raise ValueError(f"{cmdlet}: refusing to send an empty Identity")
         body = json.dumps({"CmdletInput": {"CmdletName": cmdlet, "Parameters": dict(parameters)}})
         url = self.url + (f"?$select={','.join(select)}" if select else "")
+        manager = str(parameters.get("Manager") or "") if cmdlet == "Set-Contact" else ""
         while url:
-            page = self._post(cmdlet, url, body, retry_not_found=retry_not_found)
+            page = self._post(cmdlet, url, body, retry_not_found=retry_not_found, manager=manager)
             for row in page.get("value") or []:
                 if isinstance(row, dict):
                     yield {key: value for key, value in row.items() if "@" not in key}
             next_link = page.get("@odata.nextLink")
             url = self._checked_link(cmdlet, next_link) if next_link else ""
 
-    def _post(self, cmdlet: str, url: str, body: str, *, retry_not_found: bool) -> dict[str, Any]:
+    def _post(self, cmdlet: str, url: str, body: str, *, retry_not_found: bool, manager: str = "") -> dict[str, Any]:
         budget = RetryBudget(self.retry)
         lag_retries = 0
         while True:
@@ -229,6 +241,8 @@ class ExchangeTarget:
             error = attempt.error
             if error is None and attempt.page is not None:
                 return attempt.page
+            if isinstance(error, TargetNotFound) and manager and _names(str(error), manager):
+                raise ManagerNotFound(str(error), manager=manager, status=error.status)
             if isinstance(error, TargetNotFound) and retry_not_found and lag_retries < self.not_found_retries:
                 lag_retries += 1
                 self._sleep(self.not_found_delay * lag_retries)
@@ -340,6 +354,11 @@ def _anchor_attribute(name: str) -> str:
 def _require_guid(guid: str) -> None:
     if not isinstance(guid, str) or not guid.strip():
         raise ValueError("an empty contact Guid would name no object (or every object)")
+
+
+def _names(message: str, value: str) -> bool:
+    """The message quotes `value` ('x' or "x"): which object a NotFound is about."""
+    return f"'{value}'" in message or f'"{value}"' in message
 
 
 def _is_empty(value: object) -> bool:

@@ -2,6 +2,9 @@
 
 The desired contact holds every parameter ctcs manages for the pair, with "" for a cleared value, so that a
 value removed in the source is removed in the target too. Parameters a pair maps to "" are not managed at all.
+
+`Manager` is not a template: it names the manager's own contact (`contact_name` of the manager's id), which the
+planner decides (sync.managers) and passes in; `"Manager": ""` in the pair's attributes turns it off.
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ from sync.source import SourceUser
 
 DesiredContact = dict[str, Any]
 
-# The default mapping of exchange-admin-api.md, "Mapping from an Entra user" (DisplayName comes from the pair).
+# The default mapping of exchange-admin-api.md, "Mapping from an Entra user" (DisplayName comes from the pair;
+# Manager, a link rather than a template, is added by `ContactMapper.map`).
 DEFAULT_TEMPLATES: dict[str, str] = {
     "FirstName": "{givenName}",
     "LastName": "{surname}",
@@ -118,11 +122,13 @@ class ContactMapper:
     def __init__(self, pair: TenantPair) -> None:
         self.pair = pair
         templates = {"DisplayName": pair.contact.display_name, **DEFAULT_TEMPLATES, **pair.contact.attributes}
-        self.templates = {name: Template(text) for name, text in templates.items() if text != ""}
+        self.templates = {name: Template(text) for name, text in templates.items() if text != "" and name != "Manager"}
+        self.links_managers = pair.contact.attributes.get("Manager") != ""
         self.anchor_attribute = pair.contact.anchor_attribute
         self.hidden = pair.contact.hidden_from_gal
 
-    def map(self, user: SourceUser, address: str) -> Mapped:
+    def map(self, user: SourceUser, address: str, *, manager: str = "") -> Mapped:
+        """The desired contact; `manager` is the Name of the manager's contact ("" = none or not linkable yet)."""
         user_id = str(user["id"])
         name = contact_name(user_id)
         source_name = self.pair.source.name
@@ -140,6 +146,8 @@ class ContactMapper:
                 warnings.append(f"truncated: {parameter} cut from {len(value)} to {limit} characters")
                 value = value[:limit].rstrip()
             contact[parameter] = value
+        if self.links_managers:
+            contact["Manager"] = manager
         if not contact.get("DisplayName"):
             contact["DisplayName"] = address
         contact["HiddenFromAddressListsEnabled"] = self.hidden

@@ -1,4 +1,9 @@
-"""Contact operations: what the planner emits and a queue message carries (JSON, schema 1)."""
+"""Contact operations: what the planner emits and a queue message carries (JSON, schema 1).
+
+Fields added within schema 1 are optional and left out at their default, so older messages still decode:
+`partial` (an update that carries only some parameters, merged into the applied contact: manager links) and
+`manager_id` (the source id of the user's manager as planned, recorded in the state row).
+"""
 
 from __future__ import annotations
 
@@ -14,6 +19,9 @@ from sync.errors import BadOpMessage
 SCHEMA_VERSION = 1
 MAX_MESSAGE_CHARS = 48_000  # base64 of this stays under the queue's 64 KiB message limit
 _ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+PARTIAL_PARAMETERS = frozenset({"Manager"})  # what a partial update may carry: never the address, name or anchor
+_FIELDS = {"schema", "pair_id", "run_id", "kind", "source_id", "version", "reason", "contact", "hash", "partial",
+           "manager_id"}
 
 
 class OpKind(StrEnum):
@@ -45,13 +53,16 @@ class ContactOp:
     source_id: str
     version: int
     reason: str
-    contact: Mapping[str, Any] | None = None  # full desired contact for create/update
-    hash: str = ""
+    contact: Mapping[str, Any] | None = None  # full desired contact for create/update (partial: only some parameters)
+    hash: str = ""  # of the full contact; "" for a partial update (the worker hashes the merged contact)
+    partial: bool = False  # an update of PARTIAL_PARAMETERS only, merged into the contact as applied
+    manager_id: str = ""  # the source id of the user's manager, as planned ("" = none)
 
     def to_json(self) -> str:
         body = {"schema": SCHEMA_VERSION, **asdict(self), "kind": self.kind.value}
-        if self.contact is None:
-            body.pop("contact")
+        for name, default in (("contact", None), ("partial", False), ("manager_id", "")):
+            if body[name] == default:
+                body.pop(name)
         return json.dumps(body, ensure_ascii=False, separators=(",", ":"))
 
     @property
@@ -85,7 +96,7 @@ def decode_op(text: str | bytes) -> ContactOp:
         raise BadOpMessage("contact operation must be a JSON object")
     if body.get("schema") != SCHEMA_VERSION:
         raise BadOpMessage(f"contact operation schema {body.get('schema')!r} is not supported (expected {SCHEMA_VERSION})")
-    unknown = set(body) - {"schema", "pair_id", "run_id", "kind", "source_id", "version", "reason", "contact", "hash"}
+    unknown = set(body) - _FIELDS
     if unknown:
         raise BadOpMessage(f"contact operation has unknown field(s): {', '.join(sorted(unknown))}")
     try:
@@ -101,11 +112,22 @@ def decode_op(text: str | bytes) -> ContactOp:
     if version <= 0:
         raise BadOpMessage("contact operation field 'version' must be positive")
     contact = body.get("contact")
+    partial = _field(body, "partial", bool) if "partial" in body else False
+    manager_id = _field(body, "manager_id", str) if "manager_id" in body else ""
+    if manager_id and not _ID.match(manager_id):
+        raise BadOpMessage("contact operation field 'manager_id' has characters or a length that are not allowed")
     if not kind.carries_contact:
         if contact is not None:
             raise BadOpMessage(f"a {kind.value} operation carries no contact")
     elif not isinstance(contact, dict) or not contact:
         raise BadOpMessage(f"a {kind.value} operation needs the full desired contact as an object")
+    if partial:
+        if kind is not OpKind.UPDATE:
+            raise BadOpMessage(f"a {kind.value} operation cannot be partial (only an update can)")
+        assert isinstance(contact, dict)
+        if not set(contact) <= PARTIAL_PARAMETERS:
+            extra = ", ".join(sorted(set(contact) - PARTIAL_PARAMETERS))
+            raise BadOpMessage(f"a partial update may only carry {', '.join(sorted(PARTIAL_PARAMETERS))}, not {extra}")
     return ContactOp(
         pair_id=body["pair_id"],
         run_id=_field(body, "run_id", str),
@@ -115,4 +137,6 @@ def decode_op(text: str | bytes) -> ContactOp:
         reason=_field(body, "reason", str),
         contact=contact,
         hash=str(body.get("hash") or ""),
+        partial=partial,
+        manager_id=manager_id,
     )

@@ -250,8 +250,10 @@ def _check_template(template: str) -> None:
 # Fields whose schema is final but whose behaviour a later release brings; refusing them beats ignoring them.
 def _unsupported(pair: TenantPair) -> list[str]:
     problems = []
-    if "Manager" in pair.contact.attributes:
-        problems.append("contact.attributes.Manager: not supported yet (manager links are coming)")
+    if pair.contact.attributes.get("Manager", "") != "":
+        # Not a template: Manager always names the manager's own contact in the target (see sync.managers).
+        problems.append('contact.attributes.Manager: may only be "" (turns manager links off); by default it links '
+                        "each contact to its manager's contact")
     return problems
 
 

@@ -12,11 +12,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sync.errors import UnsafePlan
-from sync.mapping import ContactMapper
+from sync.managers import ManagerLinks, partial_contact
+from sync.mapping import ContactMapper, Mapped
 from sync.ops import KIND_ORDER, ContactOp, OpKind
 from sync.pairs import TenantPair
 from sync.scope import decide_scope
-from sync.source import DeltaRound
+from sync.source import DeltaRound, SourceUser
 
 # Below this many managed contacts the percentage threshold is not applied: deleting 1 of 5 is 20%.
 MIN_CONTACTS_FOR_PERCENT_GATE = 10
@@ -31,6 +32,8 @@ class StateSummary:
     version: int
     guid: str = ""
     hidden_at: datetime | None = None  # when a staged delete hid the contact
+    manager_id: str = ""  # the source id of the user's manager as last planned ("" = none)
+    manager_set: bool = False  # the applied contact's Manager names the manager's contact
 
     @property
     def live(self) -> bool:
@@ -92,8 +95,9 @@ def plan_pair(
     plan = Plan(pair.id, run_id, version, round_.full, managed=sum(1 for row in state.values() if row.live))
     mapper = ContactMapper(pair)
 
-    def emit(kind: OpKind, source_id: str, reason: str, contact: dict[str, object] | None = None, digest: str = "") -> None:
-        plan.ops.append(ContactOp(pair.id, run_id, kind, source_id, version, reason, contact, digest))
+    def emit(kind: OpKind, source_id: str, reason: str, contact: dict[str, object] | None = None, digest: str = "",
+             *, partial: bool = False, manager_id: str = "") -> None:
+        plan.ops.append(ContactOp(pair.id, run_id, kind, source_id, version, reason, contact, digest, partial, manager_id))
 
     decided: set[str] = set()
 
@@ -107,6 +111,7 @@ def plan_pair(
         elif row.status != "hidden":
             emit(OpKind.HIDE, source_id, reason)
 
+    in_scope: list[tuple[str, SourceUser, str]] = []  # mapped once removals are known: Manager depends on them
     for source_id, user in round_.users.items():
         row = state.get(source_id)
         groups = memberships.get(source_id, frozenset()) if memberships else frozenset()
@@ -119,20 +124,7 @@ def plan_pair(
             else:
                 plan.skips.append(Skip(source_id, decision.reason, str(user.get("displayName") or "")))
             continue
-        mapped = mapper.map(user, decision.address)
-        for warning in mapped.warnings:
-            plan.warnings[warning.split(":", 1)[0]] += 1
-        if row is None or not row.live:
-            emit(OpKind.CREATE, source_id, "new" if row is None else "returned", mapped.contact, mapped.hash)
-        elif row.status == "hidden":
-            emit(OpKind.RESTORE, source_id, "returned", mapped.contact, mapped.hash)
-        elif row.status in ("conflict", "failed") and not retry_kept and row.hash == mapped.hash:
-            plan.kept[row.status] += 1
-        elif row.hash == mapped.hash and row.status == "ok":
-            plan.unchanged += 1
-        else:
-            reason = "changed" if row.status == "ok" else f"retry_{row.status}"
-            emit(OpKind.UPDATE, source_id, reason, mapped.contact, mapped.hash)
+        in_scope.append((source_id, user, decision.address))
 
     for source_id, reason in round_.removed.items():
         remove(source_id, state.get(source_id), f"removed:{reason}")
@@ -149,11 +141,43 @@ def plan_pair(
             if source_id not in round_.users and source_id not in round_.removed:
                 remove(source_id, row, "not_in_source")
 
+    links = ManagerLinks.build(enabled=mapper.links_managers, full=round_.full, state=state, leaving=decided)
+    for source_id, user, address in in_scope:
+        manager_id = links.manager_of(source_id, user)
+        mapped = mapper.map(user, address, manager=links.desired(manager_id))
+        for warning in mapped.warnings:
+            plan.warnings[warning.split(":", 1)[0]] += 1
+        placed = _place(plan, state.get(source_id), mapped, retry_kept=retry_kept, manager_id=manager_id)
+        if placed is not None:
+            emit(placed[0], source_id, placed[1], mapped.contact, mapped.hash, manager_id=manager_id)
+    for fix in links.fixups(touched=set(round_.users) | decided | {op.source_id for op in plan.ops}):
+        emit(OpKind.UPDATE, fix.source_id, fix.reason, partial_contact(fix), partial=True, manager_id=fix.manager_id)
+
     if pair.deletion.mode == "hide_then_delete" and now is not None:
         _purge_expired(plan, pair, state, now, emit)
 
     plan.ops.sort(key=lambda op: (KIND_ORDER[op.kind], op.source_id))
     return plan
+
+
+def _place(
+    plan: Plan, row: StateSummary | None, mapped: Mapped, *, retry_kept: bool, manager_id: str
+) -> tuple[OpKind, str] | None:
+    """The op (kind, reason) one in-scope user's contact needs, or None (counted as unchanged or kept).
+    A changed manager id alone makes an update too (the worker then sends nothing), so the state row learns
+    whom later link fix-ups must follow."""
+    same = row is not None and row.hash == mapped.hash and row.manager_id == manager_id
+    if row is None or not row.live:
+        return OpKind.CREATE, "new" if row is None else "returned"
+    if row.status == "hidden":
+        return OpKind.RESTORE, "returned"
+    if row.status in ("conflict", "failed") and not retry_kept and same:
+        plan.kept[row.status] += 1
+        return None
+    if same and row.status == "ok":
+        plan.unchanged += 1
+        return None
+    return OpKind.UPDATE, "changed" if row.status == "ok" else f"retry_{row.status}"
 
 
 def _purge_expired(

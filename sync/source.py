@@ -12,6 +12,8 @@ from typing import Any, Protocol
 SourceUser = Mapping[str, Any]
 """A user as Graph returns it: property name → value (`id` always present)."""
 
+RELATIONSHIP_ANNOTATIONS = ("manager@delta",)
+
 
 @dataclass
 class DeltaRound:
@@ -31,7 +33,12 @@ class DeltaRound:
     def add_user(self, user: SourceUser) -> None:
         user_id = str(user["id"])
         self.removed.pop(user_id, None)
-        self.users[user_id] = user
+        previous = self.users.get(user_id)
+        # A relationship annotation comes only with the occurrence that reports the change: a later occurrence
+        # of the same user without it does not undo it.
+        carried = {name: previous[name] for name in RELATIONSHIP_ANNOTATIONS
+                   if previous is not None and name in previous and name not in user}
+        self.users[user_id] = {**user, **carried} if carried else user
 
     def add_removal(self, user_id: str, reason: str) -> None:
         self.users.pop(user_id, None)

@@ -15,11 +15,12 @@ SOURCE_ATTRIBUTES = frozenset(
     }
 )
 
-# What the default mapping, scope and anchor need from every user.
+# What the default mapping, scope and anchor need from every user. `manager` is a relationship, not a template
+# attribute: Graph reports it as `manager@delta` (see sync.managers).
 BASE_SELECT = (
     "id", "displayName", "givenName", "surname", "mail", "proxyAddresses", "userPrincipalName", "userType",
     "accountEnabled", "showInAddressList", "companyName", "department", "jobTitle", "officeLocation", "businessPhones",
-    "mobilePhone", "faxNumber", "streetAddress", "city", "state", "postalCode", "country",
+    "mobilePhone", "faxNumber", "streetAddress", "city", "state", "postalCode", "country", "manager",
 )
 
 # Contact parameters a pair's `contact.attributes` may set. Name and Alias are derived from the source object id,

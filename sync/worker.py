@@ -1,7 +1,12 @@
 """Apply one contact op to the target: idempotent, order-safe by version, and only ever on our own contacts.
 
 Outcomes that need no retry (applied, stale, conflict, rejected) are returned; errors worth retrying
-(`TargetTransient`, `TargetThrottled`, `RowBusy`) are raised for the queue to redeliver the op later.
+(`TargetTransient`, `TargetThrottled`, `RowBusy`, `ManagerNotFound`) are raised for the queue to redeliver the op.
+
+A partial update (a manager link, see sync.managers) is merged into the contact as applied and the state row keeps
+the hash of the merged contact, so the next plan sees it unchanged. It does not advance the row's version: it is a
+fix-up on top of whatever full op was applied, never a newer desired state, so an older full op still queued is
+not dropped as stale because of it (that op may unset the link again; the next plan's fix-up restores it).
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from enum import StrEnum
 from typing import Any
 
 from sync.errors import AddressInUse, TargetNotFound, TargetRejected, TargetTransient
+from sync.mapping import contact_hash
 from sync.ops import ContactOp, OpKind
 from sync.pairs import TenantPair
 from sync.state.contacts import ClaimLost, ContactRow, ContactStateStore
@@ -67,10 +73,13 @@ def apply_op(op: ContactOp, *, pair: TenantPair, target: Target, contacts: Conta
     else:
         raise RowBusy("the state row kept changing while claiming it", status=None)
 
-    result = _apply_to_target(op, row, pair, target)
+    if op.partial:
+        result, record = _apply_partial(op, row, target)
+    else:
+        result = _apply_to_target(op, row, pair, target)
+        record = {"version": op.version, **_record(op, row, result)}
     try:
-        contacts.commit(row, version=op.version, op=f"{op.kind.value}:{result.outcome.value}", run_id=op.run_id,
-                        **_record(op, row, result))
+        contacts.commit(row, op=f"{op.kind.value}:{result.outcome.value}", run_id=op.run_id, **record)
     except ClaimLost:
         return Applied(Outcome.STALE, result.guid, "a newer op took over this user while this one ran")
     return result
@@ -79,15 +88,40 @@ def apply_op(op: ContactOp, *, pair: TenantPair, target: Target, contacts: Conta
 def _record(op: ContactOp, row: ContactRow, result: Applied) -> dict[str, Any]:
     """What the state row says after the op: its status, the contact as applied, and for a failure, why."""
     if result.outcome is Outcome.CONFLICT or result.outcome is Outcome.REJECTED:
-        # The attempted hash is kept, so an unchanged user is not retried on every run.
+        # The attempted hash (and manager) is kept, so an unchanged user is not retried on every run.
         return {"status": "conflict" if result.outcome is Outcome.CONFLICT else "failed", "hash_": op.hash,
-                "guid": result.guid, "applied": row.applied, "error": result.detail}
+                "guid": result.guid, "applied": row.applied, "error": result.detail,
+                "manager_id": op.manager_id, "manager_set": row.manager_set}
     if op.kind is OpKind.DELETE or result.outcome is Outcome.ALREADY_GONE:
         return {"status": "deleted", "hash_": "", "guid": "", "applied": None}
     if op.kind is OpKind.HIDE:
         return {"status": "hidden", "hash_": row.hash, "guid": result.guid, "hidden_at": iso(now_utc()),
-                "applied": {**row.applied, "HiddenFromAddressListsEnabled": True}}
-    return {"status": "ok", "hash_": op.hash, "guid": result.guid, "applied": op.contact}
+                "applied": {**row.applied, "HiddenFromAddressListsEnabled": True},
+                "manager_id": row.manager_id, "manager_set": row.manager_set}
+    contact = op.contact or {}
+    return {"status": "ok", "hash_": op.hash, "guid": result.guid, "applied": op.contact,
+            "manager_id": op.manager_id, "manager_set": bool(contact.get("Manager"))}
+
+
+def _apply_partial(op: ContactOp, row: ContactRow, target: Target) -> tuple[Applied, dict[str, Any]]:
+    """Merge a partial update into the applied contact: Exchange gets only what differs from it."""
+    assert op.contact is not None
+    unchanged = {"version": row.version, "status": row.status, "hash_": row.hash, "guid": row.guid,
+                 "applied": row.applied, "error": row.last_error, "hidden_at": row.hidden_at,
+                 "manager_id": row.manager_id, "manager_set": row.manager_set}
+    if row.status != "ok" or not row.guid:
+        return Applied(Outcome.STALE, row.guid, f"the contact is not in place ({row.status or 'no row'})"), unchanged
+    merged = {**row.applied, **op.contact}
+    try:
+        applied = _update(row.guid, op.contact, row.applied, target)
+    except TargetNotFound:
+        # Removed behind our back; a partial op cannot make it again. Failed rows are re-planned in full rounds.
+        detail = "the contact is missing from the target; a full round makes it again"
+        return Applied(Outcome.REJECTED, row.guid, detail), {**unchanged, "status": "failed", "error": detail}
+    except TargetRejected as error:
+        return Applied(Outcome.REJECTED, row.guid, str(error)), {**unchanged, "status": "failed", "error": str(error)}
+    return applied, {**unchanged, "hash_": contact_hash(merged), "applied": merged, "error": "",
+                     "manager_id": op.manager_id, "manager_set": bool(merged.get("Manager"))}
 
 
 def _apply_to_target(op: ContactOp, row: ContactRow, pair: TenantPair, target: Target) -> Applied:

@@ -21,7 +21,7 @@ from azure.data.tables import TableClient, TableEntity, UpdateMode
 from sync.plan import StateSummary
 from sync.state.entities import as_int, int64, iso, now_utc, quote, text
 
-SUMMARY_COLUMNS = ["RowKey", "status", "hash", "version", "guid", "hidden_at"]
+SUMMARY_COLUMNS = ["RowKey", "status", "hash", "version", "guid", "hidden_at", "manager_id", "manager_set"]
 STATUSES = ("ok", "conflict", "failed", "hidden", "deleted")
 
 
@@ -36,6 +36,8 @@ class ContactRow:
     applied: dict[str, Any] = field(default_factory=dict)
     last_error: str = ""
     hidden_at: str = ""
+    manager_id: str = ""  # the source id of the user's manager, as the last applied op planned it
+    manager_set: bool = False  # the applied contact's Manager names the manager's contact
     last_op: str = ""
     last_run_id: str = ""
     updated_at: str = ""
@@ -68,6 +70,8 @@ def _row(pair_id: str, entity: TableEntity) -> ContactRow:
         applied=json.loads(applied) if applied else {},
         last_error=entity.get("last_error", ""),
         hidden_at=entity.get("hidden_at", ""),
+        manager_id=entity.get("manager_id", ""),
+        manager_set=bool(entity.get("manager_set", False)),
         last_op=entity.get("last_op", ""),
         last_run_id=entity.get("last_run_id", ""),
         updated_at=entity.get("updated_at", ""),
@@ -93,6 +97,8 @@ class ContactStateStore:
                 as_int(e.get("version")),
                 e.get("guid", ""),
                 datetime.fromisoformat(e["hidden_at"]) if e.get("hidden_at") else None,
+                e.get("manager_id") or "",
+                bool(e.get("manager_set", False)),
             )
             for e in entities
             if e.get("status")
@@ -153,6 +159,8 @@ class ContactStateStore:
         run_id: str,
         error: str = "",
         hidden_at: str = "",
+        manager_id: str = "",
+        manager_set: bool = False,
     ) -> None:
         """Record the outcome of the op that holds the claim, releasing it. `ClaimLost` if the claim was taken."""
         entity = {
@@ -165,6 +173,8 @@ class ContactStateStore:
             "applied": text(json.dumps(applied, ensure_ascii=False, separators=(",", ":"))) if applied else "",
             "last_error": text(error, 2000),
             "hidden_at": hidden_at,
+            "manager_id": manager_id,
+            "manager_set": manager_set,
             "last_op": op,
             "last_run_id": run_id,
             "updated_at": iso(now_utc()),

@@ -15,6 +15,7 @@ from sim import SimCloud, Tenant
 from sync.credentials import CredentialCache
 from sync.errors import (
     AddressInUse,
+    ManagerNotFound,
     TargetAuthError,
     TargetError,
     TargetNotFound,
@@ -292,8 +293,9 @@ def test_errors_inside_a_200(target: ExchangeTarget, target_tenant: Tenant, pair
     target_tenant.exchange.errors_in_200 = True
     with pytest.raises(TargetNotFound):
         target.update(str(uuid.uuid4()), {"Department": "x"})
-    with pytest.raises(TargetNotFound):
+    with pytest.raises(ManagerNotFound) as missing:  # the manager is missing, not the contact: retried, never re-made
         target.update(guid, {"Manager": "nobody-by-that-name"})
+    assert missing.value.manager == "nobody-by-that-name" and not isinstance(missing.value, TargetNotFound)
 
 
 def test_missing_role_is_an_auth_error(
