@@ -55,8 +55,9 @@ def source_select(pair: TenantPair) -> tuple[str, ...]:
 
 
 def definition_hash(pair: TenantPair) -> str:
-    """Changes to what decides a contact (scope, mapping) make the next run a full round."""
-    relevant = pair.scope.model_dump_json() + pair.contact.model_dump_json()
+    """Changes to what decides a contact (scope, mapping) make the next run a full round. So does a change of the
+    users/delta `$select` (a new release reading more, like `manager`): a deltaLink keeps the `$select` it began with."""
+    relevant = pair.scope.model_dump_json() + pair.contact.model_dump_json() + ",".join(source_select(pair))
     return hashlib.sha256(relevant.encode()).hexdigest()[:16]
 
 
