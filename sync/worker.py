@@ -146,10 +146,18 @@ def _apply_to_target(op: ContactOp, row: ContactRow, pair: TenantPair, target: T
         return Applied(Outcome.REJECTED, row.guid, str(error))
 
 
+# Parameters a contact applied by an earlier release never had: absent means "never set by ctcs", so an empty
+# desired value needs no call (the upgrade's full round would otherwise send one Set-Contact per contact).
+_ABSENT_MEANS_EMPTY = {"Manager": ""}
+
+
 def _changes(desired: Mapping[str, Any], applied: Mapping[str, Any]) -> dict[str, Any]:
     if not applied:
         return {name: value for name, value in desired.items() if name != "Name"}
-    return {name: value for name, value in desired.items() if name != "Name" and applied.get(name) != value}
+    return {
+        name: value for name, value in desired.items()
+        if name != "Name" and applied.get(name, _ABSENT_MEANS_EMPTY.get(name)) != value
+    }
 
 
 def _update(guid: str, desired: Mapping[str, Any], applied: Mapping[str, Any], target: Target) -> Applied:

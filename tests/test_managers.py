@@ -284,3 +284,14 @@ def test_a_manager_exchange_cannot_find_yet_is_retried(stores: Stores, target: M
     assert not stores.contacts.get(PAIR.id, R).manager_set
     assert apply(link, target, stores) is Outcome.UPDATED
     assert stores.contacts.get(PAIR.id, R).manager_set
+
+
+def test_contacts_applied_before_manager_links_need_no_call_to_clear_it(stores: Stores, target: MemoryTarget) -> None:
+    old = full_op(REPORT, OpKind.CREATE)
+    assert old.contact is not None
+    legacy = dict(old.contact)
+    del legacy["Manager"]  # applied by a release without manager links
+    apply(ContactOp(PAIR.id, "run", OpKind.CREATE, R, next(versions), "new", legacy, contact_hash(legacy)), target, stores)
+    target.calls.clear()
+    assert apply(full_op(REPORT, OpKind.UPDATE), target, stores) is Outcome.UNCHANGED
+    assert sum(target.calls.values()) == 0 and stores.contacts.get(PAIR.id, R).applied["Manager"] == ""
