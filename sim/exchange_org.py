@@ -97,6 +97,8 @@ class ExchangeOrg:
         self.lock: threading.RLock = threading.RLock()
         self._recipients: dict[str, dict[str, Any]] = {}
         self._created: dict[str, float] = {}
+        # Lower-cased identity key → Guids holding it, so lookups stay O(1) with thousands of recipients.
+        self._index: dict[str, dict[str, dict[str, None]]] = {kind: {} for kind in ("name", "alias", "dn", "address")}
         self.replication_lag = 0.0
         self.page_size = 1000
         self.errors_in_200 = False
@@ -117,7 +119,10 @@ class ExchangeOrg:
     def set_recipient(self, guid: str, **attrs: Any) -> None:
         """Change a recipient as an admin would in the Exchange admin center (e.g. hide a mailbox)."""
         with self.lock:
-            self._recipients[guid.lower()].update(attrs)
+            recipient = self._recipients[guid.lower()]
+            self._unindex(recipient)
+            recipient.update(attrs)
+            self._reindex(recipient)
 
     # seeding ---------------------------------------------------------------------------------------------------
     def add_recipient(self, kind: str, name: str, address: str, **attrs: Any) -> str:
@@ -154,22 +159,51 @@ class ExchangeOrg:
 
     def _store(self, recipient: dict[str, Any], *, lag: bool) -> None:
         recipient["WhenChanged"] = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime())
+        previous = self._recipients.get(recipient["Guid"])
+        if previous is not None:
+            self._unindex(previous)
         self._recipients[recipient["Guid"]] = recipient
+        self._reindex(recipient)
         self._created.setdefault(recipient["Guid"], time.monotonic() if lag else 0.0)
+
+    def _drop(self, guid: str) -> None:
+        self._unindex(self._recipients.pop(guid))
+        self._created.pop(guid, None)
+
+    @staticmethod
+    def _keys(recipient: dict[str, Any]) -> dict[str, list[str]]:
+        return {"name": [recipient["Name"].lower()], "alias": [recipient["Alias"].lower()],
+                "dn": [recipient["DistinguishedName"].lower()],
+                "address": [a.split(":", 1)[-1].lower() for a in recipient["EmailAddresses"]]}
+
+    def _reindex(self, recipient: dict[str, Any]) -> None:
+        for kind, keys in self._keys(recipient).items():
+            for key in keys:
+                self._index[kind].setdefault(key, {})[recipient["Guid"]] = None
+
+    def _unindex(self, recipient: dict[str, Any]) -> None:
+        for kind, keys in self._keys(recipient).items():
+            for key in keys:
+                holders = self._index[kind].get(key)
+                if holders is not None:
+                    holders.pop(recipient["Guid"], None)
+                    if not holders:
+                        del self._index[kind][key]
+
+    def _holding(self, kind: str, key: str) -> list[dict[str, Any]]:
+        return [self._recipients[guid] for guid in self._index[kind].get(key.lower(), {})]
 
     # rules -----------------------------------------------------------------------------------------------------
     def _holder_of(self, address: str, exclude: str | None) -> dict[str, Any] | None:
-        wanted = address.lower()
-        for other in self._recipients.values():
-            if other["Guid"] != exclude and any(a.split(":", 1)[-1].lower() == wanted for a in other["EmailAddresses"]):
-                return other
-        return None
+        return next((other for other in self._holding("address", address) if other["Guid"] != exclude), None)
 
     def _check_unique(self, recipient: dict[str, Any], exclude: str | None) -> None:
-        live = [r for r in self._recipients.values() if r["Guid"] != exclude and not r["_soft"]]
-        if any(r["Name"].lower() == recipient["Name"].lower() for r in live):
+        def live(kind: str, key: str) -> list[dict[str, Any]]:
+            return [r for r in self._holding(kind, key) if r["Guid"] != exclude and not r["_soft"]]
+
+        if live("name", recipient["Name"]):
             raise CmdletError("Exists", f"The object '{recipient['DistinguishedName']}' already exists.")
-        holder = next((r for r in live if r["Alias"].lower() == recipient["Alias"].lower()), None)
+        holder = next(iter(live("alias", recipient["Alias"])), None)
         if holder is not None:
             raise CmdletError("Task", f"The alias \"{recipient['Alias']}\" is being used by another recipient object "
                                       f"\"{holder['Name']}\". Please choose another alias.")
@@ -201,16 +235,16 @@ class ExchangeOrg:
             raise CmdletError("Binding", "Cannot bind argument to parameter 'Identity' because it is null or empty.")
         key = text.lower()
         now = time.monotonic()
+        candidates = {r["Guid"]: r for kind in self._index for r in self._holding(kind, key)}
+        if key in self._recipients:
+            candidates[key] = self._recipients[key]
         matches = []
-        for r in self._recipients.values():
+        for r in candidates.values():
             if r["_soft"] or (contacts_only and r["RecipientTypeDetails"] != "MailContact"):
                 continue
             if honour_lag and now - self._created.get(r["Guid"], 0.0) < self.replication_lag:
                 continue
-            names = {r["Guid"], r["Name"].lower(), r["Alias"].lower(), r["DistinguishedName"].lower(),
-                     *(a.split(":", 1)[-1].lower() for a in r["EmailAddresses"])}
-            if key in names:
-                matches.append(r)
+            matches.append(r)
         if not matches:
             raise CmdletError("NotFound", f"The operation couldn't be performed because object '{text}' couldn't be "
                                           f"found on 'AM0PR01A001DC01.EURPR01A001.PROD.OUTLOOK.COM'.")
@@ -334,8 +368,7 @@ class ExchangeOrg:
 
     def _remove_mailcontact(self, p: dict[str, Any]) -> list[dict[str, Any]]:
         target = self.resolve(p.get("Identity"), contacts_only=True)
-        del self._recipients[target["Guid"]]
-        self._created.pop(target["Guid"], None)
+        self._drop(target["Guid"])
         return []
 
     def _get(self, p: dict[str, Any], *, contacts_only: bool) -> list[dict[str, Any]]:

@@ -22,7 +22,6 @@ import copy
 import json
 import os
 import secrets
-import socket
 import subprocess
 import sys
 import uuid
@@ -59,10 +58,6 @@ _RESULTS: dict[str, dict[str, Any]] = {}
 def cloud() -> Iterator[SimCloud]:
     """One simulated cloud for the package, trusted through the environment (restored afterwards)."""
     sim_cloud = SimCloud.start()
-    # The listening sockets are made without IPPROTO_TCP, so asyncio never sets TCP_NODELAY on accepted
-    # connections and every response waits ~40 ms for a delayed ACK. Linux copies the option from the listener.
-    for listener in sim_cloud._listeners.values():
-        listener.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     previous = sim_cloud.apply_client_env()
     try:
         yield sim_cloud
