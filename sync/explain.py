@@ -69,6 +69,8 @@ def _verdict(explanation: Explanation, row: ContactRow, pair: TenantPair) -> str
         return f"in scope, but the last attempt failed: {row.last_error} (fix it, then replay-poison or run --full)"
     if status == "hidden":
         return "in scope again: the next run shows the hidden contact again"
+    if status == "queued":
+        return f"in scope: its create is on the queue (run {row.last_run_id}), waiting for the worker"
     return "in scope: the next run creates the contact"
 
 

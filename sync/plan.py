@@ -27,7 +27,7 @@ MIN_CONTACTS_FOR_PERCENT_GATE = 10
 class StateSummary:
     """What planning needs to know of one ContactState row."""
 
-    status: str  # ok | conflict | failed | hidden | deleted
+    status: str  # ok | conflict | failed | hidden | deleted | queued (a create is on the queue, not yet applied)
     hash: str
     version: int
     guid: str = ""
@@ -39,6 +39,11 @@ class StateSummary:
     def live(self) -> bool:
         """A contact exists (or may exist) in the target for this user."""
         return self.status != "deleted"
+
+    @property
+    def managed(self) -> bool:
+        """A contact ctcs made (or tried to) exists for this user; a queued create does not count yet."""
+        return self.live and self.status != "queued"
 
 
 @dataclass
@@ -92,7 +97,7 @@ def plan_pair(
     `memberships` gives each user's tracked groups (nested included) when the pair scopes by group; `now`
     decides which hidden contacts have outlived `deletion.grace_days`; `hidden_ids` are the users the source's
     Exchange hides from its address lists (None: Graph's showInAddressList decides)."""
-    plan = Plan(pair.id, run_id, version, round_.full, managed=sum(1 for row in state.values() if row.live))
+    plan = Plan(pair.id, run_id, version, round_.full, managed=sum(1 for row in state.values() if row.managed))
     mapper = ContactMapper(pair)
 
     def emit(kind: OpKind, source_id: str, reason: str, contact: dict[str, object] | None = None, digest: str = "",
@@ -171,6 +176,12 @@ def _place(
         return OpKind.CREATE, "new" if row is None else "returned"
     if row.status == "hidden":
         return OpKind.RESTORE, "returned"
+    if row.status == "queued":
+        # Its create is still on the queue: leave it, unless the user changed since or a full round re-checks.
+        if same and not retry_kept:
+            plan.kept["queued"] += 1
+            return None
+        return OpKind.CREATE, "changed" if not same else "requeued"
     if row.status in ("conflict", "failed") and not retry_kept and same:
         plan.kept[row.status] += 1
         return None

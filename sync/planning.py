@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 
 from sync import group_scope
 from sync.errors import CtcsError, DeltaTokenExpired, LeaseHeld
+from sync.ops import OpKind
 from sync.pairs import TenantPair, template_fields
 from sync.plan import Plan, plan_pair, unsafe_reason
 from sync.runtime import Runtime
@@ -150,7 +151,13 @@ def _run_with_lease(
         run.outcome, run.error = "quarantined", reason
         log.warning("pair %s quarantined: %s", pair.id, reason)
         return RunResult(run, plan, reason)
-    queued = stores.ops.send_all(plan.ops)
+    stores.contacts.mark_queued(pair.id, [op for op in plan.ops if op.kind is OpKind.CREATE])
+    try:
+        queued = stores.ops.send_all(plan.ops)
+    except Exception:
+        # Some creates are marked queued but never reached the queue: a full round re-plans every queued row.
+        stores.pair_state.request_full_round(pair.id)
+        raise
     # Invariant 4: the deltaLinks (users and groups) are saved only now that every change of the round is queued.
     group_scope.commit(stores.groups, pair.id, round_)
     stores.pair_state.record_run(

@@ -53,6 +53,35 @@ def test_incremental_run_sees_only_changes(rt: Runtime, source: MemorySource, ta
     assert dict(target.calls) == {"Set-Contact": 1, "Remove-MailContact": 1}
 
 
+def test_queued_creates_are_marked_and_a_removal_before_the_worker_wins(
+    rt: Runtime, source: MemorySource, target: MemoryTarget
+) -> None:
+    run_pair(rt, PAIR.id, trigger="test")
+    assert rt.stores.contacts.status_counts(PAIR.id) == {"queued": 20}
+    late = str(make_user(3)["id"])
+    source.remove(late)
+    removal = run_pair(rt, PAIR.id, trigger="test")
+    assert removal.run.counts["delete"] == 1 and removal.run.counts["create"] == 0
+    drain(rt, concurrency=1)
+    assert len(target.contacts()) == 19
+    assert not target.find_recipients(anchor_attribute=PAIR.contact.anchor_attribute, anchor=PAIR.anchor(late), address="", name="")
+    assert rt.stores.contacts.status_counts(PAIR.id) == {"ok": 19, "deleted": 1}
+
+
+def test_ops_that_never_reached_the_queue_make_the_next_run_full(rt: Runtime, target: MemoryTarget) -> None:
+    def unreachable(ops: object) -> int:
+        raise ConnectionError("queue unreachable")
+
+    rt.stores.ops.send_all = unreachable  # type: ignore[assignment,method-assign]
+    assert run_pair(rt, PAIR.id, trigger="test").outcome == "failed"
+    del rt.stores.ops.send_all
+    assert rt.stores.pair_state.get(PAIR.id).force_full
+    retry = run_pair(rt, PAIR.id, trigger="test")
+    assert retry.run.full and retry.run.counts["create"] == 20
+    drain(rt, concurrency=2)
+    assert len(target.contacts()) == 20
+
+
 def test_preview_writes_nothing(rt: Runtime, target: MemoryTarget) -> None:
     result = preview(rt, PAIR.id)
     assert result.plan is not None and result.plan.count(OpKind.CREATE) == 20

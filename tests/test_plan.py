@@ -166,3 +166,41 @@ def test_source_exchange_hiding_decides_when_given() -> None:
         ("delete", str(hidden["id"]), "left_scope:hidden_from_gal"),
         ("delete", str(gone_hidden["id"]), "left_scope:hidden_from_gal"),  # hidden without a Graph change: once
     ]
+
+
+# --- creates still on the queue (status `queued`) -------------------------------------------------------------------
+
+
+def queued_row(user: dict[str, object]) -> StateSummary:
+    return StateSummary("queued", ContactMapper(PAIR).map(user, str(user["mail"])).hash, 0)
+
+
+def test_a_queued_create_is_left_alone_until_the_user_changes() -> None:
+    user = make_user(1)
+    state = {str(user["id"]): queued_row(user)}
+    waiting = plan(round_of(user), state)
+    assert waiting.ops == [] and waiting.counts()["kept_queued"] == 1
+    changed = plan(round_of({**user, "jobTitle": "Chief"}), state)
+    assert kinds(changed) == [("create", str(user["id"]), "changed")]
+
+
+def test_a_full_round_requeues_creates_that_may_have_been_lost() -> None:
+    user = make_user(1)
+    result = plan(round_of(user, full=True), {str(user["id"]): queued_row(user)}, retry_kept=True)
+    assert kinds(result) == [("create", str(user["id"]), "requeued")]
+
+
+def test_a_user_removed_while_the_create_waits_gets_a_delete() -> None:
+    gone, left = make_user(1), make_user(2, accountEnabled=False)
+    state = {str(gone["id"]): queued_row(gone), str(left["id"]): queued_row(left)}
+    result = plan(round_of(left, removed={str(gone["id"]): "deleted"}), state)
+    assert sorted(kinds(result)) == [
+        ("delete", str(gone["id"]), "removed:deleted"),
+        ("delete", str(left["id"]), "left_scope:disabled"),
+    ]
+
+
+def test_queued_creates_are_not_counted_as_managed_contacts_by_the_gate() -> None:
+    users = [make_user(n) for n in range(12)]
+    state = {str(u["id"]): applied_row(u) for u in users[:10]} | {str(u["id"]): queued_row(u) for u in users[10:]}
+    assert plan(round_of(*users), state).managed == 10

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -18,11 +18,13 @@ from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.data.tables import TableClient, TableEntity, UpdateMode
 
+from sync.ops import ContactOp
 from sync.plan import StateSummary
 from sync.state.entities import as_int, int64, iso, now_utc, quote, text
 
 SUMMARY_COLUMNS = ["RowKey", "status", "hash", "version", "guid", "hidden_at", "manager_id", "manager_set"]
-STATUSES = ("ok", "conflict", "failed", "hidden", "deleted")
+STATUSES = ("ok", "conflict", "failed", "hidden", "deleted", "queued")
+TRANSACTION_SIZE = 100  # entities per Table Storage batch (same partition)
 
 
 @dataclass
@@ -187,6 +189,21 @@ class ContactStateStore:
             )
         except (ResourceModifiedError, ResourceNotFoundError):
             raise ClaimLost(row.source_id) from None
+
+    def mark_queued(self, pair_id: str, creates: Iterable[ContactOp]) -> int:
+        """Before creates are queued, say so in their rows (status `queued`, the create's hash), so that a user
+        removed while the create waits gets a delete planned. Merged in batches: the applied columns, version and
+        claim are left as they are, so an op still in flight for the row is neither overtaken nor dropped."""
+        entities = [
+            {"PartitionKey": pair_id, "RowKey": op.source_id, "status": "queued", "hash": op.hash,
+             "manager_id": op.manager_id, "last_op": "create:queued", "last_run_id": op.run_id,
+             "updated_at": iso(now_utc())}
+            for op in creates
+        ]
+        for start in range(0, len(entities), TRANSACTION_SIZE):
+            chunk = entities[start:start + TRANSACTION_SIZE]
+            self.table.submit_transaction([("upsert", entity, {"mode": UpdateMode.MERGE}) for entity in chunk])
+        return len(entities)
 
     def record_failure(self, pair_id: str, source_id: str, *, error: str, op: str, run_id: str) -> None:
         """Mark a row failed without touching its applied state (poison handler: the op stays replayable)."""

@@ -202,10 +202,6 @@ def test_a_create_redelivered_after_the_delete_does_not_bring_the_contact_back(s
     sync.assert_in_step()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "a create still queued when its user is deleted is applied after the delete was planned: the planner emits "
-    "no delete for a user without a (live) ContactState row, so the contact stays until the next full round"
-))
 def test_a_create_still_queued_when_its_user_is_deleted_leaves_no_contact(sync: SyncPair) -> None:
     users = sync.add_users(3)
     sync.sync()
