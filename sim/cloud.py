@@ -8,6 +8,7 @@ three event-loop threads and the test thread from stepping on each other.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import secrets
@@ -17,6 +18,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -158,6 +160,18 @@ class SimCloud:
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self.stop()
+
+    @classmethod
+    @contextlib.contextmanager
+    def trusted(cls, **kwargs: Any) -> Iterator[SimCloud]:
+        """A started cloud whose CA this process trusts (`apply_client_env`) until the block ends; then the
+        environment is restored and the listeners stop. What test fixtures and in-process tools want."""
+        with cls.start(**kwargs) as cloud:
+            previous = cloud.apply_client_env()
+            try:
+                yield cloud
+            finally:
+                cls.restore_env(previous)
 
     # environment -----------------------------------------------------------------------------------------------
     def client_env(self) -> dict[str, str]:

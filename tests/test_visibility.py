@@ -24,12 +24,8 @@ SECRET = "visibility-test-secret"
 
 @pytest.fixture(scope="module")
 def cloud() -> Iterator[SimCloud]:
-    with SimCloud.start() as sim_cloud:
-        previous = sim_cloud.apply_client_env()
-        try:
-            yield sim_cloud
-        finally:
-            SimCloud.restore_env(previous)
+    with SimCloud.trusted() as sim_cloud:
+        yield sim_cloud
 
 
 def make_pair(cloud: SimCloud, source: Tenant, target: Tenant, app: str, *, source_exchange: bool) -> TenantPair:

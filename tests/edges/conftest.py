@@ -24,13 +24,8 @@ SECRET = "edge-test-secret-value"
 @pytest.fixture(scope="package")
 def cloud() -> Iterator[SimCloud]:
     # Package scope: the environment it sets is restored before tests outside tests/edges run.
-    sim_cloud = SimCloud.start()
-    previous = sim_cloud.apply_client_env()
-    try:
+    with SimCloud.trusted() as sim_cloud:
         yield sim_cloud
-    finally:
-        SimCloud.restore_env(previous)
-        sim_cloud.stop()
 
 
 @pytest.fixture(autouse=True)

@@ -29,11 +29,8 @@ PAIR_ID = "contoso-to-fabrikam"
 
 @pytest.fixture(scope="session")
 def cloud() -> Iterator[SimCloud]:
-    sim_cloud = SimCloud.start()
-    try:
+    with SimCloud.start() as sim_cloud:
         yield sim_cloud
-    finally:
-        sim_cloud.stop()
 
 
 @pytest.fixture(scope="session")

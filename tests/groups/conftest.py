@@ -26,13 +26,8 @@ PAIR_ID = "groups-pair"
 
 @pytest.fixture(scope="package")
 def cloud() -> Iterator[SimCloud]:
-    sim_cloud = SimCloud.start()
-    previous = sim_cloud.apply_client_env()
-    try:
+    with SimCloud.trusted() as sim_cloud:
         yield sim_cloud
-    finally:
-        SimCloud.restore_env(previous)
-        sim_cloud.stop()
 
 
 @dataclass

@@ -24,11 +24,8 @@ PAIR_ID = "contoso-to-fabrikam"
 
 @pytest.fixture(scope="package")
 def cloud() -> Iterator[SimCloud]:
-    sim_cloud = SimCloud.start()
-    try:
+    with SimCloud.start() as sim_cloud:
         yield sim_cloud
-    finally:
-        sim_cloud.stop()
 
 
 @dataclass

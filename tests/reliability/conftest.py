@@ -57,13 +57,8 @@ _RESULTS: dict[str, dict[str, Any]] = {}
 @pytest.fixture(scope="package")
 def cloud() -> Iterator[SimCloud]:
     """One simulated cloud for the package, trusted through the environment (restored afterwards)."""
-    sim_cloud = SimCloud.start()
-    previous = sim_cloud.apply_client_env()
-    try:
+    with SimCloud.trusted() as sim_cloud:
         yield sim_cloud
-    finally:
-        SimCloud.restore_env(previous)
-        sim_cloud.stop()
 
 
 @dataclass(frozen=True)

@@ -13,13 +13,8 @@ from sim import SimCloud, Tenant
 
 @pytest.fixture(scope="module")
 def cloud() -> Iterator[SimCloud]:
-    sim_cloud = SimCloud.start()
-    previous = sim_cloud.apply_client_env()
-    try:
+    with SimCloud.trusted() as sim_cloud:
         yield sim_cloud
-    finally:
-        SimCloud.restore_env(previous)
-        sim_cloud.stop()
 
 
 @pytest.fixture(scope="module")
