@@ -1,80 +1,26 @@
 """Microsoft Graph `users/delta` over the directory, following the reference protocol (graph-delta.md); the group
 endpoints (`groups/delta`, `transitiveMembers`) live in sim.groups and are served by the same app.
 
-Tokens ($skiptoken / $deltatoken) are opaque: base64url JSON + an HMAC, so an edited token is "garbled" (400
-syncStateInvalid). A $skiptoken names a round whose pages were computed when the round started (server-side), like
-Graph's snapshot; a $deltatoken carries the change-log sequence it covers, the $select and the $filter ids.
+Tokens, rounds, `$filter`, delta faults and the request pipeline are shared with `groups/delta` (sim.delta); what is
+users' own is the `$select` over USER_PROPERTIES (a selected `manager` comes as `manager@delta`), paging by
+`directory.page_size`, and the incremental round, which may replay earlier changes and repeat objects (as Graph may).
 """
 
 from __future__ import annotations
 
-import base64
 import copy
-import hashlib
-import hmac
-import json
-import re
-import secrets
-import time
-import uuid
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
 
 from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
+from sim.delta import DeltaService, GraphError, Page, delta_routes, graph_authorizer
 from sim.directory import USER_PROPERTIES, Directory
-from sim.tokens import Forbidden, TokenRejected, bearer_token
-from sim.transient import graph_error, transient_response
+from sim.groups import group_routes
 
 if TYPE_CHECKING:
     from sim.cloud import SimCloud
 
-DELTA_FAULTS = ("delta_expired", "delta_reset", "delta_garbled", "resync_required")
-TRANSIENT_FAULTS = ("throttle", "unavailable", "gateway_timeout")
-FILTER_CLAUSE = re.compile(r"^\s*id\s+eq\s+'([^']*)'\s*$", re.IGNORECASE)
-MAX_FILTER_IDS = 50
 REPLAYED_EARLIER_CHANGES = 5
-
-
-class GraphError(Exception):
-    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message, self.headers = status, code, message, headers
-
-    def response(self) -> JSONResponse:
-        return graph_error(self.status, self.code, self.message, self.headers)
-
-
-@dataclass
-class _Round:
-    """Pages of one delta round, fixed when the round started."""
-
-    pages: list[list[dict[str, Any]]]
-    end_seq: int
-    select: list[str] | None
-    ids: list[str] | None
-
-
-class _TokenCodec:
-    def __init__(self) -> None:
-        self._key = secrets.token_bytes(32)
-
-    def encode(self, payload: dict[str, Any]) -> str:
-        body = base64.urlsafe_b64encode(json.dumps(payload, separators=(",", ":")).encode()).rstrip(b"=")
-        mac = base64.urlsafe_b64encode(hmac.new(self._key, body, hashlib.sha256).digest()[:12]).rstrip(b"=")
-        return f"{body.decode()}.{mac.decode()}"
-
-    def decode(self, token: str) -> dict[str, Any]:
-        body, _, mac = token.partition(".")
-        expected = base64.urlsafe_b64encode(hmac.new(self._key, body.encode(), hashlib.sha256).digest()[:12])
-        if not mac or not hmac.compare_digest(expected.rstrip(b"=").decode(), mac):
-            raise GraphError(400, "syncStateInvalid", "Invalid delta token: the sync state is invalid.")
-        payload: dict[str, Any] = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
-        return payload
 
 
 def render_user(user: dict[str, Any], select: list[str] | None, *, with_manager: bool = True,
@@ -112,90 +58,20 @@ def parse_select(raw: str | None) -> list[str] | None:
     return canonical
 
 
-def parse_filter(raw: str | None) -> list[str] | None:
-    if raw is None or not raw.strip():
-        return None
-    ids = []
-    for clause in re.split(r"\s+or\s+", raw.strip(), flags=re.IGNORECASE):
-        match = FILTER_CLAUSE.match(clause)
-        if not match:
-            raise GraphError(400, "Request_UnsupportedQuery", "Unsupported query: only id eq '...' joined by 'or'.")
-        ids.append(match.group(1).lower())
-    if len(ids) > MAX_FILTER_IDS:
-        raise GraphError(400, "Request_UnsupportedQuery", "Number of included identifiers cannot exceed 50.")
-    return ids
+class UsersDelta(DeltaService):
+    """users/delta: pages of `directory.page_size` users; an incremental round lists each changed user once, in order of
+    last change, and, when the directory asks for a replay, earlier changes again and some objects twice."""
 
+    resource = "users"
 
-class UsersDelta:
-    """State and logic of users/delta for every tenant of the cloud (rounds are keyed by a random id)."""
+    def _parse_select(self, raw: str | None) -> list[str] | None:
+        return parse_select(raw)
 
-    def __init__(self, cloud: SimCloud) -> None:
-        self.cloud = cloud
-        self.codec = _TokenCodec()
-        self.rounds: dict[str, _Round] = {}
-
-    def link(self, kind: str, token: str) -> str:
-        return f"{self.cloud.endpoints['graph']}/v1.0/users/delta()?${kind}={quote(token, safe='.-_')}"
-
-    def respond(self, directory: Directory, query: dict[str, str]) -> dict[str, Any]:
-        with directory.lock:
-            if query.get("$skiptoken"):
-                payload = self._checked(directory, query["$skiptoken"], query)
-                return self._page(directory, payload["r"], payload["p"])
-            if query.get("$deltatoken"):
-                if query["$deltatoken"] == "latest":
-                    select, ids = parse_select(query.get("$select")), parse_filter(query.get("$filter"))
-                    return self._finish(directory, [], directory.sequence, select, ids)
-                payload = self._checked(directory, query["$deltatoken"], query)
-                return self._start_round(directory, payload["s"], payload["sel"], payload["ids"])
-            return self._start_round(directory, None, parse_select(query.get("$select")), parse_filter(query.get("$filter")))
-
-    def _checked(self, directory: Directory, token: str, query: dict[str, str]) -> dict[str, Any]:
-        payload = self.codec.decode(token)
-        if payload.get("t") != directory.tenant_id:
-            raise GraphError(400, "syncStateInvalid", "The delta token belongs to another tenant.")
-        if payload["n"] < directory.reset_before_serial:
-            raise GraphError(410, "resyncRequired", "Resync required.", {"Location": self.link("deltatoken", "")})
-        too_old = time.time() - payload["ts"] > directory.delta_token_lifetime
-        if payload["n"] < directory.expired_before_serial or too_old or ("r" in payload and payload["r"] not in self.rounds):
-            raise GraphError(
-                400, "syncStateNotFound",
-                "The sync state generation is not found. The delta token is expired and data must be synchronized again.",
-            )
-        return payload
-
-    def _start_round(self, directory: Directory, since: int | None, select: list[str] | None,
-                     ids: list[str] | None) -> dict[str, Any]:
-        end_seq = directory.sequence
+    def _pages(self, directory: Directory, since: int | None, select: list[str] | None,
+               ids: list[str] | None) -> list[Page]:
         items = self._full(directory, select, ids) if since is None else self._incremental(directory, since, select, ids)
         size = max(1, directory.page_size)
-        pages = [items[i : i + size] for i in range(0, len(items), size)] or [[]]
-        round_id = uuid.uuid4().hex
-        self.rounds[round_id] = _Round(pages, end_seq, select, ids)
-        return self._page(directory, round_id, 0)
-
-    def _page(self, directory: Directory, round_id: str, index: int) -> dict[str, Any]:
-        current = self.rounds[round_id]
-        body: dict[str, Any] = {"value": current.pages[index]}
-        if index + 1 < len(current.pages):
-            token = self._token(directory, {"r": round_id, "p": index + 1})
-            body["@odata.nextLink"] = self.link("skiptoken", token)
-            return self._context(body, current.select)
-        del self.rounds[round_id]
-        return self._finish(directory, current.pages[index], current.end_seq, current.select, current.ids)
-
-    def _finish(self, directory: Directory, value: list[dict[str, Any]], end_seq: int, select: list[str] | None,
-                ids: list[str] | None) -> dict[str, Any]:
-        token = self._token(directory, {"s": end_seq, "sel": select, "ids": ids})
-        return self._context({"value": value, "@odata.deltaLink": self.link("deltatoken", token)}, select)
-
-    def _context(self, body: dict[str, Any], select: list[str] | None) -> dict[str, Any]:
-        fields = f"({','.join(select)})" if select else ""
-        return {"@odata.context": f"{self.cloud.endpoints['graph']}/v1.0/$metadata#users{fields}", **body}
-
-    def _token(self, directory: Directory, payload: dict[str, Any]) -> str:
-        payload.update({"t": directory.tenant_id, "n": directory.next_token_serial(), "ts": time.time()})
-        return self.codec.encode(payload)
+        return [items[i : i + size] for i in range(0, len(items), size)] or [[]]
 
     @staticmethod
     def _full(directory: Directory, select: list[str] | None, ids: list[str] | None) -> list[dict[str, Any]]:
@@ -236,45 +112,5 @@ class UsersDelta:
 
 
 def build_graph_app(cloud: SimCloud) -> Starlette:
-    delta = UsersDelta(cloud)
-
-    async def users_delta(request: Request) -> Response:
-        cloud.counts.add("graph", ("graph", "users/delta"))
-        query = dict(request.query_params)
-        fault = cloud.faults.take("graph", request.url.path, kinds=TRANSIENT_FAULTS)
-        if fault is not None:
-            return transient_response(fault, graph_style=True)
-        try:
-            tenant, _ = cloud.authenticate(bearer_token(request.headers), "graph")
-        except TokenRejected as exc:
-            return graph_error(401, "InvalidAuthenticationToken", f"Access token validation failure. {exc}")
-        except Forbidden as exc:
-            return graph_error(403, "Authorization_RequestDenied", f"Insufficient privileges to complete the operation. {exc}")
-        if query.get("$skiptoken") or (query.get("$deltatoken") not in (None, "", "latest")):
-            fault = cloud.faults.take("graph", request.url.path, kinds=DELTA_FAULTS)
-            if fault is not None:
-                return _delta_fault_response(fault.kind, delta.link("deltatoken", ""))
-        try:
-            return JSONResponse(delta.respond(tenant.directory, query))
-        except GraphError as exc:
-            return exc.response()
-
-    # Groups build on this module's tokens and errors, so they are imported here, not at the top.
-    from sim.groups import group_routes
-
-    paths = ("/v1.0/users/delta", "/v1.0/users/delta()", "/v1.0/users/microsoft.graph.delta()")
-    return Starlette(routes=[*(Route(path, users_delta) for path in paths), *group_routes(cloud)])
-
-
-def _delta_fault_response(kind: str, location: str) -> Response:
-    """The answer for an injected delta fault; `location` is the fresh-round link a 410 points at."""
-    if kind == "delta_reset":
-        return GraphError(410, "resyncRequired", "Resync required.", {"Location": location}).response()
-    if kind == "delta_garbled":
-        return graph_error(400, "syncStateInvalid", "Invalid delta token: the sync state is invalid.")
-    if kind == "resync_required":
-        return graph_error(400, "resyncRequired", "Resync required. Replace any local cached data with the full data.")
-    return graph_error(
-        400, "syncStateNotFound",
-        "The sync state generation is not found. The delta token is expired and data must be synchronized again.",
-    )
+    users = delta_routes(cloud, UsersDelta(cloud), graph_authorizer(cloud))
+    return Starlette(routes=[*users, *group_routes(cloud)])

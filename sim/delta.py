@@ -1,0 +1,257 @@
+"""What the simulated Microsoft Graph delta endpoints share: `users/delta` (sim.graph) and `groups/delta` (sim.groups)
+follow the same reference protocol (graph-delta.md) and differ only in their resource, `$select` and paging.
+
+Tokens ($skiptoken / $deltatoken) are opaque: base64url JSON + an HMAC, so an edited token is "garbled" (400
+syncStateInvalid). Every payload names its tenant ("t") and resource ("k"), so a token taken to another tenant or to
+the other endpoint is refused the same way. A $skiptoken names a round whose pages were computed when the round
+started (server-side), like Graph's snapshot; a $deltatoken carries the change-log sequence it covers, the $select
+and the $filter ids. Tokens expire after `directory.delta_token_lifetime` or when the directory expires or resets
+them (410 with a Location for a fresh round).
+
+`graph_handler` is the request pipeline of a Graph route (count, transient fault, authorize, answer, GraphError →
+Graph's error envelope); `delta_routes` adds the injected delta faults and the three spellings of a delta path.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import re
+import secrets
+import time
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+from urllib.parse import quote
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from sim.directory import Directory
+from sim.tokens import Forbidden, TokenRejected, bearer_token
+from sim.transient import graph_error, transient_response
+
+if TYPE_CHECKING:
+    from sim.cloud import SimCloud
+
+DELTA_FAULTS = ("delta_expired", "delta_reset", "delta_garbled", "resync_required")
+TRANSIENT_FAULTS = ("throttle", "unavailable", "gateway_timeout")
+FILTER_CLAUSE = re.compile(r"^\s*id\s+eq\s+'([^']*)'\s*$", re.IGNORECASE)
+MAX_FILTER_IDS = 50
+
+Page = list[dict[str, Any]]
+Authorize = Callable[[Request], Directory | Response]
+Serve = Callable[[Request, Directory], dict[str, Any] | Response]
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+class GraphError(Exception):
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.headers = status, code, message, headers
+
+    def response(self) -> JSONResponse:
+        return graph_error(self.status, self.code, self.message, self.headers)
+
+
+@dataclass
+class _Round:
+    """Pages of one delta round, fixed when the round started."""
+
+    pages: list[Page]
+    end_seq: int
+    select: list[str] | None
+    ids: list[str] | None
+
+
+class TokenCodec:
+    """Signs token payloads with a key of its own, so only the service that issued a token can read it back."""
+
+    def __init__(self) -> None:
+        self._key = secrets.token_bytes(32)
+
+    def encode(self, payload: dict[str, Any]) -> str:
+        body = base64.urlsafe_b64encode(json.dumps(payload, separators=(",", ":")).encode()).rstrip(b"=")
+        mac = base64.urlsafe_b64encode(hmac.new(self._key, body, hashlib.sha256).digest()[:12]).rstrip(b"=")
+        return f"{body.decode()}.{mac.decode()}"
+
+    def decode(self, token: str) -> dict[str, Any]:
+        body, _, mac = token.partition(".")
+        expected = base64.urlsafe_b64encode(hmac.new(self._key, body.encode(), hashlib.sha256).digest()[:12])
+        if not mac or not hmac.compare_digest(expected.rstrip(b"=").decode(), mac):
+            raise GraphError(400, "syncStateInvalid", "Invalid delta token: the sync state is invalid.")
+        payload: dict[str, Any] = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+        return payload
+
+
+def parse_filter(raw: str | None) -> list[str] | None:
+    """The ids of `id eq '…' or id eq '…'` (lower-cased, at most MAX_FILTER_IDS), or None without a filter."""
+    if raw is None or not raw.strip():
+        return None
+    ids = []
+    for clause in re.split(r"\s+or\s+", raw.strip(), flags=re.IGNORECASE):
+        match = FILTER_CLAUSE.match(clause)
+        if not match:
+            raise GraphError(400, "Request_UnsupportedQuery", "Unsupported query: only id eq '...' joined by 'or'.")
+        ids.append(match.group(1).lower())
+    if len(ids) > MAX_FILTER_IDS:
+        raise GraphError(400, "Request_UnsupportedQuery", "Number of included identifiers cannot exceed 50.")
+    return ids
+
+
+class DeltaService(ABC):
+    """State and logic of one `{resource}/delta` endpoint for every tenant of the cloud (rounds are keyed by a random
+    id). A subclass names the resource, parses `$select` and computes a round's pages."""
+
+    resource: ClassVar[str]
+
+    def __init__(self, cloud: SimCloud) -> None:
+        self.cloud = cloud
+        self.codec = TokenCodec()
+        self.rounds: dict[str, _Round] = {}
+
+    @abstractmethod
+    def _parse_select(self, raw: str | None) -> list[str] | None:
+        """The canonical names of a `$select`, or None without one; GraphError 400 for an unknown property."""
+
+    @abstractmethod
+    def _pages(self, directory: Directory, since: int | None, select: list[str] | None,
+               ids: list[str] | None) -> list[Page]:
+        """A round's pages (at least one, maybe empty): a full round when `since` is None, else the changes after it."""
+
+    def link(self, kind: str, token: str) -> str:
+        return f"{self.cloud.endpoints['graph']}/v1.0/{self.resource}/delta()?${kind}={quote(token, safe='.-_')}"
+
+    def respond(self, directory: Directory, query: dict[str, str]) -> dict[str, Any]:
+        with directory.lock:
+            if query.get("$skiptoken"):
+                payload = self._checked(directory, query["$skiptoken"])
+                return self._page(directory, payload["r"], payload["p"])
+            if query.get("$deltatoken"):
+                if query["$deltatoken"] == "latest":
+                    select, ids = self._parse_select(query.get("$select")), parse_filter(query.get("$filter"))
+                    return self._finish(directory, [], directory.sequence, select, ids)
+                payload = self._checked(directory, query["$deltatoken"])
+                return self._start_round(directory, payload["s"], payload["sel"], payload["ids"])
+            select, ids = self._parse_select(query.get("$select")), parse_filter(query.get("$filter"))
+            return self._start_round(directory, None, select, ids)
+
+    def _checked(self, directory: Directory, token: str) -> dict[str, Any]:
+        payload = self.codec.decode(token)
+        if payload.get("t") != directory.tenant_id or payload.get("k") != self.resource:
+            raise GraphError(400, "syncStateInvalid", "The delta token belongs to another tenant or resource.")
+        if payload["n"] < directory.reset_before_serial:
+            raise GraphError(410, "resyncRequired", "Resync required.", {"Location": self.link("deltatoken", "")})
+        too_old = time.time() - payload["ts"] > directory.delta_token_lifetime
+        if payload["n"] < directory.expired_before_serial or too_old or ("r" in payload and payload["r"] not in self.rounds):
+            raise GraphError(
+                400, "syncStateNotFound",
+                "The sync state generation is not found. The delta token is expired and data must be synchronized again.",
+            )
+        return payload
+
+    def _start_round(self, directory: Directory, since: int | None, select: list[str] | None,
+                     ids: list[str] | None) -> dict[str, Any]:
+        end_seq = directory.sequence
+        pages = self._pages(directory, since, select, ids)
+        round_id = uuid.uuid4().hex
+        self.rounds[round_id] = _Round(pages, end_seq, select, ids)
+        return self._page(directory, round_id, 0)
+
+    def _page(self, directory: Directory, round_id: str, index: int) -> dict[str, Any]:
+        current = self.rounds[round_id]
+        body: dict[str, Any] = {"value": current.pages[index]}
+        if index + 1 < len(current.pages):
+            body["@odata.nextLink"] = self.link("skiptoken", self._token(directory, {"r": round_id, "p": index + 1}))
+            return self._context(body, current.select)
+        del self.rounds[round_id]
+        return self._finish(directory, current.pages[index], current.end_seq, current.select, current.ids)
+
+    def _finish(self, directory: Directory, value: Page, end_seq: int, select: list[str] | None,
+                ids: list[str] | None) -> dict[str, Any]:
+        token = self._token(directory, {"s": end_seq, "sel": select, "ids": ids})
+        return self._context({"value": value, "@odata.deltaLink": self.link("deltatoken", token)}, select)
+
+    def _context(self, body: dict[str, Any], select: list[str] | None) -> dict[str, Any]:
+        fields = f"({','.join(select)})" if select else ""
+        return {"@odata.context": f"{self.cloud.endpoints['graph']}/v1.0/$metadata#{self.resource}{fields}", **body}
+
+    def _token(self, directory: Directory, payload: dict[str, Any]) -> str:
+        payload.update({"t": directory.tenant_id, "k": self.resource, "n": directory.next_token_serial(), "ts": time.time()})
+        return self.codec.encode(payload)
+
+
+def graph_authorizer(cloud: SimCloud, roles: tuple[str, ...] = ()) -> Authorize:
+    """Authenticate a Graph request to its tenant's directory, or the 401/403 to send. With `roles`, the token must also
+    carry one of them (the 403 names the first)."""
+
+    def authorize(request: Request) -> Directory | Response:
+        try:
+            tenant, claims = cloud.authenticate(bearer_token(request.headers), "graph")
+        except TokenRejected as exc:
+            return graph_error(401, "InvalidAuthenticationToken", f"Access token validation failure. {exc}")
+        except Forbidden as exc:
+            return graph_error(403, "Authorization_RequestDenied", f"Insufficient privileges to complete the operation. {exc}")
+        if roles and not set(claims.roles) & set(roles):
+            return graph_error(403, "Authorization_RequestDenied",
+                               f"Insufficient privileges to complete the operation. The app lacks {roles[0]}.")
+        return tenant.directory
+
+    return authorize
+
+
+def graph_handler(cloud: SimCloud, count_key: str, authorize: Authorize, serve: Serve) -> Handler:
+    """A Graph route: count the request, fire a transient fault, authorize, then `serve` (a dict is sent as JSON; a
+    GraphError becomes Graph's error envelope)."""
+
+    async def handler(request: Request) -> Response:
+        cloud.counts.add("graph", ("graph", count_key))
+        fault = cloud.faults.take("graph", request.url.path, kinds=TRANSIENT_FAULTS)
+        if fault is not None:
+            return transient_response(fault, graph_style=True)
+        directory = authorize(request)
+        if isinstance(directory, Response):
+            return directory
+        try:
+            answer = serve(request, directory)
+        except GraphError as exc:
+            return exc.response()
+        return answer if isinstance(answer, Response) else JSONResponse(answer)
+
+    return handler
+
+
+def delta_routes(cloud: SimCloud, service: DeltaService, authorize: Authorize) -> list[Route]:
+    """The routes of `{resource}/delta` (three spellings); a request that carries a token may get an injected delta fault."""
+
+    def serve(request: Request, directory: Directory) -> dict[str, Any] | Response:
+        query = dict(request.query_params)
+        if query.get("$skiptoken") or (query.get("$deltatoken") not in (None, "", "latest")):
+            fault = cloud.faults.take("graph", request.url.path, kinds=DELTA_FAULTS)
+            if fault is not None:
+                return _delta_fault_response(fault.kind, service.link("deltatoken", ""))
+        return service.respond(directory, query)
+
+    handler = graph_handler(cloud, f"{service.resource}/delta", authorize, serve)
+    paths = (f"/v1.0/{service.resource}/delta", f"/v1.0/{service.resource}/delta()",
+             f"/v1.0/{service.resource}/microsoft.graph.delta()")
+    return [Route(path, handler) for path in paths]
+
+
+def _delta_fault_response(kind: str, location: str) -> Response:
+    """The answer for an injected delta fault; `location` is the fresh-round link a 410 points at."""
+    if kind == "delta_reset":
+        return GraphError(410, "resyncRequired", "Resync required.", {"Location": location}).response()
+    if kind == "delta_garbled":
+        return graph_error(400, "syncStateInvalid", "Invalid delta token: the sync state is invalid.")
+    if kind == "resync_required":
+        return graph_error(400, "resyncRequired", "Resync required. Replace any local cached data with the full data.")
+    return graph_error(
+        400, "syncStateNotFound",
+        "The sync state generation is not found. The delta token is expired and data must be synchronized again.",
+    )
