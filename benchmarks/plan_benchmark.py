@@ -1,8 +1,8 @@
 """Planning benchmark: a full round of N generated users against N existing state rows.
 
 Prints three numbers: pure planning throughput (scope + map + diff, users/s, one core), the time to load the
-state rows from Azurite, and peak memory. Run it with `python3 dev.py bench` (starts nothing itself: Azurite
-must listen on 127.0.0.1:10002, as `python3 dev.py test` or `npx azurite` leave it).
+state rows from Azurite, and peak memory. Run it with `python3 dev.py bench` (it uses the Azurite listening on
+127.0.0.1:10000-10002, or starts one for the measurement and stops it after).
 
     python benchmarks/plan_benchmark.py [--users 100000] [--skip-storage]
 """
@@ -19,6 +19,7 @@ import uuid
 
 from azure.data.tables import TableServiceClient
 
+from sim import azurite
 from sim.generator import generate_users
 from sync.mapping import ContactMapper
 from sync.plan import StateSummary, plan_pair
@@ -104,7 +105,13 @@ def main() -> None:
     round_, state = build_inputs(args.users)
     users_per_second, planning_peak, counts = bench_planning(round_, state)
     print(f"  plan: {counts}")
-    load_seconds, loaded = (0.0, 0) if args.skip_storage else bench_state_load(args.users)
+    load_seconds, loaded = 0.0, 0
+    if not args.skip_storage:
+        emulator = azurite.start()
+        try:
+            load_seconds, loaded = bench_state_load(args.users)
+        finally:
+            azurite.stop(emulator)
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
     print()
