@@ -17,6 +17,7 @@ from sim import SimCloud, Tenant
 from sync.credentials import CredentialCache
 from sync.pairs import TenantPair, parse_pair
 from sync.secrets import SecretResolver
+from tests.support.sim_pairs import add_source, add_target, clean_cloud, sim_definition
 
 SECRET = "edge-test-secret-value"
 
@@ -30,14 +31,7 @@ def cloud() -> Iterator[SimCloud]:
 
 @pytest.fixture(autouse=True)
 def _clean_cloud(request: pytest.FixtureRequest) -> Iterator[None]:
-    if "cloud" not in request.fixturenames:
-        yield
-        return
-    sim_cloud: SimCloud = request.getfixturevalue("cloud")
-    sim_cloud.faults.clear()
-    sim_cloud.reset_counts()
-    yield
-    sim_cloud.faults.clear()
+    yield from clean_cloud(request)
 
 
 def new_guid() -> str:
@@ -46,12 +40,12 @@ def new_guid() -> str:
 
 @pytest.fixture
 def source_tenant(cloud: SimCloud) -> Tenant:
-    return cloud.add_tenant(domain=f"src{uuid.uuid4().hex[:8]}.onmicrosoft.com", name="Contoso")
+    return add_source(cloud)
 
 
 @pytest.fixture
 def target_tenant(cloud: SimCloud) -> Tenant:
-    return cloud.add_tenant(domain=f"tgt{uuid.uuid4().hex[:8]}.onmicrosoft.com", name="Fabrikam")
+    return add_target(cloud)
 
 
 @pytest.fixture
@@ -72,13 +66,9 @@ def make_pair(cloud: SimCloud) -> Callable[..., TenantPair]:
     def build(source: Tenant, target: Tenant, *, source_client: str, target_client: str,
               source_credential: dict[str, Any] | None = None,
               target_credential: dict[str, Any] | None = None) -> TenantPair:
-        secret = {"type": "client_secret", "secret": "env:EDGE_SECRET"}
-        return parse_pair({
-            "id": "edge-pair",
-            "source": {"tenant_id": source.tenant_id, "client_id": source_client, "name": "Contoso",
-                       "credential": source_credential or secret, "cloud": dict(cloud.endpoints)},
-            "target": {"tenant_id": target.tenant_id, "organization": target.domain, "client_id": target_client,
-                       "credential": target_credential or secret, "cloud": dict(cloud.endpoints)},
-        })
+        return parse_pair(sim_definition(
+            cloud, source, target, pair_id="edge-pair", secret_env="EDGE_SECRET", source_client=source_client,
+            target_client=target_client, source_credential=source_credential, target_credential=target_credential,
+        ))
 
     return build

@@ -9,7 +9,6 @@ and target tenants, a fresh worker `Runtime` (function_app makes one lazily from
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -19,8 +18,9 @@ import pytest
 import function_app
 from sim import SimCloud, Tenant
 from sim.host import LocalHost
-from sync.pairs import TenantPair, parse_pair
+from sync.pairs import TenantPair
 from sync.runtime import Runtime
+from tests.support.sim_pairs import sim_pair
 
 SECRET_ENV = "CTCS_FUNCTIONS_TEST_SECRET"
 SECRET = "functions-test-secret-value"
@@ -76,21 +76,9 @@ def sync(cloud: SimCloud, storage_env: dict[str, str], monkeypatch: pytest.Monke
         monkeypatch.setenv(name, value)
     cloud.faults.clear()
     cloud.reset_counts()
-    source = cloud.add_tenant(domain=f"src{uuid.uuid4().hex[:8]}.onmicrosoft.com", name="Contoso")
-    target = cloud.add_tenant(domain=f"tgt{uuid.uuid4().hex[:8]}.onmicrosoft.com", name="Fabrikam")
-    client_id = str(uuid.uuid4())
-    for tenant in (source, target):
-        tenant.register_app(client_id, secret=SECRET)
-    secret = {"type": "client_secret", "secret": f"env:{SECRET_ENV}"}
-    pair = parse_pair({
-        "id": PAIR_ID,
-        "source": {"tenant_id": source.tenant_id, "client_id": client_id, "name": "Contoso", "credential": secret,
-                   "cloud": dict(cloud.endpoints)},
-        "target": {"tenant_id": target.tenant_id, "organization": target.domain, "client_id": client_id,
-                   "credential": secret, "cloud": dict(cloud.endpoints)},
-    })
+    made = sim_pair(cloud, secret=SECRET, secret_env=SECRET_ENV, pair_id=PAIR_ID)
     function_app._runtime.clear()  # the worker's Runtime is made from this test's settings on first use
-    function_app.runtime().stores.pairs.add(pair)
-    yield Sync(cloud, source, target, pair, LocalHost(visibility_timeout=0))
+    function_app.runtime().stores.pairs.add(made.pair)
+    yield Sync(cloud, made.source, made.target, made.pair, LocalHost(visibility_timeout=0))
     cloud.faults.clear()
     function_app._runtime.clear()

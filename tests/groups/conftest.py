@@ -18,6 +18,7 @@ from sync.delivery import drain
 from sync.pairs import TenantPair, parse_pair
 from sync.planning import RunResult, run_pair
 from sync.runtime import Runtime
+from tests.support.sim_pairs import sim_definition, sim_tenants
 
 SECRET_ENV = "CTCS_GROUPS_TEST_SECRET"
 SECRET = "groups-test-secret-value"
@@ -60,16 +61,11 @@ class GroupSync:
         return group_id
 
     def use_pair(self, *, include: Sequence[str] = (), exclude: Sequence[str] = (), **scope: Any) -> TenantPair:
-        secret = {"type": "client_secret", "secret": f"env:{SECRET_ENV}"}
-        self.pair = parse_pair({
-            "id": PAIR_ID,
-            "source": {"tenant_id": self.source.tenant_id, "client_id": self.client_id, "name": "Contoso",
-                       "credential": secret, "cloud": dict(self.cloud.endpoints)},
-            "target": {"tenant_id": self.target.tenant_id, "organization": self.target.domain,
-                       "client_id": self.client_id, "credential": secret, "cloud": dict(self.cloud.endpoints)},
-            "scope": {"include_groups": list(include), "exclude_groups": list(exclude), **scope},
-            "deletion": {"max_deletes": 5000, "max_delete_percent": 100},
-        })
+        self.pair = parse_pair(sim_definition(
+            self.cloud, self.source, self.target, pair_id=PAIR_ID, secret_env=SECRET_ENV, source_client=self.client_id,
+            scope={"include_groups": list(include), "exclude_groups": list(exclude), **scope},
+            deletion={"max_deletes": 5000, "max_delete_percent": 100},
+        ))
         self.rt.stores.pairs.add(self.pair, replace=True)
         self.rt._pairs.clear()
         return self.pair
@@ -101,11 +97,7 @@ def groups_env(storage_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> 
 @pytest.fixture
 def gs(cloud: SimCloud, groups_env: dict[str, str]) -> Iterator[GroupSync]:
     cloud.faults.clear()
-    source = cloud.add_tenant(domain=f"src{uuid.uuid4().hex[:8]}.onmicrosoft.com", name="Contoso")
-    target = cloud.add_tenant(domain=f"tgt{uuid.uuid4().hex[:8]}.onmicrosoft.com", name="Fabrikam")
-    client_id = str(uuid.uuid4())
-    for tenant in (source, target):
-        tenant.register_app(client_id, secret=SECRET)
+    source, target, client_id, _ = sim_tenants(cloud, secret=SECRET)
     yield GroupSync(cloud, source, target, client_id, Runtime.from_settings())
     cloud.faults.clear()
 

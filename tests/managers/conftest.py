@@ -4,7 +4,6 @@ Exchange admin API over httpx) do the work."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -13,9 +12,10 @@ import pytest
 
 from sim import SimCloud, Tenant
 from sync.delivery import DrainReport, drain
-from sync.pairs import TenantPair, parse_pair
+from sync.pairs import TenantPair
 from sync.planning import RunResult, run_pair
 from sync.runtime import Runtime
+from tests.support.sim_pairs import sim_pair
 
 SECRET_ENV = "CTCS_MANAGERS_TEST_SECRET"
 SECRET = "managers-test-secret-value"
@@ -61,19 +61,7 @@ def linked(cloud: SimCloud, storage_env: dict[str, str], monkeypatch: pytest.Mon
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     cloud.faults.clear()
-    source = cloud.add_tenant(domain=f"src{uuid.uuid4().hex[:8]}.onmicrosoft.com", name="Contoso")
-    target = cloud.add_tenant(domain=f"tgt{uuid.uuid4().hex[:8]}.onmicrosoft.com", name="Fabrikam")
-    client_id = str(uuid.uuid4())
-    for tenant in (source, target):
-        tenant.register_app(client_id, secret=SECRET)
-    secret = {"type": "client_secret", "secret": f"env:{SECRET_ENV}"}
-    pair = parse_pair({
-        "id": PAIR_ID,
-        "source": {"tenant_id": source.tenant_id, "client_id": client_id, "name": "Contoso", "credential": secret,
-                   "cloud": dict(cloud.endpoints)},
-        "target": {"tenant_id": target.tenant_id, "organization": target.domain, "client_id": client_id,
-                   "credential": secret, "cloud": dict(cloud.endpoints)},
-    })
+    made = sim_pair(cloud, secret=SECRET, secret_env=SECRET_ENV, pair_id=PAIR_ID)
     rt = Runtime.from_settings(env)
-    rt.stores.pairs.add(pair)
-    return Linked(cloud, source, target, pair, rt)
+    rt.stores.pairs.add(made.pair)
+    return Linked(cloud, made.source, made.target, made.pair, rt)

@@ -24,7 +24,6 @@ import os
 import secrets
 import subprocess
 import sys
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +43,8 @@ from sync.runtime import Runtime
 from sync.scope import decide_scope
 from sync.state.contacts import ContactRow
 from sync.state.runs import RunRecord
+from tests.support.factories import merged
+from tests.support.sim_pairs import CertificateLogin, clean_cloud, sim_pair
 
 PAIR_ID = "contoso-to-fabrikam"
 SECRET_ENV = "CTCS_RELIABILITY_GRAPH_SECRET"
@@ -82,15 +83,7 @@ def credentials(tmp_path_factory: pytest.TempPathFactory) -> Credentials:
 @pytest.fixture(autouse=True)
 def _clean_cloud(request: pytest.FixtureRequest) -> Iterator[None]:
     """Faults and counters are cloud-wide: each scenario starts with none and zero."""
-    if "cloud" not in request.fixturenames:
-        yield
-        return
-    sim_cloud: SimCloud = request.getfixturevalue("cloud")
-    sim_cloud.faults.clear()
-    sim_cloud.faults.seed(0)
-    sim_cloud.reset_counts()
-    yield
-    sim_cloud.faults.clear()
+    yield from clean_cloud(request, seed=0)
 
 
 # --- results for the README -------------------------------------------------------------------------------------------
@@ -188,7 +181,7 @@ class SyncPair:
 
     def replace_pair(self, **overrides: Any) -> TenantPair:
         """Store a changed definition (as `pairs add --replace` does); the worker's pair cache is dropped."""
-        self.definition = _merged(self.definition, overrides)
+        self.definition = merged(self.definition, overrides)
         self.pair = parse_pair(self.definition)
         self.rt.stores.pairs.add(self.pair, replace=True)
         self.rt._pairs.clear()
@@ -303,16 +296,6 @@ def contact_differences(desired: dict[str, Any], actual: dict[str, Any]) -> list
     return problems
 
 
-def _merged(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    merged = copy.deepcopy(base)
-    for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = {**merged[key], **value}
-        else:
-            merged[key] = value
-    return merged
-
-
 @pytest.fixture
 def make_sync(
     cloud: SimCloud, credentials: Credentials, storage_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
@@ -322,23 +305,12 @@ def make_sync(
     function_app._runtime.clear()  # the worker's Runtime is made from this test's settings on first use
 
     def build(pair_id: str = PAIR_ID, **overrides: Any) -> SyncPair:
-        source = cloud.add_tenant(domain=f"src{uuid.uuid4().hex[:8]}.onmicrosoft.com", name="Contoso")
-        target = cloud.add_tenant(domain=f"tgt{uuid.uuid4().hex[:8]}.onmicrosoft.com", name="Fabrikam")
-        graph_app, exchange_app = str(uuid.uuid4()), str(uuid.uuid4())
-        source.register_app(graph_app, secret=credentials.secret)
-        target.register_app(exchange_app, certificate_pem=credentials.certificate_pem)
-        definition = _merged({
-            "id": pair_id,
-            "source": {"tenant_id": source.tenant_id, "client_id": graph_app, "name": "Contoso",
-                       "credential": {"type": "client_secret", "secret": f"env:{SECRET_ENV}"},
-                       "cloud": dict(cloud.endpoints)},
-            "target": {"tenant_id": target.tenant_id, "organization": target.domain, "client_id": exchange_app,
-                       "credential": {"type": "certificate", "certificate": f"file:{credentials.key_file}"},
-                       "cloud": dict(cloud.endpoints)},
-        }, overrides)
-        pair = parse_pair(definition)
-        function_app.runtime().stores.pairs.add(pair)
-        return SyncPair(cloud, source, target, pair, LocalHost(visibility_timeout=0), storage_env, definition)
+        made = sim_pair(cloud, secret=credentials.secret, secret_env=SECRET_ENV, pair_id=pair_id,
+                        certificate=CertificateLogin(credentials.certificate_pem, f"file:{credentials.key_file}"),
+                        **overrides)
+        function_app.runtime().stores.pairs.add(made.pair)
+        return SyncPair(cloud, made.source, made.target, made.pair, LocalHost(visibility_timeout=0), storage_env,
+                        made.definition)
 
     yield build
     function_app._runtime.clear()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import uuid
 from typing import Any
 
@@ -28,12 +29,19 @@ def pair_definition(pair_id: str = "contoso-to-fabrikam", **overrides: Any) -> d
             "credential": {"type": "certificate", "certificate": "kv:fabrikam-exo-cert"},
         },
     }
+    return merged(definition, overrides)
+
+
+def merged(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a pair definition with `overrides` applied: a dict merges into the section it names (one level
+    deep), anything else replaces the key."""
+    result = copy.deepcopy(base)
     for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(definition.get(key), dict):
-            definition[key] = {**definition[key], **value}
+        if isinstance(value, dict) and isinstance(result.get(key), dict):
+            result[key] = {**result[key], **value}
         else:
-            definition[key] = value
-    return definition
+            result[key] = value
+    return result
 
 
 def make_pair(pair_id: str = "contoso-to-fabrikam", **overrides: Any) -> TenantPair:
