@@ -59,6 +59,20 @@ class GraphError(Exception):
         return graph_error(self.status, self.code, self.message, self.headers)
 
 
+def expired_token() -> GraphError:
+    return GraphError(400, "syncStateNotFound", "The sync state generation is not found. The delta token is expired "
+                                                "and data must be synchronized again.")
+
+
+def garbled_token() -> GraphError:
+    return GraphError(400, "syncStateInvalid", "Invalid delta token: the sync state is invalid.")
+
+
+def reset_token(location: str) -> GraphError:
+    """410: the directory reset its sync state; `location` is the link of a fresh round."""
+    return GraphError(410, "resyncRequired", "Resync required.", {"Location": location})
+
+
 @dataclass
 class _Round:
     """Pages of one delta round, fixed when the round started."""
@@ -84,7 +98,7 @@ class TokenCodec:
         body, _, mac = token.partition(".")
         expected = base64.urlsafe_b64encode(hmac.new(self._key, body.encode(), hashlib.sha256).digest()[:12])
         if not mac or not hmac.compare_digest(expected.rstrip(b"=").decode(), mac):
-            raise GraphError(400, "syncStateInvalid", "Invalid delta token: the sync state is invalid.")
+            raise garbled_token()
         payload: dict[str, Any] = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
         return payload
 
@@ -146,13 +160,10 @@ class DeltaService(ABC):
         if payload.get("t") != directory.tenant_id or payload.get("k") != self.resource:
             raise GraphError(400, "syncStateInvalid", "The delta token belongs to another tenant or resource.")
         if payload["n"] < directory.reset_before_serial:
-            raise GraphError(410, "resyncRequired", "Resync required.", {"Location": self.link("deltatoken", "")})
+            raise reset_token(self.link("deltatoken", ""))
         too_old = time.time() - payload["ts"] > directory.delta_token_lifetime
         if payload["n"] < directory.expired_before_serial or too_old or ("r" in payload and payload["r"] not in self.rounds):
-            raise GraphError(
-                400, "syncStateNotFound",
-                "The sync state generation is not found. The delta token is expired and data must be synchronized again.",
-            )
+            raise expired_token()
         return payload
 
     def _start_round(self, directory: Directory, since: int | None, select: list[str] | None,
@@ -246,12 +257,9 @@ def delta_routes(cloud: SimCloud, service: DeltaService, authorize: Authorize) -
 def _delta_fault_response(kind: str, location: str) -> Response:
     """The answer for an injected delta fault; `location` is the fresh-round link a 410 points at."""
     if kind == "delta_reset":
-        return GraphError(410, "resyncRequired", "Resync required.", {"Location": location}).response()
+        return reset_token(location).response()
     if kind == "delta_garbled":
-        return graph_error(400, "syncStateInvalid", "Invalid delta token: the sync state is invalid.")
+        return garbled_token().response()
     if kind == "resync_required":
         return graph_error(400, "resyncRequired", "Resync required. Replace any local cached data with the full data.")
-    return graph_error(
-        400, "syncStateNotFound",
-        "The sync state generation is not found. The delta token is expired and data must be synchronized again.",
-    )
+    return expired_token().response()

@@ -3,9 +3,7 @@ Real msgraph-sdk, azure-identity and httpx against the simulated tenants; Azurit
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
@@ -18,6 +16,7 @@ from sync.planning import run_pair
 from sync.runtime import Runtime
 from sync.secrets import SecretResolver
 from sync.state.stores import Stores
+from tests.support.sim_pairs import sim_definition, sim_tenants
 
 SECRET = "visibility-test-secret"
 
@@ -29,27 +28,18 @@ def cloud() -> Iterator[SimCloud]:
 
 
 def make_pair(cloud: SimCloud, source: Tenant, target: Tenant, app: str, *, source_exchange: bool) -> TenantPair:
-    secret = {"type": "client_secret", "secret": "env:VIS_SECRET"}
-    definition: dict[str, Any] = {
-        "id": "visibility-pair",
-        "source": {"tenant_id": source.tenant_id, "client_id": app, "name": "Contoso", "credential": secret,
-                   "cloud": dict(cloud.endpoints)},
-        "target": {"tenant_id": target.tenant_id, "organization": target.domain, "client_id": app,
-                   "credential": secret, "cloud": dict(cloud.endpoints)},
-    }
-    if source_exchange:
-        definition["source"]["exchange"] = {"organization": source.domain, "credential": secret}
-    return parse_pair(definition)
+    exchange = {"source": {"exchange": {"organization": source.domain,
+                                        "credential": {"type": "client_secret", "secret": "env:VIS_SECRET"}}}}
+    return parse_pair(sim_definition(
+        cloud, source, target, pair_id="visibility-pair", secret_env="VIS_SECRET", source_client=app,
+        **(exchange if source_exchange else {}),
+    ))
 
 
 @pytest.fixture
 def tenants(cloud: SimCloud) -> tuple[Tenant, Tenant, str]:
-    source = cloud.add_tenant(domain=f"src{uuid.uuid4().hex[:6]}.onmicrosoft.com", name="Contoso")
-    target = cloud.add_tenant(domain=f"tgt{uuid.uuid4().hex[:6]}.onmicrosoft.com", name="Fabrikam")
-    app = str(uuid.uuid4())
-    for tenant in (source, target):
-        tenant.register_app(app, secret=SECRET)
-    return source, target, app
+    made = sim_tenants(cloud, secret=SECRET)
+    return made.source, made.target, made.client_id
 
 
 def add_person(source: Tenant, n: int, *, graph_hidden: bool | None, exchange_hidden: bool) -> str:
