@@ -19,10 +19,10 @@ import threading
 import azure.functions as func
 from azure.functions.queue import QueueMessage
 
-from sync import http_api
-from sync.delivery import deliver, keep_poisoned
-from sync.planning import plan_all
-from sync.runtime import Runtime
+from sync.api import handlers as http_api
+from sync.app.delivery import deliver, keep_poisoned
+from sync.app.planning import plan_all
+from sync.app.runtime import Runtime
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 log = logging.getLogger("ctcs.functions")

@@ -21,10 +21,10 @@ from azure.data.tables import TableServiceClient
 
 from sim import azurite
 from sim.generator import generate_users
-from sync.mapping import ContactMapper
-from sync.plan import StateSummary, plan_pair
-from sync.scope import decide_scope
-from sync.source import DeltaRound
+from sync.core.mapping import ContactMapper
+from sync.core.plan import StateSummary, plan_pair
+from sync.core.scope import decide_scope
+from sync.core.source import DeltaRound
 from sync.state.contacts import ContactStateStore
 from sync.state.entities import int64
 from tests.support.factories import make_pair

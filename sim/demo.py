@@ -21,11 +21,11 @@ from sim.certs import make_client_certificate
 from sim.cloud import SimCloud
 from sim.generator import generate_users, mutate
 from sim.tenant import Tenant
-from sync.console import table
-from sync.countries import country_code
-from sync.mapping import ContactMapper
-from sync.pairs import TenantPair, parse_pair
-from sync.scope import decide_scope
+from sync.cli.console import table
+from sync.contract.countries import country_code
+from sync.contract.pairs import TenantPair, parse_pair
+from sync.core.mapping import ContactMapper
+from sync.core.scope import decide_scope
 from sync.state.stores import Stores
 
 PAIR_ID = "contoso-to-fabrikam"

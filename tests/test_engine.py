@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from sync.delivery import drain, record_poison, replay_poison
+from sync.app.delivery import drain, record_poison, replay_poison
+from sync.app.planning import preview, run_pair, source_select
+from sync.app.runtime import Runtime
+from sync.contract.ops import ContactOp, OpKind
 from sync.errors import TargetTransient
-from sync.ops import ContactOp, OpKind
-from sync.planning import preview, run_pair, source_select
-from sync.runtime import Runtime
 from tests.support.factories import make_pair, make_user
 from tests.support.memory_source import MemorySource
 from tests.support.memory_target import MemoryTarget

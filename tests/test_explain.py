@@ -6,11 +6,11 @@ import json
 
 import pytest
 
-from sync.cli import main
-from sync.delivery import drain
-from sync.explain import explain
-from sync.planning import run_pair
-from sync.runtime import Runtime
+from sync.app.delivery import drain
+from sync.app.explain import explain
+from sync.app.planning import run_pair
+from sync.app.runtime import Runtime
+from sync.cli.main import main
 from tests.support.factories import make_pair, make_user
 from tests.support.memory_source import MemorySource
 from tests.support.memory_target import MemoryTarget

@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
+from sync.app.planning import source_select
+from sync.core.scope import decide_scope
 from sync.errors import PairValidationError
-from sync.planning import source_select
-from sync.scope import decide_scope
 from tests.support.factories import make_pair, make_user
 
 USER = make_user(

@@ -9,14 +9,14 @@ from typing import Any
 
 import pytest
 
+from sync.app.apply import Outcome, apply_op
+from sync.contract.ops import ContactOp, OpKind, decode_op
+from sync.core.managers import reported_manager
+from sync.core.mapping import ContactMapper, contact_hash, contact_name
+from sync.core.plan import Plan, StateSummary, plan_pair
+from sync.core.source import DeltaRound
 from sync.errors import BadOpMessage, ManagerNotFound, PairValidationError
-from sync.managers import reported_manager
-from sync.mapping import ContactMapper, contact_hash, contact_name
-from sync.ops import ContactOp, OpKind, decode_op
-from sync.plan import Plan, StateSummary, plan_pair
-from sync.source import DeltaRound
 from sync.state.stores import Stores
-from sync.worker import Outcome, apply_op
 from tests.support.factories import make_pair, make_user
 from tests.support.memory_target import MemoryTarget
 

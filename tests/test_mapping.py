@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sync.mapping import ContactMapper, contact_hash, contact_name
+from sync.core.mapping import ContactMapper, contact_hash, contact_name
 from tests.support.factories import make_pair, make_user
 
 PAIR = make_pair()

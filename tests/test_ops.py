@@ -6,8 +6,8 @@ import json
 
 import pytest
 
+from sync.contract.ops import ContactOp, OpKind, decode_op
 from sync.errors import BadOpMessage
-from sync.ops import ContactOp, OpKind, decode_op
 
 OP = ContactOp("contoso-to-fabrikam", "run-1", OpKind.UPDATE, "0000-1", 1_732_000_000_000_000, "changed",
                {"Name": "ctcs-0000-1", "DisplayName": "Zoë \"Z\" O'Neil 山田"}, "abc")

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from sync.cli import main
+from sync.cli.main import main
+from sync.contract.pairs import load_pair_file, parse_pair
 from sync.errors import PairValidationError
-from sync.pairs import load_pair_file, parse_pair
 from tests.support.factories import pair_definition
 
 

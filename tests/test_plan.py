@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from sync.contract.ops import OpKind
+from sync.core.mapping import ContactMapper
+from sync.core.plan import StateSummary, plan_pair, raise_if_unsafe, unsafe_reason
+from sync.core.source import DeltaRound
 from sync.errors import UnsafePlan
-from sync.mapping import ContactMapper
-from sync.ops import OpKind
-from sync.plan import StateSummary, plan_pair, raise_if_unsafe, unsafe_reason
-from sync.source import DeltaRound
 from tests.support.factories import make_pair, make_user
 
 PAIR = make_pair()

@@ -6,8 +6,8 @@ import argparse
 import re
 from pathlib import Path
 
-from sync.cli import build_parser
-from sync.scope import SKIP_REASONS
+from sync.cli.main import build_parser
+from sync.core.scope import SKIP_REASONS
 from sync.settings import SETTINGS
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
@@ -51,7 +51,7 @@ def test_every_cli_command_and_option_is_documented_and_nothing_else() -> None:
 
 
 def test_exit_codes_are_documented() -> None:
-    from sync import cli
+    from sync.cli import main as cli
 
     text = section("Command line")
     for code in (cli.EXIT_OK, cli.EXIT_FAILED, cli.EXIT_USAGE, cli.EXIT_UNSAFE):

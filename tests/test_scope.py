@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from sync.pairs import TenantPair
-from sync.scope import SKIP_REASONS, decide_scope, mail_address
+from sync.contract.pairs import TenantPair
+from sync.core.scope import SKIP_REASONS, decide_scope, mail_address
 from tests.support.factories import make_pair, make_user, pair_definition
 
 

@@ -6,12 +6,12 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from sync.delivery import drain
-from sync.ops import OpKind
-from sync.plan import StateSummary, plan_pair, unsafe_reason
-from sync.planning import run_pair
-from sync.runtime import Runtime
-from sync.source import DeltaRound
+from sync.app.delivery import drain
+from sync.app.planning import run_pair
+from sync.app.runtime import Runtime
+from sync.contract.ops import OpKind
+from sync.core.plan import StateSummary, plan_pair, unsafe_reason
+from sync.core.source import DeltaRound
 from tests.support.factories import make_pair, make_user
 from tests.support.memory_source import MemorySource
 from tests.support.memory_target import MemoryTarget

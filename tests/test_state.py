@@ -47,7 +47,7 @@ def test_two_pairs_for_the_same_tenants_are_refused(stores: Stores) -> None:
         stores.pairs.add(make_pair("second-pair"))
     other_target = pair_definition("third-pair")
     other_target["target"]["tenant_id"] = "99999999-9999-9999-9999-999999999999"
-    from sync.pairs import parse_pair
+    from sync.contract.pairs import parse_pair
 
     stores.pairs.add(parse_pair(other_target))
 

@@ -8,13 +8,13 @@ from collections.abc import Iterator
 import pytest
 
 from sim import SimCloud, Tenant
-from sync.connectors import open_source, open_source_visibility, open_target
-from sync.credentials import CredentialCache
-from sync.delivery import drain
-from sync.pairs import TenantPair, parse_pair
-from sync.planning import run_pair
-from sync.runtime import Runtime
-from sync.secrets import SecretResolver
+from sync.app.connectors import open_source, open_source_visibility, open_target
+from sync.app.delivery import drain
+from sync.app.planning import run_pair
+from sync.app.runtime import Runtime
+from sync.contract.pairs import TenantPair, parse_pair
+from sync.identity.credentials import CredentialCache
+from sync.identity.secrets import SecretResolver
 from sync.state.stores import Stores
 from tests.support.sim_pairs import sim_definition, sim_tenants
 

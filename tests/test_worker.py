@@ -7,12 +7,12 @@ from typing import Any
 
 import pytest
 
+from sync.app.apply import Applied, Outcome, RowBusy, apply_op
+from sync.contract.ops import ContactOp, OpKind
+from sync.contract.pairs import TenantPair
+from sync.core.mapping import ContactMapper
 from sync.errors import TargetTransient
-from sync.mapping import ContactMapper
-from sync.ops import ContactOp, OpKind
-from sync.pairs import TenantPair
 from sync.state.stores import Stores
-from sync.worker import Applied, Outcome, RowBusy, apply_op
 from tests.support.factories import make_pair, make_user
 from tests.support.memory_target import MemoryTarget
 

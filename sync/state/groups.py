@@ -20,7 +20,7 @@ from typing import Any
 from azure.core.exceptions import ResourceNotFoundError
 from azure.data.tables import TableClient, UpdateMode
 
-from sync.groups import GroupGraph, GroupNode
+from sync.core.group_graph import GroupGraph, GroupNode
 from sync.state.entities import iso, now_utc, quote
 
 META = "meta"

@@ -8,8 +8,8 @@ from azure.core import MatchConditions
 from azure.core.exceptions import ResourceNotFoundError
 from azure.data.tables import TableClient, UpdateMode
 
+from sync.contract.pairs import TenantPair, parse_pair
 from sync.errors import PairNotFound, PairValidationError
-from sync.pairs import TenantPair, parse_pair
 from sync.state.entities import iso, now_utc
 
 PARTITION = "pair"

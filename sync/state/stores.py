@@ -5,14 +5,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from sync.opqueue import POISON_SUFFIX, OpQueue
 from sync.settings import required_setting
 from sync.state.contacts import ContactStateStore
 from sync.state.groups import GroupStore
 from sync.state.pair_state import PairStateStore
 from sync.state.pairs import PairStore
+from sync.state.queues import FAILED_SUFFIX, POISON_SUFFIX, OpQueue
 from sync.state.runs import RunStore
-from sync.storage import StorageAccount
+from sync.state.storage import StorageAccount
 
 
 @dataclass
@@ -23,6 +23,7 @@ class Stores:
     runs: RunStore
     ops: OpQueue
     poison: OpQueue
+    failed: OpQueue  # ops the poison trigger keeps for replay-poison
     groups: GroupStore
 
     @classmethod
@@ -36,6 +37,7 @@ class Stores:
             runs=RunStore(account.table(required_setting("CTCS_RUNS_TABLE", environ))),
             ops=OpQueue(account.queue(queue_name)).ensure(),
             poison=OpQueue(account.queue(queue_name + POISON_SUFFIX)).ensure(),
+            failed=OpQueue(account.queue(queue_name + FAILED_SUFFIX)).ensure(),
             groups=GroupStore(lambda: account.table(groups_table)),  # created when a pair first scopes by group
         )
 

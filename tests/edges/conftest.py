@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 
 from sim import SimCloud, Tenant
-from sync.credentials import CredentialCache
-from sync.pairs import TenantPair, parse_pair
-from sync.secrets import SecretResolver
+from sync.contract.pairs import TenantPair, parse_pair
+from sync.identity.credentials import CredentialCache
+from sync.identity.secrets import SecretResolver
 from tests.support.sim_pairs import add_source, add_target, clean_cloud, sim_definition
 
 SECRET = "edge-test-secret-value"

@@ -6,13 +6,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from sim import SimCloud, Tenant, make_client_certificate
-from sync.connectors import open_source, open_target
-from sync.credentials import CredentialCache, shared_credentials
-from sync.exchange_target import ExchangeTarget
-from sync.graph_source import GraphSource
-from sync.pairs import TenantPair
-from sync.secrets import SecretResolver
-from sync.userattrs import BASE_SELECT
+from sync.app.connectors import open_source, open_target
+from sync.contract.pairs import TenantPair
+from sync.contract.userattrs import BASE_SELECT
+from sync.exchange.contacts import ExchangeTarget
+from sync.graph.users import GraphSource
+from sync.identity.credentials import CredentialCache, shared_credentials
+from sync.identity.secrets import SecretResolver
 
 from .conftest import new_guid
 

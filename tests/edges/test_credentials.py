@@ -10,10 +10,10 @@ from azure.core.exceptions import ClientAuthenticationError
 from azure.identity import CertificateCredential, ClientAssertionCredential, ClientSecretCredential
 
 from sim import SimCloud, Tenant, make_client_certificate
-from sync.credentials import CredentialCache
+from sync.contract.pairs import TenantPair
 from sync.errors import ConfigError
-from sync.pairs import TenantPair
-from sync.secrets import SecretResolver
+from sync.identity.credentials import CredentialCache
+from sync.identity.secrets import SecretResolver
 
 from .conftest import SECRET, new_guid
 

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from sync.core.retry import RetryBudget, RetryPolicy, parse_retry_after
 from sync.errors import (
     AddressInUse,
     TargetAuthError,
@@ -16,15 +17,7 @@ from sync.errors import (
     TargetThrottled,
     TargetTransient,
 )
-from sync.exchange_errors import (
-    ExchangeFailure,
-    RetryBudget,
-    RetryPolicy,
-    errors_in_success,
-    parse_retry_after,
-    read_failure,
-    to_target_error,
-)
+from sync.exchange.errors import ExchangeFailure, errors_in_success, read_failure, to_target_error
 
 NOT_FOUND_TYPE = "Microsoft.Exchange.Configuration.Tasks.ManagementObjectNotFoundException"
 NOT_FOUND_TEXT = "The operation couldn't be performed because object 'x' couldn't be found on 'DC1.prod.outlook.com'."

@@ -12,7 +12,8 @@ import httpx
 import pytest
 
 from sim import SimCloud, Tenant
-from sync.credentials import CredentialCache
+from sync.contract.pairs import TenantPair
+from sync.core.retry import RetryPolicy
 from sync.errors import (
     AddressInUse,
     ManagerNotFound,
@@ -23,10 +24,10 @@ from sync.errors import (
     TargetThrottled,
     TargetTransient,
 )
-from sync.exchange_errors import RetryPolicy
-from sync.exchange_target import SYSTEM_MAILBOX, ExchangeTarget
-from sync.pairs import TenantPair
-from sync.secrets import SecretResolver
+from sync.exchange.client import SYSTEM_MAILBOX, AdminApiClient
+from sync.exchange.contacts import ExchangeTarget
+from sync.identity.credentials import CredentialCache
+from sync.identity.secrets import SecretResolver
 
 from .conftest import SECRET, new_guid
 
@@ -71,8 +72,8 @@ def make_target(cloud: SimCloud, pair: TenantPair, resolver: SecretResolver, cre
         options.setdefault("retry", POLICY)
         options.setdefault("sleep", recorder.sleep)
         options.setdefault("client", recorder.client())
-        return ExchangeTarget(credentials.for_target(pair, resolver), exchange_endpoint=cloud.endpoints["exchange"],
-                              tenant=pair.target.tenant_id, organization=pair.target.organization, **options)
+        return ExchangeTarget(AdminApiClient(credentials.for_target(pair, resolver), exchange_endpoint=cloud.endpoints["exchange"],
+                              tenant=pair.target.tenant_id, organization=pair.target.organization, **options))
 
     return build
 
@@ -305,8 +306,8 @@ def test_missing_role_is_an_auth_error(
     client = new_guid()
     target_tenant.register_app(client, secret=SECRET, roles=["User.Read.All"])
     weak = make_pair(source_tenant, target_tenant, source_client=new_guid(), target_client=client)
-    target = ExchangeTarget(credentials.for_target(weak, resolver), exchange_endpoint=cloud.endpoints["exchange"],
-                            tenant=weak.target.tenant_id, organization=weak.target.organization)
+    target = ExchangeTarget(AdminApiClient(credentials.for_target(weak, resolver), exchange_endpoint=cloud.endpoints["exchange"],
+                            tenant=weak.target.tenant_id, organization=weak.target.organization))
     with pytest.raises(TargetAuthError, match="HTTP 403") as caught:
         target.delete(new_guid())
     assert caught.value.status == 403
@@ -316,8 +317,8 @@ def test_bad_secret_is_an_auth_error_without_the_secret(
     cloud: SimCloud, target_tenant: Tenant, pair: TenantPair, credentials: CredentialCache,
 ) -> None:
     bad = SecretResolver(environ={"EDGE_SECRET": "wrong-secret-value"})
-    target = ExchangeTarget(credentials.for_target(pair, bad), exchange_endpoint=cloud.endpoints["exchange"],
-                            tenant=pair.target.tenant_id, organization=pair.target.organization)
+    target = ExchangeTarget(AdminApiClient(credentials.for_target(pair, bad), exchange_endpoint=cloud.endpoints["exchange"],
+                            tenant=pair.target.tenant_id, organization=pair.target.organization))
     with pytest.raises(TargetAuthError, match="no Exchange token") as caught:
         target.delete(new_guid())
     assert "wrong-secret-value" not in str(caught.value)
@@ -424,9 +425,9 @@ def test_a_next_link_to_another_host_is_not_followed(cloud: SimCloud, pair: Tena
     def handler(request: httpx.Request) -> httpx.Response:
         return httpx.Response(200, json={"value": [], "@odata.nextLink": "https://evil.example/adminapi/beta/x"})
 
-    target = ExchangeTarget(credentials.for_target(pair, resolver), exchange_endpoint=cloud.endpoints["exchange"],
+    target = ExchangeTarget(AdminApiClient(credentials.for_target(pair, resolver), exchange_endpoint=cloud.endpoints["exchange"],
                             tenant=pair.target.tenant_id, organization=pair.target.organization,
-                            client=httpx.Client(transport=httpx.MockTransport(handler)))
+                            client=httpx.Client(transport=httpx.MockTransport(handler))))
     with pytest.raises(TargetError, match="another host"):
         list(target.list_owned(ANCHOR_ATTR, pair.anchor_prefix))
 

@@ -13,12 +13,12 @@ import pytest
 from azure.core.credentials import AccessToken
 
 from sim import SimCloud, Tenant
-from sync.credentials import CredentialCache
+from sync.contract.pairs import TenantPair
+from sync.core.retry import RetryPolicy
 from sync.errors import DeltaTokenExpired, SourceError, SourceThrottled
-from sync.exchange_errors import RetryPolicy
-from sync.graph_source import GraphSource
-from sync.pairs import TenantPair
-from sync.secrets import SecretResolver
+from sync.graph.users import GraphSource
+from sync.identity.credentials import CredentialCache
+from sync.identity.secrets import SecretResolver
 
 from .conftest import SECRET, new_guid
 

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from sync import opath
+from sync.exchange import opath
 
 HOSTILE = [
     "O'Brien",

@@ -11,7 +11,7 @@ import pytest
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 
 from sync.errors import ConfigError
-from sync.secrets import SecretResolver
+from sync.identity.secrets import SecretResolver
 
 SECRET = "pa55-w0rd-value"
 UNRESOLVED = "@Microsoft.KeyVault(SecretUri=https://v.vault.azure.net/secrets/x/)"
@@ -155,7 +155,7 @@ def test_kv_vault_setting_itself_unresolved() -> None:
 def test_default_vault_client_uses_managed_identity_in_azure() -> None:
     from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
 
-    from sync.secrets import key_vault_credential
+    from sync.identity.secrets import key_vault_credential
 
     in_azure = {"IDENTITY_ENDPOINT": "http://127.0.0.1:1/msi", "IDENTITY_HEADER": "h",
                 "AZURE_CLIENT_ID": "00000000-0000-0000-0000-000000000001"}

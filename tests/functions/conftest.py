@@ -18,8 +18,8 @@ import pytest
 import function_app
 from sim import SimCloud, Tenant
 from sim.host import LocalHost
-from sync.pairs import TenantPair
-from sync.runtime import Runtime
+from sync.app.runtime import Runtime
+from sync.contract.pairs import TenantPair
 from tests.support.sim_pairs import sim_pair
 
 SECRET_ENV = "CTCS_FUNCTIONS_TEST_SECRET"

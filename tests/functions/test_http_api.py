@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from sync import http_api
+from sync.api import handlers as http_api
 from sync.errors import ConfigError
 
 from .conftest import PAIR_ID, SECRET, SECRET_ENV, Sync

@@ -9,8 +9,8 @@ import pytest
 from azure.functions.queue import QueueMessage
 
 import function_app
-from sync import cli
-from sync.delivery import MAX_DEQUEUE_COUNT, failed_queue
+from sync.app.delivery import MAX_DEQUEUE_COUNT
+from sync.cli import main as cli
 
 from .conftest import PAIR_ID, Sync
 
@@ -38,17 +38,17 @@ def test_an_op_that_always_fails_is_poisoned_recorded_and_replayable(sync: Sync,
     assert row.status == "failed" and "every delivery" in row.last_error and row.last_op == "update"
     [poison_run] = [run for run in rt.stores.runs.recent(PAIR_ID) if run.trigger == "poison"]
     assert poison_run.outcome == "failed" and user["id"] in poison_run.error and poison_run.counts == {"poisoned": 1}
-    assert failed_queue(rt).approximate_count() == 1, "the op is kept for replay"
+    assert rt.stores.failed.approximate_count() == 1, "the op is kept for replay"
     assert rt.stores.poison.approximate_count() == 0
 
     assert cli.main(["replay-poison", "--pair", "other-pair"], runtime=lambda: rt) == 0
-    assert failed_queue(rt).approximate_count() == 1  # another pair's replay leaves it alone
+    assert rt.stores.failed.approximate_count() == 1  # another pair's replay leaves it alone
     sync.cloud.faults.clear()
     assert cli.main(["replay-poison", "--pair", PAIR_ID], runtime=lambda: rt) == 0
     assert "moved 1 failed operation(s)" in capsys.readouterr().out
     report = sync.host.drain_queue(deadline_seconds=30)
     assert report.completed == 1 and report.poisoned == 0 and report.left_in_queue == 0
-    assert failed_queue(rt).approximate_count() == 0
+    assert rt.stores.failed.approximate_count() == 0
     assert rt.stores.contacts.get(PAIR_ID, user["id"]).status == "ok"
     titles = {c["Title"] for c in sync.target.exchange.contacts() if c["CustomAttribute15"].endswith(user["id"])}
     assert titles == {"Chief"}
@@ -60,7 +60,7 @@ def test_a_bad_message_goes_straight_to_the_poison_queue_and_is_kept(sync: Sync)
     report = sync.host.drain_queue(deadline_seconds=30)
     assert report.completed == 1 and report.failed_attempts == 0, "never retried: no delivery can fix it"
     assert report.poison_handled == 1
-    [kept] = list(failed_queue(rt).peek_all())
+    [kept] = list(rt.stores.failed.peek_all())
     assert kept.content == '{"schema": 1, "kind": "explode"}'
 
 

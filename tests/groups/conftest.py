@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 
 from sim import SimCloud, Tenant
-from sync.delivery import drain
-from sync.pairs import TenantPair, parse_pair
-from sync.planning import RunResult, run_pair
-from sync.runtime import Runtime
+from sync.app.delivery import drain
+from sync.app.planning import RunResult, run_pair
+from sync.app.runtime import Runtime
+from sync.contract.pairs import TenantPair, parse_pair
 from tests.support.sim_pairs import sim_definition, sim_tenants
 
 SECRET_ENV = "CTCS_GROUPS_TEST_SECRET"

@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 
 from sim import SimCloud, Tenant
-from sync.delivery import DrainReport, drain
-from sync.pairs import TenantPair
-from sync.planning import RunResult, run_pair
-from sync.runtime import Runtime
+from sync.app.delivery import DrainReport, drain
+from sync.app.planning import RunResult, run_pair
+from sync.app.runtime import Runtime
+from sync.contract.pairs import TenantPair
 from tests.support.sim_pairs import sim_pair
 
 SECRET_ENV = "CTCS_MANAGERS_TEST_SECRET"

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import pytest
 
-from sync.delivery import handle_message
+from sync.app.delivery import handle_message
+from sync.app.planning import RunResult, run_pair
+from sync.contract.ops import ContactOp
+from sync.core.mapping import contact_name
 from sync.errors import ManagerNotFound
-from sync.mapping import contact_name
-from sync.ops import ContactOp
-from sync.planning import RunResult, run_pair
 
 from .conftest import Linked
 

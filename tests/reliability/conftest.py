@@ -37,10 +37,10 @@ import function_app
 from sim import SimCloud, Tenant, make_client_certificate
 from sim.countries import country_code
 from sim.host import HostReport, LocalHost
-from sync.mapping import ContactMapper
-from sync.pairs import TenantPair, parse_pair
-from sync.runtime import Runtime
-from sync.scope import decide_scope
+from sync.app.runtime import Runtime
+from sync.contract.pairs import TenantPair, parse_pair
+from sync.core.mapping import ContactMapper
+from sync.core.scope import decide_scope
 from sync.state.contacts import ContactRow
 from sync.state.runs import RunRecord
 from tests.support.factories import merged

@@ -14,8 +14,7 @@ from azure.storage.queue import QueueClient
 
 import function_app
 from sim.opath import compile_filter
-from sync import cli
-from sync.delivery import failed_queue
+from sync.cli import main as cli
 from sync.errors import ConfigError
 
 from .conftest import SyncPair, run_cli
@@ -136,7 +135,7 @@ def test_malformed_and_oversized_queue_messages_are_set_aside_once_and_good_ops_
 
     report = sync.drain(deadline_seconds=60)
 
-    kept = [m.content for m in failed_queue(sync.rt).peek_all()]
+    kept = [m.content for m in sync.rt.stores.failed.peek_all()]
     assert sorted(kept) == sorted(bad), "every bad op message is kept once, as it came, never retried"
     assert report.completed == len(bad) + len(good) and report.poison_handled == len(bad)
     # The one the host cannot decode never reaches ctcs: the host retries it maxDequeueCount times on each queue

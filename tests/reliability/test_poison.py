@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 
-from sync.delivery import MAX_DEQUEUE_COUNT, failed_queue
+from sync.app.delivery import MAX_DEQUEUE_COUNT
 
 from .conftest import SyncPair, run_cli
 
@@ -33,7 +33,7 @@ def test_an_op_that_always_fails_is_poisoned_recorded_and_replayed_once_fixed(
     assert row.status == "failed" and "every delivery" in row.last_error and row.last_op == "create"
     [poison_run] = [run for run in rt.stores.runs.recent(sync.pair.id) if run.trigger == "poison"]
     assert poison_run.counts == {"poisoned": 1} and hire in poison_run.error
-    kept = failed_queue(rt)
+    kept = rt.stores.failed
     assert kept.approximate_count() == 1 and rt.stores.poison.approximate_count() == 0
     assert json.loads(next(iter(kept.peek_all())).content)["source_id"] == hire
 

@@ -14,8 +14,8 @@ import pytest
 
 from sim import SimCloud
 from sim.generator import generate_users, mutate
-from sync import cli
-from sync.delivery import replay_poison
+from sync.app.delivery import replay_poison
+from sync.cli import main as cli
 
 from .conftest import Credentials, SyncPair, stored_text
 

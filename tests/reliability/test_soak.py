@@ -13,8 +13,8 @@ from collections.abc import Callable
 import pytest
 
 from sim.generator import generate_users, mutate
-from sync.delivery import drain
-from sync.planning import run_pair
+from sync.app.delivery import drain
+from sync.app.planning import run_pair
 
 from .conftest import SyncPair
 

@@ -6,7 +6,7 @@ import copy
 import uuid
 from typing import Any
 
-from sync.pairs import TenantPair, parse_pair
+from sync.contract.pairs import TenantPair, parse_pair
 
 SOURCE_TENANT = "11111111-1111-1111-1111-111111111111"
 TARGET_TENANT = "22222222-2222-2222-2222-222222222222"

@@ -8,8 +8,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from sync.core.source import DeltaRound
 from sync.errors import DeltaTokenExpired
-from sync.source import DeltaRound
 
 
 class MemorySource:

@@ -12,8 +12,9 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from sync.contract.contact_params import NEW_MAIL_CONTACT_PARAMS, split_by_cmdlet
+from sync.core.target import Recipient
 from sync.errors import AddressInUse, TargetError, TargetNotFound, TargetRejected
-from sync.target import NEW_MAIL_CONTACT_PARAMS, Recipient, split_by_cmdlet
 
 LIMITS = {"Name": 64, "Alias": 64, "DisplayName": 256, **{f"CustomAttribute{n}": 1024 for n in range(1, 16)}}
 

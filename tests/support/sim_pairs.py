@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 import pytest
 
 from sim import SimCloud, Tenant
-from sync.pairs import TenantPair, parse_pair
+from sync.contract.pairs import TenantPair, parse_pair
 from tests.support.factories import merged
 
 PAIR_ID = "contoso-to-fabrikam"

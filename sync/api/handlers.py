@@ -1,0 +1,157 @@
+"""The HTTP API as plain request → response functions over a `Runtime`; `function_app` only translates.
+
+Routes (auth level FUNCTION, JSON in and out, every error as `{"error": "..."}` with a 4xx/5xx status):
+
+    POST /api/pairs/{id}/resync[?full=true][&allow_deletes=true]   plan the pair now; ops go to the queue
+    GET  /api/pairs                                                 every pair: definition and status
+    GET  /api/pairs/{id}                                            one pair: definition and status
+
+Definitions carry secret references (`kv:`, `env:`, `file:`) only, never values. The per-run log line that
+the timer and resync both write (`log_run`) lives here too, so both triggers log runs the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sync.app.planning import RunResult, run_pair
+from sync.app.runtime import Runtime
+from sync.app.status import pair_status
+from sync.errors import CtcsError, PairNotFound
+
+log = logging.getLogger("ctcs.http")
+
+PAIR_ID = re.compile(r"^[a-z0-9-]{3,40}$")  # as TenantPair.id
+FUNCTION_KEY_PARAM = "code"  # the host reads the function key from ?code=; it is never ours to reject
+_TRUE, _FALSE = ("true", "1", "yes"), ("false", "0", "no", "")
+# Run outcome → HTTP status of a resync.
+RESYNC_STATUS = {"planned": 202, "no_changes": 200, "quarantined": 409, "lease_held": 409, "failed": 500}
+
+
+@dataclass(frozen=True)
+class ApiResponse:
+    status: int
+    body: Any  # JSON-serialisable
+
+    def json(self) -> str:
+        return json.dumps(self.body, ensure_ascii=False, sort_keys=True)
+
+
+class BadRequest(Exception):
+    """The request itself is wrong (parameters, pair id format): 400."""
+
+
+def error(status: int, message: str, **details: Any) -> ApiResponse:
+    return ApiResponse(status, {"error": message, **details})
+
+
+def respond(handler: Callable[[], ApiResponse]) -> ApiResponse:
+    """Run a handler and turn what it raises into a JSON error: never a stack trace, never a secret."""
+    try:
+        return handler()
+    except BadRequest as bad:
+        return error(400, str(bad))
+    except PairNotFound as missing:
+        return error(404, str(missing))
+    except CtcsError as failed:  # ctcs messages name settings and fields, never values
+        log.error("request failed: %s", failed)
+        return error(500, str(failed))
+    except Exception as unexpected:
+        log.exception("request failed unexpectedly")
+        return error(500, f"internal error ({type(unexpected).__name__}); see the function's log")
+
+
+def flag(params: Mapping[str, str], name: str) -> bool:
+    raw = params.get(name, "").strip().lower()
+    if raw in _TRUE:
+        return True
+    if raw in _FALSE:
+        return False
+    raise BadRequest(f"query parameter {name!r} must be true or false, not {params[name]!r}")
+
+
+def check_params(params: Mapping[str, str], allowed: tuple[str, ...] = ()) -> None:
+    unknown = sorted(set(params) - {*allowed, FUNCTION_KEY_PARAM})
+    if unknown:
+        expected = ", ".join(allowed) or "none"
+        raise BadRequest(f"unknown query parameter(s): {', '.join(unknown)} (expected: {expected})")
+
+
+def check_pair_id(pair_id: str) -> str:
+    if not PAIR_ID.match(pair_id):
+        raise BadRequest(f"pair id {pair_id!r} is not valid: 3 to 40 lower-case letters, digits and -")
+    return pair_id
+
+
+def resync(rt: Runtime, pair_id: str, params: Mapping[str, str]) -> ApiResponse:
+    """POST /api/pairs/{id}/resync: plan the pair now (`full`: every user; `allow_deletes`: pass a quarantine once)."""
+    check_params(params, ("full", "allow_deletes"))
+    full, allow_deletes = flag(params, "full"), flag(params, "allow_deletes")
+    pair = rt.stores.pairs.get(check_pair_id(pair_id))
+    state = rt.stores.pair_state.get(pair.id)
+    if state.quarantined and not allow_deletes:
+        # Checked before a full round is requested: a quarantined pair keeps its deltaLink until an admin decides.
+        return error(
+            409, f"pair {pair.id} is quarantined: {state.quarantine_reason}", outcome="quarantined",
+            quarantine_reason=state.quarantine_reason,
+            hint="review the plan (python -m sync plan --pair ID), then resync with allow_deletes=true",
+        )
+    if full:
+        rt.stores.pair_state.request_full_round(pair.id)  # so the next run is full even if this one finds the lease held
+    result = run_pair(rt, pair.id, trigger="http", full=full, allow_deletes=allow_deletes)
+    log_run(result)
+    run = result.run
+    body = {
+        "pair": pair.id,
+        "run_id": run.run_id,
+        "outcome": run.outcome,
+        "full": run.full,
+        "counts": run.counts,
+        "queued": len(result.plan.ops) if result.plan is not None and run.outcome == "planned" else 0,
+        "quarantine_released": allow_deletes and state.quarantined and run.outcome in ("planned", "no_changes"),
+    }
+    status = RESYNC_STATUS.get(run.outcome, 500)
+    if status >= 400:
+        reason = result.quarantine_reason or run.error or run.outcome
+        return error(status, f"pair {pair.id}: {run.outcome}: {reason}", **body)
+    return ApiResponse(status, body)
+
+
+def describe_pair(rt: Runtime, pair_id: str) -> dict[str, Any]:
+    pair = rt.stores.pairs.get(pair_id)
+    status = pair_status(rt, pair_id)
+    status["queue"]["failed"] = rt.stores.failed.approximate_count()  # kept by the poison trigger for replay-poison
+    return {"id": pair.id, "definition": json.loads(pair.to_json()), "status": status}
+
+
+def list_pairs(rt: Runtime, params: Mapping[str, str]) -> ApiResponse:
+    """GET /api/pairs."""
+    check_params(params)
+    return ApiResponse(200, {"pairs": [describe_pair(rt, pair.id) for pair in rt.stores.pairs.list()]})
+
+
+def show_pair(rt: Runtime, pair_id: str, params: Mapping[str, str]) -> ApiResponse:
+    """GET /api/pairs/{id}."""
+    check_params(params)
+    return ApiResponse(200, describe_pair(rt, check_pair_id(pair_id)))
+
+
+def log_run(result: RunResult) -> None:
+    """One line per planning run, its fields as `extra` (customDimensions in Application Insights)."""
+    run = result.run
+    level = logging.INFO if run.outcome in ("planned", "no_changes", "lease_held") else logging.WARNING
+    log.log(
+        level,
+        "run %s of pair %s (%s): %s",
+        run.run_id, run.pair_id, run.trigger, run.outcome,
+        extra={
+            "pair_id": run.pair_id, "run_id": run.run_id, "trigger": run.trigger, "outcome": run.outcome,
+            "full": run.full, "counts": run.counts, "duration_ms": round(run.seconds * 1000),
+            "error": run.error or None,
+        },
+    )

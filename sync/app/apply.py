@@ -1,0 +1,248 @@
+"""Apply one contact op to the target: idempotent, order-safe by version, and only ever on our own contacts.
+
+Outcomes that need no retry (applied, stale, conflict, rejected) are returned; errors worth retrying
+(`TargetTransient`, `TargetThrottled`, `RowBusy`, `ManagerNotFound`) are raised for the queue to redeliver the op.
+
+A partial update (a manager link, see sync.managers) is merged into the contact as applied and the state row keeps
+the hash of the merged contact, so the next plan sees it unchanged. It does not advance the row's version: it is a
+fix-up on top of whatever full op was applied, never a newer desired state, so an older full op still queued is
+not dropped as stale because of it (that op may unset the link again; the next plan's fix-up restores it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from sync.contract.ops import ContactOp, OpKind
+from sync.contract.pairs import TenantPair
+from sync.core.mapping import contact_hash
+from sync.core.target import Recipient, Target
+from sync.errors import AddressInUse, TargetNotFound, TargetRejected, TargetTransient
+from sync.state.contacts import ClaimLost, ContactRow, ContactStateStore
+from sync.state.entities import iso, now_utc
+
+CLAIM_SECONDS = 300
+MAIL_CONTACT = "MailContact"
+
+
+class Outcome(StrEnum):
+    CREATED = "created"
+    ADOPTED = "adopted"  # our own contact found by anchor (an earlier attempt made it) or an allowed takeover
+    UPDATED = "updated"
+    UNCHANGED = "unchanged"
+    DELETED = "deleted"
+    HIDDEN = "hidden"  # staged delete: hidden from the address lists
+    RESTORED = "restored"  # a hidden contact shown again
+    ALREADY_GONE = "already_gone"
+    STALE = "stale"  # a newer op for this user was applied already
+    CONFLICT = "conflict"  # another recipient holds the address or name
+    REJECTED = "rejected"  # Exchange refused a value; fixing the source data fixes it
+
+    @property
+    def failed(self) -> bool:
+        return self in (Outcome.CONFLICT, Outcome.REJECTED)
+
+
+class RowBusy(TargetTransient):
+    """Another op for the same user holds the row; retry this one later."""
+
+
+@dataclass
+class Applied:
+    outcome: Outcome
+    guid: str = ""
+    detail: str = ""
+
+
+def apply_op(op: ContactOp, *, pair: TenantPair, target: Target, contacts: ContactStateStore) -> Applied:
+    """Apply `op` unless a newer one won; record the result in ContactState."""
+    for _ in range(3):
+        row = contacts.get(op.pair_id, op.source_id)
+        if row.status and row.version >= op.version:
+            return Applied(Outcome.STALE, row.guid, f"version {row.version} already applied")
+        if row.claimed_by_other(op.version, now_utc()):
+            raise RowBusy(f"another op (version {row.claim_version}) is applying to this user", status=None)
+        try:
+            row = contacts.claim(row, op.version, CLAIM_SECONDS)
+        except ClaimLost:
+            continue
+        break
+    else:
+        raise RowBusy("the state row kept changing while claiming it", status=None)
+
+    if op.partial:
+        result, record = _apply_partial(op, row, target)
+    else:
+        result = _apply_to_target(op, row, pair, target)
+        record = {"version": op.version, **_record(op, row, result)}
+    try:
+        contacts.commit(row, op=f"{op.kind.value}:{result.outcome.value}", run_id=op.run_id, **record)
+    except ClaimLost:
+        return Applied(Outcome.STALE, result.guid, "a newer op took over this user while this one ran")
+    return result
+
+
+def _record(op: ContactOp, row: ContactRow, result: Applied) -> dict[str, Any]:
+    """What the state row says after the op: its status, the contact as applied, and for a failure, why."""
+    if result.outcome is Outcome.CONFLICT or result.outcome is Outcome.REJECTED:
+        # The attempted hash (and manager) is kept, so an unchanged user is not retried on every run.
+        return {"status": "conflict" if result.outcome is Outcome.CONFLICT else "failed", "hash_": op.hash,
+                "guid": result.guid, "applied": row.applied, "error": result.detail,
+                "manager_id": op.manager_id, "manager_set": row.manager_set}
+    if op.kind is OpKind.DELETE or result.outcome is Outcome.ALREADY_GONE:
+        return {"status": "deleted", "hash_": "", "guid": "", "applied": None}
+    if op.kind is OpKind.HIDE:
+        return {"status": "hidden", "hash_": row.hash, "guid": result.guid, "hidden_at": iso(now_utc()),
+                "applied": {**row.applied, "HiddenFromAddressListsEnabled": True},
+                "manager_id": row.manager_id, "manager_set": row.manager_set}
+    contact = op.contact or {}
+    return {"status": "ok", "hash_": op.hash, "guid": result.guid, "applied": op.contact,
+            "manager_id": op.manager_id, "manager_set": bool(contact.get("Manager"))}
+
+
+def _apply_partial(op: ContactOp, row: ContactRow, target: Target) -> tuple[Applied, dict[str, Any]]:
+    """Merge a partial update into the applied contact: Exchange gets only what differs from it."""
+    assert op.contact is not None
+    unchanged = {"version": row.version, "status": row.status, "hash_": row.hash, "guid": row.guid,
+                 "applied": row.applied, "error": row.last_error, "hidden_at": row.hidden_at,
+                 "manager_id": row.manager_id, "manager_set": row.manager_set}
+    if row.status != "ok" or not row.guid:
+        return Applied(Outcome.STALE, row.guid, f"the contact is not in place ({row.status or 'no row'})"), unchanged
+    merged = {**row.applied, **op.contact}
+    try:
+        applied = _update(row.guid, op.contact, row.applied, target)
+    except TargetNotFound:
+        # Removed behind our back; a partial op cannot make it again. Failed rows are re-planned in full rounds.
+        detail = "the contact is missing from the target; a full round makes it again"
+        return Applied(Outcome.REJECTED, row.guid, detail), {**unchanged, "status": "failed", "error": detail}
+    except TargetRejected as error:
+        return Applied(Outcome.REJECTED, row.guid, str(error)), {**unchanged, "status": "failed", "error": str(error)}
+    return applied, {**unchanged, "hash_": contact_hash(merged), "applied": merged, "error": "",
+                     "manager_id": op.manager_id, "manager_set": bool(merged.get("Manager"))}
+
+
+def _apply_to_target(op: ContactOp, row: ContactRow, pair: TenantPair, target: Target) -> Applied:
+    try:
+        if op.kind is OpKind.DELETE:
+            return _delete(op, row, pair, target)
+        if op.kind is OpKind.HIDE:
+            return _hide(op, row, pair, target)
+        assert op.contact is not None
+        if row.guid and row.status in ("ok", "failed", "hidden"):
+            try:
+                applied = _update(row.guid, op.contact, row.applied, target)
+            except TargetNotFound:
+                pass  # removed behind our back: make it again
+            else:
+                restored = op.kind is OpKind.RESTORE and applied.outcome is not Outcome.UNCHANGED
+                return Applied(Outcome.RESTORED, applied.guid) if restored else applied
+        return _create(op, pair, target)
+    except AddressInUse as error:
+        return Applied(Outcome.CONFLICT, row.guid, f"address in use by {error.holder or 'another recipient'}")
+    except TargetRejected as error:
+        return Applied(Outcome.REJECTED, row.guid, str(error))
+
+
+# Parameters a contact applied by an earlier release never had: absent means "never set by ctcs", so an empty
+# desired value needs no call (the upgrade's full round would otherwise send one Set-Contact per contact).
+_ABSENT_MEANS_EMPTY = {"Manager": ""}
+
+
+def _changes(desired: Mapping[str, Any], applied: Mapping[str, Any]) -> dict[str, Any]:
+    if not applied:
+        return {name: value for name, value in desired.items() if name != "Name"}
+    return {
+        name: value for name, value in desired.items()
+        if name != "Name" and applied.get(name, _ABSENT_MEANS_EMPTY.get(name)) != value
+    }
+
+
+def _update(guid: str, desired: Mapping[str, Any], applied: Mapping[str, Any], target: Target) -> Applied:
+    changes = _changes(desired, applied)
+    if not changes:
+        return Applied(Outcome.UNCHANGED, guid)
+    target.update(guid, changes)
+    return Applied(Outcome.UPDATED, guid)
+
+
+def _is_ours(recipient: Recipient, pair: TenantPair, anchor: str, name: str) -> bool:
+    attribute = pair.contact.anchor_attribute
+    if recipient.anchor(attribute) == anchor:
+        return True
+    # A New-MailContact that succeeded just before a crash left our derived Name without the anchor yet.
+    return recipient.recipient_type == MAIL_CONTACT and recipient.name == name and not recipient.anchor(attribute)
+
+
+def _create(op: ContactOp, pair: TenantPair, target: Target) -> Applied:
+    assert op.contact is not None
+    contact = op.contact
+    anchor = pair.anchor(op.source_id)
+    name = str(contact["Name"])
+    address = str(contact["ExternalEmailAddress"])
+    found = target.find_recipients(
+        anchor_attribute=pair.contact.anchor_attribute, anchor=anchor, address=address, name=name
+    )
+    own = [recipient for recipient in found if _is_ours(recipient, pair, anchor, name)]
+    if own:
+        target.update(own[0].guid, _changes(contact, {}))
+        return Applied(Outcome.ADOPTED, own[0].guid, "found its own contact from an earlier attempt")
+    if found:
+        holder = found[0]
+        unowned_contact = holder.recipient_type == MAIL_CONTACT and not holder.anchor(pair.contact.anchor_attribute)
+        if pair.conflicts == "adopt_contacts" and unowned_contact and holder.name != name:
+            target.update(holder.guid, _changes(contact, {}))
+            return Applied(Outcome.ADOPTED, holder.guid, f"took over unowned contact {holder.name!r}")
+        what = f"the name {name}" if holder.name == name else f"the address {address}"
+        return Applied(Outcome.CONFLICT, "", f"{_describe(holder)} already holds {what}")
+    try:
+        created = target.create(contact)
+    except TargetRejected:
+        # Two deliveries of this very op hold the claim together (same version): the other one may have made the
+        # contact since we looked, and Exchange then refuses ours for its name or address. Adopt it, not a failure.
+        again = target.find_recipients(
+            anchor_attribute=pair.contact.anchor_attribute, anchor=anchor, address=address, name=name
+        )
+        own = [recipient for recipient in again if _is_ours(recipient, pair, anchor, name)]
+        if not own:
+            raise
+        target.update(own[0].guid, _changes(contact, {}))
+        return Applied(Outcome.ADOPTED, own[0].guid, "another delivery of this op made it a moment ago")
+    return Applied(Outcome.CREATED, created.guid)
+
+
+def _describe(recipient: Recipient) -> str:
+    return f"{recipient.recipient_type} {recipient.name!r} ({recipient.primary_address or 'no address'})"
+
+
+def _own_guid(op: ContactOp, row: ContactRow, pair: TenantPair, target: Target) -> str:
+    """The Guid of this user's contact: from the state row, else found by anchor ("" when there is none)."""
+    if row.guid:
+        return row.guid
+    anchor = pair.anchor(op.source_id)
+    found = target.find_recipients(anchor_attribute=pair.contact.anchor_attribute, anchor=anchor, address="", name="")
+    return next((r.guid for r in found if r.anchor(pair.contact.anchor_attribute) == anchor), "")
+
+
+def _delete(op: ContactOp, row: ContactRow, pair: TenantPair, target: Target) -> Applied:
+    guid = _own_guid(op, row, pair, target)
+    if not guid:
+        return Applied(Outcome.ALREADY_GONE)
+    try:
+        target.delete(guid)
+    except TargetNotFound:
+        return Applied(Outcome.ALREADY_GONE)
+    return Applied(Outcome.DELETED)
+
+
+def _hide(op: ContactOp, row: ContactRow, pair: TenantPair, target: Target) -> Applied:
+    guid = _own_guid(op, row, pair, target)
+    if not guid:
+        return Applied(Outcome.ALREADY_GONE)
+    try:
+        target.update(guid, {"HiddenFromAddressListsEnabled": True})
+    except TargetNotFound:
+        return Applied(Outcome.ALREADY_GONE)
+    return Applied(Outcome.HIDDEN, guid)

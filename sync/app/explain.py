@@ -1,0 +1,103 @@
+"""`python -m sync explain`: why is this person (not) in the target's address list?
+
+Reads the user from the source, runs the same scope and mapping the planner runs, and puts the answer next to
+what the state table says was last done for that user.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from sync.app import group_round
+from sync.app.planning import source_select
+from sync.app.runtime import Runtime
+from sync.contract.pairs import TenantPair
+from sync.core.mapping import ContactMapper
+from sync.core.scope import SKIP_REASONS, decide_scope
+from sync.state.contacts import ContactRow
+
+
+@dataclass
+class Explanation:
+    pair_id: str
+    key: str
+    found: bool
+    user: dict[str, Any] = field(default_factory=dict)
+    in_scope: bool = False
+    reason: str = ""
+    rule: str = ""
+    desired: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    state: dict[str, Any] = field(default_factory=dict)
+    verdict: str = ""
+
+
+def _state_of(row: ContactRow) -> dict[str, Any]:
+    return {
+        "status": row.status or "none",
+        "contact_guid": row.guid,
+        "version": row.version,
+        "last_op": row.last_op,
+        "last_run": row.last_run_id,
+        "last_error": row.last_error,
+        "updated_at": row.updated_at,
+        "hidden_at": row.hidden_at,
+    }
+
+
+def _verdict(explanation: Explanation, row: ContactRow, pair: TenantPair) -> str:
+    status = row.status
+    if not explanation.found:
+        if status and status != "deleted":
+            return "the user no longer exists in the source: the next full run removes the contact"
+        return "no such user in the source tenant"
+    if not explanation.in_scope:
+        why = SKIP_REASONS.get(explanation.reason, explanation.reason)
+        if status in ("ok", "failed", "conflict"):
+            action = "hides" if pair.deletion.mode != "delete" else "removes"
+            return f"out of scope ({why}): the next run {action} the contact"
+        if status == "hidden":
+            return f"out of scope ({why}): the contact is hidden from the address lists"
+        return f"not in the address list: {why}"
+    if status == "ok":
+        return "in the address list" + ("" if explanation.desired.get("HiddenFromAddressListsEnabled") is False
+                                       else " (as a hidden contact: contact.hidden_from_gal is true)")
+    if status == "conflict":
+        return f"in scope, but another recipient holds the address: {row.last_error}"
+    if status == "failed":
+        return f"in scope, but the last attempt failed: {row.last_error} (fix it, then replay-poison or run --full)"
+    if status == "hidden":
+        return "in scope again: the next run shows the hidden contact again"
+    if status == "queued":
+        return f"in scope: its create is on the queue (run {row.last_run_id}), waiting for the worker"
+    return "in scope: the next run creates the contact"
+
+
+def explain(rt: Runtime, pair_id: str, key: str) -> Explanation:
+    pair = rt.stores.pairs.get(pair_id)
+    user = rt.open_source(pair).find_user(key.strip(), source_select(pair))
+    explanation = Explanation(pair.id, key, found=user is not None, user=dict(user or {}))
+    row = rt.stores.contacts.get(pair.id, str(user["id"])) if user else _row_by_key(rt, pair, key)
+    if user is not None:
+        memberships = group_round.stored_memberships(rt.stores.groups, pair) or {}
+        decision = decide_scope(pair, user, memberships.get(str(user["id"]), frozenset()))
+        explanation.in_scope, explanation.reason, explanation.rule = decision.in_scope, decision.reason or "", decision.detail
+        if decision.in_scope:
+            mapped = ContactMapper(pair).map(user, decision.address)
+            explanation.desired, explanation.warnings = mapped.contact, mapped.warnings
+    explanation.state = _state_of(row)
+    explanation.verdict = _verdict(explanation, row, pair)
+    return explanation
+
+
+def _row_by_key(rt: Runtime, pair: TenantPair, key: str) -> ContactRow:
+    """The state row of a user the source no longer has: by object id, or by the address it was synced with."""
+    row = rt.stores.contacts.get(pair.id, key.lower())
+    if row.status:
+        return row
+    wanted = key.lower()
+    for candidate in rt.stores.contacts.rows(pair.id):
+        if str(candidate.applied.get("ExternalEmailAddress", "")).lower() == wanted:
+            return candidate
+    return row

@@ -1,0 +1,205 @@
+"""Group scoping in a planning run: keep the pair's membership graph current and give planning each user's groups.
+
+Per run of a pair with `scope.include_groups` / `scope.exclude_groups`:
+- incremental: one `groups/delta` request per batch of up to 50 tracked groups, from the stored deltaLinks; a group
+  newly nested under a tracked one is read at once (`transitiveMembers` for what lies below it, then a first
+  `groups/delta` round of those groups, which becomes a new batch);
+- full (first run, `--full`, an expired users or groups token, a changed pair): `transitiveMembers` of every scope
+  group finds every nested group, then a first `groups/delta` round of all of them (50 per batch) rebuilds the graph.
+
+Users whose scope groups changed but who are not in the users round (membership changed, attributes did not) are
+read by id (50 per request) and added to the round, so joining or leaving a group creates or removes the contact.
+Leavers that never had a contact are not read. The new graph and deltaLinks ride on the round and are saved by
+`commit` only after its ops are queued (invariant 4).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from sync.contract.pairs import TenantPair
+from sync.core.group_graph import (
+    GroupGraph,
+    GroupNode,
+    GroupsDeltaRound,
+    Memberships,
+    Transitive,
+    changed_users,
+    scope_groups,
+)
+from sync.core.plan import StateSummary
+from sync.core.source import DeltaRound, Source
+from sync.errors import DeltaTokenExpired, SourceError
+from sync.state.groups import DeltaBatch, GroupScopeState, GroupStore
+
+log = logging.getLogger("ctcs.groups")
+
+BATCH = 50  # group ids per groups/delta request
+MAX_NESTING_PASSES = 10  # discovery passes per run; deeper chains finish on the next run
+
+
+class GroupReader(Protocol):
+    requests: int
+
+    def read_groups_delta(self, link: str | None, group_ids: Sequence[str]) -> GroupsDeltaRound: ...
+
+    def transitive_members(self, group_ids: Iterable[str]) -> dict[str, Transitive]: ...
+
+    def users_by_id(self, user_ids: Iterable[str], select: tuple[str, ...]) -> DeltaRound: ...
+
+
+@runtime_checkable
+class GroupCapableSource(Protocol):
+    def group_reader(self) -> GroupReader: ...
+
+
+@dataclass
+class GroupScopedRound(DeltaRound):
+    """A users round plus the group state to save once its ops are queued; `changed_groups` None = every group."""
+
+    pending: GroupScopeState | None = None
+    changed_groups: set[str] | None = None
+
+
+def uses_groups(pair: TenantPair) -> bool:
+    return bool(pair.scope.include_groups or pair.scope.exclude_groups)
+
+
+def load(store: GroupStore, pair: TenantPair) -> GroupScopeState | None:
+    return store.load(pair.id) if uses_groups(pair) else None
+
+
+def needs_full_round(pair: TenantPair, stored: GroupScopeState | None) -> bool:
+    """Without a graph for exactly these scope groups, users that left a group meanwhile cannot be told apart."""
+    if not uses_groups(pair):
+        return False
+    return stored is None or stored.roots != scope_groups(pair.scope.include_groups, pair.scope.exclude_groups)
+
+
+def scope_round(
+    source: Source,
+    pair: TenantPair,
+    round_: DeltaRound,
+    stored: GroupScopeState | None,
+    state: Mapping[str, StateSummary],
+    select: tuple[str, ...],
+) -> tuple[DeltaRound, Memberships | None]:
+    """The round with membership-only changes added, and each user's scope groups (None without group scoping)."""
+    if not uses_groups(pair):
+        return round_, None
+    if not isinstance(source, GroupCapableSource):
+        raise SourceError("the pair scopes by group but its source cannot read group membership")
+    reader = source.group_reader()
+    roots = scope_groups(pair.scope.include_groups, pair.scope.exclude_groups)
+    pending, changed = None, None
+    if not (round_.full or needs_full_round(pair, stored)):
+        assert stored is not None
+        try:
+            pending, changed = _incremental(reader, stored, roots)
+        except DeltaTokenExpired as expired:
+            log.warning("pair %s: groups delta token no longer valid (%s); rebuilding the membership graph", pair.id, expired)
+    if pending is None:
+        pending = _rebuild(reader, roots)
+    after = pending.graph.memberships(roots)
+    scoped = GroupScopedRound(round_.users, round_.removed, round_.delta_link, round_.full, round_.requests,
+                              pending=pending, changed_groups=changed)
+    if not round_.full and stored is not None:
+        moved = changed_users(stored.graph.memberships(roots), after) - set(round_.users) - set(round_.removed)
+        wanted = {user for user in moved if _live(state, user) or _in_group_scope(pair, after.get(user, frozenset()))}
+        if wanted:
+            for user in reader.users_by_id(wanted, select).users.values():
+                scoped.add_user(user)
+            log.info("pair %s: %d users changed scope groups only; %d read by id", pair.id, len(moved), len(wanted))
+    scoped.requests += reader.requests
+    return scoped, _spelled(pair, after)
+
+
+def stored_memberships(store: GroupStore, pair: TenantPair) -> Memberships | None:
+    """Each user's scope groups as of the last planned run (no Graph call), for `explain`; None without groups."""
+    stored = load(store, pair)
+    if stored is None:
+        return None
+    return _spelled(pair, stored.graph.memberships(scope_groups(pair.scope.include_groups, pair.scope.exclude_groups)))
+
+
+def commit(store: GroupStore, pair_id: str, round_: DeltaRound) -> None:
+    """Save the round's membership graph and groups deltaLinks; call only once its ops are queued."""
+    if isinstance(round_, GroupScopedRound) and round_.pending is not None:
+        store.save(pair_id, round_.pending, changed=round_.changed_groups)
+
+
+def _incremental(reader: GroupReader, stored: GroupScopeState, roots: tuple[str, ...]) -> tuple[GroupScopeState, set[str]]:
+    graph = stored.graph.copy()
+    changed: set[str] = set()
+    batches = []
+    for batch in stored.batches:
+        delta = reader.read_groups_delta(batch.link, batch.group_ids)
+        for group_id, group in delta.groups.items():
+            if group_id in graph.nodes and graph.apply(group):
+                changed.add(group_id)
+        batches.append(DeltaBatch(batch.group_ids, delta.delta_link))
+    batches += _read_new_groups(reader, graph, roots, changed)
+    graph.prune(roots)
+    batches = [batch for batch in batches if any(group_id in graph.nodes for group_id in batch.group_ids)]
+    return GroupScopeState(roots, graph, batches, dict(stored.generations), stored.rebuilt_at), changed
+
+
+def _rebuild(reader: GroupReader, roots: tuple[str, ...]) -> GroupScopeState:
+    nested = set().union(*(found.groups for found in reader.transitive_members(roots).values()))
+    graph = GroupGraph()
+    batches = _read_groups(reader, graph, sorted(set(roots) | nested))
+    batches += _read_new_groups(reader, graph, roots, set())  # nested into the graph between the two reads
+    graph.prune(roots)
+    return GroupScopeState(roots, graph, batches)
+
+
+def _read_new_groups(reader: GroupReader, graph: GroupGraph, roots: tuple[str, ...], changed: set[str]) -> list[DeltaBatch]:
+    """Read groups a tracked group now nests but the graph does not know yet, and everything below them."""
+    batches: list[DeltaBatch] = []
+    for _ in range(MAX_NESTING_PASSES):
+        missing = sorted(graph.reachable(roots) - set(graph.nodes))
+        if not missing:
+            break
+        below = set().union(*(found.groups for found in reader.transitive_members(missing).values()))
+        new = sorted((set(missing) | below) - set(graph.nodes))
+        batches += _read_groups(reader, graph, new)
+        changed.update(new)
+    return batches
+
+
+def _read_groups(reader: GroupReader, graph: GroupGraph, group_ids: list[str]) -> list[DeltaBatch]:
+    """First `groups/delta` rounds of `group_ids`, 50 per batch; a group Graph does not return has no members."""
+    batches = []
+    for start in range(0, len(group_ids), BATCH):
+        chunk = group_ids[start : start + BATCH]
+        delta = reader.read_groups_delta(None, chunk)
+        for group_id in chunk:
+            graph.nodes[group_id] = GroupNode()
+        for group_id, group in delta.groups.items():
+            if group_id in graph.nodes:
+                graph.apply(group)
+        batches.append(DeltaBatch(tuple(chunk), delta.delta_link))
+    return batches
+
+
+def _live(state: Mapping[str, StateSummary], user_id: str) -> bool:
+    row = state.get(user_id)
+    return row is not None and row.live
+
+
+def _in_group_scope(pair: TenantPair, groups: frozenset[str]) -> bool:
+    """The group rules alone (exclude wins): False means no attribute can bring the user in."""
+    if groups & {g.lower() for g in pair.scope.exclude_groups}:
+        return False
+    return not pair.scope.include_groups or bool(groups & {g.lower() for g in pair.scope.include_groups})
+
+
+def _spelled(pair: TenantPair, memberships: Memberships) -> Memberships:
+    """Group ids as the pair spells them, so scope decisions compare like with like."""
+    spelling = {g.lower(): g for g in (*pair.scope.include_groups, *pair.scope.exclude_groups)}
+    if all(key == value for key, value in spelling.items()):
+        return memberships
+    return {user: frozenset(spelling.get(g, g) for g in groups) for user, groups in memberships.items()}

@@ -1,0 +1,208 @@
+"""`python -m sync`: manage pairs, preview and run syncs, read status. Same functions as the Functions triggers.
+
+Exit codes: 0 done, 1 some operations failed, 2 bad input or usage, 3 stopped by the safety gate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from pathlib import Path
+
+from sync.app.delivery import drain, replay_poison
+from sync.app.explain import explain
+from sync.app.planning import preview, run_pair
+from sync.app.runtime import Runtime
+from sync.app.status import pair_status
+from sync.cli import render
+from sync.cli.console import Progress
+from sync.contract.pairs import load_pair_file
+from sync.errors import ConfigError, CtcsError, PairNotFound
+from sync.settings import int_setting, load_local_settings
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNSAFE = 0, 1, 2, 3
+
+Command = Callable[[argparse.Namespace, Callable[[], Runtime]], int]
+
+
+def _pairs_add(args: argparse.Namespace, runtime: Callable[[], Runtime]) -> int:
+    pair = load_pair_file(args.file)
+    replaced = runtime().stores.pairs.add(pair, replace=args.replace)
+    print(f"{'replaced' if replaced else 'added'} pair {pair.id}: {pair.source.name} -> {pair.target.organization}")
+    return EXIT_OK
+
+
+def _pairs_list(args: argparse.Namespace, runtime: Callable[[], Runtime]) -> int:
+    pairs = runtime().stores.pairs.list()
+    if args.json:
+        print(json.dumps([json.loads(pair.to_json()) for pair in pairs], indent=2))
+    else:
+        render.pairs_table(pairs)
+    return EXIT_OK
+
+
+def _pairs_show(args: argparse.Namespace, runtime: Callable[[], Runtime]) -> int:
+    pair = runtime().stores.pairs.get(args.id)
+    print(json.dumps(json.loads(pair.to_json()), indent=2))
+    return EXIT_OK
+
+
+def _pairs_enable(args: argparse.Namespace, runtime: Callable[[], Runtime]) -> int:
+    pair = runtime().stores.pairs.set_enabled(args.id, args.enabled)
+    print(f"pair {pair.id} {'enabled' if pair.enabled else 'disabled'}")
+    return EXIT_OK
+
+
+def _pairs_remove(args: argparse.Namespace, runtime: Callable[[], Runtime]) -> int:
+    stores = runtime().stores
+    stores.pairs.remove(args.id)
+    stores.pair_state.forget(args.id)
+    rows = stores.contacts.forget_pair(args.id)
+    stores.runs.forget_pair(args.id)
+    stores.groups.forget(args.id)
+    print(
+        f"removed pair {args.id} and its state ({rows} contact rows). Its contacts stay in the target and keep "
+        "their anchor: adding the pair again adopts them."
+    )
+    return EXIT_OK
+
+
+def _plan(args: argparse.Namespace, runtime: Callable[[], Runtime]) -> int:
+    result = preview(runtime(), args.pair, full=args.full)
+    assert result.plan is not None
+    if args.json:
+        print(json.dumps(render.plan_json(result), indent=2))
+    else:
+        render.plan_tables(result)
+    return EXIT_UNSAFE if result.quarantine_reason else EXIT_OK
+
+
+def _run(args: argparse.Namespace, runtime: Callable[[], Runtime]) -> int:
+    rt = runtime()
+    result = run_pair(rt, args.pair, trigger="cli", full=args.full, allow_deletes=args.allow_deletes)
+    if result.outcome == "quarantined":
+        print(f"pair {args.pair} is quarantined: {result.run.error}", file=sys.stderr)
+        print("review the plan (python -m sync plan), then release it with --allow-deletes", file=sys.stderr)
+        return EXIT_UNSAFE
+    if result.outcome in ("failed", "lease_held"):
+        print(f"pair {args.pair}: {result.outcome}: {result.run.error}", file=sys.stderr)
+        return EXIT_FAILED
+    assert result.plan is not None
+    progress = Progress("applying", len(result.plan.ops))
+    drained = drain(
+        rt,
+        concurrency=int_setting("CTCS_WORKER_CONCURRENCY"),
+        on_done=lambda outcome: progress.advance(detail=outcome),
+    )
+    progress.finish()
+    render.run_summary(result, drained)
+    return EXIT_FAILED if drained.failed else EXIT_OK
+
+
+def _status(args: argparse.Namespace, runtime: Callable[[], Runtime]) -> int:
+    rt = runtime()
+    ids = [args.pair] if args.pair else [pair.id for pair in rt.stores.pairs.list()]
+    statuses = [pair_status(rt, pair_id) for pair_id in ids]
+    if args.json:
+        print(json.dumps(statuses, indent=2))
+    else:
+        render.status_tables(statuses)
+    return EXIT_OK
+
+
+def _explain(args: argparse.Namespace, runtime: Callable[[], Runtime]) -> int:
+    explanation = explain(runtime(), args.pair, args.user)
+    if args.json:
+        print(json.dumps(asdict(explanation), indent=2, ensure_ascii=False))
+    else:
+        render.explanation_text(explanation)
+    return EXIT_OK
+
+
+def _replay(args: argparse.Namespace, runtime: Callable[[], Runtime]) -> int:
+    moved = replay_poison(runtime(), pair_id=args.pair)
+    print(f"moved {moved} failed operation(s) back to the ops queue (from the -failed and -poison queues)")
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m sync", description="Cross-Tenant Contact Sync")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what happens (INFO; twice for DEBUG)")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    pairs = commands.add_parser("pairs", help="manage tenant pairs").add_subparsers(dest="pairs_command", required=True)
+    add = pairs.add_parser("add", help="validate a pair file and store it")
+    add.add_argument("file")
+    add.add_argument("--replace", action="store_true", help="replace a pair with the same id")
+    add.set_defaults(handler=_pairs_add)
+    listing = pairs.add_parser("list", help="every pair")
+    listing.add_argument("--json", action="store_true")
+    listing.set_defaults(handler=_pairs_list)
+    show = pairs.add_parser("show", help="one pair's definition (secret references only)")
+    show.add_argument("id")
+    show.set_defaults(handler=_pairs_show)
+    for name, enabled in (("enable", True), ("disable", False)):
+        toggle = pairs.add_parser(name, help=f"{name} a pair's timer runs")
+        toggle.add_argument("id")
+        toggle.set_defaults(handler=_pairs_enable, enabled=enabled)
+    remove = pairs.add_parser("remove", help="remove a pair and its state (its contacts stay)")
+    remove.add_argument("id")
+    remove.set_defaults(handler=_pairs_remove)
+
+    plan = commands.add_parser("plan", help="dry run: what a run would change (writes nothing)")
+    plan.add_argument("--pair", required=True)
+    plan.add_argument("--full", action="store_true", help="read every user instead of the changes")
+    plan.add_argument("--json", action="store_true")
+    plan.set_defaults(handler=_plan)
+
+    run = commands.add_parser("run", help="plan, queue and apply in-process, with progress")
+    run.add_argument("--pair", required=True)
+    run.add_argument("--full", action="store_true", help="read every user and sweep contacts whose user is gone")
+    run.add_argument("--allow-deletes", action="store_true", help="pass the safety gate once and lift a quarantine")
+    run.set_defaults(handler=_run)
+
+    status = commands.add_parser("status", help="last runs, contact counts, quarantine, queues")
+    status.add_argument("--pair")
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(handler=_status)
+
+    why = commands.add_parser("explain", help="why a person is or is not in the target's address list")
+    why.add_argument("--pair", required=True)
+    why.add_argument("user", help="object id, user principal name or mail address")
+    why.add_argument("--json", action="store_true")
+    why.set_defaults(handler=_explain)
+
+    replay = commands.add_parser("replay-poison", help="put failed operations back on the queue")
+    replay.add_argument("--pair")
+    replay.set_defaults(handler=_replay)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, *, runtime: Callable[[], Runtime] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:
+        return EXIT_OK if exit_.code == 0 else EXIT_USAGE
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    load_local_settings(Path("local.settings.json"))
+    cached: list[Runtime] = []
+
+    def get_runtime() -> Runtime:
+        if not cached:
+            cached.append(runtime() if runtime else Runtime.from_settings())
+        return cached[0]
+
+    try:
+        code: int = args.handler(args, get_runtime)
+        return code
+    except (ConfigError, PairNotFound) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except CtcsError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_FAILED

@@ -1,0 +1,148 @@
+"""What the CLI (and the HTTP API) shows: plans, run summaries and pair status, as tables or JSON."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sync.app.delivery import DrainReport
+from sync.app.explain import Explanation
+from sync.app.planning import RunResult
+from sync.cli.console import table
+from sync.contract.ops import OpKind
+from sync.contract.pairs import TenantPair
+from sync.core.scope import SKIP_REASONS
+
+SAMPLE_ROWS = 20
+
+
+def pairs_table(pairs: Sequence[TenantPair]) -> None:
+    if not pairs:
+        print("no pairs yet: add one with python -m sync pairs add FILE")
+        return
+    table(
+        ["pair", "enabled", "source", "target", "deletion"],
+        [
+            [p.id, p.enabled, f"{p.source.name} ({p.source.tenant_id})", p.target.organization, p.deletion.mode]
+            for p in pairs
+        ],
+    )
+
+
+def plan_json(result: RunResult) -> dict[str, Any]:
+    plan = result.plan
+    assert plan is not None
+    return {
+        "pair": plan.pair_id,
+        "full": plan.full,
+        "counts": plan.counts(),
+        "warnings": dict(plan.warnings),
+        "unsafe": result.quarantine_reason or None,
+        "graph_requests": result.run.graph_requests,
+        "ops": [
+            {"kind": op.kind.value, "source_id": op.source_id, "reason": op.reason, "contact": op.contact}
+            for op in plan.ops
+        ],
+        "skipped": [{"source_id": s.source_id, "name": s.name, "reason": s.reason} for s in plan.skips],
+    }
+
+
+def plan_tables(result: RunResult) -> None:
+    plan = result.plan
+    assert plan is not None
+    round_kind = "full round (every user)" if plan.full else "changes since the last run"
+    print(f"Plan for pair {plan.pair_id}: {round_kind}; dry run, nothing was written.\n")
+    rows: list[list[object]] = [[kind.value, plan.count(kind)] for kind in OpKind]
+    rows.append(["unchanged", plan.unchanged])
+    rows += [[f"kept ({status}, unchanged since it failed)", n] for status, n in sorted(plan.kept.items())]
+    rows += [[f"skipped: {reason}", n] for reason, n in sorted(plan.skipped_by_reason.items())]
+    table(["what", "users"], rows)
+    if plan.ops:
+        print()
+        table(
+            ["op", "source id", "display name", "reason"],
+            [
+                [op.kind.value, op.source_id, (op.contact or {}).get("DisplayName", ""), op.reason]
+                for op in plan.ops[:SAMPLE_ROWS]
+            ],
+        )
+        if len(plan.ops) > SAMPLE_ROWS:
+            print(f"... and {len(plan.ops) - SAMPLE_ROWS} more (use --json for all)")
+    if plan.skips:
+        print("\nSkip reasons:")
+        for reason in sorted(plan.skipped_by_reason):
+            print(f"  {reason}: {SKIP_REASONS.get(reason, reason)}")
+    for warning, count in sorted(plan.warnings.items()):
+        print(f"warning: {warning} for {count} user(s)")
+    if result.quarantine_reason:
+        print(f"\nSAFETY GATE: {result.quarantine_reason}. A run would quarantine the pair instead of deleting.")
+
+
+def run_summary(result: RunResult, drained: DrainReport) -> None:
+    plan = result.plan
+    assert plan is not None
+    print(f"\nRun {result.run.run_id} of pair {plan.pair_id} ({'full round' if plan.full else 'incremental'})")
+    rows: list[list[object]] = [[name, n] for name, n in sorted(drained.outcomes.items())]
+    rows.append(["unchanged (not queued)", plan.unchanged])
+    rows += [[f"skipped: {reason}", n] for reason, n in sorted(plan.skipped_by_reason.items())]
+    if drained.poisoned:
+        rows.append(["poisoned (see status, then replay-poison)", drained.poisoned])
+    table(["outcome", "count"], rows)
+    print(
+        f"graph requests: {result.run.graph_requests}   planning: {result.run.seconds:.1f} s   "
+        f"applying: {drained.seconds:.1f} s   retries deferred: {drained.deferred}"
+    )
+
+
+def status_tables(statuses: Sequence[dict[str, Any]]) -> None:
+    if not statuses:
+        print("no pairs yet: add one with python -m sync pairs add FILE")
+        return
+    table(
+        ["pair", "enabled", "last run", "outcome", "ok", "conflict", "failed", "queued", "poison", "quarantine"],
+        [
+            [
+                s["pair"], s["enabled"], s["last_run"]["at"], s["last_run"]["outcome"],
+                s["contacts"].get("ok", 0), s["contacts"].get("conflict", 0), s["contacts"].get("failed", 0),
+                s["queue"]["pending"], s["queue"]["poison"], s["quarantine_reason"] or "",
+            ]
+            for s in statuses
+        ],
+    )
+    for s in statuses:
+        if s["problems"]:
+            print(f"\n{s['pair']}: contacts that need attention")
+            table(["source id", "status", "last op", "error"], [
+                [p["source_id"], p["status"], p["last_op"], p["error"]] for p in s["problems"][:SAMPLE_ROWS]
+            ])
+        if s["recent_runs"]:
+            print(f"\n{s['pair']}: recent runs")
+            table(["started", "trigger", "outcome", "full", "seconds", "create", "update", "delete", "error"], [
+                [r["started"], r["trigger"], r["outcome"], r["full"], r["seconds"], r["counts"].get("create", 0),
+                 r["counts"].get("update", 0), r["counts"].get("delete", 0), r["error"] or ""]
+                for r in s["recent_runs"]
+            ])
+
+
+def explanation_text(explanation: Explanation) -> None:
+    user = explanation.user
+    print(f"pair {explanation.pair_id}, user {explanation.key!r}")
+    if explanation.found:
+        enabled = "enabled" if user.get("accountEnabled") is not False else "disabled"
+        print(f"  source user : {user.get('displayName', '')} <{user.get('mail') or 'no mail'}> "
+              f"(id {user.get('id')}, {user.get('userType') or 'Member'}, {enabled})")
+        scope = "in scope" if explanation.in_scope else f"out of scope: {explanation.reason}"
+        print(f"  scope       : {scope}" + (f" ({explanation.rule})" if explanation.rule else ""))
+    else:
+        print("  source user : not found in the source tenant")
+    state = explanation.state
+    print(f"  state       : {state['status']}" + (f", contact {state['contact_guid']}" if state["contact_guid"] else "")
+          + (f", last op {state['last_op']} in run {state['last_run']}" if state["last_op"] else ""))
+    if state["last_error"]:
+        print(f"  last error  : {state['last_error']}")
+    print(f"  verdict     : {explanation.verdict}")
+    for warning in explanation.warnings:
+        print(f"  warning     : {warning}")
+    if explanation.desired:
+        print()
+        table(["contact parameter", "desired value"], [[k, v] for k, v in explanation.desired.items()])

@@ -1,0 +1,217 @@
+"""`AdminApiClient`: one Exchange Online organisation's admin API (the REST endpoint the ExchangeOnlineManagement
+module uses), on httpx.
+
+Every cmdlet is one `POST {exchange}/adminapi/beta/{tenant}/InvokeCommand` with the headers the admin API
+expects (exchange-admin-api.md, "Call"); listings follow `@odata.nextLink` with the same body. Failures become
+the typed errors of `sync.errors` (see `sync.exchange.errors`).
+
+Retrying happens here, within bounds: throttling and transient failures are retried per call with backoff that
+honours Retry-After, up to `retry` (a `RetryPolicy`); then the error is raised so the queue can defer the op.
+A NotFound right after New-MailContact is replication lag and is retried briefly (`retry_not_found`). A NotFound
+that names the `Manager` of a Set-Contact (not its Identity) is `ManagerNotFound`: raised at once, for the queue to
+retry the op later, and never taken for a missing contact. `requests` counts HTTP requests per cmdlet (pages and
+retries included) for the engine's run report.
+
+The client knows cmdlets, not contacts: `ExchangeTarget` (sync.exchange.contacts) builds the mail-contact
+operations on it, and `SourceVisibility` reads the source's own organisation with it. The httpx client is the test
+seam: pass one with a `transport=` to test without a network.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, NamedTuple
+from urllib.parse import urlsplit
+
+import httpx
+from azure.core.credentials import TokenCredential
+from azure.core.exceptions import ClientAuthenticationError
+
+from sync.core.retry import RetryBudget, RetryPolicy, parse_retry_after
+from sync.errors import ManagerNotFound, TargetAuthError, TargetError, TargetNotFound, TargetRejected, TargetTransient
+from sync.exchange.errors import errors_in_success, read_failure, to_target_error
+
+SYSTEM_MAILBOX = "SystemMailbox{bb558c35-97f1-4cb9-8ff7-d53741dc928c}"
+DEFAULT_EXCHANGE_RETRY = RetryPolicy(max_retries=4, max_wait_seconds=60.0, base_delay=2.0, max_delay=20.0)
+NAME_EXISTS = "ADObjectAlreadyExistsException"
+
+
+class AdminApiClient:
+    """Cmdlets against one organisation.
+
+    `tenant` is the tenant id (or `xxx.onmicrosoft.com`) in the URL; `organization` the `.onmicrosoft.com` domain
+    of the anchor mailbox header. `not_found_retries`/`not_found_delay` bound the replication-lag retries after a
+    create. `sleep` waits between retries (tests pass a recorder).
+    """
+
+    def __init__(
+        self,
+        credential: TokenCredential,
+        *,
+        exchange_endpoint: str,
+        tenant: str,
+        organization: str,
+        client: httpx.Client | None = None,
+        retry: RetryPolicy = DEFAULT_EXCHANGE_RETRY,
+        not_found_retries: int = 4,
+        not_found_delay: float = 2.0,
+        sleep: Callable[[float], object] = time.sleep,
+        timeout: float = 100.0,
+    ) -> None:
+        if not tenant or not organization:
+            raise ValueError("tenant and organization are required")
+        self._credential = credential
+        self.endpoint = exchange_endpoint.rstrip("/")
+        self.url = f"{self.endpoint}/adminapi/beta/{tenant}/InvokeCommand"
+        self.organization = organization
+        self.retry = retry
+        self.not_found_retries = not_found_retries
+        self.not_found_delay = not_found_delay
+        self._sleep = sleep
+        self._owns_client = client is None
+        self._client = client if client is not None else httpx.Client(timeout=timeout)
+        self._scope = f"{self.endpoint}/.default"
+        self._origin = _origin(self.endpoint)
+        self.requests: collections.Counter[str] = collections.Counter()
+        self._count_lock = threading.Lock()  # one target serves the worker's concurrent ops
+
+    def __repr__(self) -> str:
+        return f"<AdminApiClient {self.url}>"
+
+    def close(self) -> None:
+        if self._owns_client:
+            self._client.close()
+
+    def __enter__(self) -> AdminApiClient:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    @property
+    def total_requests(self) -> int:
+        return sum(self.requests.values())
+
+    # --- cmdlet calls --------------------------------------------------------------------------------------
+
+    def invoke(
+        self, cmdlet: str, parameters: Mapping[str, Any], *, select: tuple[str, ...] = (), retry_not_found: bool = False
+    ) -> list[dict[str, Any]]:
+        """Run one cmdlet and return every object it answered (all pages)."""
+        return list(self.iter_rows(cmdlet, parameters, select=select, retry_not_found=retry_not_found))
+
+    def iter_rows(
+        self, cmdlet: str, parameters: Mapping[str, Any], *, select: tuple[str, ...] = (), retry_not_found: bool = False
+    ) -> Iterator[dict[str, Any]]:
+        if "Identity" in parameters and not str(parameters["Identity"] or "").strip():
+            # Get-* with an empty Identity answers every object; Set-*/Remove-* would act on a wrong one.
+            raise ValueError(f"{cmdlet}: refusing to send an empty Identity")
+        body = json.dumps({"CmdletInput": {"CmdletName": cmdlet, "Parameters": dict(parameters)}})
+        url = self.url + (f"?$select={','.join(select)}" if select else "")
+        manager = str(parameters.get("Manager") or "") if cmdlet == "Set-Contact" else ""
+        while url:
+            page = self._post(cmdlet, url, body, retry_not_found=retry_not_found, manager=manager)
+            for row in page.get("value") or []:
+                if isinstance(row, dict):
+                    yield {key: value for key, value in row.items() if "@" not in key}
+            next_link = page.get("@odata.nextLink")
+            url = self._checked_link(cmdlet, next_link) if next_link else ""
+
+    def _post(self, cmdlet: str, url: str, body: str, *, retry_not_found: bool, manager: str = "") -> dict[str, Any]:
+        budget = RetryBudget(self.retry)
+        lag_retries = 0
+        while True:
+            attempt = self._post_once(cmdlet, url, body)
+            error = attempt.error
+            if error is None and attempt.page is not None:
+                return attempt.page
+            if isinstance(error, TargetNotFound) and manager and _names(str(error), manager):
+                raise ManagerNotFound(str(error), manager=manager, status=error.status)
+            if isinstance(error, TargetNotFound) and retry_not_found and lag_retries < self.not_found_retries:
+                lag_retries += 1
+                self._sleep(self.not_found_delay * lag_retries)
+                continue
+            if isinstance(error, TargetTransient):
+                # Retry-After is honoured on any transient answer (429, 503, ...), not only on throttling.
+                wait = budget.next_wait(attempt.retry_after)
+                if wait is not None:
+                    budget.spend(wait)
+                    self._sleep(wait)
+                    continue
+            if budget.retries and isinstance(error, TargetRejected) and error.exception_type == NAME_EXISTS:
+                # An earlier attempt of this very call may have succeeded behind a timeout or a 5xx.
+                raise ConflictAfterRetry(str(error), status=error.status, exception_type=error.exception_type)
+            raise error or TargetError(f"{cmdlet}: no answer")
+
+    def _post_once(self, cmdlet: str, url: str, body: str) -> _Attempt:
+        headers = {
+            "Authorization": f"Bearer {self._token()}",
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+            "X-AnchorMailbox": f"UPN:{SYSTEM_MAILBOX}@{self.organization}",
+            "Prefer": "odata.maxpagesize=1000",
+            "X-ResponseFormat": "json",
+            "X-CmdletName": cmdlet,
+            "client-request-id": str(uuid.uuid4()),
+        }
+        with self._count_lock:
+            self.requests[cmdlet] += 1
+        try:
+            response = self._client.post(url, content=body, headers=headers)
+        except httpx.TransportError as error:
+            return _Attempt(error=TargetTransient(f"{cmdlet}: Exchange unreachable ({type(error).__name__})"))
+        retry_after = parse_retry_after(response.headers.get("Retry-After"))
+        page: Any = None
+        if response.is_success:
+            try:
+                page = response.json()
+            except ValueError:
+                page = None
+        if not isinstance(page, dict):
+            failure = read_failure(response.status_code, response.content, response.headers)
+            return _Attempt(error=to_target_error(failure, cmdlet=cmdlet, retry_after=retry_after), retry_after=retry_after)
+        failure_in_200 = errors_in_success(page)
+        if failure_in_200 is not None:
+            refused = to_target_error(failure_in_200, cmdlet=cmdlet, retry_after=retry_after)
+            return _Attempt(error=refused, retry_after=retry_after)
+        return _Attempt(page=page)
+
+    def _token(self) -> str:
+        try:
+            return self._credential.get_token(self._scope).token
+        except ClientAuthenticationError as error:
+            lines = str(error).strip().splitlines()
+            raise TargetAuthError(f"no Exchange token for the target tenant: {lines[0][:300] if lines else ''}") from None
+
+    def _checked_link(self, cmdlet: str, link: object) -> str:
+        # The token goes wherever the link points: only follow links to the endpoint we were given.
+        if not isinstance(link, str) or _origin(link) != self._origin:
+            raise TargetError(f"{cmdlet}: refusing a nextLink to another host")
+        return link
+
+
+class ConflictAfterRetry(TargetRejected):
+    """The name exists, and an earlier attempt of the same call had failed transiently: perhaps it was us."""
+
+
+class _Attempt(NamedTuple):
+    """One HTTP attempt: the page, or the error it maps to and the Retry-After that came with it."""
+
+    page: dict[str, Any] | None = None
+    error: TargetError | None = None
+    retry_after: float | None = None
+
+
+def _names(message: str, value: str) -> bool:
+    """The message quotes `value` ('x' or "x"): which object a NotFound is about."""
+    return f"'{value}'" in message or f'"{value}"' in message
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    return parts.scheme.lower(), (parts.hostname or "").lower(), parts.port

@@ -1,0 +1,200 @@
+"""`ExchangeTarget`: a target organisation's mail contacts, as cmdlets on its admin API (`AdminApiClient`).
+
+Implements `sync.core.target.Target`: find recipients by anchor, address or name in one `Get-Recipient`; create
+(New-MailContact, then Set-MailContact with the anchor and Set-Contact for the rest); update only the changed
+parameters; remove; and list this pair's contacts by anchor prefix.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from sync.contract.contact_params import NEW_MAIL_CONTACT_PARAMS, ContactParams, split_by_cmdlet
+from sync.core.target import Recipient
+from sync.errors import ManagerNotFound, TargetError, TargetRejected
+from sync.exchange import opath
+from sync.exchange.client import NAME_EXISTS, AdminApiClient, ConflictAfterRetry
+
+CUSTOM_ATTRIBUTES = tuple(f"CustomAttribute{n}" for n in range(1, 16))
+RECIPIENT_PROPERTIES = ("Guid", "Name", "RecipientTypeDetails", "PrimarySmtpAddress", *CUSTOM_ATTRIBUTES)
+_ANCHOR_ATTRIBUTE = re.compile(r"^CustomAttribute([1-9]|1[0-5])$")
+
+
+class ExchangeTarget:
+    """Mail contacts of one target organisation, through `api` (which it closes with itself)."""
+
+    def __init__(self, api: AdminApiClient) -> None:
+        self.api = api
+
+    def __repr__(self) -> str:
+        return f"<ExchangeTarget {self.api.url}>"
+
+    def close(self) -> None:
+        self.api.close()
+
+    def __enter__(self) -> ExchangeTarget:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    @property
+    def requests(self) -> Counter[str]:
+        """HTTP requests per cmdlet so far, for run reports and tests."""
+        return self.api.requests
+
+    @property
+    def total_requests(self) -> int:
+        return self.api.total_requests
+
+    def invoke(
+        self, cmdlet: str, parameters: Mapping[str, Any], *, select: tuple[str, ...] = (), retry_not_found: bool = False
+    ) -> list[dict[str, Any]]:
+        return self.api.invoke(cmdlet, parameters, select=select, retry_not_found=retry_not_found)
+
+    # --- the Target protocol -------------------------------------------------------------------------------
+
+    def find_recipients(self, *, anchor_attribute: str, anchor: str, address: str, name: str) -> list[Recipient]:
+        """One Get-Recipient with an OR filter of the values given (empty ones are left out)."""
+        clauses = []
+        if anchor:
+            clauses.append(opath.eq(_anchor_attribute(anchor_attribute), anchor))
+        if address:
+            clauses.append(opath.eq("EmailAddresses", f"smtp:{address}"))
+        if name:
+            clauses.append(opath.eq("Name", name))
+        if not clauses:
+            return []
+        rows = self.invoke(
+            "Get-Recipient", {"Filter": opath.any_of(*clauses), "ResultSize": "Unlimited"}, select=RECIPIENT_PROPERTIES
+        )
+        return [_recipient(row) for row in rows]
+
+    def create(self, contact: ContactParams) -> Recipient:
+        """New-MailContact, then Set-MailContact (which carries the anchor) and Set-Contact for the rest.
+
+        Empty values mean "not set" on a new contact and are not sent. If a Set-* fails for good after the New
+        succeeded, the half-made contact (it has no anchor yet, so nothing would ever find it as ours) is
+        removed again before the error is raised.
+        """
+        for required in ("Name", "ExternalEmailAddress"):
+            if not contact.get(required):
+                raise ValueError(f"a new mail contact needs {required}")
+        wanted = {key: value for key, value in contact.items() if not _is_empty(value)}
+        new_params = {key: value for key, value in wanted.items() if key in NEW_MAIL_CONTACT_PARAMS}
+        rest = {key: value for key, value in wanted.items() if key not in NEW_MAIL_CONTACT_PARAMS}
+        try:
+            created = self.invoke("New-MailContact", new_params)
+        except ConflictAfterRetry:
+            created = self._own_earlier_attempt(wanted)
+        if not created or not created[0].get("Guid"):
+            raise TargetError("New-MailContact answered without the new contact's Guid", status=200)
+        row = created[0]
+        guid = str(row["Guid"])
+        try:
+            for cmdlet, params in _in_cmdlet_order(split_by_cmdlet(rest)):
+                self.invoke(cmdlet, {"Identity": guid, **params}, retry_not_found=True)
+        except ManagerNotFound:
+            raise  # Set-MailContact ran first: the contact carries its anchor, and the retried op adopts it
+        except TargetError:
+            self._remove_quietly(guid)
+            raise
+        attributes = {key: str(value) for key, value in wanted.items() if key in CUSTOM_ATTRIBUTES}
+        primary = str(row.get("PrimarySmtpAddress") or _strip_prefix(str(contact["ExternalEmailAddress"])))
+        return Recipient(
+            guid=guid,
+            name=str(row.get("Name") or contact["Name"]),
+            recipient_type=str(row.get("RecipientTypeDetails") or "MailContact"),
+            primary_address=primary,
+            custom_attributes=attributes,
+        )
+
+    def _own_earlier_attempt(self, wanted: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """The contact a retried New-MailContact had already created, if it is exactly that: same name and
+        address, and not a single custom attribute set yet (so it carries no anchor, ours or anyone's)."""
+        rows = self.invoke("Get-MailContact", {"Identity": str(wanted["Name"])})
+        address = _strip_prefix(str(wanted["ExternalEmailAddress"])).lower()
+        fresh = [
+            row for row in rows
+            if _strip_prefix(str(row.get("ExternalEmailAddress") or "")).lower() == address
+            and not any(row.get(name) for name in CUSTOM_ATTRIBUTES)
+        ]
+        if len(fresh) != 1:
+            raise TargetRejected(
+                f"New-MailContact: the name {wanted['Name']!r} is taken by an object this call did not create",
+                status=400, exception_type=NAME_EXISTS,
+            )
+        return fresh
+
+    def update(self, guid: str, changes: ContactParams) -> None:
+        """One Set-* per cmdlet that owns a changed parameter; empty values clear the property."""
+        _require_guid(guid)
+        for cmdlet, params in _in_cmdlet_order(split_by_cmdlet(changes)):
+            self.invoke(cmdlet, {"Identity": guid, **{key: _clearing(value) for key, value in params.items()}})
+
+    def delete(self, guid: str) -> None:
+        """Remove-MailContact; `TargetNotFound` when it is already gone."""
+        _require_guid(guid)
+        self.invoke("Remove-MailContact", {"Identity": guid, "Confirm": False})
+
+    def list_owned(self, anchor_attribute: str, anchor_prefix: str) -> Iterator[Recipient]:
+        """Every mail contact whose anchor starts with `anchor_prefix`, page by page."""
+        attribute = _anchor_attribute(anchor_attribute)
+        params = {"Filter": opath.starts_with(attribute, anchor_prefix), "ResultSize": "Unlimited"}
+        for row in self.api.iter_rows("Get-MailContact", params):
+            recipient = _recipient(row, default_type="MailContact")
+            # -like is a pattern match; the exact prefix check keeps "ours" exact.
+            if recipient.anchor(attribute).startswith(anchor_prefix):
+                yield recipient
+
+    def _remove_quietly(self, guid: str) -> None:
+        # The original failure is the one to report; a failed rollback leaves an anchorless contact behind.
+        with contextlib.suppress(TargetError):
+            self.invoke("Remove-MailContact", {"Identity": guid, "Confirm": False})
+
+
+def _recipient(row: Mapping[str, Any], *, default_type: str = "") -> Recipient:
+    attributes = {
+        name: str(row[name]) for name in CUSTOM_ATTRIBUTES if isinstance(row.get(name), str) and row.get(name)
+    }
+    return Recipient(
+        guid=str(row.get("Guid") or ""),
+        name=str(row.get("Name") or ""),
+        recipient_type=str(row.get("RecipientTypeDetails") or default_type),
+        primary_address=_strip_prefix(str(row.get("PrimarySmtpAddress") or row.get("ExternalEmailAddress") or "")),
+        custom_attributes=attributes,
+    )
+
+
+def _in_cmdlet_order(groups: dict[str, dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+    # Set-MailContact first: on a create it carries the anchor, which makes the contact ours.
+    order = {"Set-MailContact": 0, "Set-Contact": 1}
+    return sorted(groups.items(), key=lambda item: order.get(item[0], 2))
+
+
+def _anchor_attribute(name: str) -> str:
+    if not _ANCHOR_ATTRIBUTE.match(name):
+        raise ValueError(f"{name!r} is not CustomAttribute1..15")
+    return name
+
+
+def _require_guid(guid: str) -> None:
+    if not isinstance(guid, str) or not guid.strip():
+        raise ValueError("an empty contact Guid would name no object (or every object)")
+
+
+def _is_empty(value: object) -> bool:
+    return value is None or value == "" or value == []
+
+
+def _clearing(value: object) -> object:
+    # The admin API clears a property given $null; an empty string is refused by some parameters.
+    return None if value == "" else value
+
+
+def _strip_prefix(address: str) -> str:
+    return address.split(":", 1)[1] if address[:5].lower() == "smtp:" else address

@@ -1,0 +1,152 @@
+"""`GraphSource`: the source tenant's users through Microsoft Graph `users/delta`, on msgraph-sdk.
+
+Pages are read as raw JSON, not typed models: typed models cannot tell an explicit null from an absent property
+and hide `@removed`. Requests are built by the SDK's request builders and sent with
+`send_primitive_async` plus a native response handler, so every answer (also 4xx/5xx) comes back as the
+httpx response, with status, headers and body.
+
+Retrying is ours, not the SDK's: its retry handler is switched off per request (it gives up on decimal or long
+Retry-After values and hides its attempts). `GraphSource` retries 429/503/504 and broken connections within
+one `RetryBudget` per round and raises `SourceThrottled` when Graph asks for more patience than the budget has,
+so a run never hangs. `DeltaRound.requests` counts every HTTP attempt, retries included.
+
+Expired or reset delta tokens (400 syncStateNotFound / resyncRequired / syncStateInvalid, 410 Gone) raise
+`DeltaTokenExpired`. The engine then calls `read_round(None, select)` itself for a full round; a second
+`DeltaTokenExpired` from that full round is a failed run, not a reason to loop.
+
+msgraph-sdk is async and `Source` is not: each round runs on its own event loop (`asyncio.run`) with a client
+created for that round and closed after it. Credentials are not per round: they come from the caller (cached).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import quote
+
+from kiota_abstractions.base_request_configuration import RequestConfiguration
+from msgraph.generated.users.delta.delta_request_builder import DeltaRequestBuilder
+from msgraph.graph_service_client import GraphServiceClient
+
+from sync.core.retry import RetryBudget
+from sync.core.source import DeltaRound
+from sync.errors import SourceError
+from sync.graph.connection import (
+    DEFAULT_GRAPH_RETRY,
+    EXPIRED_TOKEN_CODES,
+    RETRY_STATUSES,
+    GraphConnection,
+    HttpClientFactory,
+    Sleep,
+    run_sync,
+)
+from sync.graph.groups import GraphGroupReader
+
+__all__ = ["DEFAULT_GRAPH_RETRY", "EXPIRED_TOKEN_CODES", "RETRY_STATUSES", "GraphSource", "HttpClientFactory", "Sleep"]
+
+GUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+
+
+class GraphSource(GraphConnection):
+    """Reads `users/delta` rounds of one source tenant.
+
+    `graph_endpoint` is the cloud's Graph root (`https://graph.microsoft.com`); the SDK's base URL becomes
+    `{graph_endpoint}/v1.0` and the token scope `{graph_endpoint}/.default`. `retry` bounds the retries of one
+    round; `sleep` waits between them. `http_client_factory` builds the httpx client of a round (the SDK's
+    middleware is added to it).
+    """
+
+    def __repr__(self) -> str:
+        return f"<GraphSource {self.graph_endpoint}>"
+
+    def read_round(self, delta_link: str | None, select: tuple[str, ...]) -> DeltaRound:
+        """Every change since `delta_link` (every user when None), net of duplicates; see the module docstring."""
+        # From async code (an async Functions handler) asyncio.run cannot nest: `_run` then uses a thread of its own.
+        round_: DeltaRound = self._run(self._read_round(delta_link, tuple(select)))
+        return round_
+
+    def find_user(self, key: str, select: tuple[str, ...]) -> dict[str, Any] | None:
+        """One user by object id, UPN or mail (for `explain`); None when no user matches."""
+        user: dict[str, Any] | None = self._run(self._find_user(key, tuple(select)))
+        return user
+
+    def _run(self, work: Any) -> Any:
+        return run_sync(work)
+
+    def group_reader(self) -> GraphGroupReader:
+        """A reader of the same tenant's group membership, with this source's credential and retry policy."""
+        return GraphGroupReader(self._credential, **self._connection_args())
+
+    async def _find_user(self, key: str, select: tuple[str, ...]) -> dict[str, Any] | None:
+        literal = quote("'" + key.replace("'", "''") + "'", safe="")
+        fields = quote(",".join(select), safe=",")
+        if GUID.fullmatch(key):
+            url = f"{self.graph_endpoint}/v1.0/users/delta?$filter=id%20eq%20{literal}&$select={fields}"
+        else:
+            url = (f"{self.graph_endpoint}/v1.0/users?$filter=userPrincipalName%20eq%20{literal}%20or%20mail%20eq%20"
+                   f"{literal}&$select={fields}")
+        http_client = self._http_client()
+        try:
+            page = await self._get_page(self._client(http_client), url, (), DeltaRound(), RetryBudget(self.retry))
+        finally:
+            await http_client.aclose()
+        users = [user for user in page.get("value", []) if isinstance(user, dict) and "@removed" not in user]
+        return users[0] if users else None
+
+    async def _read_round(self, delta_link: str | None, select: tuple[str, ...]) -> DeltaRound:
+        delta = DeltaRound(full=delta_link is None)
+        budget = RetryBudget(self.retry)
+        http_client = self._http_client()
+        try:
+            client = self._client(http_client)
+            link = delta_link
+            first = True
+            while True:
+                page = await self._get_page(client, link, select if first else (), delta, budget)
+                first = False
+                values = page.get("value", [])
+                if not isinstance(values, list):
+                    raise SourceError("users/delta answered a page whose 'value' is not a list")
+                delta.add_page(obj for obj in values if isinstance(obj, dict) and "id" in obj)
+                next_link = page.get("@odata.nextLink")
+                final_link = page.get("@odata.deltaLink")
+                if isinstance(final_link, str) and final_link:
+                    delta.delta_link = final_link
+                    return delta
+                if not isinstance(next_link, str) or not next_link:
+                    raise SourceError("users/delta answered a page with neither a nextLink nor a deltaLink")
+                link = next_link
+        finally:
+            await http_client.aclose()
+
+    async def _get_page(
+        self,
+        client: GraphServiceClient,
+        link: str | None,
+        select: Sequence[str],
+        delta: DeltaRound,
+        budget: RetryBudget,
+    ) -> dict[str, Any]:
+        def count() -> None:
+            delta.requests += 1
+
+        page = await self.get_json(
+            client, lambda: _delta_request(client, link, select), budget,
+            what="users/delta", permission="User.Read.All", count=count,
+        )
+        assert page is not None  # only `missing_ok` answers None
+        return page
+
+
+def _delta_request(client: GraphServiceClient, link: str | None, select: Sequence[str]) -> Any:
+    """The request of one page: the first from the builder with `$select`, later ones from the opaque link."""
+    if link is None:
+        builder = client.users.delta
+        config: RequestConfiguration[Any] = RequestConfiguration(
+            query_parameters=DeltaRequestBuilder.DeltaRequestBuilderGetQueryParameters(select=list(select) or None)
+        )
+        info = builder.to_get_request_information(config)
+    else:
+        info = client.users.delta.with_url(link).to_get_request_information()
+    return info

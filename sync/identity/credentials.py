@@ -1,0 +1,166 @@
+"""One azure-identity credential per (tenant, app, cloud, credential definition), built once and reused.
+
+azure-identity caches and refreshes tokens inside each credential object, so the credential must outlive a single
+call: `CredentialCache` keeps them for the life of the process (a Functions worker serves many invocations).
+Kinds (DESIGN.md, `credential.type`):
+
+- `client_secret`: `ClientSecretCredential`.
+- `certificate`: `CertificateCredential` from PEM or PFX bytes, with an optional password reference.
+- `managed_identity_federation`: `ClientAssertionCredential` whose assertion is a token of the Function App's
+  managed identity for the token-exchange audience: no secret to rotate.
+
+Custom clouds (the simulator, private endpoints) disable MSAL instance discovery: their authority is not one
+Microsoft knows.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from azure.core.credentials import TokenCredential
+from azure.identity import (
+    CertificateCredential,
+    ClientAssertionCredential,
+    ClientSecretCredential,
+    ManagedIdentityCredential,
+)
+
+from sync.contract import pairs
+from sync.errors import ConfigError
+from sync.identity.secrets import SecretResolver
+from sync.settings import setting
+
+# Audience of the managed-identity token that a federated credential trusts, per cloud.
+TOKEN_EXCHANGE_AUDIENCES: dict[str, str] = {
+    "global": "api://AzureADTokenExchange",
+    "usgov": "api://AzureADTokenExchangeUSGov",
+    "usgovdod": "api://AzureADTokenExchangeUSGov",
+    "china": "api://AzureADTokenExchangeChina",
+}
+
+ManagedIdentityFactory = Callable[[str | None], TokenCredential]
+"""Builds the app's managed identity credential for a client id (None: system-assigned)."""
+
+CredentialKey = tuple[str, str, str, str]
+
+
+def _managed_identity(client_id: str | None) -> TokenCredential:
+    return ManagedIdentityCredential(client_id=client_id) if client_id else ManagedIdentityCredential()
+
+
+class CredentialCache:
+    """Credentials by (tenant, client id, cloud, credential definition); the definition holds references only."""
+
+    def __init__(
+        self,
+        *,
+        managed_identity_factory: ManagedIdentityFactory = _managed_identity,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        self._managed_identity_factory = managed_identity_factory
+        self._environ = environ
+        self._credentials: dict[CredentialKey, TokenCredential] = {}
+        self._managed_identities: dict[str | None, TokenCredential] = {}
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._credentials)
+
+    def clear(self) -> None:
+        """Forget every credential (after a secret rotation, say); the next call builds them again."""
+        with self._lock:
+            self._credentials.clear()
+            self._managed_identities.clear()
+
+    def credential(
+        self,
+        *,
+        tenant_id: str,
+        client_id: str,
+        cloud: str | pairs.CustomCloud,
+        definition: pairs.ClientSecretCredential | pairs.CertificateCredential | pairs.FederatedCredential,
+        resolver: SecretResolver,
+        field: str = "credential",
+    ) -> TokenCredential:
+        """The cached credential for this app in this tenant, built on first use.
+
+        `field` names the definition in error messages (`target.credential`).
+        """
+        cloud_key = cloud if isinstance(cloud, str) else cloud.model_dump_json()
+        key: CredentialKey = (tenant_id.lower(), client_id.lower(), cloud_key, definition.model_dump_json())
+        with self._lock:
+            cached = self._credentials.get(key)
+            if cached is None:
+                cached = self._build(tenant_id, client_id, cloud, definition, resolver, field)
+                self._credentials[key] = cached
+            return cached
+
+    def for_source(self, pair: pairs.TenantPair, resolver: SecretResolver) -> TokenCredential:
+        source = pair.source
+        return self.credential(
+            tenant_id=source.tenant_id, client_id=source.client_id, cloud=source.cloud,
+            definition=source.credential, resolver=resolver, field="source.credential",
+        )
+
+    def for_target(self, pair: pairs.TenantPair, resolver: SecretResolver) -> TokenCredential:
+        target = pair.target
+        return self.credential(
+            tenant_id=target.tenant_id, client_id=target.client_id, cloud=target.cloud,
+            definition=target.credential, resolver=resolver, field="target.credential",
+        )
+
+    def _build(
+        self,
+        tenant_id: str,
+        client_id: str,
+        cloud: str | pairs.CustomCloud,
+        definition: pairs.ClientSecretCredential | pairs.CertificateCredential | pairs.FederatedCredential,
+        resolver: SecretResolver,
+        field: str,
+    ) -> TokenCredential:
+        options: dict[str, Any] = {"authority": pairs.cloud_endpoints(cloud).authority}
+        custom = isinstance(cloud, pairs.CustomCloud)
+        if isinstance(definition, pairs.ClientSecretCredential):
+            secret = resolver.resolve(definition.secret)
+            return ClientSecretCredential(
+                tenant_id, client_id, secret, disable_instance_discovery=custom, **options
+            )
+        if isinstance(definition, pairs.CertificateCredential):
+            data = resolver.resolve_bytes(definition.certificate)
+            password = resolver.resolve(definition.password).encode("utf-8") if definition.password else None
+            try:
+                return CertificateCredential(
+                    tenant_id, client_id, certificate_data=data, password=password,
+                    disable_instance_discovery=custom, **options,
+                )
+            except (ValueError, TypeError):
+                # cryptography's messages say nothing secret, but "wrong password" and "not a certificate" are
+                # all an admin can act on.
+                raise ConfigError(
+                    f"{field}.certificate ({definition.certificate}): not a PEM or PFX certificate with a private key,"
+                    " or the password is wrong"
+                ) from None
+        managed_identity = self._managed_identity(definition.managed_identity_client_id)
+        audience = TOKEN_EXCHANGE_AUDIENCES.get(cloud if isinstance(cloud, str) else "global", "api://AzureADTokenExchange")
+        scope = f"{audience}/.default"
+
+        def assertion() -> str:
+            return managed_identity.get_token(scope).token
+
+        # ClientAssertionCredential talks to the token endpoint directly (no MSAL instance discovery).
+        return ClientAssertionCredential(tenant_id, client_id, assertion, **options)
+
+    def _managed_identity(self, client_id: str | None) -> TokenCredential:
+        client_id = client_id or setting("AZURE_CLIENT_ID", os.environ if self._environ is None else self._environ)
+        cached = self._managed_identities.get(client_id)
+        if cached is None:
+            cached = self._managed_identity_factory(client_id)
+            self._managed_identities[client_id] = cached
+        return cached
+
+
+shared_credentials = CredentialCache()
+"""The process-wide cache `sync.app.connectors` uses by default."""
