@@ -4,7 +4,6 @@
     ├── ConfigError             bad app setting, pair file or secret reference (exit code 2)
     │   └── PairValidationError     a pair definition broke one or more rules
     ├── PairNotFound            no pair with that id
-    ├── UnsafePlan              the safety gate stopped a plan (exit code 3)
     ├── BadOpMessage            a queue message is not a valid contact operation
     ├── LeaseHeld               another run is planning the pair right now
     ├── SourceError             the source tenant could not be read
@@ -13,7 +12,8 @@
     └── TargetError             Exchange Online refused or failed a call
         ├── TargetTransient         worth retrying: 5xx, busy server, replication lag
         │   ├── TargetThrottled         429; `retry_after` says when to try again
-        │   └── ManagerNotFound         Set-Contact -Manager named a contact Exchange cannot see (yet)
+        │   ├── ManagerNotFound         Set-Contact -Manager named a contact Exchange cannot see (yet)
+        │   └── RowBusy                 another op for the same user holds its state row: wait, then retry
         ├── TargetAuthError         401/403: bad credential, missing permission or role
         ├── TargetNotFound          the object does not exist (any more)
         └── TargetRejected          a permanent refusal for this contact (address in use, bad value)
@@ -48,10 +48,6 @@ class PairNotFound(CtcsError):
     def __init__(self, pair_id: str) -> None:
         self.pair_id = pair_id
         super().__init__(f"no tenant pair with id {pair_id!r}")
-
-
-class UnsafePlan(CtcsError):
-    """The safety gate stopped a plan: it would delete more contacts than the pair allows."""
 
 
 class BadOpMessage(CtcsError):
@@ -106,6 +102,14 @@ class ManagerNotFound(TargetTransient):
     def __init__(self, message: str, *, manager: str, status: int | None = None) -> None:
         self.manager = manager
         super().__init__(message, status=status, exception_type="ManagementObjectNotFoundException")
+
+
+class RowBusy(TargetTransient):
+    """Another op for the same user holds its ContactState row (it is being applied right now); this op waits and
+    is tried again. Not an Exchange failure: it costs no Exchange call."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, status=None)
 
 
 class TargetAuthError(TargetError):

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from sync.contract.vocabulary import ContactStatus
 from sync.errors import ConfigError, LeaseHeld, PairNotFound, PairValidationError
 from sync.settings import load_local_settings
-from sync.state.contacts import ClaimLost
+from sync.state.contacts import ClaimLost, RowUpdate
 from sync.state.runs import RunRecord
 from sync.state.stores import Stores
 from tests.support.factories import make_pair, pair_definition
@@ -84,11 +85,11 @@ def test_contact_claims_are_etag_guarded(stores: Stores) -> None:
     assert row.etag is None
     claimed = contacts.claim(row, version=5, seconds=60)
     stale_copy = contacts.get("p1", "u1")
-    contacts.commit(claimed, status="ok", version=5, hash_="h", guid="g", applied={"A": 1}, op="create", run_id="r")
+    contacts.commit(claimed, RowUpdate(ContactStatus.OK, 5, "h", "g", {"A": 1}), op="create", run_id="r")
     with pytest.raises(ClaimLost):
         contacts.claim(contacts.get("p1", "u1").__class__("p1", "u1"), version=6, seconds=60)  # create over existing
     with pytest.raises(ClaimLost):
-        contacts.commit(stale_copy, status="ok", version=4, hash_="x", guid="g", applied=None, op="update", run_id="r")
+        contacts.commit(stale_copy, RowUpdate(ContactStatus.OK, 4, "x", "g", None), op="update", run_id="r")
     row = contacts.get("p1", "u1")
     assert (row.status, row.version, row.hash, row.applied, row.claim_version) == ("ok", 5, "h", {"A": 1}, 0)
     assert contacts.summaries("p1")["u1"].version == 5

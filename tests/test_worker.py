@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 
-from sync.app.apply import Applied, Outcome, RowBusy, apply_op
+from sync.app.apply import Applied, Outcome, apply_op
 from sync.contract.ops import ContactOp, OpKind
 from sync.contract.pairs import TenantPair
 from sync.core.mapping import ContactMapper
-from sync.errors import TargetTransient
+from sync.errors import RowBusy, TargetTransient
 from sync.state.stores import Stores
 from tests.support.factories import make_pair, make_user
 from tests.support.memory_target import MemoryTarget

@@ -12,16 +12,17 @@ not dropped as stale because of it (that op may unset the link again; the next p
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
 from sync.contract.ops import ContactOp, OpKind
 from sync.contract.pairs import TenantPair
+from sync.contract.vocabulary import ContactStatus
 from sync.core.mapping import contact_hash
 from sync.core.target import Recipient, Target
-from sync.errors import AddressInUse, TargetNotFound, TargetRejected, TargetTransient
-from sync.state.contacts import ClaimLost, ContactRow, ContactStateStore
+from sync.errors import AddressInUse, RowBusy, TargetNotFound, TargetRejected
+from sync.state.contacts import ClaimLost, ContactRow, ContactStateStore, RowUpdate
 from sync.state.entities import iso, now_utc
 
 CLAIM_SECONDS = 300
@@ -46,10 +47,6 @@ class Outcome(StrEnum):
         return self in (Outcome.CONFLICT, Outcome.REJECTED)
 
 
-class RowBusy(TargetTransient):
-    """Another op for the same user holds the row; retry this one later."""
-
-
 @dataclass
 class Applied:
     outcome: Outcome
@@ -64,52 +61,51 @@ def apply_op(op: ContactOp, *, pair: TenantPair, target: Target, contacts: Conta
         if row.status and row.version >= op.version:
             return Applied(Outcome.STALE, row.guid, f"version {row.version} already applied")
         if row.claimed_by_other(op.version, now_utc()):
-            raise RowBusy(f"another op (version {row.claim_version}) is applying to this user", status=None)
+            raise RowBusy(f"another op (version {row.claim_version}) is applying to this user")
         try:
             row = contacts.claim(row, op.version, CLAIM_SECONDS)
         except ClaimLost:
             continue
         break
     else:
-        raise RowBusy("the state row kept changing while claiming it", status=None)
+        raise RowBusy("the state row kept changing while claiming it")
 
     if op.partial:
-        result, record = _apply_partial(op, row, target)
+        result, update = _apply_partial(op, row, target)
     else:
         result = _apply_to_target(op, row, pair, target)
-        record = {"version": op.version, **_record(op, row, result)}
+        update = _row_update(op, row, result)
     try:
-        contacts.commit(row, op=f"{op.kind.value}:{result.outcome.value}", run_id=op.run_id, **record)
+        contacts.commit(row, update, op=f"{op.kind.value}:{result.outcome.value}", run_id=op.run_id)
     except ClaimLost:
         return Applied(Outcome.STALE, result.guid, "a newer op took over this user while this one ran")
     return result
 
 
-def _record(op: ContactOp, row: ContactRow, result: Applied) -> dict[str, Any]:
+def _row_update(op: ContactOp, row: ContactRow, result: Applied) -> RowUpdate:
     """What the state row says after the op: its status, the contact as applied, and for a failure, why."""
     if result.outcome is Outcome.CONFLICT or result.outcome is Outcome.REJECTED:
         # The attempted hash (and manager) is kept, so an unchanged user is not retried on every run.
-        return {"status": "conflict" if result.outcome is Outcome.CONFLICT else "failed", "hash_": op.hash,
-                "guid": result.guid, "applied": row.applied, "error": result.detail,
-                "manager_id": op.manager_id, "manager_set": row.manager_set}
+        status = ContactStatus.CONFLICT if result.outcome is Outcome.CONFLICT else ContactStatus.FAILED
+        return RowUpdate(status, op.version, op.hash, result.guid, row.applied, error=result.detail,
+                         manager_id=op.manager_id, manager_set=row.manager_set)
     if op.kind is OpKind.DELETE or result.outcome is Outcome.ALREADY_GONE:
-        return {"status": "deleted", "hash_": "", "guid": "", "applied": None}
+        return RowUpdate(ContactStatus.DELETED, op.version, "", "", None)
     if op.kind is OpKind.HIDE:
-        return {"status": "hidden", "hash_": row.hash, "guid": result.guid, "hidden_at": iso(now_utc()),
-                "applied": {**row.applied, "HiddenFromAddressListsEnabled": True},
-                "manager_id": row.manager_id, "manager_set": row.manager_set}
+        return RowUpdate(ContactStatus.HIDDEN, op.version, row.hash, result.guid,
+                         {**row.applied, "HiddenFromAddressListsEnabled": True}, hidden_at=iso(now_utc()),
+                         manager_id=row.manager_id, manager_set=row.manager_set)
     contact = op.contact or {}
-    return {"status": "ok", "hash_": op.hash, "guid": result.guid, "applied": op.contact,
-            "manager_id": op.manager_id, "manager_set": bool(contact.get("Manager"))}
+    return RowUpdate(ContactStatus.OK, op.version, op.hash, result.guid, op.contact,
+                     manager_id=op.manager_id, manager_set=bool(contact.get("Manager")))
 
 
-def _apply_partial(op: ContactOp, row: ContactRow, target: Target) -> tuple[Applied, dict[str, Any]]:
+def _apply_partial(op: ContactOp, row: ContactRow, target: Target) -> tuple[Applied, RowUpdate]:
     """Merge a partial update into the applied contact: Exchange gets only what differs from it."""
     assert op.contact is not None
-    unchanged = {"version": row.version, "status": row.status, "hash_": row.hash, "guid": row.guid,
-                 "applied": row.applied, "error": row.last_error, "hidden_at": row.hidden_at,
-                 "manager_id": row.manager_id, "manager_set": row.manager_set}
-    if row.status != "ok" or not row.guid:
+    unchanged = RowUpdate(row.status, row.version, row.hash, row.guid, row.applied, error=row.last_error,
+                          hidden_at=row.hidden_at, manager_id=row.manager_id, manager_set=row.manager_set)
+    if row.status is not ContactStatus.OK or not row.guid:
         return Applied(Outcome.STALE, row.guid, f"the contact is not in place ({row.status or 'no row'})"), unchanged
     merged = {**row.applied, **op.contact}
     try:
@@ -117,11 +113,12 @@ def _apply_partial(op: ContactOp, row: ContactRow, target: Target) -> tuple[Appl
     except TargetNotFound:
         # Removed behind our back; a partial op cannot make it again. Failed rows are re-planned in full rounds.
         detail = "the contact is missing from the target; a full round makes it again"
-        return Applied(Outcome.REJECTED, row.guid, detail), {**unchanged, "status": "failed", "error": detail}
+        return Applied(Outcome.REJECTED, row.guid, detail), replace(unchanged, status=ContactStatus.FAILED, error=detail)
     except TargetRejected as error:
-        return Applied(Outcome.REJECTED, row.guid, str(error)), {**unchanged, "status": "failed", "error": str(error)}
-    return applied, {**unchanged, "hash_": contact_hash(merged), "applied": merged, "error": "",
-                     "manager_id": op.manager_id, "manager_set": bool(merged.get("Manager"))}
+        failed = replace(unchanged, status=ContactStatus.FAILED, error=str(error))
+        return Applied(Outcome.REJECTED, row.guid, str(error)), failed
+    return applied, replace(unchanged, hash=contact_hash(merged), applied=merged, error="", manager_id=op.manager_id,
+                            manager_set=bool(merged.get("Manager")))
 
 
 def _apply_to_target(op: ContactOp, row: ContactRow, pair: TenantPair, target: Target) -> Applied:
@@ -131,7 +128,7 @@ def _apply_to_target(op: ContactOp, row: ContactRow, pair: TenantPair, target: T
         if op.kind is OpKind.HIDE:
             return _hide(op, row, pair, target)
         assert op.contact is not None
-        if row.guid and row.status in ("ok", "failed", "hidden"):
+        if row.guid and row.status in (ContactStatus.OK, ContactStatus.FAILED, ContactStatus.HIDDEN):
             try:
                 applied = _update(row.guid, op.contact, row.applied, target)
             except TargetNotFound:

@@ -13,6 +13,7 @@ from sync.app import group_round
 from sync.app.planning import source_select
 from sync.app.runtime import Runtime
 from sync.contract.pairs import TenantPair
+from sync.contract.vocabulary import ContactStatus
 from sync.core.mapping import ContactMapper
 from sync.core.scope import SKIP_REASONS, decide_scope
 from sync.state.contacts import ContactRow
@@ -49,27 +50,27 @@ def _state_of(row: ContactRow) -> dict[str, Any]:
 def _verdict(explanation: Explanation, row: ContactRow, pair: TenantPair) -> str:
     status = row.status
     if not explanation.found:
-        if status and status != "deleted":
+        if status and status != ContactStatus.DELETED:
             return "the user no longer exists in the source: the next full run removes the contact"
         return "no such user in the source tenant"
     if not explanation.in_scope:
         why = SKIP_REASONS.get(explanation.reason, explanation.reason)
-        if status in ("ok", "failed", "conflict"):
+        if status in (ContactStatus.OK, ContactStatus.FAILED, ContactStatus.CONFLICT):
             action = "hides" if pair.deletion.mode != "delete" else "removes"
             return f"out of scope ({why}): the next run {action} the contact"
-        if status == "hidden":
+        if status == ContactStatus.HIDDEN:
             return f"out of scope ({why}): the contact is hidden from the address lists"
         return f"not in the address list: {why}"
-    if status == "ok":
+    if status == ContactStatus.OK:
         return "in the address list" + ("" if explanation.desired.get("HiddenFromAddressListsEnabled") is False
                                        else " (as a hidden contact: contact.hidden_from_gal is true)")
-    if status == "conflict":
+    if status == ContactStatus.CONFLICT:
         return f"in scope, but another recipient holds the address: {row.last_error}"
-    if status == "failed":
+    if status == ContactStatus.FAILED:
         return f"in scope, but the last attempt failed: {row.last_error} (fix it, then replay-poison or run --full)"
-    if status == "hidden":
+    if status == ContactStatus.HIDDEN:
         return "in scope again: the next run shows the hidden contact again"
-    if status == "queued":
+    if status == ContactStatus.QUEUED:
         return f"in scope: its create is on the queue (run {row.last_run_id}), waiting for the worker"
     return "in scope: the next run creates the contact"
 

@@ -22,6 +22,7 @@ from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from sync.contract.vocabulary import ContactStatus
 from sync.core.mapping import contact_name
 from sync.core.source import SourceUser
 
@@ -76,7 +77,7 @@ class ManagerLinks:
     def build(
         cls, *, enabled: bool, full: bool, state: Mapping[str, LinkRow], leaving: Collection[str]
     ) -> ManagerLinks:
-        linkable = frozenset(sid for sid, row in state.items() if row.status == "ok" and sid not in leaving)
+        linkable = frozenset(sid for sid, row in state.items() if row.status == ContactStatus.OK and sid not in leaving)
         return cls(enabled, full, state, linkable)
 
     def manager_of(self, source_id: str, user: SourceUser) -> str:
@@ -99,7 +100,7 @@ class ManagerLinks:
             return
         for source_id in sorted(self.state):
             row = self.state[source_id]
-            if source_id in touched or row.status != "ok":
+            if source_id in touched or row.status != ContactStatus.OK:
                 continue
             wanted = self.desired(row.manager_id)
             if wanted and not row.manager_set:

@@ -13,11 +13,11 @@ from datetime import datetime, timedelta
 
 from sync.contract.ops import KIND_ORDER, ContactOp, OpKind
 from sync.contract.pairs import TenantPair
+from sync.contract.vocabulary import ContactStatus
 from sync.core.managers import ManagerLinks, partial_contact
 from sync.core.mapping import ContactMapper, Mapped
 from sync.core.scope import decide_scope
 from sync.core.source import DeltaRound, SourceUser
-from sync.errors import UnsafePlan
 
 # Below this many managed contacts the percentage threshold is not applied: deleting 1 of 5 is 20%.
 MIN_CONTACTS_FOR_PERCENT_GATE = 10
@@ -27,7 +27,7 @@ MIN_CONTACTS_FOR_PERCENT_GATE = 10
 class StateSummary:
     """What planning needs to know of one ContactState row."""
 
-    status: str  # ok | conflict | failed | hidden | deleted | queued (a create is on the queue, not yet applied)
+    status: ContactStatus
     hash: str
     version: int
     guid: str = ""
@@ -35,15 +35,18 @@ class StateSummary:
     manager_id: str = ""  # the source id of the user's manager as last planned ("" = none)
     manager_set: bool = False  # the applied contact's Manager names the manager's contact
 
+    def __post_init__(self) -> None:
+        self.status = ContactStatus(self.status)  # a table gives back the plain string
+
     @property
     def live(self) -> bool:
         """A contact exists (or may exist) in the target for this user."""
-        return self.status != "deleted"
+        return self.status is not ContactStatus.DELETED
 
     @property
     def managed(self) -> bool:
         """A contact ctcs made (or tried to) exists for this user; a queued create does not count yet."""
-        return self.live and self.status != "queued"
+        return self.live and self.status is not ContactStatus.QUEUED
 
 
 @dataclass
@@ -113,7 +116,7 @@ def plan_pair(
         decided.add(source_id)
         if pair.deletion.mode == "delete":
             emit(OpKind.DELETE, source_id, reason)
-        elif row.status != "hidden":
+        elif row.status is not ContactStatus.HIDDEN:
             emit(OpKind.HIDE, source_id, reason)
 
     in_scope: list[tuple[str, SourceUser, str]] = []  # mapped once removals are known: Manager depends on them
@@ -174,21 +177,21 @@ def _place(
     same = row is not None and row.hash == mapped.hash and row.manager_id == manager_id
     if row is None or not row.live:
         return OpKind.CREATE, "new" if row is None else "returned"
-    if row.status == "hidden":
+    if row.status is ContactStatus.HIDDEN:
         return OpKind.RESTORE, "returned"
-    if row.status == "queued":
+    if row.status is ContactStatus.QUEUED:
         # Its create is still on the queue: leave it, unless the user changed since or a full round re-checks.
         if same and not retry_kept:
-            plan.kept["queued"] += 1
+            plan.kept[ContactStatus.QUEUED.value] += 1
             return None
         return OpKind.CREATE, "changed" if not same else "requeued"
-    if row.status in ("conflict", "failed") and not retry_kept and same:
-        plan.kept[row.status] += 1
+    if row.status.needs_attention and not retry_kept and same:
+        plan.kept[row.status.value] += 1
         return None
-    if same and row.status == "ok":
+    if same and row.status is ContactStatus.OK:
         plan.unchanged += 1
         return None
-    return OpKind.UPDATE, "changed" if row.status == "ok" else f"retry_{row.status}"
+    return OpKind.UPDATE, "changed" if row.status is ContactStatus.OK else f"retry_{row.status.value}"
 
 
 def _purge_expired(
@@ -199,7 +202,7 @@ def _purge_expired(
     cutoff = now - timedelta(days=pair.deletion.grace_days)
     touched = {op.source_id for op in plan.ops}
     for source_id, row in state.items():
-        if row.status == "hidden" and row.hidden_at is not None and row.hidden_at <= cutoff and source_id not in touched:
+        if row.status is ContactStatus.HIDDEN and row.hidden_at is not None and row.hidden_at <= cutoff and source_id not in touched:
             emit(OpKind.DELETE, source_id, f"grace_expired:{pair.deletion.grace_days}d")
 
 
@@ -217,9 +220,3 @@ def unsafe_reason(plan: Plan, pair: TenantPair) -> str | None:
             f"deletion.max_delete_percent ({limits.max_delete_percent:g}%)"
         )
     return None
-
-
-def raise_if_unsafe(plan: Plan, pair: TenantPair) -> None:
-    reason = unsafe_reason(plan, pair)
-    if reason is not None:
-        raise UnsafePlan(reason)

@@ -8,6 +8,7 @@ from datetime import datetime
 
 from azure.data.tables import TableClient, UpdateMode
 
+from sync.contract.vocabulary import RunOutcome, RunTrigger
 from sync.state.entities import inverted_key, iso, quote, text
 
 
@@ -15,14 +16,17 @@ from sync.state.entities import inverted_key, iso, quote, text
 class RunRecord:
     pair_id: str
     run_id: str
-    trigger: str  # timer | http | cli | poison
+    trigger: RunTrigger
     started: datetime
-    outcome: str = "running"  # planned | applied | no_changes | quarantined | lease_held | failed
+    outcome: RunOutcome = RunOutcome.RUNNING
     full: bool = False
     seconds: float = 0.0
     counts: dict[str, int] = field(default_factory=dict)
     error: str = ""
     graph_requests: int = 0
+
+    def __post_init__(self) -> None:
+        self.trigger, self.outcome = RunTrigger(self.trigger), RunOutcome(self.outcome)  # tables give back strings
 
     @property
     def row_key(self) -> str:
@@ -39,9 +43,9 @@ class RunStore:
                 "PartitionKey": run.pair_id,
                 "RowKey": run.row_key,
                 "run_id": run.run_id,
-                "trigger": run.trigger,
+                "trigger": run.trigger.value,
                 "started": iso(run.started),
-                "outcome": run.outcome,
+                "outcome": run.outcome.value,
                 "full": run.full,
                 "seconds": round(run.seconds, 3),
                 "counts": json.dumps(run.counts, sort_keys=True),
@@ -59,9 +63,9 @@ class RunStore:
                 RunRecord(
                     pair_id=pair_id,
                     run_id=entity.get("run_id", ""),
-                    trigger=entity.get("trigger", ""),
+                    trigger=RunTrigger(entity.get("trigger") or RunTrigger.TIMER),
                     started=datetime.fromisoformat(entity["started"]),
-                    outcome=entity.get("outcome", ""),
+                    outcome=RunOutcome(entity.get("outcome") or RunOutcome.RUNNING),
                     full=bool(entity.get("full")),
                     seconds=float(entity.get("seconds", 0.0)),
                     counts=json.loads(entity.get("counts") or "{}"),

@@ -85,11 +85,11 @@ def test_a_worker_that_dies_after_exchange_and_before_the_state_write_is_retried
     commit = contacts.commit
     crashed: list[str] = []
 
-    def crash_once(row: Any, **fields: Any) -> None:
+    def crash_once(row: Any, update: Any, **fields: Any) -> None:
         if not crashed:  # Exchange has been changed; the process dies before the row says so
             crashed.append(row.source_id)
             raise ConnectionResetError("worker lost its storage connection")
-        commit(row, **fields)
+        commit(row, update, **fields)
 
     monkeypatch.setattr(contacts, "commit", crash_once)
     sync.cloud.reset_counts()

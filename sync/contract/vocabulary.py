@@ -1,0 +1,56 @@
+"""The words ctcs writes into its tables and reports: contact statuses, run outcomes and run triggers.
+
+They are `StrEnum`s, so a value read back from Table Storage (a plain string) compares equal to its member, and
+a member written into a table or JSON is its plain string. Scripts may rely on these values: they are part of the
+contract (`status --json`, `GET /api/pairs`, the ContactState and SyncRuns tables).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class ContactStatus(StrEnum):
+    """What a ContactState row says about one source object's contact."""
+
+    OK = "ok"  # the contact is in place with the values of the row's hash
+    CONFLICT = "conflict"  # another recipient holds its address or name; left alone until that changes
+    FAILED = "failed"  # Exchange refused a value, or the op ended in the poison queue
+    HIDDEN = "hidden"  # a staged delete hid it from the address lists
+    DELETED = "deleted"  # tombstone: the contact was removed
+    QUEUED = "queued"  # its create is on the queue, not applied yet
+
+    @property
+    def live(self) -> bool:
+        """A contact exists (or may exist) in the target."""
+        return self is not ContactStatus.DELETED
+
+    @property
+    def needs_attention(self) -> bool:
+        return self in (ContactStatus.CONFLICT, ContactStatus.FAILED)
+
+
+class RunOutcome(StrEnum):
+    """How a run (a SyncRuns row, `PairState.last_outcome`) ended."""
+
+    RUNNING = "running"
+    PREVIEWED = "previewed"  # a dry run (`plan`): nothing written
+    NO_CHANGES = "no_changes"  # nothing to queue
+    PLANNED = "planned"  # ops queued for the worker
+    APPLIED = "applied"  # ops queued and applied in-process (`python -m sync run`)
+    QUARANTINED = "quarantined"  # stopped by the safety gate, or the pair is quarantined
+    LEASE_HELD = "lease_held"  # another run was planning the pair
+    FAILED = "failed"  # the run could not plan (source unreadable, bad configuration, ...)
+
+    @property
+    def healthy(self) -> bool:
+        return self in (RunOutcome.NO_CHANGES, RunOutcome.PLANNED, RunOutcome.APPLIED, RunOutcome.LEASE_HELD)
+
+
+class RunTrigger(StrEnum):
+    """What started a run."""
+
+    TIMER = "timer"
+    HTTP = "http"  # POST /api/pairs/{id}/resync
+    CLI = "cli"  # python -m sync run / plan
+    POISON = "poison"  # the poison trigger recording an op that failed every delivery
