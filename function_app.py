@@ -23,6 +23,7 @@ from sync.api import handlers as http_api
 from sync.app.delivery import deliver, keep_poisoned
 from sync.app.planning import plan_all
 from sync.app.runtime import Runtime
+from sync.contract.vocabulary import RunTrigger
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 log = logging.getLogger("ctcs.functions")
@@ -44,7 +45,7 @@ def sync_timer(timer: func.TimerRequest) -> None:
     HTTP resync from planning it twice. The timer never retries, so it only plans: ops are applied by the queue."""
     if timer.past_due:
         log.warning("timer is past due; planning now")
-    for result in plan_all(runtime(), trigger="timer"):
+    for result in plan_all(runtime(), trigger=RunTrigger.TIMER):
         http_api.log_run(result)
 
 
@@ -60,8 +61,9 @@ def apply_contact_op(message: QueueMessage) -> None:
 @app.queue_trigger(arg_name="message", queue_name="%CTCS_OPS_QUEUE%-poison", connection="AzureWebJobsStorage")
 def record_poisoned_op(message: QueueMessage) -> None:
     """An op failed every delivery: the host deletes this message when we return, so `keep_poisoned` first copies
-    it to the `-failed` holding queue (replayed by `python -m sync replay-poison`), then records the failure."""
-    keep_poisoned(runtime(), message.get_body(), error="failed on every delivery; the worker's log has each error")
+    it to the `-failed` holding queue (replayed by `python -m sync replay-poison`), then records the failure with
+    the cause its last delivery noted on the user's row."""
+    keep_poisoned(runtime(), message.get_body())
 
 
 def _http(response: http_api.ApiResponse) -> func.HttpResponse:

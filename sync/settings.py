@@ -114,12 +114,35 @@ def required_setting(name: str, environ: Mapping[str, str] | None = None) -> str
     return value
 
 
-def int_setting(name: str, environ: Mapping[str, str] | None = None) -> int:
+def int_setting(name: str, environ: Mapping[str, str] | None = None, *, minimum: int | None = None) -> int:
     raw = required_setting(name, environ)
     try:
-        return int(raw)
+        value = int(raw)
     except ValueError:
         raise ConfigError(f"app setting {name} must be a whole number, not {raw!r}") from None
+    if minimum is not None and value < minimum:
+        raise ConfigError(f"app setting {name} must be at least {minimum}, not {value}: {_BY_NAME[name].description}")
+    return value
+
+
+def _default_int(name: str) -> int:
+    return int(_BY_NAME[name].default or 0)
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """The numbers an operator tunes through app settings, read and checked once; code reads them from the
+    `Runtime` (tests pass their own), never from the environment."""
+
+    lease_seconds: int = _default_int("CTCS_LEASE_SECONDS")
+    worker_concurrency: int = _default_int("CTCS_WORKER_CONCURRENCY")
+
+    @classmethod
+    def from_settings(cls, environ: Mapping[str, str] | None = None) -> Tuning:
+        return cls(
+            lease_seconds=int_setting("CTCS_LEASE_SECONDS", environ, minimum=1),
+            worker_concurrency=int_setting("CTCS_WORKER_CONCURRENCY", environ, minimum=1),
+        )
 
 
 def load_local_settings(path: Path, environ: MutableMapping[str, str] | None = None) -> list[str]:

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import pytest
 
-from sync.app.delivery import drain, record_poison, replay_poison
+from sync.app.delivery import record_poison, replay_poison
+from sync.app.drain import drain
 from sync.app.planning import preview, run_pair, source_select
 from sync.app.runtime import Runtime
 from sync.contract.ops import ContactOp, OpKind
+from sync.contract.vocabulary import RunTrigger
 from sync.errors import TargetTransient
 from tests.support.factories import make_pair, make_user
 from tests.support.memory_source import MemorySource
@@ -26,7 +28,7 @@ def rt(memory_runtime: Runtime, source: MemorySource) -> Runtime:
 
 
 def sync_once(rt: Runtime, **kwargs: object) -> str:
-    result = run_pair(rt, PAIR.id, trigger="test", **kwargs)  # type: ignore[arg-type]
+    result = run_pair(rt, PAIR.id, trigger=RunTrigger.CLI, **kwargs)  # type: ignore[arg-type]
     drain(rt, concurrency=4)
     return result.outcome
 
@@ -56,11 +58,11 @@ def test_incremental_run_sees_only_changes(rt: Runtime, source: MemorySource, ta
 def test_queued_creates_are_marked_and_a_removal_before_the_worker_wins(
     rt: Runtime, source: MemorySource, target: MemoryTarget
 ) -> None:
-    run_pair(rt, PAIR.id, trigger="test")
+    run_pair(rt, PAIR.id, trigger=RunTrigger.CLI)
     assert rt.stores.contacts.status_counts(PAIR.id) == {"queued": 20}
     late = str(make_user(3)["id"])
     source.remove(late)
-    removal = run_pair(rt, PAIR.id, trigger="test")
+    removal = run_pair(rt, PAIR.id, trigger=RunTrigger.CLI)
     assert removal.run.counts["delete"] == 1 and removal.run.counts["create"] == 0
     drain(rt, concurrency=1)
     assert len(target.contacts()) == 19
@@ -73,10 +75,10 @@ def test_ops_that_never_reached_the_queue_make_the_next_run_full(rt: Runtime, ta
         raise ConnectionError("queue unreachable")
 
     rt.stores.ops.send_all = unreachable  # type: ignore[assignment,method-assign]
-    assert run_pair(rt, PAIR.id, trigger="test").outcome == "failed"
+    assert run_pair(rt, PAIR.id, trigger=RunTrigger.CLI).outcome == "failed"
     del rt.stores.ops.send_all
     assert rt.stores.pair_state.get(PAIR.id).force_full
-    retry = run_pair(rt, PAIR.id, trigger="test")
+    retry = run_pair(rt, PAIR.id, trigger=RunTrigger.CLI)
     assert retry.run.full and retry.run.counts["create"] == 20
     drain(rt, concurrency=2)
     assert len(target.contacts()) == 20
@@ -102,7 +104,7 @@ def test_mass_removal_quarantines_and_allow_deletes_releases_once(
     status = rt.stores.pair_state.get(PAIR.id)
     assert status.quarantined and "12 of 20 contacts" in status.quarantine_reason
     assert status.delta_link == link  # invariant 4: nothing queued, link kept
-    assert run_pair(rt, PAIR.id, trigger="timer").outcome == "quarantined"  # stays stopped
+    assert run_pair(rt, PAIR.id, trigger=RunTrigger.TIMER).outcome == "quarantined"  # stays stopped
     assert sync_once(rt, allow_deletes=True) == "planned"
     assert len(target.contacts()) == 8
     assert not rt.stores.pair_state.get(PAIR.id).quarantined
@@ -129,7 +131,7 @@ def test_a_changed_mapping_forces_a_full_round(rt: Runtime, target: MemoryTarget
 
 def test_lease_held_by_another_run_plans_nothing(rt: Runtime) -> None:
     rt.stores.pair_state.acquire_lease(PAIR.id, "someone-else", 600)
-    result = run_pair(rt, PAIR.id, trigger="timer")
+    result = run_pair(rt, PAIR.id, trigger=RunTrigger.TIMER)
     assert result.outcome == "lease_held" and rt.stores.ops.approximate_count() == 0
 
 
@@ -138,13 +140,13 @@ def test_a_failing_source_is_recorded_and_keeps_the_link(rt: Runtime, source: Me
         raise ConnectionError("graph unreachable")
 
     source.read_round = broken  # type: ignore[assignment,method-assign]
-    result = run_pair(rt, PAIR.id, trigger="timer")
+    result = run_pair(rt, PAIR.id, trigger=RunTrigger.TIMER)
     assert result.outcome == "failed" and "graph unreachable" in result.run.error
     assert rt.stores.runs.recent(PAIR.id)[0].outcome == "failed"
 
 
 def test_poisoned_op_is_recorded_and_replayed(rt: Runtime, target: MemoryTarget) -> None:
-    run_pair(rt, PAIR.id, trigger="test")
+    run_pair(rt, PAIR.id, trigger=RunTrigger.CLI)
     target.break_address("user7@contoso.com", TargetTransient("BackendCommunicationException", status=400))
     report = drain(rt, concurrency=2, backoff=lambda attempt: 0)
     assert report.poisoned == 1 and report.outcomes["created"] == 19

@@ -6,11 +6,12 @@ import json
 
 import pytest
 
-from sync.app.delivery import drain
+from sync.app.drain import drain
 from sync.app.explain import explain
 from sync.app.planning import run_pair
 from sync.app.runtime import Runtime
 from sync.cli.main import main
+from sync.contract.vocabulary import RunTrigger
 from tests.support.factories import make_pair, make_user
 from tests.support.memory_source import MemorySource
 from tests.support.memory_target import MemoryTarget
@@ -25,7 +26,7 @@ def rt(memory_runtime: Runtime, source: MemorySource) -> Runtime:
     source.add(make_user(2, accountEnabled=False))
     source.add(make_user(3, department="Contractors"))
     source.add(make_user(4, mail="adele@contoso.com"))
-    run_pair(memory_runtime, PAIR.id, trigger="test")
+    run_pair(memory_runtime, PAIR.id, trigger=RunTrigger.CLI)
     drain(memory_runtime)
     return memory_runtime
 
@@ -51,7 +52,7 @@ def test_the_failing_filter_rule_is_named(rt: Runtime) -> None:
 def test_a_conflict_names_the_holder(rt: Runtime, source: MemorySource, target: MemoryTarget) -> None:
     target.add_recipient("UserMailbox", "Bob Mailbox", "bob@contoso.com")
     source.add(make_user(5, mail="bob@contoso.com"))
-    run_pair(rt, PAIR.id, trigger="test")
+    run_pair(rt, PAIR.id, trigger=RunTrigger.CLI)
     drain(rt)
     result = explain(rt, PAIR.id, "bob@contoso.com")
     assert result.state["status"] == "conflict" and "Bob Mailbox" in result.verdict

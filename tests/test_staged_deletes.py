@@ -6,10 +6,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from sync.app.delivery import drain
+from sync.app.drain import drain
 from sync.app.planning import run_pair
 from sync.app.runtime import Runtime
 from sync.contract.ops import OpKind
+from sync.contract.vocabulary import RunTrigger
 from sync.core.plan import StateSummary, plan_pair, unsafe_reason
 from sync.core.source import DeltaRound
 from tests.support.factories import make_pair, make_user
@@ -81,7 +82,7 @@ def staged(memory_runtime: Runtime, source: MemorySource) -> Runtime:
 
 
 def sync(rt: Runtime) -> None:
-    run_pair(rt, "contoso-to-fabrikam", trigger="test")
+    run_pair(rt, "contoso-to-fabrikam", trigger=RunTrigger.CLI)
     drain(rt, concurrency=2)
 
 

@@ -9,10 +9,11 @@ import pytest
 
 from sim import SimCloud, Tenant
 from sync.app.connectors import open_source, open_source_visibility, open_target
-from sync.app.delivery import drain
+from sync.app.drain import drain
 from sync.app.planning import run_pair
 from sync.app.runtime import Runtime
 from sync.contract.pairs import TenantPair, parse_pair
+from sync.contract.vocabulary import RunTrigger
 from sync.identity.credentials import CredentialCache
 from sync.identity.secrets import SecretResolver
 from sync.state.stores import Stores
@@ -77,7 +78,7 @@ def test_graph_show_in_address_list_decides_without_source_exchange(
     add_person(source, 2, graph_hidden=True, exchange_hidden=False)
     add_person(source, 3, graph_hidden=False, exchange_hidden=True)  # Graph cannot see Exchange's flag
     rt = runtime(stores, make_pair(cloud, source, target, app, source_exchange=False))
-    run_pair(rt, "visibility-pair", trigger="test")
+    run_pair(rt, "visibility-pair", trigger=RunTrigger.CLI)
     drain(rt)
     assert synced_names(target) == {"Person 1", "Person 3"}
 
@@ -90,7 +91,7 @@ def test_source_exchange_decides_when_granted_and_hiding_later_removes(
     add_person(source, 2, graph_hidden=True, exchange_hidden=False)  # Graph's flag is not authoritative
     add_person(source, 3, graph_hidden=False, exchange_hidden=True)
     rt = runtime(stores, make_pair(cloud, source, target, app, source_exchange=True))
-    run_pair(rt, "visibility-pair", trigger="test")
+    run_pair(rt, "visibility-pair", trigger=RunTrigger.CLI)
     drain(rt)
     assert synced_names(target) == {"Person 1", "Person 2"}
 
@@ -98,7 +99,7 @@ def test_source_exchange_decides_when_granted_and_hiding_later_removes(
     mailbox = next(r for r in source.exchange.recipients() if r["Name"] == "person1")
     source.exchange.set_recipient(mailbox["Guid"], HiddenFromAddressListsEnabled=True)
     cloud.reset_counts()
-    result = run_pair(rt, "visibility-pair", trigger="test")
+    result = run_pair(rt, "visibility-pair", trigger=RunTrigger.CLI)
     drain(rt)
     assert synced_names(target) == {"Person 2"}
     assert result.plan is not None and [op.reason for op in result.plan.ops] == ["left_scope:hidden_from_gal"]

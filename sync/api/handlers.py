@@ -21,7 +21,8 @@ from typing import Any
 
 from sync.app.planning import RunResult, run_pair
 from sync.app.runtime import Runtime
-from sync.app.status import pair_status
+from sync.app.status import pair_status, queue_depths
+from sync.contract.vocabulary import RunOutcome, RunTrigger
 from sync.errors import CtcsError, PairNotFound
 
 log = logging.getLogger("ctcs.http")
@@ -30,7 +31,10 @@ PAIR_ID = re.compile(r"^[a-z0-9-]{3,40}$")  # as TenantPair.id
 FUNCTION_KEY_PARAM = "code"  # the host reads the function key from ?code=; it is never ours to reject
 _TRUE, _FALSE = ("true", "1", "yes"), ("false", "0", "no", "")
 # Run outcome → HTTP status of a resync.
-RESYNC_STATUS = {"planned": 202, "no_changes": 200, "quarantined": 409, "lease_held": 409, "failed": 500}
+RESYNC_STATUS = {
+    RunOutcome.PLANNED: 202, RunOutcome.NO_CHANGES: 200, RunOutcome.QUARANTINED: 409, RunOutcome.LEASE_HELD: 409,
+    RunOutcome.FAILED: 500,
+}
 
 
 @dataclass(frozen=True)
@@ -97,13 +101,13 @@ def resync(rt: Runtime, pair_id: str, params: Mapping[str, str]) -> ApiResponse:
     if state.quarantined and not allow_deletes:
         # Checked before a full round is requested: a quarantined pair keeps its deltaLink until an admin decides.
         return error(
-            409, f"pair {pair.id} is quarantined: {state.quarantine_reason}", outcome="quarantined",
+            409, f"pair {pair.id} is quarantined: {state.quarantine_reason}", outcome=RunOutcome.QUARANTINED,
             quarantine_reason=state.quarantine_reason,
             hint="review the plan (python -m sync plan --pair ID), then resync with allow_deletes=true",
         )
     if full:
         rt.stores.pair_state.request_full_round(pair.id)  # so the next run is full even if this one finds the lease held
-    result = run_pair(rt, pair.id, trigger="http", full=full, allow_deletes=allow_deletes)
+    result = run_pair(rt, pair.id, trigger=RunTrigger.HTTP, full=full, allow_deletes=allow_deletes)
     log_run(result)
     run = result.run
     body = {
@@ -112,8 +116,8 @@ def resync(rt: Runtime, pair_id: str, params: Mapping[str, str]) -> ApiResponse:
         "outcome": run.outcome,
         "full": run.full,
         "counts": run.counts,
-        "queued": len(result.plan.ops) if result.plan is not None and run.outcome == "planned" else 0,
-        "quarantine_released": allow_deletes and state.quarantined and run.outcome in ("planned", "no_changes"),
+        "queued": len(result.plan.ops) if result.plan is not None and run.outcome is RunOutcome.PLANNED else 0,
+        "quarantine_released": allow_deletes and state.quarantined and run.outcome in (RunOutcome.PLANNED, RunOutcome.NO_CHANGES),
     }
     status = RESYNC_STATUS.get(run.outcome, 500)
     if status >= 400:
@@ -124,27 +128,26 @@ def resync(rt: Runtime, pair_id: str, params: Mapping[str, str]) -> ApiResponse:
 
 def describe_pair(rt: Runtime, pair_id: str) -> dict[str, Any]:
     pair = rt.stores.pairs.get(pair_id)
-    status = pair_status(rt, pair_id)
-    status["queue"]["failed"] = rt.stores.failed.approximate_count()  # kept by the poison trigger for replay-poison
-    return {"id": pair.id, "definition": json.loads(pair.to_json()), "status": status}
+    return {"id": pair.id, "definition": json.loads(pair.to_json()), "status": pair_status(rt, pair_id)}
 
 
 def list_pairs(rt: Runtime, params: Mapping[str, str]) -> ApiResponse:
-    """GET /api/pairs."""
+    """GET /api/pairs: every pair, and the shared queues once (their depths cover all pairs)."""
     check_params(params)
-    return ApiResponse(200, {"pairs": [describe_pair(rt, pair.id) for pair in rt.stores.pairs.list()]})
+    pairs = [describe_pair(rt, pair.id) for pair in rt.stores.pairs.list()]
+    return ApiResponse(200, {"pairs": pairs, "queues": queue_depths(rt)})
 
 
 def show_pair(rt: Runtime, pair_id: str, params: Mapping[str, str]) -> ApiResponse:
-    """GET /api/pairs/{id}."""
+    """GET /api/pairs/{id}: the pair, and the shared queues."""
     check_params(params)
-    return ApiResponse(200, describe_pair(rt, check_pair_id(pair_id)))
+    return ApiResponse(200, {**describe_pair(rt, check_pair_id(pair_id)), "queues": queue_depths(rt)})
 
 
 def log_run(result: RunResult) -> None:
     """One line per planning run, its fields as `extra` (customDimensions in Application Insights)."""
     run = result.run
-    level = logging.INFO if run.outcome in ("planned", "no_changes", "lease_held") else logging.WARNING
+    level = logging.INFO if run.outcome.healthy else logging.WARNING
     log.log(
         level,
         "run %s of pair %s (%s): %s",

@@ -1,15 +1,13 @@
-"""From queue message to Exchange: the worker's entry point, the poison record and replay, and an in-process
-drain for `python -m sync run` that treats messages as the Functions host does."""
+"""From queue message to Exchange: the worker's entry point (`deliver`), the poison record and `replay_poison`.
+
+What a delivery's failure leads to is decided once, in `sync.core.delivery_policy`; the CLI's in-process drain
+(`sync.app.drain`) follows the same decisions.
+"""
 
 from __future__ import annotations
 
 import logging
-import math
 import time
-from collections import Counter
-from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,19 +17,16 @@ from sync.app.apply import Applied, Outcome, apply_op
 from sync.app.planning import new_run_id
 from sync.app.runtime import Runtime
 from sync.contract.ops import ContactOp, decode_op
-from sync.errors import BadOpMessage, PairNotFound, TargetThrottled, TargetTransient
+from sync.contract.vocabulary import RunOutcome, RunTrigger
+from sync.core.delivery_policy import MAX_DEQUEUE_COUNT, Decision, Verdict, decide
+from sync.errors import BadOpMessage, PairNotFound
+from sync.state.contacts import POISONED_OP_SUFFIX
 from sync.state.queues import OpQueue
 from sync.state.runs import RunRecord
 
 log = logging.getLogger("ctcs.worker")
 
-MAX_DEQUEUE_COUNT = 5  # as host.json's queues.maxDequeueCount
-MAX_DEFER_SECONDS = 600
-
-
-def default_backoff(dequeue_count: int) -> int:
-    """Seconds before a failed message is visible again: 2, 4, 8, ... up to a minute."""
-    return int(min(60, 2 ** max(1, dequeue_count)))
+POISONED = "failed on every delivery"
 
 
 def handle_message(rt: Runtime, body: str | bytes) -> tuple[ContactOp, Applied]:
@@ -61,15 +56,30 @@ def handle_message(rt: Runtime, body: str | bytes) -> tuple[ContactOp, Applied]:
     return op, applied
 
 
-def record_poison(rt: Runtime, body: str | bytes, *, error: str = "failed on every delivery") -> ContactOp | None:
-    """A message gave up: mark its user failed so status shows it. The message itself stays in the poison queue."""
+def note_failed_delivery(rt: Runtime, body: str | bytes, decision: Decision) -> None:
+    """Keep the cause of a failed delivery on the user's row, so that a poisoned op reports why it failed."""
+    try:
+        op = decode_op(body)
+        rt.stores.contacts.note_delivery_error(op.pair_id, op.source_id, decision.reason)
+    except Exception as error:  # the failure being reported matters more than this note
+        log.debug("could not note the delivery error: %s", error)
+
+
+def record_poison(rt: Runtime, body: str | bytes, *, error: str = "") -> ContactOp | None:
+    """A message gave up: mark its user failed with the cause, so status shows it. The message itself is kept
+    elsewhere (the poison or `-failed` queue). `error` is the cause when the caller knows it; otherwise the cause
+    the last failed delivery noted on the row is used."""
     try:
         op = decode_op(body)
     except BadOpMessage as bad:
         log.error("poison message is not a contact operation: %s", bad)
         return None
-    rt.stores.contacts.record_failure(op.pair_id, op.source_id, error=error, op=op.kind.value, run_id=op.run_id)
-    log.error("op %s ended in the poison queue: %s", op.key, error, extra={"pair_id": op.pair_id, "run_id": op.run_id})
+    cause = error or rt.stores.contacts.delivery_error(op.pair_id, op.source_id) or "no cause was recorded"
+    message = f"{POISONED} ({cause}); kept for replay-poison"
+    rt.stores.contacts.record_failure(op.pair_id, op.source_id, error=message, op=f"{op.kind.value}{POISONED_OP_SUFFIX}",
+                                      run_id=op.run_id)
+    log.error("op %s ended in the poison queue: %s", op.key, cause,
+              extra={"pair_id": op.pair_id, "run_id": op.run_id, "op_kind": op.kind.value, "outcome": "poisoned"})
     return op
 
 
@@ -106,7 +116,7 @@ def _move_back(rt: Runtime, source: OpQueue, *, pair_id: str | None, limit: int)
     return moved
 
 
-def keep_poisoned(rt: Runtime, body: str | bytes, *, error: str = "failed on every delivery") -> ContactOp | None:
+def keep_poisoned(rt: Runtime, body: str | bytes, *, error: str = "") -> ContactOp | None:
     """The poison trigger's work: keep the op for replay, then record the failure.
 
     The Functions host hands a `<queue>-poison` message to the poison trigger and deletes it once the trigger
@@ -119,17 +129,18 @@ def keep_poisoned(rt: Runtime, body: str | bytes, *, error: str = "failed on eve
 
     The op is copied first and recorded after: should recording fail, the host redelivers the poison message
     and the copy is made twice, which is harmless (an op applies once, by version). Recording marks the user's
-    ContactState row `failed` and writes a SyncRuns row with trigger `poison`.
+    ContactState row `failed` with the cause its last delivery noted, and writes a SyncRuns row with trigger `poison`.
     """
     text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
     rt.stores.failed.send_text(text, keep=True)
     op = record_poison(rt, text, error=error)
     if op is not None:
         now = datetime.now(UTC)
+        row = rt.stores.contacts.get(op.pair_id, op.source_id)
         rt.stores.runs.save(
             RunRecord(
-                op.pair_id, new_run_id(now), "poison", now, outcome="failed", counts={"poisoned": 1},
-                error=f"{op.kind.value} of {op.source_id} (run {op.run_id}) {error}; kept for replay-poison",
+                op.pair_id, new_run_id(now), RunTrigger.POISON, now, outcome=RunOutcome.FAILED,
+                counts={"poisoned": 1}, error=f"{op.kind.value} of {op.source_id} (run {op.run_id}): {row.last_error}",
             )
         )
     return op
@@ -144,131 +155,41 @@ def op_fields(body: str | bytes) -> dict[str, Any]:
     return {"pair_id": op.pair_id, "run_id": op.run_id, "op_kind": op.kind.value, "source_id": op.source_id}
 
 
-def defer_seconds(retry_after: float | None, dequeue_count: int) -> int:
-    """How long a throttled op waits: Retry-After (at least a second), else the backoff; at most MAX_DEFER_SECONDS."""
-    wait_for = retry_after if retry_after is not None else default_backoff(max(1, dequeue_count))
-    return int(min(MAX_DEFER_SECONDS, max(1, math.ceil(wait_for))))
-
-
 def deliver(rt: Runtime, body: str | bytes, *, dequeue_count: int) -> str:
     """The queue trigger's work for one message: what happened (an `Outcome` value, "deferred" or "bad").
 
-    - A message that is not an op is sent straight to the poison queue: retrying it cannot help.
-    - Throttling defers the op without spending one of its `maxDequeueCount` deliveries: the same body is sent
-      again, invisible for Retry-After seconds, and this delivery succeeds. (Host retry policies do not apply to
-      queue triggers, and a failed delivery always waits the fixed host.json `visibilityTimeout`; raising here
-      would both ignore Retry-After and push a throttled op towards the poison queue.)
-    - Transient failures are raised: the host retries after `visibilityTimeout`, then poisons the message.
-    - Permanent outcomes (conflict, rejected) are recorded in ContactState by `apply_op` and returned.
+    The verdict comes from `sync.core.delivery_policy.decide`; here it becomes what the Functions host understands:
+    - poison (not an op at all): sent straight to the poison queue; retrying it cannot help. This delivery succeeds.
+    - defer (throttled): the same body is sent again, invisible for the delay, and this delivery succeeds, so
+      throttling never spends one of the `maxDequeueCount` deliveries. (Host retry policies do not apply to queue
+      triggers, and a failed delivery always waits the fixed host.json `visibilityTimeout`.)
+    - retry, or poison on the last delivery: the cause is noted on the user's row and the error raised; the host
+      retries after `visibilityTimeout` and moves the message to `<queue>-poison` after `maxDequeueCount`.
+    Permanent outcomes (conflict, rejected) are recorded in ContactState by `apply_op` and returned.
     """
     started = time.monotonic()
     text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
     try:
         _, applied = handle_message(rt, body)
-    except BadOpMessage as bad:
-        log.error("not a contact operation, sent to the poison queue: %s", bad, extra={"outcome": "bad"})
-        rt.stores.poison.send_text(text)
-        return "bad"
-    except TargetThrottled as throttled:
-        delay = defer_seconds(throttled.retry_after, dequeue_count)
-        rt.stores.ops.send_text(text, delay_seconds=delay)
-        log.warning(
-            "op deferred %s s: target throttled", delay,
-            extra={**op_fields(body), "outcome": "deferred", "defer_seconds": delay, "dequeue_count": dequeue_count,
-                   "duration_ms": round((time.monotonic() - started) * 1000)},
-        )
-        return "deferred"
     except Exception as error:
-        last = dequeue_count >= MAX_DEQUEUE_COUNT
+        decision = decide(error, dequeue_count=dequeue_count)
+        fields = {**op_fields(body), "dequeue_count": dequeue_count, "error_class": type(error).__name__,
+                  "duration_ms": round((time.monotonic() - started) * 1000)}
+        if decision.verdict is Verdict.POISON and isinstance(error, BadOpMessage):
+            log.error("not a contact operation, sent to the poison queue: %s", error, extra={**fields, "outcome": "bad"})
+            rt.stores.poison.send_text(text)
+            return "bad"
+        if decision.verdict is Verdict.DEFER:
+            rt.stores.ops.send_text(text, delay_seconds=decision.delay_seconds)
+            log.warning("op deferred %s s: %s", decision.delay_seconds, decision.reason,
+                        extra={**fields, "outcome": "deferred", "defer_seconds": decision.delay_seconds})
+            return "deferred"
+        last = decision.verdict is Verdict.POISON
+        note_failed_delivery(rt, body, decision)
         log.warning(
-            "op failed (delivery %s of %s%s): %s: %s", dequeue_count, MAX_DEQUEUE_COUNT,
-            ", next stop the poison queue" if last else ", will be retried", type(error).__name__, error,
-            extra={**op_fields(body), "outcome": "poisoned" if last else "retry", "dequeue_count": dequeue_count,
-                   "duration_ms": round((time.monotonic() - started) * 1000)},
+            "op failed (delivery %s of %s%s): %s", dequeue_count, MAX_DEQUEUE_COUNT,
+            ", next stop the poison queue" if last else ", will be retried", decision.reason,
+            extra={**fields, "outcome": "poisoned" if last else "retry"},
         )
         raise
     return applied.outcome.value
-
-
-@dataclass
-class DrainReport:
-    outcomes: Counter[str] = field(default_factory=Counter)
-    poisoned: int = 0
-    deferred: int = 0
-    seconds: float = 0.0
-
-    @property
-    def failed(self) -> int:
-        return self.poisoned + sum(n for name, n in self.outcomes.items() if Outcome(name).failed)
-
-
-def drain(
-    rt: Runtime,
-    *,
-    concurrency: int = 4,
-    deadline_seconds: float = 3600.0,
-    on_done: Callable[[str], None] | None = None,
-    backoff: Callable[[int], int] = default_backoff,
-) -> DrainReport:
-    """Apply queued ops until the queue is empty: retries, deferrals and poisoning as the host would do them."""
-    report = DrainReport()
-    started = time.monotonic()
-    queue = rt.stores.ops
-    with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="ctcs-worker") as pool:
-        running: dict[Future[tuple[ContactOp, Applied]], QueueMessage] = {}
-        while time.monotonic() - started < deadline_seconds:
-            if len(running) < concurrency:
-                for message in queue.receive(max_messages=min(32, concurrency * 2), visibility_timeout=120):
-                    running[pool.submit(handle_message, rt, message.content)] = message
-            if not running:
-                if queue.approximate_count() == 0:
-                    break
-                time.sleep(0.5)  # only deferred messages are left: wait for them to become visible
-                continue
-            finished, _ = wait(list(running), timeout=1.0, return_when=FIRST_COMPLETED)
-            for future in finished:
-                message = running.pop(future)
-                label = _settle(rt, message, future, report, backoff)
-                if on_done is not None and label:
-                    on_done(label)
-    report.seconds = time.monotonic() - started
-    return report
-
-
-def _settle(
-    rt: Runtime,
-    message: QueueMessage,
-    future: Future[tuple[ContactOp, Applied]],
-    report: DrainReport,
-    backoff: Callable[[int], int],
-) -> str:
-    queue = rt.stores.ops
-    try:
-        _, applied = future.result()
-    except BadOpMessage as bad:
-        log.error("bad message moved to the poison queue: %s", bad)
-        _poison(rt, message, str(bad), report)
-        return "poisoned"
-    except TargetThrottled as throttled:
-        wait_for = throttled.retry_after if throttled.retry_after is not None else backoff(message.dequeue_count or 1)
-        delay = min(MAX_DEFER_SECONDS, math.ceil(wait_for))
-        queue.client.update_message(message, visibility_timeout=delay)
-        report.deferred += 1
-        return ""
-    except (TargetTransient, Exception) as error:
-        if (message.dequeue_count or 1) >= MAX_DEQUEUE_COUNT:
-            _poison(rt, message, f"{type(error).__name__}: {error}", report)
-            return "poisoned"
-        queue.client.update_message(message, visibility_timeout=backoff(message.dequeue_count or 1))
-        report.deferred += 1
-        return ""
-    queue.delete(message)
-    report.outcomes[applied.outcome.value] += 1
-    return applied.outcome.value
-
-
-def _poison(rt: Runtime, message: QueueMessage, error: str, report: DrainReport) -> None:
-    rt.stores.poison.send_text(message.content)
-    rt.stores.ops.delete(message)
-    record_poison(rt, message.content, error=error)
-    report.poisoned += 1

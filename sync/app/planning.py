@@ -9,6 +9,7 @@ import hashlib
 import logging
 import secrets
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -17,10 +18,10 @@ from sync.app.runtime import Runtime
 from sync.contract.ops import OpKind
 from sync.contract.pairs import TenantPair, template_fields
 from sync.contract.userattrs import BASE_SELECT
+from sync.contract.vocabulary import RunOutcome, RunTrigger
 from sync.core.plan import Plan, plan_pair, unsafe_reason
 from sync.core.source import DeltaRound
 from sync.errors import CtcsError, DeltaTokenExpired, LeaseHeld
-from sync.settings import int_setting
 from sync.state.runs import RunRecord
 
 log = logging.getLogger("ctcs.planning")
@@ -34,7 +35,7 @@ class RunResult:
     details: list[str] = field(default_factory=list)
 
     @property
-    def outcome(self) -> str:
+    def outcome(self) -> RunOutcome:
         return self.run.outcome
 
 
@@ -75,7 +76,14 @@ def read_round(rt: Runtime, pair: TenantPair, delta_link: str | None) -> DeltaRo
     return round_
 
 
-def _plan(rt: Runtime, pair: TenantPair, run_id: str, *, full: bool) -> tuple[Plan, DeltaRound]:
+@dataclass
+class _Planned:
+    plan: Plan
+    round: DeltaRound
+    full_request_seen: str  # PairState.full_requested_at when the round began
+
+
+def _plan(rt: Runtime, pair: TenantPair, run_id: str, *, full: bool) -> _Planned:
     status = rt.stores.pair_state.get(pair.id)
     stale_definition = status.definition_hash not in ("", definition_hash(pair))
     groups = group_round.load(rt.stores.groups, pair)  # None unless the pair scopes by group
@@ -91,20 +99,23 @@ def _plan(rt: Runtime, pair: TenantPair, run_id: str, *, full: bool) -> tuple[Pl
         pair, round_, state, version=version, run_id=run_id, retry_kept=round_.full, now=datetime.now(UTC),
         hidden_ids=hidden_ids, memberships=memberships,
     )
-    return plan, round_
+    return _Planned(plan, round_, status.full_requested_at)
 
 
 def preview(rt: Runtime, pair_id: str, *, full: bool = False) -> RunResult:
     """The plan a run would make now; writes nothing (not even the deltaLink)."""
     pair = rt.stores.pairs.get(pair_id)
     now = datetime.now(UTC)
-    run = RunRecord(pair.id, new_run_id(now), "preview", now)
-    plan, round_ = _plan(rt, pair, run.run_id, full=full)
-    run.full, run.counts, run.graph_requests, run.outcome = round_.full, plan.counts(), round_.requests, "previewed"
+    run = RunRecord(pair.id, new_run_id(now), RunTrigger.CLI, now)
+    planned = _plan(rt, pair, run.run_id, full=full)
+    plan, round_ = planned.plan, planned.round
+    run.full, run.counts, run.graph_requests, run.outcome = round_.full, plan.counts(), round_.requests, RunOutcome.PREVIEWED
     return RunResult(run, plan, unsafe_reason(plan, pair) or "")
 
 
-def run_pair(rt: Runtime, pair_id: str, *, trigger: str, full: bool = False, allow_deletes: bool = False) -> RunResult:
+def run_pair(
+    rt: Runtime, pair_id: str, *, trigger: RunTrigger, full: bool = False, allow_deletes: bool = False
+) -> RunResult:
     """Plan one pair and queue its ops. Returns the run; errors of this pair are recorded, not raised."""
     stores = rt.stores
     now = datetime.now(UTC)
@@ -113,18 +124,18 @@ def run_pair(rt: Runtime, pair_id: str, *, trigger: str, full: bool = False, all
     started = time.monotonic()
     status = stores.pair_state.get(pair.id)
     if status.quarantined and not allow_deletes:
-        run.outcome = "quarantined"
+        run.outcome = RunOutcome.QUARANTINED
         run.error = status.quarantine_reason
         return RunResult(run, quarantine_reason=status.quarantine_reason)
     try:
-        stores.pair_state.acquire_lease(pair.id, run.run_id, int_setting("CTCS_LEASE_SECONDS"))
+        stores.pair_state.acquire_lease(pair.id, run.run_id, rt.tuning.lease_seconds)
     except LeaseHeld as held:
-        run.outcome, run.error = "lease_held", str(held)
+        run.outcome, run.error = RunOutcome.LEASE_HELD, str(held)
         return RunResult(run)
     try:
         return _run_with_lease(rt, pair, run, allow_deletes=allow_deletes, full=full, started=started)
     except Exception as error:
-        run.outcome, run.error = "failed", f"{type(error).__name__}: {error}"
+        run.outcome, run.error = RunOutcome.FAILED, f"{type(error).__name__}: {error}"
         if isinstance(error, CtcsError):
             log.error("pair %s run %s failed: %s", pair.id, run.run_id, run.error)
         else:
@@ -141,14 +152,15 @@ def _run_with_lease(
     rt: Runtime, pair: TenantPair, run: RunRecord, *, allow_deletes: bool, full: bool, started: float
 ) -> RunResult:
     stores = rt.stores
-    plan, round_ = _plan(rt, pair, run.run_id, full=full)
+    planned = _plan(rt, pair, run.run_id, full=full)
+    plan, round_ = planned.plan, planned.round
     run.full, run.counts, run.graph_requests = round_.full, plan.counts(), round_.requests
     reason = unsafe_reason(plan, pair)
     if reason and not allow_deletes:
         # Invariant 5: nothing is queued and the deltaLink stays, so the same changes are planned again on release.
         stores.pair_state.quarantine(pair.id, reason)
-        stores.pair_state.record_run(pair.id, run_id=run.run_id, outcome="quarantined", delta_link=None)
-        run.outcome, run.error = "quarantined", reason
+        stores.pair_state.record_run(pair.id, run_id=run.run_id, outcome=RunOutcome.QUARANTINED, delta_link=None)
+        run.outcome, run.error = RunOutcome.QUARANTINED, reason
         log.warning("pair %s quarantined: %s", pair.id, reason)
         return RunResult(run, plan, reason)
     stores.contacts.mark_queued(pair.id, [op for op in plan.ops if op.kind is OpKind.CREATE])
@@ -163,13 +175,14 @@ def _run_with_lease(
     stores.pair_state.record_run(
         pair.id,
         run_id=run.run_id,
-        outcome="planned",
+        outcome=RunOutcome.PLANNED if queued else RunOutcome.NO_CHANGES,
         delta_link=round_.delta_link or "",
         definition=definition_hash(pair),
+        full_request_seen=planned.full_request_seen,
     )
     if allow_deletes and stores.pair_state.get(pair.id).quarantined:
         stores.pair_state.release_quarantine(pair.id)
-    run.outcome = "planned" if queued else "no_changes"
+    run.outcome = RunOutcome.PLANNED if queued else RunOutcome.NO_CHANGES
     log.info(
         "pair %s run %s planned",
         pair.id,
@@ -180,7 +193,7 @@ def _run_with_lease(
     return RunResult(run, plan)
 
 
-def plan_all(rt: Runtime, *, trigger: str = "timer") -> list[RunResult]:
+def plan_all(rt: Runtime, *, trigger: RunTrigger = RunTrigger.TIMER) -> list[RunResult]:
     """Plan every enabled pair; one pair's failure never stops another (invariant 7)."""
     results = []
     for pair in rt.stores.pairs.list():
@@ -191,8 +204,21 @@ def plan_all(rt: Runtime, *, trigger: str = "timer") -> list[RunResult]:
         except Exception as error:
             log.exception("pair %s could not be planned", pair.id)
             now = datetime.now(UTC)
-            run = RunRecord(pair.id, new_run_id(now), trigger, now, outcome="failed", error=f"{type(error).__name__}: {error}")
+            error_text = f"{type(error).__name__}: {error}"
+            run = RunRecord(pair.id, new_run_id(now), trigger, now, outcome=RunOutcome.FAILED, error=error_text)
             rt.stores.runs.save(run)
             results.append(RunResult(run))
     return results
 
+
+
+def record_applied(rt: Runtime, result: RunResult, outcomes: Mapping[str, int]) -> None:
+    """A run that also applied its ops in-process (`python -m sync run`): its row and the pair say `applied`, with
+    what applying did (`applied_created`, `applied_conflict`, `applied_poisoned`, ...) beside the planned counts."""
+    run = result.run
+    if run.outcome is not RunOutcome.PLANNED:
+        return
+    run.outcome = RunOutcome.APPLIED
+    run.counts = {**run.counts, **{f"applied_{name}": count for name, count in sorted(outcomes.items()) if count}}
+    rt.stores.runs.save(run)
+    rt.stores.pair_state.record_run(run.pair_id, run_id=run.run_id, outcome=run.outcome, delta_link=None)

@@ -10,6 +10,7 @@ from sync.contract.pairs import TenantPair
 from sync.core.source import Source
 from sync.core.target import Target
 from sync.exchange.visibility import SourceVisibility
+from sync.settings import Tuning
 from sync.state.stores import Stores
 
 SourceFactory = Callable[[TenantPair], Source]
@@ -24,6 +25,7 @@ class Runtime:
     open_source: SourceFactory
     open_target: TargetFactory
     open_visibility: VisibilityFactory = lambda pair: None
+    tuning: Tuning = field(default_factory=Tuning)
     _targets: dict[str, tuple[str, Target]] = field(default_factory=dict, repr=False)
     _pairs: dict[str, tuple[float, TenantPair]] = field(default_factory=dict, repr=False)
 
@@ -38,6 +40,7 @@ class Runtime:
             lambda pair: open_source(pair, resolver),
             lambda pair: open_target(pair, resolver),
             lambda pair: open_source_visibility(pair, resolver),
+            tuning=Tuning.from_settings(environ),
         )
 
     def pair(self, pair_id: str) -> TenantPair:

@@ -1,4 +1,8 @@
-"""Plain-text tables and a progress line for the CLI (no colour codes, readable in any log)."""
+"""Plain-text tables and a progress line for the CLI (no colour codes, readable in any log).
+
+Widths are counted in terminal columns (`wcwidth`), not characters, so names in CJK or with combining marks keep
+their columns aligned.
+"""
 
 from __future__ import annotations
 
@@ -7,22 +11,37 @@ import time
 from collections.abc import Sequence
 from typing import TextIO
 
+from wcwidth import wcswidth
+
+MAX_CELL_COLUMNS = 80
+
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]], *, out: TextIO | None = None) -> None:
     """Print rows under headers with aligned columns; numbers are right-aligned."""
     out = out or sys.stdout
     cells = [[_cell(value) for value in row] for row in rows]
-    widths = [max([len(header), *(len(row[i]) for row in cells)]) for i, header in enumerate(headers)]
+    widths = [max([columns(header), *(columns(row[i]) for row in cells)]) for i, header in enumerate(headers)]
     numeric = [all(isinstance(row[i], int | float) for row in rows) and bool(rows) for i in range(len(headers))]
 
     def line(values: Sequence[str]) -> str:
-        parts = [value.rjust(w) if num else value.ljust(w) for value, w, num in zip(values, widths, numeric, strict=True)]
+        parts = [_pad(value, w, right=num) for value, w, num in zip(values, widths, numeric, strict=True)]
         return "  ".join(parts).rstrip()
 
     print(line(list(headers)), file=out)
     print("  ".join("-" * w for w in widths), file=out)
     for row in cells:
         print(line(row), file=out)
+
+
+def columns(text: str) -> int:
+    """Terminal columns `text` takes (a CJK character takes two); unprintable characters count as one."""
+    width = wcswidth(text)
+    return width if width >= 0 else len(text)
+
+
+def _pad(text: str, width: int, *, right: bool) -> str:
+    fill = " " * max(0, width - columns(text))
+    return fill + text if right else text + fill
 
 
 def _cell(value: object) -> str:
@@ -32,8 +51,12 @@ def _cell(value: object) -> str:
         return "yes" if value else "no"
     if isinstance(value, float):
         return f"{value:.1f}"
-    text = str(value).replace("\n", " ")
-    return text if len(text) <= 80 else text[:79] + "…"
+    text = "".join(ch if ch.isprintable() else " " for ch in str(value))
+    if columns(text) <= MAX_CELL_COLUMNS:
+        return text
+    while columns(text) > MAX_CELL_COLUMNS - 1:
+        text = text[:-1]
+    return text + "…"
 
 
 class Progress:

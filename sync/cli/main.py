@@ -1,6 +1,8 @@
 """`python -m sync`: manage pairs, preview and run syncs, read status. Same functions as the Functions triggers.
 
-Exit codes: 0 done, 1 some operations failed, 2 bad input or usage, 3 stopped by the safety gate.
+Exit codes: 0 done, 1 some operations failed, 2 bad input or usage, 3 stopped by the safety gate,
+130 interrupted (Ctrl-C). An ordinary mistake (a bad setting, unreachable storage, a closed pipe) is one line on
+stderr and its exit code, never a traceback; `-vv` shows DEBUG logs.
 """
 
 from __future__ import annotations
@@ -8,23 +10,29 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-from sync.app.delivery import drain, replay_poison
+from azure.core.exceptions import AzureError
+
+from sync.app.delivery import replay_poison
+from sync.app.drain import drain
 from sync.app.explain import explain
-from sync.app.planning import preview, run_pair
+from sync.app.planning import preview, record_applied, run_pair
 from sync.app.runtime import Runtime
-from sync.app.status import pair_status
+from sync.app.status import status_report
 from sync.cli import render
 from sync.cli.console import Progress
 from sync.contract.pairs import load_pair_file
+from sync.contract.vocabulary import RunOutcome, RunTrigger
 from sync.errors import ConfigError, CtcsError, PairNotFound
-from sync.settings import int_setting, load_local_settings
+from sync.settings import load_local_settings
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNSAFE = 0, 1, 2, 3
+EXIT_INTERRUPTED = 130  # Ctrl-C, as shells report SIGINT
 
 Command = Callable[[argparse.Namespace, Callable[[], Runtime]], int]
 
@@ -83,34 +91,34 @@ def _plan(args: argparse.Namespace, runtime: Callable[[], Runtime]) -> int:
 
 def _run(args: argparse.Namespace, runtime: Callable[[], Runtime]) -> int:
     rt = runtime()
-    result = run_pair(rt, args.pair, trigger="cli", full=args.full, allow_deletes=args.allow_deletes)
-    if result.outcome == "quarantined":
+    result = run_pair(rt, args.pair, trigger=RunTrigger.CLI, full=args.full, allow_deletes=args.allow_deletes)
+    if result.outcome is RunOutcome.QUARANTINED:
         print(f"pair {args.pair} is quarantined: {result.run.error}", file=sys.stderr)
         print("review the plan (python -m sync plan), then release it with --allow-deletes", file=sys.stderr)
         return EXIT_UNSAFE
-    if result.outcome in ("failed", "lease_held"):
+    if result.outcome in (RunOutcome.FAILED, RunOutcome.LEASE_HELD):
         print(f"pair {args.pair}: {result.outcome}: {result.run.error}", file=sys.stderr)
         return EXIT_FAILED
     assert result.plan is not None
     progress = Progress("applying", len(result.plan.ops))
     drained = drain(
         rt,
-        concurrency=int_setting("CTCS_WORKER_CONCURRENCY"),
+        pair_id=args.pair,  # this pair's ops only: another pair's stay on the queue for their own run or the worker
+        concurrency=rt.tuning.worker_concurrency,
         on_done=lambda outcome: progress.advance(detail=outcome),
     )
     progress.finish()
+    record_applied(rt, result, {**drained.outcomes, "poisoned": drained.poisoned})
     render.run_summary(result, drained)
     return EXIT_FAILED if drained.failed else EXIT_OK
 
 
 def _status(args: argparse.Namespace, runtime: Callable[[], Runtime]) -> int:
-    rt = runtime()
-    ids = [args.pair] if args.pair else [pair.id for pair in rt.stores.pairs.list()]
-    statuses = [pair_status(rt, pair_id) for pair_id in ids]
+    report = status_report(runtime(), [args.pair] if args.pair else None)
     if args.json:
-        print(json.dumps(statuses, indent=2))
+        print(json.dumps(report, indent=2))
     else:
-        render.status_tables(statuses)
+        render.status_tables(report)
     return EXIT_OK
 
 
@@ -131,7 +139,7 @@ def _replay(args: argparse.Namespace, runtime: Callable[[], Runtime]) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m sync", description="Cross-Tenant Contact Sync")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log what happens (INFO; twice for DEBUG)")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="log what happens (INFO; -vv for DEBUG)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     pairs = commands.add_parser("pairs", help="manage tenant pairs").add_subparsers(dest="pairs_command", required=True)
@@ -188,8 +196,8 @@ def main(argv: Sequence[str] | None = None, *, runtime: Callable[[], Runtime] | 
         args = parser.parse_args(argv)
     except SystemExit as exit_:
         return EXIT_OK if exit_.code == 0 else EXIT_USAGE
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    load_local_settings(Path("local.settings.json"))
+    level = logging.WARNING if not args.verbose else logging.INFO if args.verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     cached: list[Runtime] = []
 
     def get_runtime() -> Runtime:
@@ -198,11 +206,39 @@ def main(argv: Sequence[str] | None = None, *, runtime: Callable[[], Runtime] | 
         return cached[0]
 
     try:
+        load_local_settings(Path("local.settings.json"))
         code: int = args.handler(args, get_runtime)
+        sys.stdout.flush()  # a closed pipe shows here, inside the try, not at interpreter exit
         return code
     except (ConfigError, PairNotFound) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_USAGE
+        return _fail(f"error: {error}", EXIT_USAGE)
     except CtcsError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_FAILED
+        return _fail(f"error: {error}", EXIT_FAILED)
+    except BrokenPipeError:
+        # `python -m sync plan ... | head`: the reader has what it wanted. Nothing more can be written to stdout.
+        _silence_stdout()
+        return EXIT_OK
+    except KeyboardInterrupt:
+        return _fail(
+            "interrupted: ops already queued stay on the queue; the worker or the next run applies them",
+            EXIT_INTERRUPTED,
+        )
+    except AzureError as error:
+        return _fail(f"error: storage or Azure service unreachable: {first_line(error)}", EXIT_FAILED)
+
+
+def _fail(message: str, code: int) -> int:
+    print(message, file=sys.stderr)
+    return code
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush does not raise BrokenPipeError again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
+def first_line(error: Exception) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0][:300] if lines else type(error).__name__

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sync.app.delivery import DrainReport
+from sync.app.drain import DrainReport
 from sync.app.explain import Explanation
 from sync.app.planning import RunResult
 from sync.cli.console import table
@@ -94,20 +94,27 @@ def run_summary(result: RunResult, drained: DrainReport) -> None:
     )
 
 
-def status_tables(statuses: Sequence[dict[str, Any]]) -> None:
+def status_tables(report: Mapping[str, Any]) -> None:
+    """`status`: a row per pair (its own counts), the shared queues once, then each pair's problems and runs."""
+    statuses: Sequence[dict[str, Any]] = report["pairs"]
     if not statuses:
         print("no pairs yet: add one with python -m sync pairs add FILE")
         return
     table(
-        ["pair", "enabled", "last run", "outcome", "ok", "conflict", "failed", "queued", "poison", "quarantine"],
+        ["pair", "enabled", "last run", "outcome", "ok", "conflict", "failed", "queued", "poisoned", "quarantine"],
         [
             [
                 s["pair"], s["enabled"], s["last_run"]["at"], s["last_run"]["outcome"],
                 s["contacts"].get("ok", 0), s["contacts"].get("conflict", 0), s["contacts"].get("failed", 0),
-                s["queue"]["pending"], s["queue"]["poison"], s["quarantine_reason"] or "",
+                s["waiting"]["creates_queued"], s["waiting"]["poisoned"], s["quarantine_reason"] or "",
             ]
             for s in statuses
         ],
+    )
+    queues = report["queues"]
+    print(
+        f"\nqueues (all pairs): {queues['ops']} ops waiting, {queues['poison']} in the poison queue, "
+        f"{queues['failed']} kept for replay-poison"
     )
     for s in statuses:
         if s["problems"]:

@@ -88,7 +88,10 @@ class GraphSource(GraphConnection):
                    f"{literal}&$select={fields}")
         http_client = self._http_client()
         try:
-            page = await self._get_page(self._client(http_client), url, (), DeltaRound(), RetryBudget(self.retry))
+            # Graph answers 404 for an object id it does not know: that is "no such user", not a failure.
+            page = await self._get_page(
+                self._client(http_client), url, (), DeltaRound(), RetryBudget(self.retry), missing_ok=True
+            )
         finally:
             await http_client.aclose()
         users = [user for user in page.get("value", []) if isinstance(user, dict) and "@removed" not in user]
@@ -127,16 +130,17 @@ class GraphSource(GraphConnection):
         select: Sequence[str],
         delta: DeltaRound,
         budget: RetryBudget,
+        *,
+        missing_ok: bool = False,
     ) -> dict[str, Any]:
         def count() -> None:
             delta.requests += 1
 
         page = await self.get_json(
             client, lambda: _delta_request(client, link, select), budget,
-            what="users/delta", permission="User.Read.All", count=count,
+            what="users/delta", permission="User.Read.All", count=count, missing_ok=missing_ok,
         )
-        assert page is not None  # only `missing_ok` answers None
-        return page
+        return page if page is not None else {"value": []}  # only `missing_ok` answers None: no such object
 
 
 def _delta_request(client: GraphServiceClient, link: str | None, select: Sequence[str]) -> Any:

@@ -19,11 +19,12 @@ from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, Re
 from azure.data.tables import TableClient, TableEntity, UpdateMode
 
 from sync.contract.ops import ContactOp
+from sync.contract.vocabulary import ContactStatus
 from sync.core.plan import StateSummary
 from sync.state.entities import as_int, int64, iso, now_utc, quote, text
 
 SUMMARY_COLUMNS = ["RowKey", "status", "hash", "version", "guid", "hidden_at", "manager_id", "manager_set"]
-STATUSES = ("ok", "conflict", "failed", "hidden", "deleted", "queued")
+POISONED_OP_SUFFIX = ":poisoned"  # last_op of a row whose op ended in the poison queue
 TRANSACTION_SIZE = 100  # entities per Table Storage batch (same partition)
 
 
@@ -31,7 +32,7 @@ TRANSACTION_SIZE = 100  # entities per Table Storage batch (same partition)
 class ContactRow:
     pair_id: str
     source_id: str
-    status: str = ""
+    status: ContactStatus | None = None  # None: no op has committed for this user yet
     hash: str = ""
     version: int = 0
     guid: str = ""
@@ -60,12 +61,27 @@ class ClaimLost(Exception):
     """The row changed between read and write: re-read and decide again."""
 
 
+@dataclass(frozen=True)
+class RowUpdate:
+    """What an op's outcome writes into its user's row (`ContactStateStore.commit`)."""
+
+    status: ContactStatus | None  # None: the row still has no outcome (a fix-up found nothing to fix)
+    version: int
+    hash: str
+    guid: str
+    applied: Mapping[str, Any] | None  # the contact as applied; None or {} when there is none
+    error: str = ""
+    hidden_at: str = ""
+    manager_id: str = ""  # the source id of the user's manager, as planned
+    manager_set: bool = False  # the applied contact's Manager names the manager's contact
+
+
 def _row(pair_id: str, entity: TableEntity) -> ContactRow:
     applied = entity.get("applied") or ""
     return ContactRow(
         pair_id=pair_id,
         source_id=entity["RowKey"],
-        status=entity.get("status", ""),
+        status=ContactStatus(entity["status"]) if entity.get("status") else None,
         hash=entity.get("hash", ""),
         version=as_int(entity.get("version")),
         guid=entity.get("guid", ""),
@@ -120,10 +136,15 @@ class ContactStateStore:
             yield _row(pair_id, entity)
 
     def status_counts(self, pair_id: str) -> Counter[str]:
-        entities = self.table.query_entities(f"PartitionKey eq '{quote(pair_id)}'", select=["status", "claim_version"])
+        """Rows per status ("pending": claimed by an op that has not committed yet), and under "poisoned" how many
+        of the `failed` rows are ops that ended in the poison queue (one paged query)."""
+        entities = self.table.query_entities(f"PartitionKey eq '{quote(pair_id)}'", select=["status", "last_op"])
         counts: Counter[str] = Counter()
         for entity in entities:
-            counts[entity.get("status") or "pending"] += 1
+            status = entity.get("status") or "pending"
+            counts[status] += 1
+            if status == ContactStatus.FAILED and str(entity.get("last_op") or "").endswith(POISONED_OP_SUFFIX):
+                counts["poisoned"] += 1
         return counts
 
     def claim(self, row: ContactRow, version: int, seconds: int, *, now: datetime | None = None) -> ContactRow:
@@ -148,35 +169,21 @@ class ContactStateStore:
         row.claim_version, row.claim_until, row.etag = version, claim_until, metadata["etag"]
         return row
 
-    def commit(
-        self,
-        row: ContactRow,
-        *,
-        status: str,
-        version: int,
-        hash_: str,
-        guid: str,
-        applied: Mapping[str, Any] | None,
-        op: str,
-        run_id: str,
-        error: str = "",
-        hidden_at: str = "",
-        manager_id: str = "",
-        manager_set: bool = False,
-    ) -> None:
+    def commit(self, row: ContactRow, update: RowUpdate, *, op: str, run_id: str) -> None:
         """Record the outcome of the op that holds the claim, releasing it. `ClaimLost` if the claim was taken."""
+        applied = update.applied
         entity = {
             "PartitionKey": row.pair_id,
             "RowKey": row.source_id,
-            "status": status,
-            "hash": hash_,
-            "version": int64(version),
-            "guid": guid,
+            "status": update.status.value if update.status else "",
+            "hash": update.hash,
+            "version": int64(update.version),
+            "guid": update.guid,
             "applied": text(json.dumps(applied, ensure_ascii=False, separators=(",", ":"))) if applied else "",
-            "last_error": text(error, 2000),
-            "hidden_at": hidden_at,
-            "manager_id": manager_id,
-            "manager_set": manager_set,
+            "last_error": text(update.error, 2000),
+            "hidden_at": update.hidden_at,
+            "manager_id": update.manager_id,
+            "manager_set": update.manager_set,
             "last_op": op,
             "last_run_id": run_id,
             "updated_at": iso(now_utc()),
@@ -195,7 +202,7 @@ class ContactStateStore:
         removed while the create waits gets a delete planned. Merged in batches: the applied columns, version and
         claim are left as they are, so an op still in flight for the row is neither overtaken nor dropped."""
         entities = [
-            {"PartitionKey": pair_id, "RowKey": op.source_id, "status": "queued", "hash": op.hash,
+            {"PartitionKey": pair_id, "RowKey": op.source_id, "status": ContactStatus.QUEUED.value, "hash": op.hash,
              "manager_id": op.manager_id, "last_op": "create:queued", "last_run_id": op.run_id,
              "updated_at": iso(now_utc())}
             for op in creates
@@ -205,13 +212,28 @@ class ContactStateStore:
             self.table.submit_transaction([("upsert", entity, {"mode": UpdateMode.MERGE}) for entity in chunk])
         return len(entities)
 
+    def note_delivery_error(self, pair_id: str, source_id: str, error: str) -> None:
+        """Keep why the last delivery of an op for this user failed (merged; the next commit replaces the row
+        and with it this note), so that an op that ends in the poison queue can say why."""
+        self.table.upsert_entity(
+            {"PartitionKey": pair_id, "RowKey": source_id, "delivery_error": text(error, 2000)}, mode=UpdateMode.MERGE
+        )
+
+    def delivery_error(self, pair_id: str, source_id: str) -> str:
+        """The cause the last failed delivery noted ("" when none did since the row was last committed)."""
+        try:
+            entity = self.table.get_entity(pair_id, source_id, select=["delivery_error"])
+        except ResourceNotFoundError:
+            return ""
+        return str(entity.get("delivery_error") or "")
+
     def record_failure(self, pair_id: str, source_id: str, *, error: str, op: str, run_id: str) -> None:
         """Mark a row failed without touching its applied state (poison handler: the op stays replayable)."""
         self.table.upsert_entity(
             {
                 "PartitionKey": pair_id,
                 "RowKey": source_id,
-                "status": "failed",
+                "status": ContactStatus.FAILED.value,
                 "last_error": text(error, 2000),
                 "last_op": op,
                 "last_run_id": run_id,

@@ -28,6 +28,7 @@ class PairStatus:
     lease_owner: str = ""
     lease_until: str = ""
     force_full: bool = False  # next run must be a full round (--full asked for by the HTTP API)
+    full_requested_at: str = ""  # when that full round was asked for: a run clears only a request it has seen
     definition_hash: str = ""  # scope + mapping of the last planned run; a change forces a full round
 
     @property
@@ -49,6 +50,7 @@ def _status(pair_id: str, entity: TableEntity | None) -> PairStatus:
         lease_owner=entity.get("lease_owner", ""),
         lease_until=entity.get("lease_until", ""),
         force_full=bool(entity.get("force_full", False)),
+        full_requested_at=entity.get("full_requested_at", ""),
         definition_hash=entity.get("definition_hash", ""),
     )
 
@@ -93,15 +95,42 @@ class PairStateStore:
             self._merge(pair_id, lease_owner="", lease_until="")
 
     def record_run(
-        self, pair_id: str, *, run_id: str, outcome: str, delta_link: str | None, definition: str | None = None
+        self,
+        pair_id: str,
+        *,
+        run_id: str,
+        outcome: str,
+        delta_link: str | None,
+        definition: str | None = None,
+        full_request_seen: str | None = None,
     ) -> None:
-        """After a run: its outcome, and the new deltaLink once every change of the round is queued."""
+        """After a run: its outcome, and the new deltaLink once every change of the round is queued.
+
+        A full round requested while this run was going (`request_full_round` after the run read the pair's state)
+        is kept: the flag is cleared only when the request is the one the run saw (`full_request_seen`)."""
         fields: dict[str, object] = {"last_run_id": run_id, "last_run_at": iso(now_utc()), "last_outcome": outcome}
-        if delta_link is not None:
-            fields.update(delta_link=delta_link, force_full=False)
         if definition is not None:
             fields["definition_hash"] = definition
-        self._merge(pair_id, **fields)
+        if delta_link is None:
+            self._merge(pair_id, **fields)
+            return
+        fields["delta_link"] = delta_link
+        for _ in range(5):
+            entity = self._entity(pair_id)
+            if entity is None:
+                self._merge(pair_id, **fields, force_full=False, full_requested_at="")
+                return
+            newer_request = full_request_seen is not None and entity.get("full_requested_at", "") != full_request_seen
+            cleared = {} if newer_request and entity.get("force_full") else {"force_full": False, "full_requested_at": ""}
+            try:
+                self.table.update_entity(
+                    {"PartitionKey": PARTITION, "RowKey": pair_id, **fields, **cleared}, mode=UpdateMode.MERGE,
+                    etag=entity.metadata["etag"], match_condition=MatchConditions.IfNotModified,
+                )
+                return
+            except (ResourceModifiedError, ResourceNotFoundError):
+                continue  # changed meanwhile (a request, a lease): read again
+        self._merge(pair_id, **fields)  # kept changing: keep the flag rather than lose a request
 
     def quarantine(self, pair_id: str, reason: str) -> None:
         self._merge(pair_id, quarantine_reason=text(reason, 2000), quarantined_at=iso(now_utc()))
@@ -111,7 +140,7 @@ class PairStateStore:
 
     def request_full_round(self, pair_id: str) -> None:
         """Drop the deltaLink so the next run reads every user (and sweeps what is gone)."""
-        self._merge(pair_id, delta_link="", force_full=True)
+        self._merge(pair_id, delta_link="", force_full=True, full_requested_at=iso(now_utc()))
 
     def forget(self, pair_id: str) -> None:
         with contextlib.suppress(ResourceNotFoundError):

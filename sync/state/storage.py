@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from azure.core.credentials import TokenCredential
 from azure.data.tables import TableClient, TableServiceClient
@@ -12,6 +12,8 @@ from azure.storage.queue import QueueClient, TextBase64DecodePolicy, TextBase64E
 
 from sync.errors import ConfigError
 from sync.settings import setting
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -40,7 +42,7 @@ class StorageAccount:
         """A table client; the table is created on first use."""
         if name not in self._tables:
             if self.connection_string:
-                service = TableServiceClient.from_connection_string(self.connection_string)
+                service = _from_connection_string(TableServiceClient.from_connection_string, self.connection_string)
             else:
                 assert self.table_endpoint and self.credential
                 service = TableServiceClient(endpoint=self.table_endpoint, credential=self.credential)
@@ -54,11 +56,21 @@ class StorageAccount:
             "message_decode_policy": TextBase64DecodePolicy(),
         }
         if self.connection_string:
-            client = QueueClient.from_connection_string(self.connection_string, name, **options)
+            client = _from_connection_string(QueueClient.from_connection_string, self.connection_string, name, **options)
         else:
             assert self.queue_endpoint and self.credential
             client = QueueClient(self.queue_endpoint, name, credential=self.credential, **options)
         return client
+
+
+def _from_connection_string(make: Callable[..., T], connection_string: str, *args: Any, **kwargs: Any) -> T:
+    try:
+        return make(connection_string, *args, **kwargs)
+    except ValueError as error:  # the SDK's words: "Connection string is either blank or malformed."
+        raise ConfigError(
+            f"app setting AzureWebJobsStorage is not a storage connection string ({error}); use "
+            "UseDevelopmentStorage=true for Azurite or the account's connection string"
+        ) from None
 
 
 def _storage_credential(environ: Mapping[str, str] | None) -> TokenCredential:

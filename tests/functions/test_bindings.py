@@ -11,7 +11,7 @@ import pytest
 
 import function_app
 from sim.host import QueueSettings
-from sync.app.delivery import MAX_DEQUEUE_COUNT
+from sync.core.delivery_policy import MAX_DEQUEUE_COUNT
 
 ROOT = Path(__file__).resolve().parents[2]
 

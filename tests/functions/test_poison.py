@@ -9,8 +9,8 @@ import pytest
 from azure.functions.queue import QueueMessage
 
 import function_app
-from sync.app.delivery import MAX_DEQUEUE_COUNT
 from sync.cli import main as cli
+from sync.core.delivery_policy import MAX_DEQUEUE_COUNT
 
 from .conftest import PAIR_ID, Sync
 
@@ -35,7 +35,8 @@ def test_an_op_that_always_fails_is_poisoned_recorded_and_replayable(sync: Sync,
 
     rt = sync.rt
     row = rt.stores.contacts.get(PAIR_ID, user["id"])
-    assert row.status == "failed" and "every delivery" in row.last_error and row.last_op == "update"
+    assert row.status == "failed" and "every delivery" in row.last_error and row.last_op == "update:poisoned"
+    assert "Set-Contact failed (HTTP 503)" in row.last_error, "the poisoned op names its cause, not only that it failed"
     [poison_run] = [run for run in rt.stores.runs.recent(PAIR_ID) if run.trigger == "poison"]
     assert poison_run.outcome == "failed" and user["id"] in poison_run.error and poison_run.counts == {"poisoned": 1}
     assert rt.stores.failed.approximate_count() == 1, "the op is kept for replay"

@@ -14,10 +14,11 @@ from typing import Any
 import pytest
 
 from sim import SimCloud, Tenant
-from sync.app.delivery import drain
+from sync.app.drain import drain
 from sync.app.planning import RunResult, run_pair
 from sync.app.runtime import Runtime
 from sync.contract.pairs import TenantPair, parse_pair
+from sync.contract.vocabulary import RunTrigger
 from tests.support.sim_pairs import sim_definition, sim_tenants
 
 SECRET_ENV = "CTCS_GROUPS_TEST_SECRET"
@@ -72,7 +73,7 @@ class GroupSync:
 
     def run(self, **kwargs: Any) -> RunResult:
         """Plan (and queue) one run, then apply its ops in-process."""
-        result = run_pair(self.rt, PAIR_ID, trigger="test", **kwargs)
+        result = run_pair(self.rt, PAIR_ID, trigger=RunTrigger.CLI, **kwargs)
         drain(self.rt, concurrency=8)
         return result
 

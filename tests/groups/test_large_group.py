@@ -4,6 +4,7 @@ scope is decided, on the first round and when hundreds of members change at once
 from __future__ import annotations
 
 from sync.app.planning import run_pair
+from sync.contract.vocabulary import RunTrigger
 
 from .conftest import PAIR_ID, GroupSync
 
@@ -16,7 +17,7 @@ def test_a_group_of_1200_spanning_pages(gs: GroupSync) -> None:
     gs.use_pair(include=[everyone])
 
     gs.cloud.reset_counts()
-    first = run_pair(gs.rt, PAIR_ID, trigger="test")  # planned and queued; applying 1,200 contacts is not the point
+    first = run_pair(gs.rt, PAIR_ID, trigger=RunTrigger.CLI)  # planned and queued; applying 1,200 contacts is not the point
     assert first.plan is not None and first.plan.counts()["create"] == 1200
     assert first.plan.skipped_by_reason["not_in_group"] == 100
     full = {k[1]: v for k, v in gs.cloud.counts.snapshot().items() if isinstance(k, tuple) and k[0] == "graph"}
@@ -28,7 +29,7 @@ def test_a_group_of_1200_spanning_pages(gs: GroupSync) -> None:
     for user in u[:150]:
         directory.remove_member(everyone, user)
     gs.cloud.reset_counts()
-    second = run_pair(gs.rt, PAIR_ID, trigger="test")
+    second = run_pair(gs.rt, PAIR_ID, trigger=RunTrigger.CLI)
     assert second.plan is not None and not second.run.full
     # The first run's creates are still queued (marked `queued` in ContactState): the 150 leavers get deletes that
     # win over their late creates, and the 100 joiners are created. All 250 are read by id, 50 per request.

@@ -11,10 +11,11 @@ from typing import Any
 import pytest
 
 from sim import SimCloud, Tenant
-from sync.app.delivery import DrainReport, drain
+from sync.app.drain import DrainReport, drain
 from sync.app.planning import RunResult, run_pair
 from sync.app.runtime import Runtime
 from sync.contract.pairs import TenantPair
+from sync.contract.vocabulary import RunTrigger
 from tests.support.sim_pairs import sim_pair
 
 SECRET_ENV = "CTCS_MANAGERS_TEST_SECRET"
@@ -46,7 +47,7 @@ class Linked:
 
     def run(self) -> tuple[RunResult, DrainReport]:
         """One timer run: plan (reading Graph), then apply every queued op (writing Exchange)."""
-        result = run_pair(self.rt, self.pair.id, trigger="test")
+        result = run_pair(self.rt, self.pair.id, trigger=RunTrigger.CLI)
         return result, drain(self.rt, concurrency=2, backoff=lambda attempt: 0)
 
     def contact(self, user_id: str) -> dict[str, Any]:

@@ -9,6 +9,7 @@ import pytest
 from sync.app.delivery import handle_message
 from sync.app.planning import RunResult, run_pair
 from sync.contract.ops import ContactOp
+from sync.contract.vocabulary import RunTrigger
 from sync.core.mapping import contact_name
 from sync.errors import ManagerNotFound
 
@@ -99,7 +100,7 @@ def test_a_manager_exchange_cannot_resolve_is_retried_not_failed(linked: Linked)
     # The boss's contact vanishes from Exchange (as a just-made object does while it replicates).
     boss_contact = linked.contact(boss)
     linked.target.exchange.run("Remove-MailContact", {"Identity": boss_contact["Guid"]})
-    run_pair(linked.rt, linked.pair.id, trigger="test")
+    run_pair(linked.rt, linked.pair.id, trigger=RunTrigger.CLI)
     [message] = linked.rt.stores.ops.receive(max_messages=1, visibility_timeout=60)
     with pytest.raises(ManagerNotFound) as missing:  # transient: the queue delivers it again
         handle_message(linked.rt, message.content)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 
-from sync.app.delivery import MAX_DEQUEUE_COUNT
+from sync.core.delivery_policy import MAX_DEQUEUE_COUNT
 
 from .conftest import SyncPair, run_cli
 
@@ -30,7 +30,7 @@ def test_an_op_that_always_fails_is_poisoned_recorded_and_replayed_once_fixed(
     assert report.completed == 2, "the update and the delete of the same run were applied"
     rt = sync.rt
     row = sync.rows()[hire]
-    assert row.status == "failed" and "every delivery" in row.last_error and row.last_op == "create"
+    assert row.status == "failed" and "every delivery" in row.last_error and row.last_op == "create:poisoned"
     [poison_run] = [run for run in rt.stores.runs.recent(sync.pair.id) if run.trigger == "poison"]
     assert poison_run.counts == {"poisoned": 1} and hire in poison_run.error
     kept = rt.stores.failed
@@ -38,8 +38,9 @@ def test_an_op_that_always_fails_is_poisoned_recorded_and_replayed_once_fixed(
     assert json.loads(next(iter(kept.peek_all())).content)["source_id"] == hire
 
     status = run_cli("status", "--pair", sync.pair.id, "--json")
-    [shown] = json.loads(status.stdout)
+    [shown] = json.loads(status.stdout)["pairs"]
     assert shown["contacts"]["failed"] == 1 and [p["source_id"] for p in shown["problems"]] == [hire]
+    assert shown["waiting"]["poisoned"] == 1 and "New-MailContact failed (HTTP 503)" in shown["problems"][0]["error"]
 
     sync.cloud.faults.clear()  # the cause is fixed
     replay = run_cli("replay-poison", "--pair", sync.pair.id)

@@ -36,7 +36,7 @@ def test_a_mass_removal_is_quarantined_until_released_once(
 
     status = run_cli("status", "--pair", sync.pair.id, "--json")
     assert status.returncode == 0, status.stderr
-    [shown] = json.loads(status.stdout)
+    [shown] = json.loads(status.stdout)["pairs"]
     assert shown["quarantined"] is True and shown["quarantine_reason"] == reason
     assert shown["last_run"]["outcome"] == "quarantined"
     api = sync.host.call_http("GET", f"/api/pairs/{sync.pair.id}")

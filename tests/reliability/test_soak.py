@@ -13,8 +13,9 @@ from collections.abc import Callable
 import pytest
 
 from sim.generator import generate_users, mutate
-from sync.app.delivery import drain
+from sync.app.drain import drain
 from sync.app.planning import run_pair
+from sync.contract.vocabulary import RunTrigger
 
 from .conftest import SyncPair
 
@@ -49,7 +50,7 @@ def test_twenty_incremental_runs_with_random_faults_end_exactly_in_step(
     started = time.monotonic()
 
     # The first full load as `python -m sync run` does it: plan, then apply in-process with 8 workers.
-    first = run_pair(sync.rt, sync.pair.id, trigger="cli")
+    first = run_pair(sync.rt, sync.pair.id, trigger=RunTrigger.CLI)
     assert first.outcome == "planned"
     loaded = drain(sync.rt, concurrency=8)
     load_seconds = time.monotonic() - started
