@@ -3,7 +3,7 @@
 
     python3 dev.py demo      sync simulated tenants end to end (Azurite + simulated Graph and Exchange)
     python3 dev.py test      run the whole test suite (extra arguments go to pytest)
-    python3 dev.py lint      ruff and mypy
+    python3 dev.py lint      ruff, mypy (strict) and import-linter (the layer contract)
     python3 dev.py bench     the planning benchmark (100,000 users)
 
 Each command first installs what it needs: a virtual environment in .venv with requirements-dev.txt, and
@@ -79,8 +79,9 @@ def main(argv: list[str]) -> int:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "CTCS_AZURITE": str(azurite_path())}
     if command == "lint":
         ruff = run(PYTHON, "-m", "ruff", "check", ".", env=env)
-        mypy = run(PYTHON, "-m", "mypy", env=env)
-        return ruff or mypy
+        mypy = run(PYTHON, "-m", "mypy", env=env)  # strict, on sync/, sim/ and function_app.py (pyproject.toml)
+        layers = run(BIN / "lint-imports", "--no-cache", env=env)  # the import contracts in pyproject.toml
+        return ruff or mypy or layers
     ensure_azurite()
     if command == "demo":
         return run(PYTHON, "-m", "sim", "demo", *rest, env=env)

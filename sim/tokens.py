@@ -114,7 +114,7 @@ class TokenSigner:
 def bearer_token(headers: Any) -> str | None:
     """The token of an `Authorization: Bearer ...` header (header names are case-insensitive in Starlette)."""
     value = headers.get("authorization")
-    if not value:
+    if not isinstance(value, str) or not value:
         return None
     scheme, _, token = value.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
