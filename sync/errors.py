@@ -19,7 +19,7 @@
         └── TargetRejected          a permanent refusal for this contact (address in use, bad value)
             └── AddressInUse            another recipient holds the address; `holder` names it
 
-Messages never carry a secret: they name settings, fields and references, never values.
+Messages never carry a secret (invariant 6): they name settings, fields and references, never values.
 """
 
 from __future__ import annotations

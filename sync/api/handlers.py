@@ -55,7 +55,7 @@ def error(status: int, message: str, **details: Any) -> ApiResponse:
 
 
 def respond(handler: Callable[[], ApiResponse]) -> ApiResponse:
-    """Run a handler and turn what it raises into a JSON error: never a stack trace, never a secret."""
+    """Run a handler and turn what it raises into a JSON error: never a stack trace, never a secret (invariant 6)."""
     try:
         return handler()
     except BadRequest as bad:

@@ -1,4 +1,5 @@
-"""Apply one contact op to the target: idempotent, order-safe by version, and only ever on our own contacts.
+"""Apply one contact op to the target: idempotent, order-safe by version (invariant 3), and only ever on our own
+contacts (invariant 1).
 
 Outcomes that need no retry (applied, stale, conflict, rejected) are returned; errors worth retrying
 (`TargetTransient`, `TargetThrottled`, `RowBusy`, `ManagerNotFound`) are raised for the queue to redeliver the op.

@@ -116,7 +116,7 @@ def preview(rt: Runtime, pair_id: str, *, full: bool = False) -> RunResult:
 def run_pair(
     rt: Runtime, pair_id: str, *, trigger: RunTrigger, full: bool = False, allow_deletes: bool = False
 ) -> RunResult:
-    """Plan one pair and queue its ops. Returns the run; errors of this pair are recorded, not raised."""
+    """Plan one pair and queue its ops. Returns the run; errors of this pair are recorded, not raised (invariant 7)."""
     stores = rt.stores
     now = datetime.now(UTC)
     pair = stores.pairs.get(pair_id)
@@ -167,7 +167,8 @@ def _run_with_lease(
     try:
         queued = stores.ops.send_all(plan.ops)
     except Exception:
-        # Some creates are marked queued but never reached the queue: a full round re-plans every queued row.
+        # Some creates are marked queued but never reached the queue: a full round re-plans every queued row
+        # (invariant 4: nothing this round marked is left behind).
         stores.pair_state.request_full_round(pair.id)
         raise
     # Invariant 4: the deltaLinks (users and groups) are saved only now that every change of the round is queued.

@@ -2,7 +2,7 @@
 
 `parse_pair(data)` returns a `TenantPair` or raises `PairValidationError` listing every problem with its field
 path. Secret values never pass through here: credential fields hold references (`kv:`, `env:`, `file:`), and
-error messages never echo what was given for them.
+error messages never echo what was given for them (invariant 6).
 """
 
 from __future__ import annotations

@@ -207,7 +207,8 @@ def _purge_expired(
 
 
 def unsafe_reason(plan: Plan, pair: TenantPair) -> str | None:
-    """Why the plan's removals (deletes and hides) exceed the pair's thresholds, or None when they do not."""
+    """Why the plan's removals (deletes and hides) exceed the pair's thresholds, or None when they do not.
+    A reason stops the run before anything is queued and quarantines the pair (invariant 5)."""
     removals = sum(1 for op in plan.ops if op.kind.removes)
     limits = pair.deletion
     verb = "deletes" if pair.deletion.mode == "delete" else "removes (hides or deletes)"

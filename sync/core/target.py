@@ -1,7 +1,7 @@
 """What the engine needs from a target tenant: find, create, change and remove mail contacts.
 
 The Exchange Online implementation lives in `sync.exchange.contacts`. Identities are contact Guids; the engine
-only ever passes a Guid it found by its own anchor or recorded after creating the contact itself.
+only ever passes a Guid it found by its own anchor or recorded after creating the contact itself (invariant 1).
 """
 
 from __future__ import annotations

@@ -115,7 +115,8 @@ class ExchangeTarget:
 
     def _own_earlier_attempt(self, wanted: Mapping[str, Any]) -> list[dict[str, Any]]:
         """The contact a retried New-MailContact had already created, if it is exactly that: same name and
-        address, and not a single custom attribute set yet (so it carries no anchor, ours or anyone's)."""
+        address, and not a single custom attribute set yet (so it carries no anchor, ours or anyone's). Adopting it
+        instead of failing on the taken name is what keeps a retried create from leaving a duplicate (invariant 3)."""
         rows = self.invoke("Get-MailContact", {"Identity": str(wanted["Name"])})
         address = _strip_prefix(str(wanted["ExternalEmailAddress"])).lower()
         fresh = [
@@ -147,7 +148,7 @@ class ExchangeTarget:
         params = {"Filter": opath.starts_with(attribute, anchor_prefix), "ResultSize": "Unlimited"}
         for row in self.api.iter_rows("Get-MailContact", params):
             recipient = _recipient(row, default_type="MailContact")
-            # -like is a pattern match; the exact prefix check keeps "ours" exact.
+            # -like is a pattern match; the exact prefix check keeps "ours" exact (invariant 1).
             if recipient.anchor(attribute).startswith(anchor_prefix):
                 yield recipient
 

@@ -3,7 +3,7 @@
 Every value goes inside single quotes with `'` doubled (the only escape OPATH knows inside quotes), so a value
 such as `x' -or Name -like '*` stays one literal. Property names are never taken from data: they are checked
 against a strict pattern. `-like` patterns take a literal prefix only; a `*` inside it would be a wildcard that no
-escape can neutralise, so it is refused.
+escape can neutralise, so it is refused. A widened filter would find recipients that are not ours (invariant 1).
 """
 
 from __future__ import annotations

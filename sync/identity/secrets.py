@@ -2,7 +2,7 @@
 
 Pair files hold references, never values (DESIGN.md, "Tenant pair definition"). `SecretResolver` turns a
 reference into its value at run time. Every error names the reference and what is wrong with it, never the
-value; the resolver's repr never shows what it has cached.
+value; the resolver's repr never shows what it has cached (invariant 6).
 
 Key Vault is reached with the Function App's user-assigned managed identity in Azure and with
 `DefaultAzureCredential` on a developer machine. Tests inject `secret_client_factory`.

@@ -2,7 +2,7 @@
 
 A worker claims a row (ETag-guarded) before it touches Exchange and commits it afterwards with the claim's
 ETag, so two ops for one user never interleave: the second waits (is retried) until the first has committed,
-and an op older than the committed version is dropped.
+and an op older than the committed version is dropped (invariant 3).
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
     contact-ops          ops waiting for the worker (the queue trigger)
     contact-ops-poison   where the host moves an op after maxDequeueCount failed deliveries
-    contact-ops-failed   where the poison trigger keeps those ops for `python -m sync replay-poison` (no trigger)
+    contact-ops-failed   where the poison trigger keeps those ops for `python -m sync replay-poison` (no trigger,
+                         no expiry: invariant 2)
 """
 
 from __future__ import annotations
