@@ -54,7 +54,9 @@ def test_exit_codes_are_documented() -> None:
     from sync.cli import main as cli
 
     text = section("Command line")
-    for code in (cli.EXIT_OK, cli.EXIT_FAILED, cli.EXIT_USAGE, cli.EXIT_UNSAFE):
+    codes = {value for name, value in vars(cli).items() if name.startswith("EXIT_") and isinstance(value, int)}
+    assert codes >= {0, 1, 2, 3, 130}
+    for code in codes:
         assert f"**{code}**" in text
 
 
@@ -69,3 +71,14 @@ def test_the_two_quickstart_commands_exist() -> None:
     assert "python3 dev.py demo" in text and "python3 dev.py test" in text
     dev = (Path(__file__).resolve().parent.parent / "dev.py").read_text()
     assert '"demo"' in dev and '"test"' in dev
+
+
+def test_every_http_route_is_documented() -> None:
+    app_source = (Path(__file__).resolve().parent.parent / "function_app.py").read_text(encoding="utf-8")
+    routes = set(re.findall(r'route="([^"]+)", methods=\[func\.HttpMethod\.(\w+)\]', app_source))
+    assert routes, "no routes found in function_app.py"
+    documented = {
+        (path.split("?")[0].split("[")[0].removeprefix("/api/"), method)
+        for method, path in re.findall(r"^\| `(GET|POST|PUT|PATCH|DELETE) (/api/[^` ]+)", section("HTTP API"), re.MULTILINE)
+    }
+    assert documented == {(path, method) for path, method in routes}

@@ -71,6 +71,19 @@ class _Drain:
     backoff: Callable[[int], int]
     report: DrainReport = field(default_factory=DrainReport)
     waiting: dict[str, float] = field(default_factory=dict)  # op key → when its deferred or retried copy is due
+    running: dict[Future[tuple[ContactOp, Applied]], QueueMessage] = field(default_factory=dict)
+
+    def give_back_unstarted(self) -> None:
+        for future, message in list(self.running.items()):
+            if future.cancelled():
+                self.rt.stores.ops.make_visible(message)
+            else:
+                try:
+                    future.exception()  # let it finish, then settle it as usual
+                    self.settle(message, future)
+                except BaseException as error:  # a second Ctrl-C: leave it, it reappears after its timeout
+                    log.debug("left an op unsettled: %s", type(error).__name__)
+                    break
 
     def mine(self, message: QueueMessage) -> bool:
         if self.pair_id is None:
@@ -133,26 +146,39 @@ def drain(
     """Apply queued ops (of `pair_id`, or every pair's) until none are left, as the Functions host would."""
     state = _Drain(rt, pair_id, backoff)
     started = time.monotonic()
-    queue = rt.stores.ops
-    with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="ctcs-worker") as pool:
-        running: dict[Future[tuple[ContactOp, Applied]], QueueMessage] = {}
-        while time.monotonic() - started < deadline_seconds:
-            received_own = False
-            if len(running) < concurrency:
-                messages = queue.receive(max_messages=min(32, concurrency * 2), visibility_timeout=RECEIVE_VISIBILITY_SECONDS)
-                for message in messages:
-                    if state.mine(message):
-                        received_own = True
-                        running[pool.submit(handle_message, rt, message.content)] = message
-            if not running:
-                if state.finished(received_own):
-                    break
-                time.sleep(IDLE_POLL_SECONDS)  # only deferred messages are left: wait for them to become visible
-                continue
-            done, _ = wait(list(running), timeout=1.0, return_when=FIRST_COMPLETED)
-            for future in done:
-                label = state.settle(running.pop(future), future)
-                if on_done is not None and label:
-                    on_done(label)
+    pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="ctcs-worker")
+    try:
+        _loop(state, pool, concurrency, started + deadline_seconds, on_done)
+    except BaseException:
+        # Ctrl-C (or an error): nothing more starts. Ops already running finish and record their outcome; received
+        # ones that had not started are handed back to the queue at once, for the worker or the next run.
+        pool.shutdown(wait=False, cancel_futures=True)
+        state.give_back_unstarted()
+        raise
+    pool.shutdown(wait=True)
     state.report.seconds = time.monotonic() - started
     return state.report
+
+
+def _loop(
+    state: _Drain, pool: ThreadPoolExecutor, concurrency: int, deadline: float, on_done: Callable[[str], None] | None
+) -> None:
+    rt, queue, running = state.rt, state.rt.stores.ops, state.running
+    while time.monotonic() < deadline:
+        received_own = False
+        if len(running) < concurrency:
+            messages = queue.receive(max_messages=min(32, concurrency * 2), visibility_timeout=RECEIVE_VISIBILITY_SECONDS)
+            for message in messages:
+                if state.mine(message):
+                    received_own = True
+                    running[pool.submit(handle_message, rt, message.content)] = message
+        if not running:
+            if state.finished(received_own):
+                break
+            time.sleep(IDLE_POLL_SECONDS)  # only deferred messages are left: wait for them to become visible
+            continue
+        done, _ = wait(list(running), timeout=1.0, return_when=FIRST_COMPLETED)
+        for future in done:
+            label = state.settle(running.pop(future), future)
+            if on_done is not None and label:
+                on_done(label)
