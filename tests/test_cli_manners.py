@@ -95,6 +95,7 @@ def test_tables_align_wide_characters() -> None:
     table(["name", "count"], [["山田 太郎", 1], ["Ada", 22], ["Zoë Ødegård", 333]], out=out)
     header, rule, *rows = out.getvalue().splitlines()
     count_column = columns(header) - len("count")
+    assert columns(rule) == columns(header)
     for row in rows:  # every number ends in the same terminal column
         assert columns(row) == columns(header)
         assert row[-1].isdigit()

@@ -55,7 +55,7 @@ resource appBlob 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   }
 }
 
-// Queue: contact-ops and contact-ops-poison (trigger, enqueue, poison handling).
+// Queues: contact-ops, contact-ops-poison and contact-ops-failed (trigger, enqueue, poison handling, replay).
 resource appQueue 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   name: guid(storageAccount.id, identityPrincipalId, roles.storageQueueDataContributor)
   scope: storageAccount

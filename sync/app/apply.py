@@ -4,7 +4,7 @@ contacts (invariant 1).
 Outcomes that need no retry (applied, stale, conflict, rejected) are returned; errors worth retrying
 (`TargetTransient`, `TargetThrottled`, `RowBusy`, `ManagerNotFound`) are raised for the queue to redeliver the op.
 
-A partial update (a manager link, see sync.managers) is merged into the contact as applied and the state row keeps
+A partial update (a manager link, see sync.core.managers) is merged into the contact as applied and the state row keeps
 the hash of the merged contact, so the next plan sees it unchanged. It does not advance the row's version: it is a
 fix-up on top of whatever full op was applied, never a newer desired state, so an older full op still queued is
 not dropped as stale because of it (that op may unset the link again; the next plan's fix-up restores it).

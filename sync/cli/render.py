@@ -1,4 +1,4 @@
-"""What the CLI (and the HTTP API) shows: plans, run summaries and pair status, as tables or JSON."""
+"""What the CLI shows: plans, run summaries, pair status and explanations, as tables (status data: sync.app.status)."""
 
 from __future__ import annotations
 

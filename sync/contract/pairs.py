@@ -251,7 +251,7 @@ def _check_template(template: str) -> None:
 def _unsupported(pair: TenantPair) -> list[str]:
     problems = []
     if pair.contact.attributes.get("Manager", "") != "":
-        # Not a template: Manager always names the manager's own contact in the target (see sync.managers).
+        # Not a template: Manager always names the manager's own contact in the target (see sync.core.managers).
         problems.append('contact.attributes.Manager: may only be "" (turns manager links off); by default it links '
                         "each contact to its manager's contact")
     return problems

@@ -16,7 +16,7 @@ SOURCE_ATTRIBUTES = frozenset(
 )
 
 # What the default mapping, scope and anchor need from every user. `manager` is a relationship, not a template
-# attribute: Graph reports it as `manager@delta` (see sync.managers).
+# attribute: Graph reports it as `manager@delta` (see sync.core.managers).
 BASE_SELECT = (
     "id", "displayName", "givenName", "surname", "mail", "proxyAddresses", "userPrincipalName", "userType",
     "accountEnabled", "showInAddressList", "companyName", "department", "jobTitle", "officeLocation", "businessPhones",

@@ -4,7 +4,7 @@ The desired contact holds every parameter ctcs manages for the pair, with "" for
 value removed in the source is removed in the target too. Parameters a pair maps to "" are not managed at all.
 
 `Manager` is not a template: it names the manager's own contact (`contact_name` of the manager's id), which the
-planner decides (sync.managers) and passes in; `"Manager": ""` in the pair's attributes turns it off.
+planner decides (sync.core.managers) and passes in; `"Manager": ""` in the pair's attributes turns it off.
 """
 
 from __future__ import annotations

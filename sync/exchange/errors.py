@@ -1,4 +1,4 @@
-"""Reading Exchange admin API failures, and the Retry-After arithmetic both edges share.
+"""Reading Exchange admin API failures: the shapes the admin API reports a failed cmdlet in, and their classes.
 
 The admin API reports a failed cmdlet in several shapes (exchange-admin-api.md, "Errors"). `read_failure` tries
 them in the documented order and `to_target_error` classifies the result into the tree of `sync.errors`:
