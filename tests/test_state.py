@@ -114,3 +114,12 @@ def test_local_settings_fill_only_unset_variables(tmp_path: Path) -> None:
     path.write_text("{oops")
     with pytest.raises(ConfigError, match=r"not a valid local\.settings\.json"):
         load_local_settings(path, environ)
+
+
+def test_ops_never_expire_on_the_queue(stores: Stores) -> None:
+    """A queue's default time-to-live is 7 days: an op sent with it would vanish if the app were stopped longer."""
+    stores.ops.send_text('{"schema": 1}')
+    stores.failed.send_text('{"schema": 1}')
+    for queue in (stores.ops, stores.failed):
+        [message] = list(queue.peek_all())
+        assert message.expires_on is not None and message.expires_on.year == 9999

@@ -132,7 +132,7 @@ def keep_poisoned(rt: Runtime, body: str | bytes, *, error: str = "") -> Contact
     ContactState row `failed` with the cause its last delivery noted, and writes a SyncRuns row with trigger `poison`.
     """
     text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
-    rt.stores.failed.send_text(text, keep=True)
+    rt.stores.failed.send_text(text)
     op = record_poison(rt, text, error=error)
     if op is not None:
         now = datetime.now(UTC)

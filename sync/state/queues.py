@@ -19,6 +19,7 @@ from sync.contract.ops import ContactOp
 
 POISON_SUFFIX = "-poison"
 FAILED_SUFFIX = "-failed"
+NEVER_EXPIRES = -1  # Queue Storage time-to-live for "never" (service version 2017-07-29 and later)
 
 
 @dataclass
@@ -35,11 +36,12 @@ class OpQueue:
         return self
 
     def send(self, op: ContactOp, *, delay_seconds: int = 0) -> None:
-        self.client.send_message(op.to_json(), visibility_timeout=delay_seconds or None)
+        self.send_text(op.to_json(), delay_seconds=delay_seconds)
 
-    def send_text(self, body: str, *, delay_seconds: int = 0, keep: bool = False) -> None:
-        """Send a message as it is; `keep` sends it without expiry (the holding queue keeps ops until replayed)."""
-        self.client.send_message(body, visibility_timeout=delay_seconds or None, time_to_live=-1 if keep else None)
+    def send_text(self, body: str, *, delay_seconds: int = 0) -> None:
+        """Send a message as it is, without expiry: a queue's default time-to-live is 7 days, and an op must not
+        vanish because the Function App was stopped for a week (invariant 2)."""
+        self.client.send_message(body, visibility_timeout=delay_seconds or None, time_to_live=NEVER_EXPIRES)
 
     def send_all(self, ops: Iterable[ContactOp]) -> int:
         sent = 0
