@@ -123,3 +123,16 @@ def test_ops_never_expire_on_the_queue(stores: Stores) -> None:
     for queue in (stores.ops, stores.failed):
         [message] = list(queue.peek_all())
         assert message.expires_on is not None and message.expires_on.year == 9999
+
+
+def test_a_delivery_note_never_breaks_the_claim_of_the_op_being_applied(stores: Stores) -> None:
+    """Another delivery that fails (RowBusy, say) notes its cause while the holder applies; the holder still commits."""
+    contacts = stores.contacts
+    claimed = contacts.claim(contacts.get("p1", "u1"), version=7, seconds=60)
+    contacts.note_delivery_error("p1", "u1", 8, "RowBusy: another op (version 7) is applying to this user")
+    contacts.commit(claimed, RowUpdate(ContactStatus.OK, 7, "h", "g", {"A": 1}), op="create", run_id="r")
+    assert contacts.get("p1", "u1").status == "ok"
+    assert contacts.delivery_error("p1", "u1", 8).startswith("RowBusy")
+    assert contacts.delivery_error("p1", "u1", 7) == "", "a note speaks only for the op version that wrote it"
+    assert contacts.status_counts("p1") == {"ok": 1}, "notes are not rows"
+    assert contacts.forget_pair("p1") == 1 and contacts.delivery_error("p1", "u1", 8) == ""

@@ -60,7 +60,7 @@ def note_failed_delivery(rt: Runtime, body: str | bytes, decision: Decision) -> 
     """Keep the cause of a failed delivery on the user's row, so that a poisoned op reports why it failed."""
     try:
         op = decode_op(body)
-        rt.stores.contacts.note_delivery_error(op.pair_id, op.source_id, decision.reason)
+        rt.stores.contacts.note_delivery_error(op.pair_id, op.source_id, op.version, decision.reason)
     except Exception as error:  # the failure being reported matters more than this note
         log.debug("could not note the delivery error: %s", error)
 
@@ -74,7 +74,7 @@ def record_poison(rt: Runtime, body: str | bytes, *, error: str = "") -> Contact
     except BadOpMessage as bad:
         log.error("poison message is not a contact operation: %s", bad)
         return None
-    cause = error or rt.stores.contacts.delivery_error(op.pair_id, op.source_id) or "no cause was recorded"
+    cause = error or rt.stores.contacts.delivery_error(op.pair_id, op.source_id, op.version) or "no cause was recorded"
     message = f"{POISONED} ({cause}); kept for replay-poison"
     rt.stores.contacts.record_failure(op.pair_id, op.source_id, error=message, op=f"{op.kind.value}{POISONED_OP_SUFFIX}",
                                       run_id=op.run_id)

@@ -24,6 +24,7 @@ from sync.core.plan import StateSummary
 from sync.state.entities import as_int, int64, iso, now_utc, quote, text
 
 SUMMARY_COLUMNS = ["RowKey", "status", "hash", "version", "guid", "hidden_at", "manager_id", "manager_set"]
+NOTES_SUFFIX = "~delivery"  # partition of the delivery notes beside a pair's rows
 POISONED_OP_SUFFIX = ":poisoned"  # last_op of a row whose op ended in the poison queue
 TRANSACTION_SIZE = 100  # entities per Table Storage batch (same partition)
 
@@ -212,20 +213,23 @@ class ContactStateStore:
             self.table.submit_transaction([("upsert", entity, {"mode": UpdateMode.MERGE}) for entity in chunk])
         return len(entities)
 
-    def note_delivery_error(self, pair_id: str, source_id: str, error: str) -> None:
-        """Keep why the last delivery of an op for this user failed (merged; the next commit replaces the row
-        and with it this note), so that an op that ends in the poison queue can say why."""
+    def note_delivery_error(self, pair_id: str, source_id: str, version: int, error: str) -> None:
+        """Keep why the last delivery of the op `version` for this user failed, so that an op that ends in the poison
+        queue can say why. The note lives beside the row (partition `<pair>~delivery`), never in it: writing the row
+        would change its ETag under the claim of an op being applied right now."""
         self.table.upsert_entity(
-            {"PartitionKey": pair_id, "RowKey": source_id, "delivery_error": text(error, 2000)}, mode=UpdateMode.MERGE
+            {"PartitionKey": pair_id + NOTES_SUFFIX, "RowKey": source_id, "version": int64(version),
+             "error": text(error, 2000), "noted_at": iso(now_utc())},
+            mode=UpdateMode.REPLACE,
         )
 
-    def delivery_error(self, pair_id: str, source_id: str) -> str:
-        """The cause the last failed delivery noted ("" when none did since the row was last committed)."""
+    def delivery_error(self, pair_id: str, source_id: str, version: int) -> str:
+        """The cause the last failed delivery of the op `version` noted ("" when none did)."""
         try:
-            entity = self.table.get_entity(pair_id, source_id, select=["delivery_error"])
+            note = self.table.get_entity(pair_id + NOTES_SUFFIX, source_id)
         except ResourceNotFoundError:
             return ""
-        return str(entity.get("delivery_error") or "")
+        return str(note.get("error") or "") if as_int(note.get("version")) == version else ""
 
     def record_failure(self, pair_id: str, source_id: str, *, error: str, op: str, run_id: str) -> None:
         """Mark a row failed without touching its applied state (poison handler: the op stays replayable)."""
@@ -245,8 +249,11 @@ class ContactStateStore:
         )
 
     def forget_pair(self, pair_id: str) -> int:
+        """Delete the pair's rows (and its delivery notes); the number of rows removed."""
         removed = 0
-        for entity in self.table.query_entities(f"PartitionKey eq '{quote(pair_id)}'", select=["PartitionKey", "RowKey"]):
-            self.table.delete_entity(entity["PartitionKey"], entity["RowKey"])
-            removed += 1
+        for partition in (pair_id, pair_id + NOTES_SUFFIX):
+            query = f"PartitionKey eq '{quote(partition)}'"
+            for entity in self.table.query_entities(query, select=["PartitionKey", "RowKey"]):
+                self.table.delete_entity(entity["PartitionKey"], entity["RowKey"])
+                removed += partition == pair_id
         return removed
