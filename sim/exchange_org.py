@@ -10,6 +10,7 @@ Identity, no unknown parameter. Failures raise `CmdletError`, which sim.exchange
     org.replication_lag = 2.0     # a fresh object answers NotFound by Identity for this many seconds
     org.page_size = 1000          # server page size (the client's Prefer: odata.maxpagesize can lower it)
     org.errors_in_200 = False     # True: every cmdlet failure comes back as 200 + "@adminapi.errors"
+    org.limits                    # latency, concurrency cap, budget, creation quota (sim.exchange_limits)
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import uuid
 from typing import Any
 
 from sim.countries import country_code, country_name
+from sim.exchange_limits import ExchangeLimits
 from sim.opath import FilterError, compile_filter
 
 KINDS = {  # kind -> (RecipientType, RecipientTypeDetails, soft-deleted?)
@@ -60,13 +62,16 @@ NS = {
     "Task": "Microsoft.Exchange.Configuration.Tasks.RecipientTaskException",
     "Ambiguous": "Microsoft.Exchange.Configuration.Tasks.ManagementObjectAmbiguousException",
     "Command": "System.Management.Automation.CommandNotFoundException",
+    "Quota": "Microsoft.Exchange.Management.Tasks.RecipientUsageExceededRecentQuotaException",
 }
 SHAPE_BY_TYPE = {"NotFound": "json", "Exists": "pipe", "Proxy": "pipe", "Validation": "innererror",
-                 "Binding": "json", "Task": "pipe", "Ambiguous": "innererror", "Command": "json"}
+                 "Binding": "json", "Task": "pipe", "Ambiguous": "innererror", "Command": "json",
+                 "Quota": "pipe"}
 STATUS_BY_TYPE = {"NotFound": 404, "Ambiguous": 500}
 ALIAS_RE = re.compile(r"^[A-Za-z0-9!#%*+\-/=?^_~]+(\.[A-Za-z0-9!#%*+\-/=?^_~]+)*$")
 SMTP_RE = re.compile(r"^[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~]+(\.[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~]+)*@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$")
 DN_TAIL = "OU=Microsoft Exchange Hosted Organizations,DC=EURPR01A001,DC=PROD,DC=OUTLOOK,DC=COM"
+QUOTA_MESSAGE = "You've reached the maximum number of mail users and contacts you can create at this time."
 
 
 class CmdletError(Exception):
@@ -102,6 +107,7 @@ class ExchangeOrg:
         self.replication_lag = 0.0
         self.page_size = 1000
         self.errors_in_200 = False
+        self.limits = ExchangeLimits()
 
     # reading ---------------------------------------------------------------------------------------------------
     def recipients(self, *, include_soft_deleted: bool = False) -> list[dict[str, Any]]:
@@ -270,6 +276,8 @@ class ExchangeOrg:
         for required in ("Name", "ExternalEmailAddress"):
             if p.get(required) in (None, ""):
                 raise CmdletError("Binding", f"Cannot bind argument to parameter '{required}' because it is null or empty.")
+        if not self.limits.creation_allowed():
+            raise CmdletError("Quota", QUOTA_MESSAGE)
         self._check_lengths(p)
         address = _smtp(p["ExternalEmailAddress"], "ExternalEmailAddress")
         name = str(p["Name"])
@@ -279,6 +287,7 @@ class ExchangeOrg:
             bag[field] = str(p.get(field) or "")
         self._check_unique(bag, None)
         self._store(bag, lag=True)
+        self.limits.count_creation()
         return [bag]
 
     def _set_mailcontact(self, p: dict[str, Any]) -> list[dict[str, Any]]:
