@@ -54,7 +54,7 @@ def test_exit_codes_are_documented() -> None:
     from sync.cli import main as cli
 
     text = section("Command line")
-    for code in (cli.EXIT_OK, cli.EXIT_FAILED, cli.EXIT_USAGE, cli.EXIT_UNSAFE):
+    for code in (cli.EXIT_OK, cli.EXIT_FAILED, cli.EXIT_USAGE, cli.EXIT_UNSAFE, cli.EXIT_WAITING):
         assert f"**{code}**" in text
 
 
