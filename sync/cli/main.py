@@ -26,8 +26,9 @@ from sync.app.runtime import Runtime
 from sync.app.status import status_report
 from sync.cli import render
 from sync.cli.console import Progress
+from sync.contract.ops import OpKind
 from sync.contract.pairs import load_pair_file
-from sync.contract.vocabulary import RunOutcome, RunTrigger
+from sync.contract.vocabulary import ContactStatus, RunOutcome, RunTrigger
 from sync.errors import ConfigError, CtcsError, PairNotFound
 from sync.settings import load_local_settings
 
@@ -100,7 +101,9 @@ def _run(args: argparse.Namespace, runtime: Callable[[], Runtime]) -> int:
         print(f"pair {args.pair}: {result.outcome}: {result.run.error}", file=sys.stderr)
         return EXIT_FAILED
     assert result.plan is not None
-    progress = Progress("applying", len(result.plan.ops))
+    # Creates an earlier run left waiting (for the creation quota) are applied too once Exchange lets them.
+    queued = rt.stores.contacts.status_counts(args.pair).get(ContactStatus.QUEUED, 0)
+    progress = Progress("applying", sum(1 for op in result.plan.ops if op.kind is not OpKind.CREATE) + queued)
     drained = drain(
         rt,
         pair_id=args.pair,  # this pair's ops only: another pair's stay on the queue for their own run or the worker

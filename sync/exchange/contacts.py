@@ -84,7 +84,9 @@ class ExchangeTarget:
         with self._lookups_lock:
             if attribute not in self._lookups:
                 lookup = RecipientLookup(self.api, anchor_attribute=attribute, max_keys=self.lookup_batch)
-                self._lookups[attribute] = (lookup, LookupCoalescer(lookup.find_many, max_keys=self.lookup_batch))
+                hold = self.api.pacer.slot if self.api.pacer is not None else None
+                self._lookups[attribute] = (lookup, LookupCoalescer(lookup.find_many, max_keys=self.lookup_batch,
+                                                                    hold=hold))
             return self._lookups[attribute]
 
     def create(self, contact: ContactParams) -> Recipient:

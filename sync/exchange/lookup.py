@@ -4,7 +4,7 @@
     found = lookup.find_many([LookupKey(anchor=a, address=x, name=n), LookupKey(guid=g), ...])
     found[key]            # every recipient that carries the key's anchor, holds its address, bears its name or Guid
 
-    coalescer = LookupCoalescer(lookup.find_many)
+    coalescer = LookupCoalescer(lookup.find_many, hold=pacer.slot)
     coalescer.find(key)   # called from many threads at once: the calls that meet share one Get-Recipient
 
 One OR filter holds at most `MAX_KEYS` keys (three values each: about 50 values) and `MAX_FILTER_CHARS`
@@ -18,9 +18,11 @@ not one each); an ownership check before every write can use `find_many` with Gu
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,9 +35,8 @@ RECIPIENT_PROPERTIES = ("Guid", "Name", "RecipientTypeDetails", "PrimarySmtpAddr
                         *CUSTOM_ATTRIBUTES)
 MAX_KEYS = 16  # keys per Get-Recipient: with an anchor, an address and a name each, 48 values
 MAX_FILTER_CHARS = 4000  # Exchange publishes no limit; the reference says a few thousand characters
-GATHER_SECONDS = 0.5  # the longest a look-up waits for others to join it
-IDLE_SECONDS = 0.1  # ... and it stops waiting once no other joined for this long (a queue batch's ops arrive
-# within tens of milliseconds of each other: each first reads and claims its state row)
+GATHER_SECONDS = 0.1  # the longest a look-up waits for others to join it before it queues for its call slot
+IDLE_SECONDS = 0.02  # ... and it stops waiting once no other joined for this long
 
 
 @dataclass(frozen=True)
@@ -135,16 +136,19 @@ class _Batch:
 
 
 class LookupCoalescer:
-    """Lets concurrent callers share one `find_many` call: the first caller of a batch waits briefly for others
-    (until `max_keys` joined, nobody joined for `idle_seconds`, or `gather_seconds` passed), then looks all of them
-    up at once; an error reaches every caller of that batch."""
+    """Lets concurrent callers share one `find_many` call. The first caller of a batch waits briefly for others
+    (until `max_keys` joined, nobody joined for `idle_seconds`, or `gather_seconds` passed), then waits for a call
+    slot (`hold`, the organisation's pacer) while more keep joining, and only then looks all of them up at once.
+    So the busier Exchange is, the more creates share one look-up; an error reaches every caller of that batch."""
 
     def __init__(
         self, find_many: Callable[[list[LookupKey]], Mapping[LookupKey, list[Recipient]]], *, max_keys: int = MAX_KEYS,
         gather_seconds: float = GATHER_SECONDS, idle_seconds: float = IDLE_SECONDS,
+        hold: Callable[[], AbstractContextManager[object]] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._find_many = find_many
+        self._hold = hold or contextlib.nullcontext
         self.max_keys = max(1, max_keys)
         self.gather_seconds = gather_seconds
         self.idle_seconds = idle_seconds
@@ -165,7 +169,10 @@ class LookupCoalescer:
             batch.joined.set()
         if leader:
             self._gather(batch)
-            self._run(batch)
+            with self._hold():  # more keys join while the slot is busy elsewhere
+                with self._lock:
+                    self._close(batch)
+                self._run(batch)
         else:
             batch.done.wait()
         if batch.error is not None:
@@ -181,8 +188,6 @@ class LookupCoalescer:
                 batch.joined.clear()
             left = deadline - self._clock()
             if left <= 0 or not batch.joined.wait(min(self.idle_seconds, left)):
-                with self._lock:
-                    self._close(batch)
                 return
 
     def _close(self, batch: _Batch) -> None:
