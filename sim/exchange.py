@@ -150,11 +150,11 @@ async def _execute(
     limits = known.exchange.limits
     allowed, budget_headers = limits.spend()
     if not allowed:
-        cloud.counts.add(("limits", "budget"))
+        cloud.counts.add(("limits", "budget"), ("limits", "budget", cmdlet))
         return _with(exchange_transient(429, "TooManyRequests", "Throttled: the tenant's request budget is spent."),
                      budget_headers)
     if not limits.enter():
-        cloud.counts.add(("limits", "concurrency"))
+        cloud.counts.add(("limits", "concurrency"), ("limits", "concurrency", cmdlet))
         retry_after = limits.profile.concurrency_retry_after
         return _with(PlainTextResponse(CONCURRENCY_LIMIT_TEXT, 429), budget_headers,
                      {"Retry-After": retry_after} if retry_after is not None else {})
