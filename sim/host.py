@@ -55,6 +55,7 @@ from azure.storage.queue import QueueClient
 from azure.storage.queue import QueueMessage as StorageMessage
 
 from sync.settings import setting
+from sync.state.storage import shared_transport
 
 HOST_JSON = Path(__file__).resolve().parent.parent / "host.json"
 FUNCTION_APP = Path(__file__).resolve().parent.parent / "function_app.py"
@@ -185,6 +186,7 @@ class LocalHost:
         self.environ = os.environ if environ is None else environ
         self.report = HostReport()
         self._lock = threading.Lock()
+        self._transport = shared_transport()
         self.timers: dict[str, FunctionBuilder] = {}
         self.queues: dict[str, tuple[FunctionBuilder, QueueClient]] = {}  # queue name → trigger, raw client
         self.routes: list[_Route] = []
@@ -203,7 +205,9 @@ class LocalHost:
             connection = self.environ.get(trigger.connection) or setting(trigger.connection, self.environ)
             if not connection:
                 raise LookupError(f"queue trigger connection {trigger.connection} has no app setting")
-            self.queues[name] = (builder, QueueClient.from_connection_string(connection, name))  # raw: we decode
+            # Raw (we decode as the host does), on one connection pool sized for a batch's concurrent deliveries.
+            client = QueueClient.from_connection_string(connection, name, transport=self._transport)
+            self.queues[name] = (builder, client)
         elif kind == "httpTrigger":
             template = re.sub(r"\{(\w+)(?::[^}]*)?\}", r"(?P<\1>[^/]+)", trigger.route.strip("/"))
             methods = frozenset(str(getattr(m, "value", m)).upper() for m in trigger.methods or ("GET", "POST"))

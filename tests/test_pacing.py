@@ -31,6 +31,8 @@ def test_a_refusal_lowers_the_limit_and_remembers_where() -> None:
     assert (state.limit, state.ceiling, state.calls) == (10, 11, 0)
     heavy = advance(PaceState(limit=10), PaceReport(calls=30, refused=70), RULES)
     assert heavy.limit == 3 and heavy.ceiling == 10, "far over the cap: down to the part that got through"
+    early = advance(PaceState(limit=10), PaceReport(calls=3, refused=1), RULES)
+    assert early.limit == 9, "too few calls to tell how far over: one step"
     assert advance(PaceState(limit=1), PaceReport(refused=5), RULES).limit == 1
 
 
@@ -85,6 +87,10 @@ def test_a_pacer_runs_its_share_at_once_and_no_more() -> None:
 def test_a_refusal_gives_up_a_slot_at_once_and_retry_after_holds_every_call() -> None:
     pacer = OrgPacer("org", board=LocalPaceBoard(), instance="me", rules=PaceRules(maximum=8, start=4),
                      report_seconds=60)
+    assert pacer.share == 1, "one slot until the first report tells how many instances share the limit"
+    with pacer.slot():
+        pass
+    assert pacer.share == 4
     pacer.observe(status=429, concurrency_refused=True)
     assert pacer.share == 3 and pacer.refusals == 1
     pacer.observe(status=429, retry_after=0.3)
@@ -114,7 +120,7 @@ def test_instances_share_the_pace_through_the_table(stores: Stores) -> None:
     state, members = board.exchange("Fabrikam.onmicrosoft.com", "one", PaceReport(calls=10, saturated=True), rules)
     assert state.limit == 4 and members == ["one"]
     state, members = board.exchange("fabrikam.onmicrosoft.com", "two", PaceReport(calls=2, refused=1), rules)
-    assert (state.limit, state.ceiling) == (2, 4) and members == ["one", "two"]
+    assert (state.limit, state.ceiling) == (3, 4) and members == ["one", "two"]
     shared, seen = stores.targets.pace("fabrikam.onmicrosoft.com")
     assert shared == state and set(seen) == {"one", "two"}
     gone = stores.targets.board(member_seconds=0.0)

@@ -7,7 +7,8 @@ runs its `share()` of the state's `limit`. Every instance reports about once a s
 moves by these rules (`advance`):
 
 - Refused (concurrency 429s since the last report): the limit the refusals happened at becomes the `ceiling`, and
-  the limit drops to the part of the calls that got through, at least one below it.
+  the limit drops to the part of the calls that got through (one step when the report holds too few calls to
+  tell), at least one below it.
 - Saturated (calls waited for a slot) and nothing refused: the limit grows by one every `grow_calls(limit)`
   successful calls up to one below the ceiling. Reaching the ceiling itself is a probe, allowed only after
   `probe_calls(limit)` calls without a refusal (each probe may cost a 429 or two); a probe that holds lifts the
@@ -28,7 +29,7 @@ from typing import Protocol
 
 START_LIMIT = 3  # the ~3 concurrent calls per credential community reports call safe
 GROW_CALLS_PER_SLOT = 2  # grow one step per two rounds of calls at the current limit
-PROBE_CALLS_PER_SLOT = 100  # probe the ceiling after a hundred rounds without a refusal
+PROBE_CALLS_PER_SLOT = 200  # probe the ceiling after two hundred rounds without a refusal
 
 
 @dataclass(frozen=True)
@@ -71,8 +72,11 @@ def advance(state: PaceState, report: PaceReport, rules: PaceRules) -> PaceState
     throttled_until = max(state.throttled_until, report.throttled_until)
     limit = min(state.limit, rules.maximum)
     if report.refused:
-        through = report.calls / (report.calls + report.refused)
-        lowered = max(1, min(limit - 1, math.floor(limit * through)))
+        samples = report.calls + report.refused
+        # Enough calls to tell how far over the cap the limit is: down to the part that got through. A report
+        # sent right after a refusal holds few calls: one step down, and the next report goes further if needed.
+        through = math.floor(limit * report.calls / samples) if samples >= 2 * limit else limit - 1
+        lowered = max(1, min(limit - 1, through))
         return PaceState(limit=lowered, ceiling=limit, calls=0, throttled_until=throttled_until)
     calls = state.calls + report.calls
     ceiling = state.ceiling

@@ -2,7 +2,8 @@
 
 Every HTTP call to the admin API takes a slot (`with pacer.slot(): ...`) and reports how it went (`observe`):
 - this process may run its share of the organisation's limit at once (`sync.core.pacing.share`); the others wait;
-- a concurrency 429 shrinks this process's share by one at once, before the shared limit follows;
+- a concurrency 429 shrinks this process's share by one at once and is reported at once; while the shared limit
+  comes down the share does not grow back before every instance has heard of it;
 - a 429 with Retry-After (a spent budget), or a `Rate-Limit-Remaining` no larger than the limit, holds every new
   call of the organisation until the tenant's reset time;
 - about once a second (`report_seconds`) one calling thread reports what it saw to the `PaceBoard` (Table Storage:
@@ -49,10 +50,10 @@ class OrgPacer:
         self._cond = threading.Condition()
         self._held = threading.local()
         self.limit = self.rules.initial().limit  # the organisation's total, as last heard
-        self.share = share(self.limit, [instance], instance)  # this process's part of it
+        self.share = 1  # this process's part of it: one slot until the first report says how many share it
         self._in_flight = 0
         self._not_before = 0.0  # monotonic: no call starts before
-        self._last_report = clock()
+        self._last_report = float("-inf")  # the first call reports first: it learns the pace and the others
         self._reporting = False
         self._calls = 0
         self._refused = 0
@@ -105,6 +106,7 @@ class OrgPacer:
                 self._refused += 1
                 self.refusals += 1
                 self.share = max(1, self.share - 1)
+                self._last_report = float("-inf")  # tell the others now, not in a second
             elif status != 429:
                 self._calls += 1
             if status == 429 and not concurrency_refused and retry_after is not None:
@@ -139,8 +141,11 @@ class OrgPacer:
         with self._cond:
             if (state.limit, len(members)) != (self.limit, len(set(members) | {self.instance})):
                 log.info("pace of %s: %s", self.organization, describe(state, members))
+            mine = share(state.limit, members, self.instance)
+            # While the limit comes down, keep what a refusal already took off this instance's share: the
+            # others only learn the lower limit at their next report, and until then the total must not grow.
+            self.share = min(mine, self.share) if state.limit < self.limit else mine
             self.limit = state.limit
-            self.share = share(state.limit, members, self.instance)
             wait = state.throttled_until - self._wall()
             if wait > 0:
                 self._not_before = max(self._not_before, self._clock() + wait)

@@ -25,7 +25,10 @@ from sync.state.entities import as_int, int64
 
 QUOTA = "quota"
 PACE = "pace"
-MEMBER_SECONDS = 5.0  # an instance that has not reported for this long no longer takes a share
+# An instance that has not reported for this long no longer takes a share. Generous: a busy instance may report late
+# (its storage calls slow), and counting one that left costs a little idle capacity, while forgetting one that is
+# still calling pushes the others over the tenant's cap.
+MEMBER_SECONDS = 30.0
 WRITE_ATTEMPTS = 3
 
 
