@@ -133,22 +133,36 @@ def tenants(cloud: SimCloud, options: Options) -> tuple[TenantPair, Tenant, Tena
 
 
 class PauseWatch:
-    """Polls the organisation's creation-quota pause (TargetState) once a second: when ctcs paused creates."""
+    """Once a second: the organisation's creation-quota pause (when ctcs paused creates), the shared pace limit,
+    and how many calls Exchange is running at that moment (outside pauses)."""
 
-    def __init__(self, stores: Stores, organization: str) -> None:
-        self.stores, self.organization = stores, organization
+    def __init__(self, stores: Stores, target: Tenant) -> None:
+        self.stores, self.target = stores, target
         self.pauses: list[tuple[datetime, datetime | None]] = []
+        self.limits: list[int] = []
+        self.in_flight: list[int] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
         while not self._stop.wait(1.0):
-            pause, _ = self.stores.targets.quota(self.organization)
+            pause, _ = self.stores.targets.quota(self.target.domain)
             if pause.active and pause.reached_at and (not self.pauses or self.pauses[-1][0] != pause.reached_at):
                 self.pauses.append((pause.reached_at, None))
             elif not pause.active and self.pauses and self.pauses[-1][1] is None:
                 self.pauses[-1] = (self.pauses[-1][0], pause.last_freed_at)
+            pace, _ = self.stores.targets.pace(self.target.domain)
+            if not pause.active and pace is not None:
+                self.limits.append(pace.limit)
+                self.in_flight.append(self.target.exchange.limits.in_flight)
+
+    def averages(self) -> tuple[float, float]:
+        """(the pace limit, the calls Exchange was running) on average while creates were not paused."""
+        def mean(values: list[int]) -> float:
+            return round(sum(values) / len(values), 1) if values else 0.0
+
+        return mean(self.limits), mean(self.in_flight)
 
     def stop(self) -> list[float]:
         self._stop.set()
@@ -185,7 +199,7 @@ def first_load(cloud: SimCloud, options: Options, mode: str, host: Path, stores:
     from sim.host import LocalHost
 
     cloud.reset_counts()
-    watch = PauseWatch(stores, target.domain)
+    watch = PauseWatch(stores, target)
     started = time.monotonic()
     timer = threading.Thread(target=LocalHost(host_json=host).fire_timer)
     timer.start()
@@ -205,6 +219,7 @@ def first_load(cloud: SimCloud, options: Options, mode: str, host: Path, stores:
     seconds = time.monotonic() - started
     progress.set()
     pauses = watch.stop()
+    mean_limit, mean_in_flight = watch.averages()
     counts = exchange_counts(cloud)
     created = sum(1 for row in stores.contacts.rows(PAIR_ID) if row.status == "ok")
     latency = target.exchange.limits.profile.latency
@@ -222,6 +237,7 @@ def first_load(cloud: SimCloud, options: Options, mode: str, host: Path, stores:
         "calls_answered": counts["_all"] - counts["_refused"], "calls_refused_429": counts["_refused"],
         "quota_pauses_seconds": pauses, "quota_refusals": target.exchange.limits.stats.quota_refusals,
         "peak_in_flight": target.exchange.limits.stats.peak_in_flight,
+        "mean_pace_limit": mean_limit, "mean_in_flight": mean_in_flight,
         "worker_deliveries": sum(w["invocations"].get("apply_contact_op", 0) for w in workers),
         "worker_failed_attempts": sum(w["failed_attempts"] for w in workers),
     })
@@ -320,6 +336,8 @@ ROWS = [
     ("quota pauses (seconds each)", "quota_pauses_seconds", "{}"),
     ("New-MailContact refused by the quota", "quota_refusals", "{}"),
     ("peak concurrent calls at Exchange", "peak_in_flight", "{}"),
+    ("mean concurrent calls at Exchange", "mean_in_flight", "{}"),
+    ("mean pace limit (all instances)", "mean_pace_limit", "{}"),
 ]
 
 

@@ -24,7 +24,7 @@ from typing import Any
 
 from sim.countries import country_code, country_name
 from sim.exchange_limits import ExchangeLimits
-from sim.opath import FilterError, compile_filter
+from sim.opath import FilterError, compile_filter, equality_terms
 
 KINDS = {  # kind -> (RecipientType, RecipientTypeDetails, soft-deleted?)
     "UserMailbox": ("UserMailbox", "UserMailbox", False),
@@ -103,7 +103,9 @@ class ExchangeOrg:
         self._recipients: dict[str, dict[str, Any]] = {}
         self._created: dict[str, float] = {}
         # Lower-cased identity key → Guids holding it, so lookups stay O(1) with thousands of recipients.
-        self._index: dict[str, dict[str, dict[str, None]]] = {kind: {} for kind in ("name", "alias", "dn", "address")}
+        self._index: dict[str, dict[str, dict[str, None]]] = {
+            kind: {} for kind in ("name", "alias", "dn", "address", "custom")
+        }
         self.replication_lag = 0.0
         self.page_size = 1000
         self.errors_in_200 = False
@@ -180,7 +182,8 @@ class ExchangeOrg:
     def _keys(recipient: dict[str, Any]) -> dict[str, list[str]]:
         return {"name": [recipient["Name"].lower()], "alias": [recipient["Alias"].lower()],
                 "dn": [recipient["DistinguishedName"].lower()],
-                "address": [a.split(":", 1)[-1].lower() for a in recipient["EmailAddresses"]]}
+                "address": [a.split(":", 1)[-1].lower() for a in recipient["EmailAddresses"]],
+                "custom": [f"{n}={recipient[n]}".lower() for n in CUSTOM if isinstance(recipient.get(n), str) and recipient[n]]}
 
     def _reindex(self, recipient: dict[str, Any]) -> None:
         for kind, keys in self._keys(recipient).items():
@@ -380,10 +383,32 @@ class ExchangeOrg:
         self._drop(target["Guid"])
         return []
 
+    def _indexed(self, text: str) -> list[dict[str, Any]] | None:
+        """The recipients an OR of equalities on indexed properties can match (a superset the filter then decides
+        on), or None when the filter must be tested against every recipient."""
+        terms = equality_terms(text)
+        if terms is None:
+            return None
+        found: dict[str, dict[str, Any]] = {}
+        for prop, value in terms:
+            if prop == "Name":
+                holders = self._holding("name", value)
+            elif prop == "EmailAddresses":
+                holders = self._holding("address", value.split(":", 1)[-1] if ":" in value else value)
+            elif prop in CUSTOM:
+                holders = self._holding("custom", f"{prop}={value}")
+            elif prop == "Guid":
+                holders = [r for r in (self._recipients.get(value.lower()),) if r is not None]
+            else:
+                return None
+            found.update((r["Guid"], r) for r in holders)
+        return list(found.values())
+
     def _get(self, p: dict[str, Any], *, contacts_only: bool) -> list[dict[str, Any]]:
         if "Identity" in p:
             return [self.resolve(p["Identity"], contacts_only=contacts_only)]
-        pool = [r for r in self._recipients.values()
+        candidates = self._indexed(str(p["Filter"])) if p.get("Filter") else None
+        pool = [r for r in (self._recipients.values() if candidates is None else candidates)
                 if not r["_soft"] and (not contacts_only or r["RecipientTypeDetails"] == "MailContact")]
         if p.get("RecipientTypeDetails"):
             wanted = p["RecipientTypeDetails"]

@@ -162,3 +162,21 @@ def test_the_realistic_profile_is_one_switch(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("CTCS_SIM_EXCHANGE_PROFILE", "slow")
     with pytest.raises(ValueError, match="realistic"):
         ExchangeProfile.from_environment()
+
+
+def test_an_or_of_equalities_is_answered_from_the_indexes_exactly_as_a_scan_would() -> None:
+    from sim.exchange_org import ExchangeOrg
+    from sim.opath import compile_filter, equality_terms
+
+    org = ExchangeOrg(tenant_id="t", domain="t.onmicrosoft.com")
+    guid = org.add_recipient("MailContact", "ctcs-1", "one@contoso.com", CustomAttribute15="ctcs|t|1")
+    org.add_recipient("UserMailbox", "mailbox", "mb@t.com", EmailAddresses=["smtp:Old@Contoso.com"])
+    org.add_recipient("SoftDeletedMailbox", "gone", "gone@contoso.com")
+    org.add_recipient("MailContact", "other", "other@contoso.com", CustomAttribute15="ctcs|t|2")
+    text = ("(CustomAttribute15 -eq 'CTCS|t|1') -or (EmailAddresses -eq 'smtp:old@contoso.com') -or "
+            "(Name -eq 'x') -or (EmailAddresses -eq 'smtp:gone@contoso.com') -or (Guid -eq '" + guid + "')")
+    assert equality_terms(text) is not None
+    answered = {r["Name"] for r in org.run("Get-Recipient", {"Filter": text})}
+    scanned = {r["Name"] for r in org.recipients() if compile_filter(text)(r)}
+    assert answered == scanned == {"ctcs-1", "mailbox"}
+    assert equality_terms("Name -like 'ctcs*'") is None and equality_terms("(Name -eq 'a') -and (Alias -eq 'b')") is None
