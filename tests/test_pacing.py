@@ -33,6 +33,10 @@ def test_a_refusal_lowers_the_limit_and_remembers_where() -> None:
     assert heavy.limit == 3 and heavy.ceiling == 10, "far over the cap: down to the part that got through"
     early = advance(PaceState(limit=10), PaceReport(calls=3, refused=1), RULES)
     assert early.limit == 9, "too few calls to tell how far over: one step"
+    tail = advance(early, PaceReport(calls=2, refused=1), RULES)
+    assert (tail.limit, tail.ceiling) == (9, 10), "the same burst's late refusals do not lower it again"
+    again = advance(PaceState(limit=9, ceiling=10, calls=20), PaceReport(calls=2, refused=1), RULES)
+    assert again.limit == 8, "a refusal after a round of calls at the lower limit does"
     assert advance(PaceState(limit=1), PaceReport(refused=5), RULES).limit == 1
 
 

@@ -42,6 +42,11 @@ RECEIVE_VISIBILITY_SECONDS = 120
 IDLE_POLL_SECONDS = 0.5
 RECOUNT_SECONDS = 5.0  # how often an idle drain re-counts the pair's waiting creates
 OVERDUE_SECONDS = 30.0
+WAIT_WORDS = {  # why an op waits, as `run` tells the admin
+    "CreationQuotaReached": "creates wait for Exchange's creation quota",
+    "TargetThrottled": "Exchange asked to wait (throttling)",
+    "RowBusy": "another op of the same user is being applied",
+}
 
 
 @dataclass
@@ -175,7 +180,7 @@ class _Drain:
     def _stop_waiting(self) -> bool:
         latest = max(due for due, _ in self.waiting.values())
         until = now_utc() + timedelta(seconds=max(0.0, latest - time.monotonic()))
-        reasons = Counter(reason.split(":", 1)[0] for _, reason in self.waiting.values())
+        reasons = Counter(WAIT_WORDS.get(reason.split(":", 1)[0], "Exchange") for _, reason in self.waiting.values())
         count = len(self.waiting)
         if self.pair_id is not None:
             count = max(count, self.rt.stores.contacts.status_counts(self.pair_id).get(ContactStatus.QUEUED, 0))

@@ -71,6 +71,10 @@ def advance(state: PaceState, report: PaceReport, rules: PaceRules) -> PaceState
     """The shared state after one instance's report."""
     throttled_until = max(state.throttled_until, report.throttled_until)
     limit = min(state.limit, rules.maximum)
+    if report.refused and state.ceiling == limit + 1 and state.calls + report.calls < limit:
+        # The tail of the refusal that just lowered the limit (calls already on their way): the limit has come
+        # down for it once; lowering again for each report of the same burst would undershoot.
+        return replace(state, limit=limit, calls=state.calls + report.calls, throttled_until=throttled_until)
     if report.refused:
         samples = report.calls + report.refused
         # Enough calls to tell how far over the cap the limit is: down to the part that got through. A report

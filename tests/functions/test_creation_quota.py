@@ -97,6 +97,7 @@ def test_run_exits_4_while_creates_wait_and_a_later_run_applies_them(
     assert time.monotonic() - started < 30, "it did not hang"
     err = capsys.readouterr().err
     assert "5 operation(s) of pair contoso-to-fabrikam wait for Exchange" in err and "python -m sync run" in err
+    assert "creation quota" in err
     assert cli.main(["status", "--pair", PAIR_ID, "--json"], runtime=Runtime.from_settings) == cli.EXIT_OK
     pause = json.loads(capsys.readouterr().out)["pairs"][0]["exchange"]["creation_quota_pause"]
     assert pause["creates_waiting"] == 5
