@@ -36,7 +36,7 @@ param resourceGroupName string = ''
 
 @minValue(1)
 @maxValue(10)
-@description('Most instances the app may scale out to. Exchange Online throttles per tenant, so more instances mean more 429s, not more throughput.')
+@description('Most instances the app may scale out to. Exchange calls are paced per target organisation across all instances (docs/host-settings.md, Sizing): more instances add waiting invocations, not throughput.')
 param maximumInstanceCount int = 2
 
 @allowed([
@@ -65,12 +65,28 @@ param runsTableName string = 'SyncRuns'
 @description('Table of the membership graph and groups deltaLinks of pairs that scope by group (app setting CTCS_GROUPS_TABLE).')
 param groupsTableName string = 'GroupMembership'
 
+@description('Table of the creation-quota pause and the shared pace of each target organisation (app setting CTCS_TARGETS_TABLE).')
+param targetsTableName string = 'TargetState'
+
 @description('Queue of contact operations (app setting CTCS_OPS_QUEUE); the host moves failures to <name>-poison.')
 param opsQueueName string = 'contact-ops'
 
 @minValue(60)
 @description('Seconds a planning run holds a pair\'s lease (app setting CTCS_LEASE_SECONDS).')
 param leaseSeconds int = 600
+
+@minValue(0)
+@maxValue(64)
+@description('Most Exchange cmdlets at once per target organisation, all instances together; ctcs finds the tenant\'s own limit below it (app setting CTCS_EXCHANGE_MAX_CONCURRENCY; 0 turns pacing off).')
+param exchangeMaxConcurrency int = 16
+
+@minValue(1)
+@maxValue(16)
+@description('Creates that share one Get-Recipient look-up (app setting CTCS_LOOKUP_BATCH).')
+param lookupBatch int = 16
+
+@description('Seconds creates wait after the creation quota is reached, step by step (app setting CTCS_QUOTA_BACKOFF_SECONDS).')
+param quotaBackoffSeconds string = '900,3600,14400'
 
 @description('Turn on Key Vault purge protection (recommended in production). Once on it cannot be turned off, and `azd down --purge` can no longer purge the vault.')
 param keyVaultPurgeProtection bool = false
@@ -127,6 +143,7 @@ module storage './app/storage.bicep' = {
       contactStateTableName
       runsTableName
       groupsTableName
+      targetsTableName
     ]
   }
 }
@@ -176,8 +193,12 @@ var ctcsAppSettings = {
   CTCS_CONTACT_STATE_TABLE: contactStateTableName
   CTCS_RUNS_TABLE: runsTableName
   CTCS_GROUPS_TABLE: groupsTableName
+  CTCS_TARGETS_TABLE: targetsTableName
   CTCS_OPS_QUEUE: opsQueueName
   CTCS_LEASE_SECONDS: string(leaseSeconds)
+  CTCS_EXCHANGE_MAX_CONCURRENCY: string(exchangeMaxConcurrency)
+  CTCS_LOOKUP_BATCH: string(lookupBatch)
+  CTCS_QUOTA_BACKOFF_SECONDS: quotaBackoffSeconds
 }
 
 module functionApp './app/function.bicep' = {
@@ -230,5 +251,9 @@ output CTCS_PAIR_STATE_TABLE string = pairStateTableName
 output CTCS_CONTACT_STATE_TABLE string = contactStateTableName
 output CTCS_RUNS_TABLE string = runsTableName
 output CTCS_GROUPS_TABLE string = groupsTableName
+output CTCS_TARGETS_TABLE string = targetsTableName
 output CTCS_OPS_QUEUE string = opsQueueName
 output CTCS_LEASE_SECONDS string = string(leaseSeconds)
+output CTCS_EXCHANGE_MAX_CONCURRENCY string = string(exchangeMaxConcurrency)
+output CTCS_LOOKUP_BATCH string = string(lookupBatch)
+output CTCS_QUOTA_BACKOFF_SECONDS string = quotaBackoffSeconds

@@ -43,8 +43,13 @@ $values = [ordered]@{
     CTCS_CONTACT_STATE_TABLE              = Get-Value 'CTCS_CONTACT_STATE_TABLE' 'ContactState'
     CTCS_RUNS_TABLE                       = Get-Value 'CTCS_RUNS_TABLE' 'SyncRuns'
     CTCS_GROUPS_TABLE                     = Get-Value 'CTCS_GROUPS_TABLE' 'GroupMembership'
+    CTCS_TARGETS_TABLE                    = Get-Value 'CTCS_TARGETS_TABLE' 'TargetState'
     CTCS_OPS_QUEUE                        = Get-Value 'CTCS_OPS_QUEUE' 'contact-ops'
-    CTCS_WORKER_CONCURRENCY               = Get-Value 'CTCS_WORKER_CONCURRENCY' '4'
+    CTCS_WORKER_CONCURRENCY               = Get-Value 'CTCS_WORKER_CONCURRENCY' '16'
+    CTCS_EXCHANGE_MAX_CONCURRENCY         = Get-Value 'CTCS_EXCHANGE_MAX_CONCURRENCY' '16'
+    CTCS_LOOKUP_BATCH                     = Get-Value 'CTCS_LOOKUP_BATCH' '16'
+    CTCS_QUOTA_BACKOFF_SECONDS            = Get-Value 'CTCS_QUOTA_BACKOFF_SECONDS' '900,3600,14400'
+    CTCS_RUN_WAIT_SECONDS                 = Get-Value 'CTCS_RUN_WAIT_SECONDS' '120'
     CTCS_LEASE_SECONDS                    = Get-Value 'CTCS_LEASE_SECONDS' '600'
 }
 

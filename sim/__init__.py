@@ -52,6 +52,14 @@ Target side (Exchange) — see sim.exchange_org / sim.exchange
     t.exchange.add_recipient(kind="UserMailbox", name="adele", address="adele@fabrikam.com", DisplayName="Adele")
     t.exchange.contacts(); t.exchange.recipients(); t.exchange.get(guid)
     t.exchange.replication_lag = 2.0        # seconds during which a fresh object answers NotFound by Identity
+    POST {exchange}/adminapi/beta/{tenant}/$batch                  # up to 10 InvokeCommand sub-requests
+
+Exchange as hard as the real one — see sim.exchange_limits (everything off by default: the suite stays fast)
+    SimCloud.start(exchange_profile=ExchangeProfile.realistic(scale=0.1))   # or CTCS_SIM_EXCHANGE_PROFILE=realistic
+    t.exchange.limits.configure(latency={"New-MailContact": 0.12, "*": 0.06}, concurrency_cap=10,
+                                budget=1000, budget_window=60, creation_quota=600, quota_cooldown=3600, batch=True)
+    t.exchange.limits.stats                  # peak in flight, 429s served, quota refusals and windows
+    cloud.counts[("limits", "concurrency")], cloud.counts[("limits", "budget")], cloud.counts[("limits", "quota")]
 
 Faults and counters — see sim.faults
     cloud.faults.inject("graph", "throttle", times=2, retry_after="0.249")

@@ -29,6 +29,7 @@ from starlette.applications import Starlette
 from sim.authority import build_authority_app
 from sim.certs import make_server_tls
 from sim.exchange import build_exchange_app
+from sim.exchange_limits import ExchangeLimits, ExchangeProfile
 from sim.faults import Faults, RequestCounts
 from sim.graph import build_graph_app
 from sim.tenant import Tenant
@@ -109,7 +110,9 @@ class _Listener:
 class SimCloud:
     """The simulated cloud; see the `sim` package docstring for usage."""
 
-    def __init__(self, *, token_lifetime: int = 3600, seed: int = 0) -> None:
+    def __init__(
+        self, *, token_lifetime: int = 3600, seed: int = 0, exchange_profile: ExchangeProfile | None = None
+    ) -> None:
         self._tmpdir = tempfile.mkdtemp(prefix="ctcs-sim-")
         tls = make_server_tls(self._tmpdir)
         self.ca_bundle_path: str = tls.ca_bundle_path
@@ -121,6 +124,8 @@ class SimCloud:
         self.signer = TokenSigner(self.endpoints["authority"])
         self.token_lifetime = token_lifetime  # seconds; tests may lower it
         self.tenants: dict[str, Tenant] = {}
+        # How hard each new tenant's Exchange pushes back (sim.exchange_limits); the environment's switch by default.
+        self.exchange_profile = exchange_profile if exchange_profile is not None else ExchangeProfile.from_environment()
         self.identity_header = secrets.token_urlsafe(24)
         self.hosting_tenant_id = str(uuid.uuid4())
         self.managed_identities: dict[str, ManagedIdentity] = {}
@@ -207,6 +212,7 @@ class SimCloud:
                 raise ValueError(f"tenant {tenant_id} / {domain} already exists")
             tenant = Tenant(tenant_id, domain, name)
             tenant.exchange.lock = self.lock
+            tenant.exchange.limits = ExchangeLimits(self.exchange_profile)
             tenant.directory.lock = self.lock
             self.tenants[tenant.tenant_id] = tenant
         return tenant

@@ -42,6 +42,7 @@ def _storage_settings() -> dict[str, str]:
         "CTCS_PAIR_STATE_TABLE": f"DemoPairState{suffix}",
         "CTCS_CONTACT_STATE_TABLE": f"DemoContactState{suffix}",
         "CTCS_RUNS_TABLE": f"DemoSyncRuns{suffix}",
+        "CTCS_TARGETS_TABLE": f"DemoTargetState{suffix}",
         "CTCS_OPS_QUEUE": f"demo-contact-ops-{suffix}",
     }
 

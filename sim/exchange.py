@@ -1,4 +1,8 @@
-"""The Exchange Online admin API: `POST /adminapi/beta/{tenant}/InvokeCommand` (tenant = GUID or domain).
+"""The Exchange Online admin API: `POST /adminapi/beta/{tenant}/InvokeCommand` (tenant = GUID or domain), and the
+undocumented `POST /adminapi/beta/{tenant}/$batch` (up to 10 InvokeCommand sub-requests, each with its own answer).
+
+Each call meets the tenant's limits first (sim.exchange_limits: request budget, concurrency cap, latency; the
+creation quota lives in New-MailContact), then runs the cmdlet.
 
 Renders `CmdletError`s in the three `details[0].message` shapes of the reference (JSON string, pipe string,
 innererror), sets `X-ExceptionType`, and pages Get-* results with `@odata.nextLink` (same body POSTed again).
@@ -7,24 +11,30 @@ innererror), sets `X-ExceptionType`, and pages Get-* results with `@odata.nextLi
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import re
 import uuid
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from sim.exchange_org import CmdletError
+from sim.exchange_org import NS, CmdletError
 from sim.tokens import Forbidden, TokenRejected, bearer_token
-from sim.transient import transient_response
+from sim.transient import CONCURRENCY_LIMIT_TEXT, exchange_transient, transient_response
 
 if TYPE_CHECKING:
     from sim.cloud import SimCloud
 
 DEFAULT_RESULT_SIZE = 1000
+MAX_BATCH = 10  # sub-requests per $batch
+QUOTA_EXCEPTION = NS["Quota"].rsplit(".", 1)[-1]
+SKIPPED_SUB_HEADERS = {"content-length", "content-type"}
 MORE_RESULTS_WARNING = (
     "There are more results available than are currently displayed. To view them, increase the value for the "
     "ResultSize parameter."
@@ -62,8 +72,8 @@ def _result_size(value: Any) -> int | None:
         raise CmdletError("Binding", f"Cannot bind parameter 'ResultSize'. Cannot convert value \"{value}\".") from exc
 
 
-def _page_size(request: Request, default: int) -> int:
-    match = re.search(r"odata\.maxpagesize\s*=\s*(\d+)", request.headers.get("prefer", ""), re.IGNORECASE)
+def _page_size(headers: Mapping[str, str], default: int) -> int:
+    match = re.search(r"odata\.maxpagesize\s*=\s*(\d+)", headers.get("prefer", ""), re.IGNORECASE)
     return max(1, min(default, int(match.group(1)))) if match else default
 
 
@@ -72,50 +82,144 @@ def build_exchange_app(cloud: SimCloud) -> Starlette:
         tenant_segment = request.path_params["tenant"]
         try:
             body = json.loads(await request.body() or b"{}")
-            cmdlet = str(body["CmdletInput"]["CmdletName"])
-            params = dict(body["CmdletInput"].get("Parameters") or {})
-        except (ValueError, KeyError, TypeError, AttributeError):
-            cmdlet, params = "", {}
-        cloud.counts.add("exchange", ("exchange", cmdlet or "?"))
-        fault = cloud.faults.take("exchange", cmdlet)
-        if fault is not None:
-            return transient_response(fault, graph_style=False)
+        except ValueError:
+            body = {}
+        return await _execute(cloud, tenant_segment, request.headers, body, dict(request.query_params))
+
+    async def batch(request: Request) -> Response:
+        """`$batch`: up to 10 InvokeCommand sub-requests, each answered with its own status, headers and body."""
+        tenant_segment = request.path_params["tenant"]
         try:
             tenant, _ = cloud.authenticate(bearer_token(request.headers), "exchange", tenant_segment)
         except TokenRejected as exc:
-            challenge = f'Bearer client_id="00000002-0000-0ff1-ce00-000000000000", error="invalid_token", error_description="{exc}"'
-            return JSONResponse({"error": {"code": "Unauthorized", "message": str(exc)}}, 401,
-                                headers={"WWW-Authenticate": challenge})
+            return JSONResponse({"error": {"code": "Unauthorized", "message": str(exc)}}, 401)
         except Forbidden as exc:
             return JSONResponse({"error": {"code": "Forbidden", "message": str(exc)}}, 403)
-        if not cmdlet:
-            return JSONResponse({"error": {"code": "BadRequest", "message": "The request body must hold CmdletInput."}}, 400)
-        org = tenant.exchange
+        if not tenant.exchange.limits.profile.batch:
+            return JSONResponse({"error": {"code": "BadRequest", "message": "Batch requests are not supported."}}, 400)
         try:
-            result_size = _result_size(params.pop("ResultSize", None)) if cmdlet.startswith("Get-") else None
-            objects = org.run(cmdlet, params)
-        except CmdletError as error:
-            if error.non_terminating or org.errors_in_200:
-                return _ok(cloud, tenant_segment, [], errors=[{"Message": error.message, "TypeName": error.type_name,
-                                                               "ErrorCategory": "NotSpecified"}])
-            return error_response(error)
-        warnings: list[str] = []
-        if result_size is not None and len(objects) > result_size:
-            objects, warnings = objects[:result_size], [MORE_RESULTS_WARNING]
-        offset = int(request.query_params.get("$skiptoken", "0") or 0)
-        size = _page_size(request, org.page_size)
-        page = objects[offset : offset + size]
-        select = [s.strip() for s in request.query_params.get("$select", "").split(",") if s.strip()]
-        if select:
-            page = [{k: v for k, v in o.items() if k.split("@", 1)[0] in select} for o in page]
-        next_link = None
-        if offset + size < len(objects):
-            next_link = f"{cloud.endpoints['exchange']}/adminapi/beta/{tenant_segment}/InvokeCommand?$skiptoken={offset + size}"
-            if select:
-                next_link += "&$select=" + ",".join(select)
-        return _ok(cloud, tenant_segment, page, warnings=warnings, next_link=next_link)
+            requests = json.loads(await request.body() or b"{}")["requests"]
+        except (ValueError, KeyError, TypeError):
+            requests = None
+        if not isinstance(requests, list) or not 1 <= len(requests) <= MAX_BATCH:
+            message = f"A batch request holds 1 to {MAX_BATCH} requests."
+            return JSONResponse({"error": {"code": "BadRequest", "message": message}}, 400)
+        cloud.counts.add("exchange_batches")
+        answers = await asyncio.gather(*(_batch_item(cloud, tenant_segment, request.headers, item) for item in requests))
+        return JSONResponse({"responses": list(answers)})
 
-    return Starlette(routes=[Route("/adminapi/beta/{tenant}/InvokeCommand", invoke, methods=["POST"])])
+    return Starlette(routes=[
+        Route("/adminapi/beta/{tenant}/InvokeCommand", invoke, methods=["POST"]),
+        Route("/adminapi/beta/{tenant}/$batch", batch, methods=["POST"]),
+    ])
+
+
+async def _batch_item(cloud: SimCloud, tenant_segment: str, headers: Mapping[str, str], item: Any) -> dict[str, Any]:
+    """One sub-request of a batch, run as a single call would be (limits, latency, faults), as a `responses[]` entry."""
+    if not isinstance(item, dict) or not str(item.get("url", "")).split("?", 1)[0].endswith("/InvokeCommand"):
+        item_id = item.get("id") if isinstance(item, dict) else None
+        return {"id": item_id, "status": 400, "headers": {},
+                "body": {"error": {"code": "BadRequest", "message": "Only InvokeCommand requests can be batched."}}}
+    body = item.get("body") if isinstance(item.get("body"), dict) else {}
+    response = await _execute(cloud, tenant_segment, headers, body, {})
+    payload: Any = bytes(response.body).decode("utf-8")
+    with contextlib.suppress(ValueError):
+        payload = json.loads(payload)
+    sub_headers = {_header_case(key): value for key, value in response.headers.items()
+                   if key.lower() not in SKIPPED_SUB_HEADERS}
+    return {"id": item.get("id"), "status": response.status_code, "headers": sub_headers, "body": payload}
+
+
+async def _execute(
+    cloud: SimCloud, tenant_segment: str, headers: Mapping[str, str], body: Any, query: Mapping[str, str]
+) -> Response:
+    """One InvokeCommand: injected faults, then the tenant's limits (budget, concurrency cap, latency), then the
+    cmdlet. Every answer for a known tenant carries the Rate-Limit-* headers of its budget."""
+    try:
+        cmdlet = str(body["CmdletInput"]["CmdletName"])
+        params = dict(body["CmdletInput"].get("Parameters") or {})
+    except (KeyError, TypeError, AttributeError, ValueError):
+        cmdlet, params = "", {}
+    cloud.counts.add("exchange", ("exchange", cmdlet or "?"))
+    fault = cloud.faults.take("exchange", cmdlet)
+    if fault is not None:
+        return transient_response(fault, graph_style=False)
+    known = cloud.find_tenant(tenant_segment)
+    if known is None:
+        return await _run(cloud, tenant_segment, headers, cmdlet, params, query)
+    limits = known.exchange.limits
+    allowed, budget_headers = limits.spend()
+    if not allowed:
+        cloud.counts.add(("limits", "budget"), ("limits", "budget", cmdlet))
+        return _with(exchange_transient(429, "TooManyRequests", "Throttled: the tenant's request budget is spent."),
+                     budget_headers)
+    if not limits.enter():
+        cloud.counts.add(("limits", "concurrency"), ("limits", "concurrency", cmdlet))
+        retry_after = limits.profile.concurrency_retry_after
+        return _with(PlainTextResponse(CONCURRENCY_LIMIT_TEXT, 429), budget_headers,
+                     {"Retry-After": retry_after} if retry_after is not None else {})
+    try:
+        delay = limits.latency(cmdlet)
+        if delay:
+            await asyncio.sleep(delay)
+        response = await _run(cloud, tenant_segment, headers, cmdlet, params, query)
+    finally:
+        limits.leave()
+    if response.status_code == 400 and response.headers.get("X-ExceptionType") == QUOTA_EXCEPTION:
+        cloud.counts.add(("limits", "quota"))
+    return _with(response, budget_headers)
+
+
+async def _run(
+    cloud: SimCloud, tenant_segment: str, headers: Mapping[str, str], cmdlet: str, params: dict[str, Any],
+    query: Mapping[str, str],
+) -> Response:
+    try:
+        tenant, _ = cloud.authenticate(bearer_token(headers), "exchange", tenant_segment)
+    except TokenRejected as exc:
+        challenge = f'Bearer client_id="00000002-0000-0ff1-ce00-000000000000", error="invalid_token", error_description="{exc}"'
+        return JSONResponse({"error": {"code": "Unauthorized", "message": str(exc)}}, 401,
+                            headers={"WWW-Authenticate": challenge})
+    except Forbidden as exc:
+        return JSONResponse({"error": {"code": "Forbidden", "message": str(exc)}}, 403)
+    if not cmdlet:
+        return JSONResponse({"error": {"code": "BadRequest", "message": "The request body must hold CmdletInput."}}, 400)
+    org = tenant.exchange
+    try:
+        result_size = _result_size(params.pop("ResultSize", None)) if cmdlet.startswith("Get-") else None
+        objects = org.run(cmdlet, params)
+    except CmdletError as error:
+        if error.non_terminating or org.errors_in_200:
+            return _ok(cloud, tenant_segment, [], errors=[{"Message": error.message, "TypeName": error.type_name,
+                                                           "ErrorCategory": "NotSpecified"}])
+        return error_response(error)
+    warnings: list[str] = []
+    if result_size is not None and len(objects) > result_size:
+        objects, warnings = objects[:result_size], [MORE_RESULTS_WARNING]
+    offset = int(query.get("$skiptoken", "0") or 0)
+    size = _page_size(headers, org.page_size)
+    page = objects[offset : offset + size]
+    select = [s.strip() for s in query.get("$select", "").split(",") if s.strip()]
+    if select:
+        page = [{k: v for k, v in o.items() if k.split("@", 1)[0] in select} for o in page]
+    next_link = None
+    if offset + size < len(objects):
+        next_link = f"{cloud.endpoints['exchange']}/adminapi/beta/{tenant_segment}/InvokeCommand?$skiptoken={offset + size}"
+        if select:
+            next_link += "&$select=" + ",".join(select)
+    return _ok(cloud, tenant_segment, page, warnings=warnings, next_link=next_link)
+
+
+def _header_case(name: str) -> str:
+    """Starlette keeps header names lower-case; a batch body spells them as Exchange does (`Retry-After`)."""
+    return "X-ExceptionType" if name.lower() == "x-exceptiontype" else "-".join(p.capitalize() for p in name.split("-"))
+
+
+def _with(response: Response, *extra: Mapping[str, str]) -> Response:
+    for headers in extra:
+        for name, value in headers.items():
+            response.headers[name] = value
+    return response
 
 
 def _ok(cloud: SimCloud, tenant_segment: str, value: list[dict[str, Any]], *, warnings: list[str] | None = None,
@@ -129,5 +233,4 @@ def _ok(cloud: SimCloud, tenant_segment: str, value: list[dict[str, Any]], *, wa
     if next_link:
         body["@odata.nextLink"] = next_link
     body["value"] = value
-    return JSONResponse(body, headers={"Rate-Limit-Limit": "100", "Rate-Limit-Remaining": "99",
-                                       "Rate-Limit-Reset": "1", "request-id": str(uuid.uuid4())})
+    return JSONResponse(body, headers={"request-id": str(uuid.uuid4())})

@@ -10,6 +10,7 @@ Identity, no unknown parameter. Failures raise `CmdletError`, which sim.exchange
     org.replication_lag = 2.0     # a fresh object answers NotFound by Identity for this many seconds
     org.page_size = 1000          # server page size (the client's Prefer: odata.maxpagesize can lower it)
     org.errors_in_200 = False     # True: every cmdlet failure comes back as 200 + "@adminapi.errors"
+    org.limits                    # latency, concurrency cap, budget, creation quota (sim.exchange_limits)
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ import uuid
 from typing import Any
 
 from sim.countries import country_code, country_name
-from sim.opath import FilterError, compile_filter
+from sim.exchange_limits import ExchangeLimits
+from sim.opath import FilterError, compile_filter, equality_terms
 
 KINDS = {  # kind -> (RecipientType, RecipientTypeDetails, soft-deleted?)
     "UserMailbox": ("UserMailbox", "UserMailbox", False),
@@ -60,13 +62,16 @@ NS = {
     "Task": "Microsoft.Exchange.Configuration.Tasks.RecipientTaskException",
     "Ambiguous": "Microsoft.Exchange.Configuration.Tasks.ManagementObjectAmbiguousException",
     "Command": "System.Management.Automation.CommandNotFoundException",
+    "Quota": "Microsoft.Exchange.Management.Tasks.RecipientUsageExceededRecentQuotaException",
 }
 SHAPE_BY_TYPE = {"NotFound": "json", "Exists": "pipe", "Proxy": "pipe", "Validation": "innererror",
-                 "Binding": "json", "Task": "pipe", "Ambiguous": "innererror", "Command": "json"}
+                 "Binding": "json", "Task": "pipe", "Ambiguous": "innererror", "Command": "json",
+                 "Quota": "pipe"}
 STATUS_BY_TYPE = {"NotFound": 404, "Ambiguous": 500}
 ALIAS_RE = re.compile(r"^[A-Za-z0-9!#%*+\-/=?^_~]+(\.[A-Za-z0-9!#%*+\-/=?^_~]+)*$")
 SMTP_RE = re.compile(r"^[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~]+(\.[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~]+)*@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$")
 DN_TAIL = "OU=Microsoft Exchange Hosted Organizations,DC=EURPR01A001,DC=PROD,DC=OUTLOOK,DC=COM"
+QUOTA_MESSAGE = "You've reached the maximum number of mail users and contacts you can create at this time."
 
 
 class CmdletError(Exception):
@@ -98,10 +103,13 @@ class ExchangeOrg:
         self._recipients: dict[str, dict[str, Any]] = {}
         self._created: dict[str, float] = {}
         # Lower-cased identity key → Guids holding it, so lookups stay O(1) with thousands of recipients.
-        self._index: dict[str, dict[str, dict[str, None]]] = {kind: {} for kind in ("name", "alias", "dn", "address")}
+        self._index: dict[str, dict[str, dict[str, None]]] = {
+            kind: {} for kind in ("name", "alias", "dn", "address", "custom")
+        }
         self.replication_lag = 0.0
         self.page_size = 1000
         self.errors_in_200 = False
+        self.limits = ExchangeLimits()
 
     # reading ---------------------------------------------------------------------------------------------------
     def recipients(self, *, include_soft_deleted: bool = False) -> list[dict[str, Any]]:
@@ -174,7 +182,8 @@ class ExchangeOrg:
     def _keys(recipient: dict[str, Any]) -> dict[str, list[str]]:
         return {"name": [recipient["Name"].lower()], "alias": [recipient["Alias"].lower()],
                 "dn": [recipient["DistinguishedName"].lower()],
-                "address": [a.split(":", 1)[-1].lower() for a in recipient["EmailAddresses"]]}
+                "address": [a.split(":", 1)[-1].lower() for a in recipient["EmailAddresses"]],
+                "custom": [f"{n}={recipient[n]}".lower() for n in CUSTOM if isinstance(recipient.get(n), str) and recipient[n]]}
 
     def _reindex(self, recipient: dict[str, Any]) -> None:
         for kind, keys in self._keys(recipient).items():
@@ -270,6 +279,8 @@ class ExchangeOrg:
         for required in ("Name", "ExternalEmailAddress"):
             if p.get(required) in (None, ""):
                 raise CmdletError("Binding", f"Cannot bind argument to parameter '{required}' because it is null or empty.")
+        if not self.limits.creation_allowed():
+            raise CmdletError("Quota", QUOTA_MESSAGE)
         self._check_lengths(p)
         address = _smtp(p["ExternalEmailAddress"], "ExternalEmailAddress")
         name = str(p["Name"])
@@ -279,6 +290,7 @@ class ExchangeOrg:
             bag[field] = str(p.get(field) or "")
         self._check_unique(bag, None)
         self._store(bag, lag=True)
+        self.limits.count_creation()
         return [bag]
 
     def _set_mailcontact(self, p: dict[str, Any]) -> list[dict[str, Any]]:
@@ -371,10 +383,32 @@ class ExchangeOrg:
         self._drop(target["Guid"])
         return []
 
+    def _indexed(self, text: str) -> list[dict[str, Any]] | None:
+        """The recipients an OR of equalities on indexed properties can match (a superset the filter then decides
+        on), or None when the filter must be tested against every recipient."""
+        terms = equality_terms(text)
+        if terms is None:
+            return None
+        found: dict[str, dict[str, Any]] = {}
+        for prop, value in terms:
+            if prop == "Name":
+                holders = self._holding("name", value)
+            elif prop == "EmailAddresses":
+                holders = self._holding("address", value.split(":", 1)[-1] if ":" in value else value)
+            elif prop in CUSTOM:
+                holders = self._holding("custom", f"{prop}={value}")
+            elif prop == "Guid":
+                holders = [r for r in (self._recipients.get(value.lower()),) if r is not None]
+            else:
+                return None
+            found.update((r["Guid"], r) for r in holders)
+        return list(found.values())
+
     def _get(self, p: dict[str, Any], *, contacts_only: bool) -> list[dict[str, Any]]:
         if "Identity" in p:
             return [self.resolve(p["Identity"], contacts_only=contacts_only)]
-        pool = [r for r in self._recipients.values()
+        candidates = self._indexed(str(p["Filter"])) if p.get("Filter") else None
+        pool = [r for r in (self._recipients.values() if candidates is None else candidates)
                 if not r["_soft"] and (not contacts_only or r["RecipientTypeDetails"] == "MailContact")]
         if p.get("RecipientTypeDetails"):
             wanted = p["RecipientTypeDetails"]

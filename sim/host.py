@@ -9,9 +9,14 @@
 What it copies from the host, and where the numbers come from:
 - Bindings are read from the decorated functions themselves (`FunctionBuilder.build()`), and `%SETTING%` tokens
   in queue names are resolved from the environment, falling back to the defaults in `sync.settings`.
-- `extensions.queues` in host.json: `batchSize` messages are received and run in parallel; a message whose
-  function raised is left to reappear after `visibilityTimeout` (tests pass a shorter `visibility_timeout`), and
-  once it has been delivered `maxDequeueCount` times it is copied unchanged to `<queue>-poison` and deleted.
+- `extensions.queues` in host.json: `batchSize` messages are received and run in parallel, and the next batch is
+  fetched as soon as only `newBatchThreshold` of them are still running (so up to `batchSize + newBatchThreshold`
+  run at once, as the host does); a message whose function raised is left to reappear after `visibilityTimeout`
+  (tests pass a shorter `visibility_timeout`), and once it has been delivered `maxDequeueCount` times it is copied
+  unchanged to `<queue>-poison` and deleted.
+- Worker instances: `LocalHost(app_module=worker_instance())` drives a fresh copy of `function_app` with its own
+  module state (its own `Runtime`: Exchange clients, pacer, caches), as a second instance of the app in Azure
+  would be; several hosts draining the same queue at once are several instances.
   Messages are base64 (`messageEncoding`): they are decoded here exactly as the host does, into the bytes of
   `QueueMessage.get_body()`. The poison queue is drained through its own trigger the same way.
 - HTTP requests are matched against each HTTP function's route template and methods; the function key is not
@@ -25,6 +30,8 @@ import binascii
 import contextlib
 import copy
 import importlib
+import importlib.util
+import itertools
 import json
 import os
 import re
@@ -32,7 +39,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -48,10 +55,24 @@ from azure.storage.queue import QueueClient
 from azure.storage.queue import QueueMessage as StorageMessage
 
 from sync.settings import setting
+from sync.state.storage import shared_transport
 
 HOST_JSON = Path(__file__).resolve().parent.parent / "host.json"
+FUNCTION_APP = Path(__file__).resolve().parent.parent / "function_app.py"
 MESSAGE_LEASE_SECONDS = 300  # how long a received message stays hidden while its function runs
 POLL_SECONDS = 0.25
+_instances = itertools.count(1)
+
+
+def worker_instance() -> ModuleType:
+    """A fresh copy of `function_app` (module `function_app_instance<N>`): what another instance of the Function
+    App runs. It shares nothing with the others but the storage account and the tenants it calls."""
+    name = f"function_app_instance{next(_instances)}"
+    spec = importlib.util.spec_from_file_location(name, FUNCTION_APP)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def _timespan_seconds(value: str) -> float:
@@ -165,6 +186,7 @@ class LocalHost:
         self.environ = os.environ if environ is None else environ
         self.report = HostReport()
         self._lock = threading.Lock()
+        self._transport = shared_transport()
         self.timers: dict[str, FunctionBuilder] = {}
         self.queues: dict[str, tuple[FunctionBuilder, QueueClient]] = {}  # queue name → trigger, raw client
         self.routes: list[_Route] = []
@@ -183,7 +205,9 @@ class LocalHost:
             connection = self.environ.get(trigger.connection) or setting(trigger.connection, self.environ)
             if not connection:
                 raise LookupError(f"queue trigger connection {trigger.connection} has no app setting")
-            self.queues[name] = (builder, QueueClient.from_connection_string(connection, name))  # raw: we decode
+            # Raw (we decode as the host does), on one connection pool sized for a batch's concurrent deliveries.
+            client = QueueClient.from_connection_string(connection, name, transport=self._transport)
+            self.queues[name] = (builder, client)
         elif kind == "httpTrigger":
             template = re.sub(r"\{(\w+)(?::[^}]*)?\}", r"(?P<\1>[^/]+)", trigger.route.strip("/"))
             methods = frozenset(str(getattr(m, "value", m)).upper() for m in trigger.methods or ("GET", "POST"))
@@ -210,14 +234,24 @@ class LocalHost:
         started = time.monotonic()
         ops = self.ops_queue
         poison = f"{ops}-poison"
-        with ThreadPoolExecutor(max_workers=self.settings.batch_size, thread_name_prefix="host-queue") as pool:
+        workers = self.settings.batch_size + self.settings.new_batch_threshold
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="host-queue") as pool:
+            running: set[Future[None]] = set()
             while time.monotonic() - started < deadline_seconds:
-                busy = self._batch(pool, poison) + self._batch(pool, ops)
-                if busy:
+                received = self._batch(pool, poison, running, wait_all=True)
+                if len(running) <= self.settings.new_batch_threshold:
+                    received += self._batch(pool, ops, running, wait_all=False)
+                if running:
+                    done, _ = wait(running, timeout=POLL_SECONDS, return_when=FIRST_COMPLETED)
+                    running -= done
+                    continue
+                if received:
                     continue
                 if all(self._count(name) == 0 for name in (ops, poison)):
                     break
                 time.sleep(POLL_SECONDS)  # invisible messages (deferred or failed) are still due
+            for future in running:
+                future.result()
         self.report.left_in_queue = self._count(ops) + self._count(poison)
         self.report.seconds += time.monotonic() - started
         return self.report.since(before)
@@ -225,14 +259,18 @@ class LocalHost:
     def _count(self, queue: str) -> int:
         return int(self.queues[queue][1].get_queue_properties().approximate_message_count or 0)
 
-    def _batch(self, pool: ThreadPoolExecutor, queue: str) -> int:
+    def _batch(self, pool: ThreadPoolExecutor, queue: str, running: set[Future[None]], *, wait_all: bool) -> int:
         client = self.queues[queue][1]
         pages = client.receive_messages(
             messages_per_page=self.settings.batch_size, visibility_timeout=MESSAGE_LEASE_SECONDS
         )
         messages = list(next(pages.by_page(), []))
-        for future in [pool.submit(self._deliver, queue, message) for message in messages]:
-            future.result()
+        futures = [pool.submit(self._deliver, queue, message) for message in messages]
+        if wait_all:
+            for future in futures:
+                future.result()
+        else:
+            running.update(futures)
         return len(messages)
 
     def _deliver(self, queue: str, message: StorageMessage) -> None:

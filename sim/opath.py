@@ -153,3 +153,36 @@ def compile_filter(text: str) -> Predicate:
     if parser.peek() is not None:
         raise FilterError(f"Invalid filter syntax: unexpected {parser.peek()[1]!r}.")  # type: ignore[index]
     return predicate
+
+
+def equality_terms(text: str) -> list[tuple[str, str]] | None:
+    """The (property, value) pairs when the filter is only `Prop -eq 'value'` comparisons joined by `-or` (each
+    maybe in parentheses), the shape ctcs sends to look many recipients up at once; None for any other filter.
+    The organisation answers such a filter from its indexes instead of testing every recipient."""
+    try:
+        tokens = _tokens(text)
+    except FilterError:
+        return None
+    terms: list[tuple[str, str]] = []
+    index = 0
+    while index < len(tokens):
+        depth = 0
+        while index < len(tokens) and tokens[index] == ("lp", "("):
+            depth, index = depth + 1, index + 1
+        if index + 3 > len(tokens):
+            return None
+        (word_kind, word), operator, (value_kind, value) = tokens[index : index + 3]
+        prop = next((p for p in FILTERABLE if p.lower() == word.lower()), None)
+        if word_kind != "word" or prop is None or operator != ("op", "-eq") or value_kind not in ("sq", "dq"):
+            return None
+        index += 3
+        for _ in range(depth):
+            if index >= len(tokens) or tokens[index] != ("rp", ")"):
+                return None
+            index += 1
+        terms.append((prop, value))
+        if index < len(tokens):
+            if tokens[index] != ("op", "-or") or index + 1 == len(tokens):
+                return None
+            index += 1
+    return terms or None

@@ -11,9 +11,10 @@
     │   └── DeltaTokenExpired       the stored deltaLink is no longer valid: a full round is needed
     └── TargetError             Exchange Online refused or failed a call
         ├── TargetTransient         worth retrying: 5xx, busy server, replication lag
-        │   ├── TargetThrottled         429; `retry_after` says when to try again
+        │   ├── TargetThrottled         429; `retry_after` says when to try again; `concurrency`: the tenant's cap
         │   ├── ManagerNotFound         Set-Contact -Manager named a contact Exchange cannot see (yet)
-        │   └── RowBusy                 another op for the same user holds its state row: wait, then retry
+        │   └── RowBusy                 another op for the same user holds its state row: deferred, then tried again
+        ├── CreationQuotaReached    the organisation may create no more contacts for now: creates wait, nothing failed
         ├── TargetAuthError         401/403: bad credential, missing permission or role
         ├── TargetNotFound          the object does not exist (any more)
         └── TargetRejected          a permanent refusal for this contact (address in use, bad value)
@@ -23,6 +24,8 @@ Messages never carry a secret (invariant 6): they name settings, fields and refe
 """
 
 from __future__ import annotations
+
+from datetime import datetime
 
 
 class CtcsError(Exception):
@@ -88,10 +91,14 @@ class TargetTransient(TargetError):
 
 
 class TargetThrottled(TargetTransient):
-    """Exchange answered 429 (or a concurrency-limit body); wait `retry_after` seconds."""
+    """Exchange answered 429 (or a concurrency-limit body); wait `retry_after` seconds. `concurrency` is True when
+    the tenant's cap on concurrent calls refused it (the plain-text body), False for a spent request budget."""
 
-    def __init__(self, message: str, *, retry_after: float | None = None, status: int | None = 429) -> None:
+    def __init__(
+        self, message: str, *, retry_after: float | None = None, status: int | None = 429, concurrency: bool = False
+    ) -> None:
         self.retry_after = retry_after
+        self.concurrency = concurrency
         super().__init__(message, status=status)
 
 
@@ -105,11 +112,26 @@ class ManagerNotFound(TargetTransient):
 
 
 class RowBusy(TargetTransient):
-    """Another op for the same user holds its ContactState row (it is being applied right now); this op waits and
-    is tried again. Not an Exchange failure: it costs no Exchange call."""
+    """Another op for the same user holds its ContactState row (it is being applied right now); this op is deferred
+    `retry_after` seconds and tried again, without spending a delivery. Not an Exchange failure: it costs no call."""
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        self.retry_after = retry_after
         super().__init__(message, status=None)
+
+
+class CreationQuotaReached(TargetError):
+    """New-MailContact answered `RecipientUsageExceededRecentQuotaException`, or the organisation's creation quota
+    is known to be spent: no create can succeed before it frees. A pause, not a failure of the contact: the op is
+    deferred `retry_after` seconds (until `resume_at`), never recorded failed and never poisoned."""
+
+    def __init__(
+        self, message: str, *, status: int | None = 400, retry_after: float | None = None,
+        resume_at: datetime | None = None,
+    ) -> None:
+        self.retry_after = retry_after
+        self.resume_at = resume_at
+        super().__init__(message, status=status, exception_type="RecipientUsageExceededRecentQuotaException")
 
 
 class TargetAuthError(TargetError):

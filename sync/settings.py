@@ -75,14 +75,45 @@ SETTINGS: tuple[Setting, ...] = (
         "Table that holds, per pair that scopes by group, its groups' membership graph and groups deltaLinks.",
     ),
     Setting(
+        "CTCS_TARGETS_TABLE",
+        "TargetState",
+        "Table that holds, per target organisation, the creation-quota pause and the pace every worker instance "
+        "shares.",
+    ),
+    Setting(
         "CTCS_OPS_QUEUE",
         "contact-ops",
         "Queue of contact operations; the Functions host moves failures to `<name>-poison`.",
     ),
     Setting(
         "CTCS_WORKER_CONCURRENCY",
-        "4",
-        "Operations `python -m sync run` applies at once (the Functions host uses host.json instead).",
+        "16",
+        "Operations `python -m sync run` applies at once (the Functions host uses host.json instead); Exchange calls "
+        "are paced per target organisation whatever this is.",
+    ),
+    Setting(
+        "CTCS_EXCHANGE_MAX_CONCURRENCY",
+        "16",
+        "Most Exchange cmdlets ctcs runs at once per target organisation, all worker instances together. ctcs finds "
+        "the tenant's own limit below this and stays just under it; raise it only after Microsoft raised the "
+        "tenant's limit. `0` turns pacing off (each instance calls as fast as its queue batch runs).",
+    ),
+    Setting(
+        "CTCS_LOOKUP_BATCH",
+        "16",
+        "How many creates may share one `Get-Recipient` look-up of their anchors and addresses; `1` looks each up "
+        "on its own.",
+    ),
+    Setting(
+        "CTCS_QUOTA_BACKOFF_SECONDS",
+        "900,3600,14400",
+        "How long creates wait after Exchange's creation quota is reached before one is tried again, step by step "
+        "(the last step repeats); later pauses start from what the earlier ones learned.",
+    ),
+    Setting(
+        "CTCS_RUN_WAIT_SECONDS",
+        "120",
+        "How long `python -m sync run` waits for operations Exchange deferred before it stops with exit code 4.",
     ),
     Setting(
         "CTCS_LEASE_SECONDS",
@@ -125,8 +156,24 @@ def int_setting(name: str, environ: Mapping[str, str] | None = None, *, minimum:
     return value
 
 
+def steps_setting(name: str, environ: Mapping[str, str] | None = None) -> tuple[int, ...]:
+    """A rising list of positive whole seconds, comma-separated (`900,3600,14400`)."""
+    raw = required_setting(name, environ)
+    try:
+        steps = tuple(int(part) for part in raw.replace(" ", "").split(",") if part)
+    except ValueError:
+        steps = ()
+    if not steps or any(step <= 0 for step in steps) or list(steps) != sorted(steps):
+        raise ConfigError(f"app setting {name} must be rising positive seconds like 900,3600,14400, not {raw!r}")
+    return steps
+
+
 def _default_int(name: str) -> int:
     return int(_BY_NAME[name].default or 0)
+
+
+def _default_steps(name: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in (_BY_NAME[name].default or "").split(","))
 
 
 @dataclass(frozen=True)
@@ -136,12 +183,20 @@ class Tuning:
 
     lease_seconds: int = _default_int("CTCS_LEASE_SECONDS")
     worker_concurrency: int = _default_int("CTCS_WORKER_CONCURRENCY")
+    exchange_max_concurrency: int = _default_int("CTCS_EXCHANGE_MAX_CONCURRENCY")  # 0: no pacing
+    lookup_batch: int = _default_int("CTCS_LOOKUP_BATCH")
+    quota_backoff: tuple[int, ...] = _default_steps("CTCS_QUOTA_BACKOFF_SECONDS")
+    run_wait_seconds: int = _default_int("CTCS_RUN_WAIT_SECONDS")
 
     @classmethod
     def from_settings(cls, environ: Mapping[str, str] | None = None) -> Tuning:
         return cls(
             lease_seconds=int_setting("CTCS_LEASE_SECONDS", environ, minimum=1),
             worker_concurrency=int_setting("CTCS_WORKER_CONCURRENCY", environ, minimum=1),
+            exchange_max_concurrency=int_setting("CTCS_EXCHANGE_MAX_CONCURRENCY", environ, minimum=0),
+            lookup_batch=int_setting("CTCS_LOOKUP_BATCH", environ, minimum=1),
+            quota_backoff=steps_setting("CTCS_QUOTA_BACKOFF_SECONDS", environ),
+            run_wait_seconds=int_setting("CTCS_RUN_WAIT_SECONDS", environ, minimum=0),
         )
 
 

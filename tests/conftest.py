@@ -36,6 +36,7 @@ def storage_env(azurite: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]
         "CTCS_PAIR_STATE_TABLE": f"pairstate{suffix}",
         "CTCS_CONTACT_STATE_TABLE": f"contacts{suffix}",
         "CTCS_RUNS_TABLE": f"runs{suffix}",
+        "CTCS_TARGETS_TABLE": f"targets{suffix}",
         "CTCS_OPS_QUEUE": f"ops-{suffix}",
     }
     for name, value in env.items():

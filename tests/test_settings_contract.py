@@ -1,7 +1,8 @@
 """SETTINGS (sync/settings.py), local.settings.sample.json and the settings the code reads stay in step.
 
-"Read" means `setting("X"`, `required_setting("X"` or `int_setting("X"` in sync/ and function_app.py, `%X%` in
-function_app.py's bindings, and a binding's `connection="X"` (the host reads X and its `X__*` family).
+"Read" means `setting("X"`, `required_setting("X"`, `int_setting("X"` or `steps_setting("X"` in sync/ and
+function_app.py, `%X%` in function_app.py's bindings, and a binding's `connection="X"` (the host reads X and its
+`X__*` family).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ NOT_LOCAL = {
     "AzureWebJobsStorage__credential", "AzureWebJobsStorage__clientId", "AZURE_CLIENT_ID",
 }
 HOST_ONLY = {"FUNCTIONS_WORKER_RUNTIME"}  # read by the Functions host, not by ctcs
-READ_CALL = re.compile(r"\b(?:required_setting|int_setting|setting)\(\s*\"([A-Za-z0-9_]+)\"")
+READ_CALL = re.compile(r"\b(?:required_setting|int_setting|steps_setting|setting)\(\s*\"([A-Za-z0-9_]+)\"")
 BINDING_TOKEN = re.compile(r"%([A-Za-z0-9_]+)%")
 CONNECTION = re.compile(r"connection=\"([A-Za-z0-9_]+)\"")
 

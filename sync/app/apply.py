@@ -2,7 +2,9 @@
 contacts (invariant 1).
 
 Outcomes that need no retry (applied, stale, conflict, rejected) are returned; errors worth retrying
-(`TargetTransient`, `TargetThrottled`, `RowBusy`, `ManagerNotFound`) are raised for the queue to redeliver the op.
+(`TargetTransient`, `TargetThrottled`, `RowBusy`, `ManagerNotFound`) and `CreationQuotaReached` (creates wait for
+the target's creation quota, `sync.app.quota_gate`) are raised for the queue to defer or redeliver the op. An op
+that raises gives up its claim on the user's row first, so a newer op of that user never waits for it.
 
 A partial update (a manager link, see sync.core.managers) is merged into the contact as applied and the state row keeps
 the hash of the merged contact, so the next plan sees it unchanged. It does not advance the row's version: it is a
@@ -12,22 +14,29 @@ not dropped as stale because of it (that op may unset the link again; the next p
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from sync.app.quota_gate import QuotaGate
 from sync.contract.ops import ContactOp, OpKind
 from sync.contract.pairs import TenantPair
 from sync.contract.vocabulary import ContactStatus
 from sync.core.mapping import contact_hash
 from sync.core.target import Recipient, Target
-from sync.errors import AddressInUse, RowBusy, TargetNotFound, TargetRejected
+from sync.errors import AddressInUse, CreationQuotaReached, RowBusy, TargetNotFound, TargetRejected
 from sync.state.contacts import ClaimLost, ContactRow, ContactStateStore, RowUpdate
 from sync.state.entities import iso, now_utc
 
+log = logging.getLogger("ctcs.worker")
+
 CLAIM_SECONDS = 300
+ROW_BUSY_MAX_WAIT = 15  # a claim is held while its op runs: look again within seconds, not when the claim expires
 MAIL_CONTACT = "MailContact"
+_HAS_CONTACT = (ContactStatus.OK, ContactStatus.FAILED, ContactStatus.HIDDEN)
 
 
 class Outcome(StrEnum):
@@ -55,14 +64,24 @@ class Applied:
     detail: str = ""
 
 
-def apply_op(op: ContactOp, *, pair: TenantPair, target: Target, contacts: ContactStateStore) -> Applied:
-    """Apply `op` unless a newer one won; record the result in ContactState."""
+def apply_op(
+    op: ContactOp, *, pair: TenantPair, target: Target, contacts: ContactStateStore, quota: QuotaGate | None = None
+) -> Applied:
+    """Apply `op` unless a newer one won; record the result in ContactState. With `quota`, a create waits (raises
+    `CreationQuotaReached`) while the target organisation's creation quota is spent, before it claims the row."""
+    organization = pair.target.organization
+    admitted = quota is None
     for _ in range(3):
         row = contacts.get(op.pair_id, op.source_id)
         if row.status and row.version >= op.version:
             return Applied(Outcome.STALE, row.guid, f"version {row.version} already applied")
-        if row.claimed_by_other(op.version, now_utc()):
-            raise RowBusy(f"another op (version {row.claim_version}) is applying to this user")
+        now = now_utc()
+        if row.claimed_by_other(op.version, now):
+            raise RowBusy(f"another op (version {row.claim_version}) is applying to this user",
+                          retry_after=_claim_left(row, now))
+        if not admitted and quota is not None and _creates(op, row):
+            quota.admit(organization)
+            admitted = True
         try:
             row = contacts.claim(row, op.version, CLAIM_SECONDS)
         except ClaimLost:
@@ -71,16 +90,42 @@ def apply_op(op: ContactOp, *, pair: TenantPair, target: Target, contacts: Conta
     else:
         raise RowBusy("the state row kept changing while claiming it")
 
-    if op.partial:
-        result, update = _apply_partial(op, row, target)
-    else:
-        result = _apply_to_target(op, row, pair, target)
-        update = _row_update(op, row, result)
+    try:
+        if op.partial:
+            result, update = _apply_partial(op, row, target)
+        else:
+            result = _apply_to_target(op, row, pair, target)
+            update = _row_update(op, row, result)
+    except CreationQuotaReached as error:
+        _release(contacts, row)
+        raise (quota.refused(organization, error) if quota is not None else error) from error
+    except BaseException:
+        _release(contacts, row)  # a newer op of this user must not wait for this one's retry
+        raise
     try:
         contacts.commit(row, update, op=f"{op.kind.value}:{result.outcome.value}", run_id=op.run_id)
     except ClaimLost:
         return Applied(Outcome.STALE, result.guid, "a newer op took over this user while this one ran")
+    if quota is not None and result.outcome is Outcome.CREATED:
+        quota.created(organization)
     return result
+
+
+def _release(contacts: ContactStateStore, row: ContactRow) -> None:
+    try:
+        contacts.release(row)
+    except Exception as error:  # the op's own failure is the one to report; the claim expires on its own
+        log.warning("could not release the claim on %s/%s: %s", row.pair_id, row.source_id, error)
+
+
+def _creates(op: ContactOp, row: ContactRow) -> bool:
+    """The op will make a new contact (so it waits for the creation quota): a create with no contact in place."""
+    return op.kind is OpKind.CREATE and not op.partial and not (row.guid and row.status in _HAS_CONTACT)
+
+
+def _claim_left(row: ContactRow, now: datetime) -> float:
+    left = (datetime.fromisoformat(row.claim_until) - now).total_seconds() if row.claim_until else 0.0
+    return max(1.0, min(float(ROW_BUSY_MAX_WAIT), left))
 
 
 def _row_update(op: ContactOp, row: ContactRow, result: Applied) -> RowUpdate:
@@ -129,7 +174,7 @@ def _apply_to_target(op: ContactOp, row: ContactRow, pair: TenantPair, target: T
         if op.kind is OpKind.HIDE:
             return _hide(op, row, pair, target)
         assert op.contact is not None
-        if row.guid and row.status in (ContactStatus.OK, ContactStatus.FAILED, ContactStatus.HIDDEN):
+        if row.guid and row.status in _HAS_CONTACT:
             try:
                 applied = _update(row.guid, op.contact, row.applied, target)
             except TargetNotFound:

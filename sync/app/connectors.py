@@ -9,6 +9,8 @@ from __future__ import annotations
 from sync.contract.pairs import TenantPair
 from sync.exchange.client import AdminApiClient
 from sync.exchange.contacts import ExchangeTarget
+from sync.exchange.lookup import MAX_KEYS
+from sync.exchange.pacing import OrgPacer
 from sync.exchange.visibility import SourceVisibility
 from sync.graph.users import GraphSource
 from sync.identity.credentials import CredentialCache, shared_credentials
@@ -23,9 +25,11 @@ def open_source(pair: TenantPair, resolver: SecretResolver, *, credentials: Cred
 
 
 def open_target(
-    pair: TenantPair, resolver: SecretResolver, *, credentials: CredentialCache | None = None
+    pair: TenantPair, resolver: SecretResolver, *, credentials: CredentialCache | None = None,
+    pacer: OrgPacer | None = None, lookup_batch: int = MAX_KEYS,
 ) -> ExchangeTarget:
-    """The pair's target organisation as a `Target` (Exchange admin API). Close it when done."""
+    """The pair's target organisation as a `Target` (Exchange admin API), its calls paced by `pacer` (shared by
+    every pair of the same organisation) and its look-ups shared `lookup_batch` at a time. Close it when done."""
     # Not `or`: an empty cache is falsy (it has a length).
     cache = credentials if credentials is not None else shared_credentials
     target = pair.target
@@ -34,8 +38,9 @@ def open_target(
         exchange_endpoint=target.endpoints.exchange,
         tenant=target.tenant_id,
         organization=target.organization,
+        pacer=pacer,
     )
-    return ExchangeTarget(api)
+    return ExchangeTarget(api, lookup_batch=lookup_batch)
 
 
 def open_source_visibility(

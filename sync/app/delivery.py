@@ -30,7 +30,8 @@ POISONED = "failed on every delivery"
 
 
 def handle_message(rt: Runtime, body: str | bytes) -> tuple[ContactOp, Applied]:
-    """Apply one queued op. Raises `BadOpMessage` (never retry), `TargetTransient`/`TargetThrottled` (retry later)."""
+    """Apply one queued op. Raises `BadOpMessage` (never retry), `TargetTransient`/`TargetThrottled`/`RowBusy`/
+    `CreationQuotaReached` (defer or retry later)."""
     op = decode_op(body)
     started = time.monotonic()
     try:
@@ -38,7 +39,7 @@ def handle_message(rt: Runtime, body: str | bytes) -> tuple[ContactOp, Applied]:
     except PairNotFound:
         log.warning("dropping op %s: pair %s no longer exists", op.key, op.pair_id)
         return op, Applied(Outcome.STALE, detail="the pair was removed")
-    applied = apply_op(op, pair=pair, target=rt.target(pair), contacts=rt.stores.contacts)
+    applied = apply_op(op, pair=pair, target=rt.target(pair), contacts=rt.stores.contacts, quota=rt.quota)
     log.info(
         "op %s %s: %s",
         op.kind.value,
@@ -160,9 +161,10 @@ def deliver(rt: Runtime, body: str | bytes, *, dequeue_count: int) -> str:
 
     The verdict comes from `sync.core.delivery_policy.decide`; here it becomes what the Functions host understands:
     - poison (not an op at all): sent straight to the poison queue; retrying it cannot help. This delivery succeeds.
-    - defer (throttled): the same body is sent again, invisible for the delay, and this delivery succeeds, so
-      throttling never spends one of the `maxDequeueCount` deliveries. (Host retry policies do not apply to queue
-      triggers, and a failed delivery always waits the fixed host.json `visibilityTimeout`.)
+    - defer (throttled, the creation quota, RowBusy): the same body is sent again, invisible for the delay, and
+      this delivery succeeds, so waiting never spends one of the `maxDequeueCount` deliveries. (Host retry policies
+      do not apply to queue triggers, and a failed delivery always waits the fixed host.json `visibilityTimeout`.)
+      The op gave up its claim on the user's row before it raised, so a newer op of the user goes ahead meanwhile.
     - retry, or poison on the last delivery: the cause is noted on the user's row and the error raised; the host
       retries after `visibilityTimeout` and moves the message to `<queue>-poison` after `maxDequeueCount`.
     Permanent outcomes (conflict, rejected) are recorded in ContactState by `apply_op` and returned.

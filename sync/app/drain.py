@@ -6,6 +6,11 @@ counts; poison → moved to the poison queue and recorded with its cause.
 
 With `pair_id`, only that pair's ops are applied and reported: another pair's message that comes along is given
 back as a fresh copy (so this look costs it no delivery attempt), hidden for a short while so the drain gets past it.
+
+It never hangs on Exchange: ops deferred for longer than `wait_seconds` (the creation quota, a long Retry-After)
+stay on the queue and are reported as `waiting`, with when they come back; so are a pair's creates that an earlier
+run deferred (its `queued` rows) while the pause that holds them lasts longer than `wait_seconds`. A later drain
+applies them once they are visible again.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
 from azure.storage.queue import QueueMessage
 
@@ -23,14 +29,24 @@ from sync.app.apply import Applied, Outcome
 from sync.app.delivery import handle_message, note_failed_delivery, record_poison
 from sync.app.runtime import Runtime
 from sync.contract.ops import ContactOp, decode_op
+from sync.contract.vocabulary import ContactStatus
 from sync.core.delivery_policy import Verdict, decide, default_backoff
-from sync.errors import BadOpMessage
+from sync.core.quota import QuotaPause
+from sync.errors import BadOpMessage, PairNotFound
+from sync.state.entities import now_utc
 
 log = logging.getLogger("ctcs.drain")
 
 OTHER_PAIR_DELAY_SECONDS = 30
 RECEIVE_VISIBILITY_SECONDS = 120
 IDLE_POLL_SECONDS = 0.5
+RECOUNT_SECONDS = 5.0  # how often an idle drain re-counts the pair's waiting creates
+OVERDUE_SECONDS = 30.0
+WAIT_WORDS = {  # why an op waits, as `run` tells the admin
+    "CreationQuotaReached": "creates wait for Exchange's creation quota",
+    "TargetThrottled": "Exchange asked to wait (throttling)",
+    "RowBusy": "another op of the same user is being applied",
+}
 
 
 @dataclass
@@ -40,6 +56,9 @@ class DrainReport:
     deferred: int = 0
     seconds: float = 0.0
     passed_over: int = 0  # other pairs' messages given back untouched
+    waiting: int = 0  # ops still on the queue because Exchange asked them to wait longer than the drain waits
+    waiting_until: datetime | None = None  # when the last of them comes back, as far as known
+    waiting_reason: str = ""
 
     @property
     def failed(self) -> int:
@@ -69,8 +88,12 @@ class _Drain:
     rt: Runtime
     pair_id: str | None
     backoff: Callable[[int], int]
+    wait_seconds: float = 120.0
     report: DrainReport = field(default_factory=DrainReport)
-    waiting: dict[str, float] = field(default_factory=dict)  # op key → when its deferred or retried copy is due
+    waiting: dict[str, tuple[float, str]] = field(default_factory=dict)  # op key → (when its copy is due, why)
+    idle_since: float | None = None
+    counted_at: float = 0.0
+    pending: int = 0  # the pair's creates still queued (ContactState `queued`), as last counted
     running: dict[Future[tuple[ContactOp, Applied]], QueueMessage] = field(default_factory=dict)
 
     def give_back_unstarted(self) -> None:
@@ -118,7 +141,7 @@ class _Drain:
                 record_poison(self.rt, message.content, error=decision.reason)
                 self.report.poisoned += 1
                 return "poisoned"
-            self.waiting[key] = time.monotonic() + decision.delay_seconds
+            self.waiting[key] = (time.monotonic() + decision.delay_seconds, decision.reason)
             self.report.deferred += 1
             return ""
         queue.delete(message)
@@ -126,12 +149,66 @@ class _Drain:
         return applied.outcome.value
 
     def finished(self, received_own: bool) -> bool:
-        """Nothing running and nothing of ours came back: done unless a deferred op of ours is still due."""
-        if received_own or self.waiting:
+        """Nothing is running. Done when nothing of ours is left that comes back within `wait_seconds`; what
+        comes back later is reported as waiting (the caller exits 4), never waited for."""
+        now = time.monotonic()
+        if received_own:
+            self.idle_since = None
             return False
-        if self.pair_id is None:  # everyone's ops: wait for any message still hidden on the queue
-            return self.rt.stores.ops.approximate_count() == 0
+        # A copy long overdue was taken by another consumer (the Functions worker): it is no longer ours to wait for.
+        overdue = now - max(self.wait_seconds, OVERDUE_SECONDS)
+        self.waiting = {key: entry for key, entry in self.waiting.items() if entry[0] > overdue}
+        if any(due <= now + self.wait_seconds for due, _ in self.waiting.values()):
+            return False  # a deferred op of ours is due soon: wait for it
+        if self.idle_since is None:
+            self.idle_since = now
+        if self.waiting:
+            return self._stop_waiting()
+        if self.pair_id is None:  # everyone's ops: wait for messages still hidden on the queue, within bounds
+            left = self.rt.stores.ops.approximate_count()
+            if left and now - self.idle_since < self.wait_seconds:
+                return False
+            self.report.waiting = left
+            return True
+        return self._pair_settled(now)
+
+    def _pair_settled(self, now: float) -> bool:
+        """No op of the pair came along: done unless creates an earlier run deferred are due within our wait."""
+        assert self.pair_id is not None
+        if now - self.counted_at >= RECOUNT_SECONDS:
+            self.pending = self.rt.stores.contacts.status_counts(self.pair_id).get(ContactStatus.QUEUED, 0)
+            self.counted_at = now
+        if not self.pending:
+            return True
+        pause = self._pause()
+        resume_at = pause.resume_at if pause is not None and pause.active else None
+        if resume_at is not None and resume_at > now_utc() + timedelta(seconds=self.wait_seconds):
+            self._report_waiting(self.pending, resume_at, "creates wait for Exchange's creation quota")
+            return True
+        if now - (self.idle_since or now) < self.wait_seconds:
+            return False  # they should become visible soon (a short deferral, another worker on them)
+        self._report_waiting(self.pending, resume_at, "creates still queued")
         return True
+
+    def _stop_waiting(self) -> bool:
+        latest = max(due for due, _ in self.waiting.values())
+        until = now_utc() + timedelta(seconds=max(0.0, latest - time.monotonic()))
+        reasons = Counter(WAIT_WORDS.get(reason.split(":", 1)[0], "Exchange") for _, reason in self.waiting.values())
+        count = len(self.waiting)
+        if self.pair_id is not None:
+            count = max(count, self.rt.stores.contacts.status_counts(self.pair_id).get(ContactStatus.QUEUED, 0))
+        self._report_waiting(count, until, ", ".join(sorted(reasons)))
+        return True
+
+    def _report_waiting(self, count: int, until: datetime | None, reason: str) -> None:
+        self.report.waiting, self.report.waiting_until, self.report.waiting_reason = count, until, reason
+
+    def _pause(self) -> QuotaPause | None:
+        try:
+            pair = self.rt.pair(self.pair_id or "")
+        except PairNotFound:
+            return None
+        return self.rt.quota.pause(pair.target.organization)
 
 
 def drain(
@@ -142,9 +219,11 @@ def drain(
     deadline_seconds: float = 3600.0,
     on_done: Callable[[str], None] | None = None,
     backoff: Callable[[int], int] = default_backoff,
+    wait_seconds: float | None = None,
 ) -> DrainReport:
-    """Apply queued ops (of `pair_id`, or every pair's) until none are left, as the Functions host would."""
-    state = _Drain(rt, pair_id, backoff)
+    """Apply queued ops (of `pair_id`, or every pair's) until none are left, as the Functions host would; ops that
+    must wait longer than `wait_seconds` (default: the runtime's `run_wait_seconds`) are left queued and reported."""
+    state = _Drain(rt, pair_id, backoff, rt.tuning.run_wait_seconds if wait_seconds is None else wait_seconds)
     started = time.monotonic()
     pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="ctcs-worker")
     try:

@@ -1,14 +1,23 @@
-"""Wiring: the stores plus a source and a target per pair. Triggers, the CLI and tests all go through this."""
+"""Wiring: the stores plus a source and a target per pair. Triggers, the CLI and tests all go through this.
+
+A Runtime is one worker instance (a Functions worker process, a CLI run): it has an `instance_id`, one `OrgPacer`
+per target organisation it calls (their shares of the organisation's pace are per instance), and one `QuotaGate`.
+"""
 
 from __future__ import annotations
 
+import threading
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+from sync.app.quota_gate import QuotaGate
 from sync.contract.pairs import TenantPair
+from sync.core.pacing import PaceRules
 from sync.core.source import Source
 from sync.core.target import Target
+from sync.exchange.pacing import OrgPacer
 from sync.exchange.visibility import SourceVisibility
 from sync.settings import Tuning
 from sync.state.stores import Stores
@@ -26,8 +35,13 @@ class Runtime:
     open_target: TargetFactory
     open_visibility: VisibilityFactory = lambda pair: None
     tuning: Tuning = field(default_factory=Tuning)
+    instance_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     _targets: dict[str, tuple[str, Target]] = field(default_factory=dict, repr=False)
     _pairs: dict[str, tuple[float, TenantPair]] = field(default_factory=dict, repr=False)
+    _pacers: dict[str, OrgPacer] = field(default_factory=dict, repr=False)
+    _quota: list[QuotaGate] = field(default_factory=list, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _targets_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
     def from_settings(cls, environ: Mapping[str, str] | None = None) -> Runtime:
@@ -35,13 +49,40 @@ class Runtime:
         from sync.identity.secrets import SecretResolver
 
         resolver = SecretResolver(environ=environ)
-        return cls(
+
+        def target(pair: TenantPair) -> Target:
+            return open_target(pair, resolver, pacer=rt.pacer(pair.target.organization),
+                               lookup_batch=rt.tuning.lookup_batch)
+
+        rt = cls(
             Stores.from_settings(environ),
             lambda pair: open_source(pair, resolver),
-            lambda pair: open_target(pair, resolver),
+            target,
             lambda pair: open_source_visibility(pair, resolver),
             tuning=Tuning.from_settings(environ),
         )
+        return rt
+
+    @property
+    def quota(self) -> QuotaGate:
+        """The creation-quota gate of this instance (one per process: its cache serves every pair)."""
+        with self._lock:
+            if not self._quota:
+                self._quota.append(QuotaGate(self.stores.targets, backoff=self.tuning.quota_backoff))
+            return self._quota[0]
+
+    def pacer(self, organization: str) -> OrgPacer | None:
+        """This instance's slots for calls to `organization` (None when pacing is turned off)."""
+        if self.tuning.exchange_max_concurrency <= 0:
+            return None
+        key = organization.lower()
+        with self._lock:
+            if key not in self._pacers:
+                self._pacers[key] = OrgPacer(
+                    key, board=self.stores.targets.board(), instance=self.instance_id,
+                    rules=PaceRules(maximum=self.tuning.exchange_max_concurrency),
+                )
+            return self._pacers[key]
 
     def pair(self, pair_id: str) -> TenantPair:
         """The pair definition, cached briefly: a worker applies many ops of the same pair."""
@@ -55,8 +96,9 @@ class Runtime:
     def target(self, pair: TenantPair) -> Target:
         """One target client per pair definition, so its token and connection pool are reused."""
         key = pair.to_json()
-        cached = self._targets.get(pair.id)
-        if cached is None or cached[0] != key:
-            cached = (key, self.open_target(pair))
-            self._targets[pair.id] = cached
-        return cached[1]
+        with self._targets_lock:  # one per pair even when a whole queue batch asks at once: they share its look-ups
+            cached = self._targets.get(pair.id)
+            if cached is None or cached[0] != key:
+                cached = (key, self.open_target(pair))
+                self._targets[pair.id] = cached
+            return cached[1]

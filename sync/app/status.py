@@ -3,14 +3,19 @@
 Everything under a pair is that pair's own: its rows counted by status (`queued` = creates waiting for the worker),
 `poisoned` = its ops that failed every delivery (kept in the `-failed` queue), and problems with their causes.
 The queues are shared by every pair, so their depths are reported once, beside the pairs, never under one.
+Under `exchange`, the pair's target organisation as every worker instance sees it: a creation-quota pause (when it
+was reached, the creates of this pair that wait, the next attempt) and the pace of Exchange calls.
 """
 
 from __future__ import annotations
 
+import time
+from datetime import UTC, datetime
 from typing import Any
 
 from sync.app.runtime import Runtime
 from sync.contract.vocabulary import ContactStatus
+from sync.state.targets import MEMBER_SECONDS
 
 MAX_PROBLEMS = 100
 RECENT_RUNS = 5
@@ -37,6 +42,7 @@ def pair_status(rt: Runtime, pair_id: str) -> dict[str, Any]:
         "has_delta_link": bool(state.delta_link),
         "contacts": dict(counts),
         "waiting": {"creates_queued": counts.get(ContactStatus.QUEUED, 0), "poisoned": poisoned},
+        "exchange": target_status(rt, pair.target.organization, creates_waiting=counts.get(ContactStatus.QUEUED, 0)),
         "recent_runs": [
             {
                 "run_id": run.run_id,
@@ -51,6 +57,35 @@ def pair_status(rt: Runtime, pair_id: str) -> dict[str, Any]:
             for run in stores.runs.recent(pair_id, limit=RECENT_RUNS)
         ],
         "problems": problems[:MAX_PROBLEMS],
+    }
+
+
+def _at(moment: datetime | None) -> str | None:
+    return moment.isoformat(timespec="seconds") if moment else None
+
+
+def target_status(rt: Runtime, organization: str, *, creates_waiting: int) -> dict[str, Any]:
+    """The target organisation's creation-quota pause and pace (TargetState), as of now."""
+    pause, _ = rt.stores.targets.quota(organization)
+    pace, members = rt.stores.targets.pace(organization)
+    now = time.time()
+    quota: dict[str, Any] | None = None
+    if pause.active:
+        quota = {"reached_at": _at(pause.reached_at), "creates_waiting": creates_waiting,
+                 "next_attempt_at": _at(pause.resume_at)}
+    last = None
+    if pause.pauses:
+        last = {"ended_at": _at(pause.last_freed_at), "lasted_seconds": round(pause.freed_max)}
+    return {
+        "organization": organization,
+        "creation_quota_pause": quota,
+        "last_quota_pause": last,
+        "pace": None if pace is None else {
+            "concurrent_calls": pace.limit,
+            "refused_at": pace.ceiling or None,
+            "instances": sum(1 for seen in members.values() if now - seen < MEMBER_SECONDS),
+            "throttled_until": _at(datetime.fromtimestamp(pace.throttled_until, UTC)) if pace.throttled_until > now else None,
+        },
     }
 
 

@@ -1,7 +1,7 @@
 """`python -m sync`: manage pairs, preview and run syncs, read status. Same functions as the Functions triggers.
 
 Exit codes: 0 done, 1 some operations failed, 2 bad input or usage, 3 stopped by the safety gate,
-130 interrupted (Ctrl-C). An ordinary mistake (a bad setting, unreachable storage, a closed pipe) is one line on
+4 some operations wait for Exchange (creation quota, throttling) and will be applied later, 130 interrupted (Ctrl-C). An ordinary mistake (a bad setting, unreachable storage, a closed pipe) is one line on
 stderr and its exit code, never a traceback; `-vv` shows DEBUG logs.
 """
 
@@ -26,12 +26,13 @@ from sync.app.runtime import Runtime
 from sync.app.status import status_report
 from sync.cli import render
 from sync.cli.console import Progress
+from sync.contract.ops import OpKind
 from sync.contract.pairs import load_pair_file
-from sync.contract.vocabulary import RunOutcome, RunTrigger
+from sync.contract.vocabulary import ContactStatus, RunOutcome, RunTrigger
 from sync.errors import ConfigError, CtcsError, PairNotFound
 from sync.settings import load_local_settings
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNSAFE = 0, 1, 2, 3
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNSAFE, EXIT_WAITING = 0, 1, 2, 3, 4
 EXIT_INTERRUPTED = 130  # Ctrl-C, as shells report SIGINT
 
 Command = Callable[[argparse.Namespace, Callable[[], Runtime]], int]
@@ -100,7 +101,9 @@ def _run(args: argparse.Namespace, runtime: Callable[[], Runtime]) -> int:
         print(f"pair {args.pair}: {result.outcome}: {result.run.error}", file=sys.stderr)
         return EXIT_FAILED
     assert result.plan is not None
-    progress = Progress("applying", len(result.plan.ops))
+    # Creates an earlier run left waiting (for the creation quota) are applied too once Exchange lets them.
+    queued = rt.stores.contacts.status_counts(args.pair).get(ContactStatus.QUEUED, 0)
+    progress = Progress("applying", sum(1 for op in result.plan.ops if op.kind is not OpKind.CREATE) + queued)
     drained = drain(
         rt,
         pair_id=args.pair,  # this pair's ops only: another pair's stay on the queue for their own run or the worker
@@ -108,9 +111,14 @@ def _run(args: argparse.Namespace, runtime: Callable[[], Runtime]) -> int:
         on_done=lambda outcome: progress.advance(detail=outcome),
     )
     progress.finish()
-    record_applied(rt, result, {**drained.outcomes, "poisoned": drained.poisoned})
+    record_applied(rt, result, {**drained.outcomes, "poisoned": drained.poisoned, "waiting": drained.waiting})
     render.run_summary(result, drained)
-    return EXIT_FAILED if drained.failed else EXIT_OK
+    if drained.failed:
+        return EXIT_FAILED
+    if drained.waiting:
+        render.waiting_note(args.pair, drained)
+        return EXIT_WAITING
+    return EXIT_OK
 
 
 def _status(args: argparse.Namespace, runtime: Callable[[], Runtime]) -> int:

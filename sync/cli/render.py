@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -94,6 +95,18 @@ def run_summary(result: RunResult, drained: DrainReport) -> None:
     )
 
 
+def waiting_note(pair_id: str, drained: DrainReport) -> None:
+    """Exit code 4: what waits for Exchange, until when, and how it gets applied (stderr: scripts read stdout)."""
+    until = drained.waiting_until.isoformat(timespec="seconds") if drained.waiting_until else "a later moment"
+    why = f" ({drained.waiting_reason})" if drained.waiting_reason else ""
+    print(
+        f"\n{drained.waiting} operation(s) of pair {pair_id} wait for Exchange{why} until {until}. They stay queued: "
+        f"the Functions worker applies them then, or run `python -m sync run --pair {pair_id}` after that time. "
+        "`python -m sync status` shows the pause.",
+        file=sys.stderr,
+    )
+
+
 def status_tables(report: Mapping[str, Any]) -> None:
     """`status`: a row per pair (its own counts), the shared queues once, then each pair's problems and runs."""
     statuses: Sequence[dict[str, Any]] = report["pairs"]
@@ -116,6 +129,14 @@ def status_tables(report: Mapping[str, Any]) -> None:
         f"\nqueues (all pairs): {queues['ops']} ops waiting, {queues['poison']} in the poison queue, "
         f"{queues['failed']} kept for replay-poison"
     )
+    for s in statuses:
+        pause = s["exchange"]["creation_quota_pause"]
+        if pause:
+            print(
+                f"\n{s['pair']}: Exchange's creation quota of {s['exchange']['organization']} was reached at "
+                f"{pause['reached_at']}; {pause['creates_waiting']} create(s) wait; next attempt at "
+                f"{pause['next_attempt_at']} (updates and deletes go on)"
+            )
     for s in statuses:
         if s["problems"]:
             print(f"\n{s['pair']}: contacts that need attention")

@@ -22,6 +22,7 @@ class Recipient:
     recipient_type: str  # RecipientTypeDetails: MailContact, UserMailbox, GuestMailUser, MailUser, ...
     primary_address: str
     custom_attributes: Mapping[str, str] = field(default_factory=dict)  # CustomAttribute1..15 that are set
+    addresses: tuple[str, ...] = ()  # every proxy address without its prefix, when the lookup returned them
 
     def anchor(self, attribute: str) -> str:
         return self.custom_attributes.get(attribute, "")

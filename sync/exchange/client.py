@@ -33,8 +33,17 @@ from azure.core.credentials import TokenCredential
 from azure.core.exceptions import ClientAuthenticationError
 
 from sync.core.retry import RetryBudget, RetryPolicy, parse_retry_after
-from sync.errors import ManagerNotFound, TargetAuthError, TargetError, TargetNotFound, TargetRejected, TargetTransient
+from sync.errors import (
+    ManagerNotFound,
+    TargetAuthError,
+    TargetError,
+    TargetNotFound,
+    TargetRejected,
+    TargetThrottled,
+    TargetTransient,
+)
 from sync.exchange.errors import errors_in_success, read_failure, to_target_error
+from sync.exchange.pacing import CONCURRENCY_RETRY_SECONDS, OrgPacer
 
 SYSTEM_MAILBOX = "SystemMailbox{bb558c35-97f1-4cb9-8ff7-d53741dc928c}"
 DEFAULT_EXCHANGE_RETRY = RetryPolicy(max_retries=4, max_wait_seconds=60.0, base_delay=2.0, max_delay=20.0)
@@ -46,7 +55,8 @@ class AdminApiClient:
 
     `tenant` is the tenant id (or `xxx.onmicrosoft.com`) in the URL; `organization` the `.onmicrosoft.com` domain
     of the anchor mailbox header. `not_found_retries`/`not_found_delay` bound the replication-lag retries after a
-    create. `sleep` waits between retries (tests pass a recorder).
+    create. `sleep` waits between retries (tests pass a recorder). `pacer` paces the calls (None: every call goes
+    out at once, as the caller's threads make them).
     """
 
     def __init__(
@@ -62,6 +72,7 @@ class AdminApiClient:
         not_found_delay: float = 2.0,
         sleep: Callable[[float], object] = time.sleep,
         timeout: float = 100.0,
+        pacer: OrgPacer | None = None,
     ) -> None:
         if not tenant or not organization:
             raise ValueError("tenant and organization are required")
@@ -73,6 +84,7 @@ class AdminApiClient:
         self.not_found_retries = not_found_retries
         self.not_found_delay = not_found_delay
         self._sleep = sleep
+        self.pacer = pacer
         self._owns_client = client is None
         self._client = client if client is not None else httpx.Client(timeout=timeout)
         self._scope = f"{self.endpoint}/.default"
@@ -138,7 +150,10 @@ class AdminApiClient:
                 continue
             if isinstance(error, TargetTransient):
                 # Retry-After is honoured on any transient answer (429, 503, ...), not only on throttling.
-                wait = budget.next_wait(attempt.retry_after)
+                retry_after = attempt.retry_after
+                if retry_after is None and self.pacer is not None and _refused_for_concurrency(error):
+                    retry_after = CONCURRENCY_RETRY_SECONDS  # the pacer already gave up the slot: wait for the next
+                wait = budget.next_wait(retry_after)
                 if wait is not None:
                     budget.spend(wait)
                     self._sleep(wait)
@@ -161,10 +176,26 @@ class AdminApiClient:
         }
         with self._count_lock:
             self.requests[cmdlet] += 1
+        if self.pacer is None:
+            return self._send(cmdlet, url, body, headers)
+        with self.pacer.slot():
+            attempt = self._send(cmdlet, url, body, headers)
+        return attempt
+
+    def _send(self, cmdlet: str, url: str, body: str, headers: dict[str, str]) -> _Attempt:
         try:
             response = self._client.post(url, content=body, headers=headers)
         except httpx.TransportError as error:
+            if self.pacer is not None:
+                self.pacer.observe(status=0)
             return _Attempt(error=TargetTransient(f"{cmdlet}: Exchange unreachable ({type(error).__name__})"))
+        attempt = self._read(cmdlet, response)
+        if self.pacer is not None:
+            self.pacer.observe(status=response.status_code, concurrency_refused=_refused_for_concurrency(attempt.error),
+                               retry_after=attempt.retry_after, headers=response.headers)
+        return attempt
+
+    def _read(self, cmdlet: str, response: httpx.Response) -> _Attempt:
         retry_after = parse_retry_after(response.headers.get("Retry-After"))
         page: Any = None
         if response.is_success:
@@ -205,6 +236,10 @@ class _Attempt(NamedTuple):
     page: dict[str, Any] | None = None
     error: TargetError | None = None
     retry_after: float | None = None
+
+
+def _refused_for_concurrency(error: TargetError | None) -> bool:
+    return isinstance(error, TargetThrottled) and error.concurrency
 
 
 def _names(message: str, value: str) -> bool:

@@ -1,16 +1,18 @@
 """`ExchangeTarget`: a target organisation's mail contacts, as cmdlets on its admin API (`AdminApiClient`).
 
-Implements `sync.core.target.Target`: find recipients by anchor, address or name in one `Get-Recipient`; create
-(New-MailContact, then Set-MailContact with the anchor and Set-Contact for the rest); update only the changed
-parameters; remove; and list this pair's contacts by anchor prefix.
+Implements `sync.core.target.Target`: find recipients by anchor, address or name with `Get-Recipient` (concurrent
+look-ups share one call: `sync.exchange.lookup`); create (New-MailContact, then Set-MailContact with the anchor and
+Set-Contact for the rest); update only the changed parameters; remove; and list this pair's contacts by anchor
+prefix.
 """
 
 from __future__ import annotations
 
 import contextlib
 import re
+import threading
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from sync.contract.contact_params import NEW_MAIL_CONTACT_PARAMS, ContactParams, split_by_cmdlet
@@ -18,17 +20,21 @@ from sync.core.target import Recipient
 from sync.errors import ManagerNotFound, TargetError, TargetRejected
 from sync.exchange import opath
 from sync.exchange.client import NAME_EXISTS, AdminApiClient, ConflictAfterRetry
+from sync.exchange.lookup import CUSTOM_ATTRIBUTES, MAX_KEYS, LookupCoalescer, LookupKey, RecipientLookup, recipient_of
 
-CUSTOM_ATTRIBUTES = tuple(f"CustomAttribute{n}" for n in range(1, 16))
-RECIPIENT_PROPERTIES = ("Guid", "Name", "RecipientTypeDetails", "PrimarySmtpAddress", *CUSTOM_ATTRIBUTES)
 _ANCHOR_ATTRIBUTE = re.compile(r"^CustomAttribute([1-9]|1[0-5])$")
 
 
 class ExchangeTarget:
-    """Mail contacts of one target organisation, through `api` (which it closes with itself)."""
+    """Mail contacts of one target organisation, through `api` (which it closes with itself).
 
-    def __init__(self, api: AdminApiClient) -> None:
+    `lookup_batch` is how many concurrent look-ups may share one Get-Recipient (1: one call each)."""
+
+    def __init__(self, api: AdminApiClient, *, lookup_batch: int = MAX_KEYS) -> None:
         self.api = api
+        self.lookup_batch = max(1, lookup_batch)
+        self._lookups: dict[str, tuple[RecipientLookup, LookupCoalescer]] = {}
+        self._lookups_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"<ExchangeTarget {self.api.url}>"
@@ -59,20 +65,29 @@ class ExchangeTarget:
     # --- the Target protocol -------------------------------------------------------------------------------
 
     def find_recipients(self, *, anchor_attribute: str, anchor: str, address: str, name: str) -> list[Recipient]:
-        """One Get-Recipient with an OR filter of the values given (empty ones are left out)."""
-        clauses = []
-        if anchor:
-            clauses.append(opath.eq(_anchor_attribute(anchor_attribute), anchor))
-        if address:
-            clauses.append(opath.eq("EmailAddresses", f"smtp:{address}"))
-        if name:
-            clauses.append(opath.eq("Name", name))
-        if not clauses:
+        """Get-Recipient with an OR filter of the values given (empty ones are left out), shared with the look-ups
+        other threads make at the same moment."""
+        key = LookupKey(anchor=anchor, address=address, name=name)
+        lookup, coalescer = self._lookup(anchor_attribute)
+        if not key.clauses(lookup.anchor_attribute):
             return []
-        rows = self.invoke(
-            "Get-Recipient", {"Filter": opath.any_of(*clauses), "ResultSize": "Unlimited"}, select=RECIPIENT_PROPERTIES
-        )
-        return [_recipient(row) for row in rows]
+        if self.lookup_batch == 1:
+            return lookup.find_many([key])[key]
+        return coalescer.find(key)
+
+    def find_many(self, anchor_attribute: str, keys: Iterable[LookupKey]) -> dict[LookupKey, list[Recipient]]:
+        """Many keys at once (anchors, addresses, names, Guids): one Get-Recipient per `lookup_batch` keys."""
+        return self._lookup(anchor_attribute)[0].find_many(keys)
+
+    def _lookup(self, anchor_attribute: str) -> tuple[RecipientLookup, LookupCoalescer]:
+        attribute = _anchor_attribute(anchor_attribute)
+        with self._lookups_lock:
+            if attribute not in self._lookups:
+                lookup = RecipientLookup(self.api, anchor_attribute=attribute, max_keys=self.lookup_batch)
+                hold = self.api.pacer.slot if self.api.pacer is not None else None
+                self._lookups[attribute] = (lookup, LookupCoalescer(lookup.find_many, max_keys=self.lookup_batch,
+                                                                    hold=hold))
+            return self._lookups[attribute]
 
     def create(self, contact: ContactParams) -> Recipient:
         """New-MailContact, then Set-MailContact (which carries the anchor) and Set-Contact for the rest.
@@ -147,7 +162,7 @@ class ExchangeTarget:
         attribute = _anchor_attribute(anchor_attribute)
         params = {"Filter": opath.starts_with(attribute, anchor_prefix), "ResultSize": "Unlimited"}
         for row in self.api.iter_rows("Get-MailContact", params):
-            recipient = _recipient(row, default_type="MailContact")
+            recipient = recipient_of(row, default_type="MailContact")
             # -like is a pattern match; the exact prefix check keeps "ours" exact (invariant 1).
             if recipient.anchor(attribute).startswith(anchor_prefix):
                 yield recipient
@@ -156,19 +171,6 @@ class ExchangeTarget:
         # The original failure is the one to report; a failed rollback leaves an anchorless contact behind.
         with contextlib.suppress(TargetError):
             self.invoke("Remove-MailContact", {"Identity": guid, "Confirm": False})
-
-
-def _recipient(row: Mapping[str, Any], *, default_type: str = "") -> Recipient:
-    attributes = {
-        name: str(row[name]) for name in CUSTOM_ATTRIBUTES if isinstance(row.get(name), str) and row.get(name)
-    }
-    return Recipient(
-        guid=str(row.get("Guid") or ""),
-        name=str(row.get("Name") or ""),
-        recipient_type=str(row.get("RecipientTypeDetails") or default_type),
-        primary_address=_strip_prefix(str(row.get("PrimarySmtpAddress") or row.get("ExternalEmailAddress") or "")),
-        custom_attributes=attributes,
-    )
 
 
 def _in_cmdlet_order(groups: dict[str, dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:

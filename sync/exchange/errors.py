@@ -24,6 +24,7 @@ from typing import Any
 
 from sync.errors import (
     AddressInUse,
+    CreationQuotaReached,
     TargetAuthError,
     TargetError,
     TargetNotFound,
@@ -37,6 +38,8 @@ TRANSIENT_EXCEPTION_TYPES = frozenset(
 )
 TRANSIENT_STATUSES = frozenset({500, 502, 503, 504})
 CONCURRENCY_LIMIT_TEXT = "maximum number of concurrent requests"
+QUOTA_EXCEPTION_TYPE = "RecipientUsageExceededRecentQuotaException"
+QUOTA_TEXT = "maximum number of mail users and contacts you can create"
 _MAX_MESSAGE = 500
 
 _PIPE_SHAPE = re.compile(r"^\s*([^|\s]*)\|([A-Za-z_][\w.`+]*)\|(.*)$", re.DOTALL)
@@ -114,8 +117,12 @@ def to_target_error(
             message + " (check the certificate or secret, Exchange.ManageAsApp and the Exchange Recipient Administrator role)",
             **common,
         )
+    if kind == QUOTA_EXCEPTION_TYPE or QUOTA_TEXT in lowered:
+        # Before the 4xx catch-all: the creation quota is a pause of the organisation, not a refusal of the contact.
+        return CreationQuotaReached(message, status=failure.status)
     if failure.status == 429 or CONCURRENCY_LIMIT_TEXT in lowered:
-        return TargetThrottled(message, retry_after=retry_after, status=failure.status)
+        concurrency = CONCURRENCY_LIMIT_TEXT in lowered
+        return TargetThrottled(message, retry_after=retry_after, status=failure.status, concurrency=concurrency)
     if kind in TRANSIENT_EXCEPTION_TYPES:
         return TargetTransient(message, **common)
     if kind == "ProxyAddressExistsException" or "is already being used by the proxy addresses" in lowered:

@@ -198,6 +198,19 @@ class ContactStateStore:
         except (ResourceModifiedError, ResourceNotFoundError):
             raise ClaimLost(row.source_id) from None
 
+    def release(self, row: ContactRow) -> None:
+        """Give up the claim without recording an outcome (the op failed or must wait): the row is left as it was
+        committed, and another op for the user may claim it at once. Nothing happens if the claim was taken."""
+        if row.etag is None:
+            return
+        fields = {"PartitionKey": row.pair_id, "RowKey": row.source_id, "claim_version": int64(0), "claim_until": ""}
+        try:
+            self.table.update_entity(fields, mode=UpdateMode.MERGE, etag=row.etag,
+                                     match_condition=MatchConditions.IfNotModified)
+        except (ResourceModifiedError, ResourceNotFoundError):
+            return
+        row.claim_version, row.claim_until = 0, ""
+
     def mark_queued(self, pair_id: str, creates: Iterable[ContactOp]) -> int:
         """Before creates are queued, say so in their rows (status `queued`, the create's hash), so that a user
         removed while the create waits gets a delete planned. Merged in batches: the applied columns, version and

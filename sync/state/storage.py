@@ -1,4 +1,9 @@
-"""The one storage account: tables and queues, by connection string locally or managed identity in Azure."""
+"""The one storage account: tables and queues, by connection string locally or managed identity in Azure.
+
+Every client of the account shares one HTTP connection pool sized for a worker's concurrency (a queue batch runs
+up to 24 ops at once, each reading and writing its state row): the SDK's default pool of 10 connections would open
+and throw away connections under that load.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +11,30 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+import requests
 from azure.core.credentials import TokenCredential
+from azure.core.pipeline.transport import RequestsTransport
 from azure.data.tables import TableClient, TableServiceClient
 from azure.storage.queue import QueueClient, TextBase64DecodePolicy, TextBase64EncodePolicy
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
 
 from sync.errors import ConfigError
 from sync.settings import setting
 
 T = TypeVar("T")
+POOL_CONNECTIONS = 64
+
+
+def shared_transport() -> RequestsTransport:
+    """One requests session with a pool of POOL_CONNECTIONS, for every client of the account (the SDK retries on
+    its own, so the adapter does not)."""
+    session = requests.Session()
+    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=POOL_CONNECTIONS,
+                          max_retries=Retry(total=False, redirect=False, raise_on_status=False))
+    for scheme in ("http://", "https://"):
+        session.mount(scheme, adapter)
+    return RequestsTransport(session=session, session_owner=False)
 
 
 @dataclass
@@ -23,6 +44,7 @@ class StorageAccount:
     queue_endpoint: str | None = None
     credential: TokenCredential | None = None
     _tables: dict[str, TableClient] = field(default_factory=dict, repr=False)
+    _transport: RequestsTransport = field(default_factory=shared_transport, repr=False)
 
     @classmethod
     def from_settings(cls, environ: Mapping[str, str] | None = None) -> StorageAccount:
@@ -42,10 +64,12 @@ class StorageAccount:
         """A table client; the table is created on first use."""
         if name not in self._tables:
             if self.connection_string:
-                service = _from_connection_string(TableServiceClient.from_connection_string, self.connection_string)
+                service = _from_connection_string(TableServiceClient.from_connection_string, self.connection_string,
+                                                  transport=self._transport)
             else:
                 assert self.table_endpoint and self.credential
-                service = TableServiceClient(endpoint=self.table_endpoint, credential=self.credential)
+                service = TableServiceClient(endpoint=self.table_endpoint, credential=self.credential,
+                                             transport=self._transport)
             self._tables[name] = service.create_table_if_not_exists(name)
         return self._tables[name]
 
@@ -54,6 +78,7 @@ class StorageAccount:
         options: dict[str, Any] = {
             "message_encode_policy": TextBase64EncodePolicy(),
             "message_decode_policy": TextBase64DecodePolicy(),
+            "transport": self._transport,
         }
         if self.connection_string:
             client = _from_connection_string(QueueClient.from_connection_string, self.connection_string, name, **options)

@@ -13,6 +13,7 @@ from sync.state.pairs import PairStore
 from sync.state.queues import FAILED_SUFFIX, POISON_SUFFIX, OpQueue
 from sync.state.runs import RunStore
 from sync.state.storage import StorageAccount
+from sync.state.targets import TargetStateStore
 
 
 @dataclass
@@ -25,6 +26,7 @@ class Stores:
     poison: OpQueue
     failed: OpQueue  # ops the poison trigger keeps for replay-poison
     groups: GroupStore
+    targets: TargetStateStore  # per target organisation: the creation-quota pause and the shared pace
 
     @classmethod
     def open(cls, account: StorageAccount, environ: Mapping[str, str] | None = None) -> Stores:
@@ -39,6 +41,7 @@ class Stores:
             poison=OpQueue(account.queue(queue_name + POISON_SUFFIX)).ensure(),
             failed=OpQueue(account.queue(queue_name + FAILED_SUFFIX)).ensure(),
             groups=GroupStore(lambda: account.table(groups_table)),  # created when a pair first scopes by group
+            targets=TargetStateStore(account.table(required_setting("CTCS_TARGETS_TABLE", environ))),
         )
 
     @classmethod

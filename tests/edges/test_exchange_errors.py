@@ -10,6 +10,7 @@ import pytest
 from sync.core.retry import RetryBudget, RetryPolicy, parse_retry_after
 from sync.errors import (
     AddressInUse,
+    CreationQuotaReached,
     TargetAuthError,
     TargetError,
     TargetNotFound,
@@ -176,3 +177,25 @@ def test_budget_refuses_a_wait_beyond_its_seconds() -> None:
     budget = RetryBudget(RetryPolicy(max_retries=10, max_wait_seconds=60))
     assert budget.next_wait(180.0) is None
     assert budget.next_wait(59.0) == 59.0
+
+
+QUOTA_TEXT = "You've reached the maximum number of mail users and contacts you can create at this time."
+
+
+@pytest.mark.parametrize("body", [
+    envelope(f"Ex4B2C71|Microsoft.Exchange.Management.Tasks.RecipientUsageExceededRecentQuotaException|{QUOTA_TEXT}"),
+    envelope(json.dumps({"Message": QUOTA_TEXT, "TypeName": "RecipientUsageExceededRecentQuotaException"})),
+    envelope(None, message=QUOTA_TEXT),  # the type lost on the way: the words still say it
+])
+def test_the_creation_quota_is_its_own_error_not_a_rejection(body: bytes) -> None:
+    error = to_target_error(read_failure(400, body), cmdlet="New-MailContact")
+    assert isinstance(error, CreationQuotaReached) and not isinstance(error, TargetRejected | TargetTransient)
+    assert error.exception_type == "RecipientUsageExceededRecentQuotaException" and error.status == 400
+
+
+def test_the_concurrency_cap_and_a_spent_budget_are_told_apart() -> None:
+    text = "You have reached the maximum number of concurrent requests per tenant. Please wait and try again"
+    cap = to_target_error(read_failure(429, text.encode()), cmdlet="Set-Contact")
+    assert isinstance(cap, TargetThrottled) and cap.concurrency and cap.retry_after is None
+    budget = to_target_error(read_failure(429, envelope("Throttled")), cmdlet="Set-Contact", retry_after=7.0)
+    assert isinstance(budget, TargetThrottled) and not budget.concurrency and budget.retry_after == 7.0

@@ -1,9 +1,11 @@
-"""Exchange throttling defers an op by its Retry-After without spending one of its deliveries."""
+"""Exchange throttling defers an op by its Retry-After without spending one of its deliveries; a deferred op gives
+up its claim on the user's row, and an op that meets another at work on its user is deferred too (RowBusy)."""
 
 from __future__ import annotations
 
 import time
 
+from sync.app.delivery import deliver
 from sync.core.delivery_policy import MAX_DEFER_SECONDS, defer_seconds
 
 from .conftest import PAIR_ID, Sync
@@ -38,3 +40,49 @@ def test_defer_delay_honours_retry_after_within_bounds() -> None:
     assert defer_seconds(42.5, 3) == 43
     assert defer_seconds(10_000, 1) == MAX_DEFER_SECONDS
     assert defer_seconds(None, 3) == 8  # no Retry-After: the backoff of the delivery
+
+
+def _take(sync: Sync) -> str:
+    """The one op message on the queue, removed from it (to deliver by hand, as a worker instance would)."""
+    [message] = sync.rt.stores.ops.receive(max_messages=32, visibility_timeout=60)
+    sync.rt.stores.ops.delete(message)
+    return str(message.content)
+
+
+def test_a_deferred_op_keeps_no_claim_so_the_users_newer_op_wins_and_nothing_is_poisoned(sync: Sync) -> None:
+    [user] = sync.add_users(1)
+    sync.host.fire_timer()
+    sync.host.drain_queue(deadline_seconds=30)
+    sync.source.directory.update_user(user, jobTitle="Director")
+    sync.host.fire_timer()
+    older = _take(sync)
+    sync.source.directory.update_user(user, jobTitle="Chief")
+    sync.host.fire_timer()
+    newer = _take(sync)
+    # Exchange keeps throttling the older op beyond the client's own retries: it is deferred.
+    sync.cloud.faults.inject("exchange", "throttle", operation="Set-Contact", times=5, retry_after="0.2")
+    assert deliver(sync.rt, older, dequeue_count=1) == "deferred"
+    row = sync.rt.stores.contacts.get(PAIR_ID, user)
+    assert row.claim_version == 0 and not row.claim_until, "the deferred op gave up its claim on the user's row"
+    assert deliver(sync.rt, newer, dequeue_count=1) == "updated", "the newer op did not meet RowBusy"
+    assert deliver(sync.rt, older, dequeue_count=1) == "stale", "the older op, back after its wait, is dropped"
+    [contact] = sync.target.exchange.contacts()
+    assert contact["Title"] == "Chief"
+    assert sync.rt.stores.contacts.status_counts(PAIR_ID) == {"ok": 1}
+    assert sync.rt.stores.poison.approximate_count() == 0
+
+
+def test_an_op_that_meets_another_at_work_on_the_user_is_deferred_not_retried(sync: Sync) -> None:
+    [user] = sync.add_users(1)
+    sync.host.fire_timer()
+    sync.host.drain_queue(deadline_seconds=30)
+    sync.source.directory.update_user(user, jobTitle="Chief")
+    sync.host.fire_timer()
+    body = _take(sync)
+    contacts = sync.rt.stores.contacts
+    contacts.claim(contacts.get(PAIR_ID, user), 1, 300)  # another instance is applying an op of this user
+    for _ in range(6):  # more than maxDequeueCount: RowBusy never spends a delivery
+        assert deliver(sync.rt, body, dequeue_count=1) == "deferred"
+    contacts.release(contacts.get(PAIR_ID, user))
+    assert deliver(sync.rt, body, dequeue_count=1) == "updated"
+    assert sync.rt.stores.poison.approximate_count() == 0

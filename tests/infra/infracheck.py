@@ -247,6 +247,7 @@ PLATFORM_SETTINGS = re.compile(r"^(FUNCTIONS_EXTENSION_VERSION|APPLICATIONINSIGH
 NOT_IN_AZURE = {
     "AzureWebJobsStorage": "a connection string; in Azure the identity-based AzureWebJobsStorage__* settings replace it",
     "CTCS_WORKER_CONCURRENCY": "read only by `python -m sync run`; in Azure host.json sets the queue batch size",
+    "CTCS_RUN_WAIT_SECONDS": "read only by `python -m sync run`; the Functions worker defers ops, it never waits",
 }
 # Flex Consumption configures the runtime in functionAppConfig and refuses these as app settings.
 FLEX_REFUSED = (

@@ -35,7 +35,6 @@ from azure.storage.queue import QueueServiceClient
 
 import function_app
 from sim import SimCloud, Tenant, make_client_certificate
-from sim.countries import country_code
 from sim.host import HostReport, LocalHost
 from sync.app.runtime import Runtime
 from sync.contract.pairs import TenantPair, parse_pair
@@ -43,6 +42,7 @@ from sync.core.mapping import ContactMapper
 from sync.core.scope import decide_scope
 from sync.state.contacts import ContactRow
 from sync.state.runs import RunRecord
+from tests.support.compare import contact_differences
 from tests.support.factories import merged
 from tests.support.sim_pairs import CertificateLogin, clean_cloud, sim_pair
 
@@ -274,26 +274,6 @@ class SyncPair:
             return result
 
         org.run = recording  # type: ignore[method-assign]
-
-
-def contact_differences(desired: dict[str, Any], actual: dict[str, Any]) -> list[str]:
-    """Every parameter of the desired contact that the Exchange object does not hold, read as Exchange answers:
-    `ExternalEmailAddress` with its `SMTP:` prefix and `CountryOrRegion` as the country's English name."""
-    problems = []
-    for name, want in desired.items():
-        have = actual.get(name)
-        if name == "ExternalEmailAddress":
-            have = str(have or "")
-            have = have[5:] if have[:5].lower() == "smtp:" else have
-        elif name == "CountryOrRegion":
-            have = country_code(str(have)) if have else ""
-        elif name == "HiddenFromAddressListsEnabled":
-            if bool(have) is not bool(want):
-                problems.append(f"{name} is {have!r}, expected {want!r}")
-            continue
-        if str(have or "") != str(want or ""):
-            problems.append(f"{name} is {str(have)[:80]!r}, expected {str(want)[:80]!r}")
-    return problems
 
 
 @pytest.fixture

@@ -11,9 +11,11 @@ import pytest
 
 from .conftest import SyncPair, exchange_counts
 
-# What each kind sends to Exchange once (the change below touches Title and Department: one Set-Contact).
+# What each kind sends to Exchange once (the change below touches Title and Department: one Set-Contact). Creates
+# that run at the same moment share their Get-Recipient look-ups (sync.exchange.lookup): one serves them all.
+SHARED = {"Get-Recipient"}
 ONE_APPLICATION = {
-    "create": {"Get-Recipient": 3, "New-MailContact": 3, "Set-MailContact": 3, "Set-Contact": 3},
+    "create": {"Get-Recipient": 1, "New-MailContact": 3, "Set-MailContact": 3, "Set-Contact": 3},
     "update": {"Set-Contact": 1},
     "delete": {"Remove-MailContact": 1},
     "hide": {"Set-MailContact": 1},
@@ -51,12 +53,15 @@ def test_every_op_kind_delivered_three_times_is_applied_once(
     sync.send(bodies * 3)  # every op three times, the copies side by side in the queue
     report = sync.drain()
 
-    assert report.completed == 3 * len(bodies) and report.poisoned == 0
+    # A copy that met another copy claiming the row at that instant (RowBusy) was deferred and came back: more
+    # deliveries than copies then, but none failed or poisoned.
+    assert report.completed >= 3 * len(bodies) and report.failed_attempts == 0 and report.poisoned == 0
     calls = exchange_counts(sync.cloud)
     # Copies running side by side share the op's version, so two may both apply it (harmless: same values);
     # a copy that starts after the first committed makes no Exchange call at all.
     assert set(calls) == set(ONE_APPLICATION[kind])
-    assert all(ONE_APPLICATION[kind][c] <= n <= 3 * ONE_APPLICATION[kind][c] for c, n in calls.items()), calls
+    assert all(ONE_APPLICATION[kind][c] <= n <= 3 * (len(bodies) if c in SHARED else ONE_APPLICATION[kind][c])
+               for c, n in calls.items()), calls
     rows = sync.rows()
     assert rows[user].last_op.startswith(f"{kind}:")
     assert len(sync.ours()) == (2 if kind == "delete" else 3), "one contact per user, never a duplicate"
