@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -23,9 +24,11 @@ from sync.contract.vocabulary import ContactStatus
 from sync.core.plan import StateSummary
 from sync.state.entities import as_int, int64, iso, now_utc, quote, text
 
-SUMMARY_COLUMNS = ["RowKey", "status", "hash", "version", "guid", "hidden_at", "manager_id", "manager_set"]
+SUMMARY_COLUMNS = ["RowKey", "status", "hash", "version", "guid", "hidden_at", "manager_id", "manager_set",
+                   "queued_round", "queued_page"]
 POISONED_OP_SUFFIX = ":poisoned"  # last_op of a row whose op ended in the poison queue
 TRANSACTION_SIZE = 100  # entities per Table Storage batch (same partition)
+TRANSACTIONS_IN_FLIGHT = 4
 
 
 @dataclass
@@ -117,6 +120,8 @@ class ContactStateStore:
                 datetime.fromisoformat(e["hidden_at"]) if e.get("hidden_at") else None,
                 e.get("manager_id") or "",
                 bool(e.get("manager_set", False)),
+                e.get("queued_round") or "",
+                as_int(e.get("queued_page")),
             )
             for e in entities
             if e.get("status")
@@ -197,19 +202,24 @@ class ContactStateStore:
         except (ResourceModifiedError, ResourceNotFoundError):
             raise ClaimLost(row.source_id) from None
 
-    def mark_queued(self, pair_id: str, creates: Iterable[ContactOp]) -> int:
+    def mark_queued(self, pair_id: str, creates: Iterable[ContactOp], *, round_id: str = "", page: int = 0) -> int:
         """Before creates are queued, say so in their rows (status `queued`, the create's hash), so that a user
         removed while the create waits gets a delete planned. Merged in batches: the applied columns, version and
-        claim are left as they are, so an op still in flight for the row is neither overtaken nor dropped."""
-        entities = [
-            {"PartitionKey": pair_id, "RowKey": op.source_id, "status": ContactStatus.QUEUED.value, "hash": op.hash,
-             "manager_id": op.manager_id, "last_op": "create:queued", "last_run_id": op.run_id,
-             "updated_at": iso(now_utc())}
-            for op in creates
-        ]
-        for start in range(0, len(entities), TRANSACTION_SIZE):
-            chunk = entities[start:start + TRANSACTION_SIZE]
-            self.table.submit_transaction([("upsert", entity, {"mode": UpdateMode.MERGE}) for entity in chunk])
+        claim are left as they are, so an op still in flight for the row is neither overtaken nor dropped.
+
+        `round_id` and `page` say which page of which planning round marked the row: until that page's checkpoint
+        is saved, its creates may not all have reached the queue, and a resumed round sends them again."""
+        now = iso(now_utc())
+        latest: dict[str, dict[str, Any]] = {}  # one entity per row: a transaction may not name a row twice
+        for op in creates:
+            latest[op.source_id] = {
+                "PartitionKey": pair_id, "RowKey": op.source_id, "status": ContactStatus.QUEUED.value, "hash": op.hash,
+                "manager_id": op.manager_id, "last_op": "create:queued", "last_run_id": op.run_id, "updated_at": now,
+                "queued_round": round_id, "queued_page": page,
+            }
+        entities = list(latest.values())
+        chunks = [entities[start:start + TRANSACTION_SIZE] for start in range(0, len(entities), TRANSACTION_SIZE)]
+        submit_transactions(self.table, chunks)
         return len(entities)
 
     def note_delivery_error(self, pair_id: str, source_id: str, error: str) -> None:
@@ -250,3 +260,17 @@ class ContactStateStore:
             self.table.delete_entity(entity["PartitionKey"], entity["RowKey"])
             removed += 1
         return removed
+
+
+def submit_transactions(table: TableClient, chunks: Sequence[Sequence[TableEntity | dict[str, Any]]]) -> None:
+    """Merge-upsert each chunk (up to 100 rows of one partition) as one transaction, a few at a time."""
+    def submit(chunk: Sequence[TableEntity | dict[str, Any]]) -> None:
+        table.submit_transaction([("upsert", entity, {"mode": UpdateMode.MERGE}) for entity in chunk])
+
+    if len(chunks) <= 1:
+        for chunk in chunks:
+            submit(chunk)
+        return
+    with ThreadPoolExecutor(max_workers=min(TRANSACTIONS_IN_FLIGHT, len(chunks)), thread_name_prefix="ctcs-rows") as pool:
+        for future in [pool.submit(submit, chunk) for chunk in chunks]:
+            future.result()
