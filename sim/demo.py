@@ -43,6 +43,7 @@ def _storage_settings() -> dict[str, str]:
         "CTCS_CONTACT_STATE_TABLE": f"DemoContactState{suffix}",
         "CTCS_RUNS_TABLE": f"DemoSyncRuns{suffix}",
         "CTCS_OPS_QUEUE": f"demo-contact-ops-{suffix}",
+        "CTCS_PAIR_RUNS_QUEUE": f"demo-pair-runs-{suffix}",
     }
 
 

@@ -22,10 +22,11 @@ from sync.app.delivery import replay_poison
 from sync.app.drain import drain
 from sync.app.explain import explain
 from sync.app.planning import preview, record_applied, run_pair
+from sync.app.rounds import RoundProgress
 from sync.app.runtime import Runtime
 from sync.app.status import status_report
 from sync.cli import render
-from sync.cli.console import Progress
+from sync.cli.console import Progress, Ticker
 from sync.contract.pairs import load_pair_file
 from sync.contract.vocabulary import RunOutcome, RunTrigger
 from sync.errors import ConfigError, CtcsError, PairNotFound
@@ -91,7 +92,15 @@ def _plan(args: argparse.Namespace, runtime: Callable[[], Runtime]) -> int:
 
 def _run(args: argparse.Namespace, runtime: Callable[[], Runtime]) -> int:
     rt = runtime()
-    result = run_pair(rt, args.pair, trigger=RunTrigger.CLI, full=args.full, allow_deletes=args.allow_deletes)
+    planning = Ticker("planning")
+
+    def on_page(progress: RoundProgress) -> None:
+        planning.update(f"{progress.pages} pages, {progress.users:,} users read, {progress.queued:,} ops queued",
+                        force=progress.finished)
+
+    result = run_pair(rt, args.pair, trigger=RunTrigger.CLI, full=args.full, allow_deletes=args.allow_deletes,
+                      on_page=on_page)
+    planning.finish()
     if result.outcome is RunOutcome.QUARANTINED:
         print(f"pair {args.pair} is quarantined: {result.run.error}", file=sys.stderr)
         print("review the plan (python -m sync plan), then release it with --allow-deletes", file=sys.stderr)
