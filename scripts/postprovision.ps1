@@ -44,6 +44,8 @@ $values = [ordered]@{
     CTCS_RUNS_TABLE                       = Get-Value 'CTCS_RUNS_TABLE' 'SyncRuns'
     CTCS_GROUPS_TABLE                     = Get-Value 'CTCS_GROUPS_TABLE' 'GroupMembership'
     CTCS_OPS_QUEUE                        = Get-Value 'CTCS_OPS_QUEUE' 'contact-ops'
+    CTCS_PAIR_RUNS_QUEUE                  = Get-Value 'CTCS_PAIR_RUNS_QUEUE' 'pair-runs'
+    CTCS_PLANNER_BUDGET_SECONDS           = Get-Value 'CTCS_PLANNER_BUDGET_SECONDS' '240'
     CTCS_WORKER_CONCURRENCY               = Get-Value 'CTCS_WORKER_CONCURRENCY' '4'
     CTCS_LEASE_SECONDS                    = Get-Value 'CTCS_LEASE_SECONDS' '600'
 }

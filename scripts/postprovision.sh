@@ -51,6 +51,8 @@ tmp="$out.tmp"
   printf '    "CTCS_RUNS_TABLE": "%s",\n' "$(json "$(value CTCS_RUNS_TABLE SyncRuns)")"
   printf '    "CTCS_GROUPS_TABLE": "%s",\n' "$(json "$(value CTCS_GROUPS_TABLE GroupMembership)")"
   printf '    "CTCS_OPS_QUEUE": "%s",\n' "$(json "$(value CTCS_OPS_QUEUE contact-ops)")"
+  printf '    "CTCS_PAIR_RUNS_QUEUE": "%s",\n' "$(json "$(value CTCS_PAIR_RUNS_QUEUE pair-runs)")"
+  printf '    "CTCS_PLANNER_BUDGET_SECONDS": "%s",\n' "$(json "$(value CTCS_PLANNER_BUDGET_SECONDS 240)")"
   printf '    "CTCS_WORKER_CONCURRENCY": "%s",\n' "$(json "$(value CTCS_WORKER_CONCURRENCY 4)")"
   printf '    "CTCS_LEASE_SECONDS": "%s"\n' "$(json "$(value CTCS_LEASE_SECONDS 600)")"
   printf '  }\n}\n'
