@@ -7,10 +7,10 @@ and an op older than the committed version is dropped.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -23,12 +23,12 @@ from sync.contract.ops import ContactOp
 from sync.contract.vocabulary import ContactStatus
 from sync.core.plan import StateSummary
 from sync.state.entities import as_int, int64, iso, now_utc, quote, text
+from sync.state.parallel import run_all
 
 SUMMARY_COLUMNS = ["RowKey", "status", "hash", "version", "guid", "hidden_at", "manager_id", "manager_set",
                    "queued_round", "queued_page"]
 POISONED_OP_SUFFIX = ":poisoned"  # last_op of a row whose op ended in the poison queue
 TRANSACTION_SIZE = 100  # entities per Table Storage batch (same partition)
-TRANSACTIONS_IN_FLIGHT = 4
 
 
 @dataclass
@@ -263,14 +263,8 @@ class ContactStateStore:
 
 
 def submit_transactions(table: TableClient, chunks: Sequence[Sequence[TableEntity | dict[str, Any]]]) -> None:
-    """Merge-upsert each chunk (up to 100 rows of one partition) as one transaction, a few at a time."""
+    """Merge-upsert each chunk (up to 100 rows of one partition) as one transaction, several at once."""
     def submit(chunk: Sequence[TableEntity | dict[str, Any]]) -> None:
         table.submit_transaction([("upsert", entity, {"mode": UpdateMode.MERGE}) for entity in chunk])
 
-    if len(chunks) <= 1:
-        for chunk in chunks:
-            submit(chunk)
-        return
-    with ThreadPoolExecutor(max_workers=min(TRANSACTIONS_IN_FLIGHT, len(chunks)), thread_name_prefix="ctcs-rows") as pool:
-        for future in [pool.submit(submit, chunk) for chunk in chunks]:
-            future.result()
+    run_all([functools.partial(submit, chunk) for chunk in chunks])

@@ -5,58 +5,33 @@
     contact-ops-failed   where the poison trigger keeps those ops for `python -m sync replay-poison` (no trigger)
     pair-runs            requests to plan one pair (the planner's queue trigger)
 
-Sending is the planner's hot path: `send_all` sends a plan's messages from a few threads at once over the client's
-pooled connections (the SDK's QueueClient is thread-safe), and packs large plans into batch messages
+Sending is the planner's hot path: `send_all` sends a plan's messages several at once (sync.state.parallel) over the
+client's pooled connections (the SDK's QueueClient is thread-safe), and packs large plans into batch messages
 (`sync.contract.ops.encode_batches`): a queue takes one message per request, a message holds up to 64 KiB.
 """
 
 from __future__ import annotations
 
 import contextlib
-import threading
+import functools
 from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from azure.core.exceptions import ResourceExistsError
 from azure.storage.queue import QueueClient, QueueMessage
 
 from sync.contract.ops import ContactOp, encode_batches
 from sync.contract.pair_runs import PairRunRequest
+from sync.state.parallel import run_all
 
 POISON_SUFFIX = "-poison"
 FAILED_SUFFIX = "-failed"
-SEND_CONCURRENCY = 8  # requests in flight per queue: within the SDK's connection pool (10), so connections are reused
 PACK_FROM = 50  # a send of this many ops or more goes out in batch messages; fewer go one op per message
-
-
-class _Sender:
-    """A few threads shared by every send of one queue client, made on first use."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._pool: ThreadPoolExecutor | None = None
-
-    def send(self, client: QueueClient, bodies: Sequence[str], concurrency: int) -> None:
-        if len(bodies) <= 1 or concurrency <= 1:
-            for body in bodies:
-                client.send_message(body)
-            return
-        with self._lock:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(max_workers=SEND_CONCURRENCY, thread_name_prefix="ctcs-send")
-            pool = self._pool
-        futures: list[Future[object]] = [pool.submit(client.send_message, body) for body in bodies]
-        failures = [future.exception() for future in futures]  # wait for every send before judging any
-        first = next((error for error in failures if error is not None), None)
-        if first is not None:
-            raise first
 
 
 @dataclass
 class OpQueue:
     client: QueueClient
-    _sender: _Sender = field(default_factory=_Sender, repr=False, compare=False)
 
     @property
     def name(self) -> str:
@@ -74,8 +49,7 @@ class OpQueue:
         """Send a message as it is; `keep` sends it without expiry (the holding queue keeps ops until replayed)."""
         self.client.send_message(body, visibility_timeout=delay_seconds or None, time_to_live=-1 if keep else None)
 
-    def send_all(self, ops: Iterable[ContactOp], *, pack_from: int = PACK_FROM,
-                 concurrency: int = SEND_CONCURRENCY) -> int:
+    def send_all(self, ops: Iterable[ContactOp], *, pack_from: int = PACK_FROM) -> int:
         """Send every op, in parallel; `pack_from` or more ops go in batch messages. Returns how many ops were sent.
         When any message fails, every other one has still been attempted, and the first error is raised: the caller
         re-plans and re-sends the lot (duplicates carry the same version, and the worker applies an op once)."""
@@ -83,12 +57,12 @@ class OpQueue:
         if not listed:
             return 0
         bodies = list(encode_batches(listed)) if len(listed) >= pack_from else [op.to_json() for op in listed]
-        self._sender.send(self.client, bodies, concurrency)
+        self.send_texts(bodies)
         return len(listed)
 
-    def send_texts(self, bodies: Sequence[str], *, concurrency: int = SEND_CONCURRENCY) -> None:
-        """Send messages as they are, in parallel (the worker splitting a batch into single ops)."""
-        self._sender.send(self.client, bodies, concurrency)
+    def send_texts(self, bodies: Sequence[str]) -> None:
+        """Send messages as they are, several at once (also the worker splitting a batch into single ops)."""
+        run_all([functools.partial(self.client.send_message, body) for body in bodies])
 
     def receive(self, *, max_messages: int = 32, visibility_timeout: int = 60) -> list[QueueMessage]:
         pages = self.client.receive_messages(messages_per_page=max_messages, visibility_timeout=visibility_timeout)
