@@ -2,7 +2,8 @@
 
     page k:  read (the next page is already on its way) → plan (pure, sync.core.plan.plan_page) → mark the creates
              `queued` (with round and page) → send the ops → record what the page saw → checkpoint: the round's
-             link becomes page k's nextLink, in PairState, with the lease renewed
+             link becomes page k's nextLink, in PairState, with the lease renewed. The writes of two pages may be
+             under way at once; checkpoints are saved in page order (sync.app.page_writer).
     last:    the page with the deltaLink also does what needs the whole round: the removals earlier pages held back,
              users hidden in the source's Exchange, the full round's sweep, manager link fix-ups, expired staged
              deletes; the safety gate counts all of it; then the ops are queued and the deltaLink saved (invariant 4)
@@ -30,6 +31,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from sync.app import group_round
+from sync.app.page_writer import PageWriter
 from sync.app.runtime import Runtime
 from sync.contract.ops import ContactOp, OpKind
 from sync.contract.pairs import TenantPair
@@ -194,43 +196,56 @@ class StreamedRound:
     # -- pages ---------------------------------------------------------------------------------------------------
     def _read(self, source: Source, round_: RoundState, stored_groups: GroupScopeState | None,
               progress: RoundProgress) -> RoundProgress:
-        with contextlib.closing(source.read_pages(round_.link or None, self.select)) as pages:
-            for page in pages:
-                progress.requests += page.requests
-                progress.pages += 1
-                progress.users += len(page.objects)
-                if page.last:
-                    self._finish(source, round_, page, stored_groups, progress)
+        writer = PageWriter()
+        try:
+            with contextlib.closing(source.read_pages(round_.link or None, self.select)) as pages:
+                for page in pages:
+                    progress.requests += page.requests
+                    progress.pages += 1
+                    progress.users += len(page.objects)
+                    if page.last:
+                        writer.flush()  # the pages before are recorded and checkpointed: the last page reads them
+                        self._finish(source, round_, page, stored_groups, progress)
+                        if self.on_page is not None:
+                            self.on_page(progress)
+                        return progress
+                    round_ = self._page(round_, page, progress, writer)
                     if self.on_page is not None:
                         self.on_page(progress)
-                    return progress
-                round_ = self._page(round_, page, progress)
-                if self.on_page is not None:
-                    self.on_page(progress)
-                if self.budget_seconds is not None and time.monotonic() - self.started >= self.budget_seconds:
-                    log.info("pair %s: round %s handed on at page %d after %.0f s", self.pair.id, round_.round_id,
-                             round_.page, time.monotonic() - self.started)
-                    return progress
+                    if self.budget_seconds is not None and time.monotonic() - self.started >= self.budget_seconds:
+                        writer.flush()
+                        log.info("pair %s: round %s handed on at page %d after %.0f s", self.pair.id,
+                                 round_.round_id, round_.page, time.monotonic() - self.started)
+                        return progress
+        finally:
+            writer.close()
         raise SourceError("the source ended a round without its deltaLink")
 
-    def _page(self, round_: RoundState, page: DeltaPage, progress: RoundProgress) -> RoundState:
-        """Plan, queue and checkpoint one page that is not the last; its removals are held back."""
+    def _page(self, round_: RoundState, page: DeltaPage, progress: RoundProgress, writer: PageWriter) -> RoundState:
+        """Plan a page that is not the last and start its writes (its removals are held back); returns the round as
+        its checkpoint will say once the writes are done."""
         delta = page.as_round(full=round_.full)
         plan = self._plan(round_, delta, last=False, earlier=EarlierPages(leaving=self._leaving_here))
         held = {op.source_id: op.reason for op in plan.ops if op.kind.removes}
         plan.ops = [op for op in plan.ops if not op.kind.removes]
-        self._queue(round_, plan.ops, progress)
         here = set(delta.users) | set(delta.removed)
         for source_id in here:
             self._leaving_here.pop(source_id, None)
         self._leaving_here.update(held)
-        self.rt.stores.round_pages.save(self.pair.id, round_.round_id,
-                                        record_of(round_.page, here, held, {op.source_id for op in plan.ops}))
-        progress.plan.merge(plan, keep_ops=self.keep_ops)
+        self._remember_creates(round_, plan.ops)
+        record = record_of(round_.page, here, held, {op.source_id for op in plan.ops})
         counts = Counter(round_.counts)
         counts.update({"queued": len(plan.ops), "pages": 1, "users": len(page.objects)})
         advanced = round_.next_page(page.next_link or "", requests=round_.requests + page.requests, counts=counts)
-        self._save(advanced)
+        stores = self.rt.stores
+
+        def writes() -> None:
+            self._send(round_, plan.ops)
+            stores.round_pages.save(self.pair.id, round_.round_id, record)
+
+        writer.submit(writes, lambda: self._save(advanced))
+        progress.queued += len(plan.ops)
+        progress.plan.merge(plan, keep_ops=self.keep_ops)
         return advanced
 
     def _finish(self, source: Source, round_: RoundState, page: DeltaPage,
@@ -280,17 +295,28 @@ class StreamedRound:
         )
 
     def _queue(self, round_: RoundState, ops: list[ContactOp], progress: RoundProgress) -> None:
-        """Mark the creates `queued`, then send every op. The caller's checkpoint follows only if this returns."""
+        self._remember_creates(round_, ops)
+        self._send(round_, ops)
+        progress.queued += len(ops)
+
+    def _send(self, round_: RoundState, ops: list[ContactOp]) -> None:
+        """Mark the creates `queued`, then send every op. The page's checkpoint follows only if this returns."""
         stores = self.rt.stores
         creates = [op for op in ops if op.kind is OpKind.CREATE]
         stores.contacts.mark_queued(self.pair.id, creates, round_id=round_.round_id, page=round_.page)
-        for op in creates:  # what the table now says, for a later page of this invocation showing the user again
+        stores.ops.send_all(ops)
+
+    def _remember_creates(self, round_: RoundState, ops: list[ContactOp]) -> None:
+        """What the table says once the creates are marked, for a later page of this invocation that shows the
+        user again."""
+        for op in ops:
+            if op.kind is not OpKind.CREATE:
+                continue
             row = self._state.get(op.source_id)
             self._state[op.source_id] = StateSummary(
                 ContactStatus.QUEUED, op.hash, row.version if row else 0, row.guid if row else "",
                 manager_id=op.manager_id, queued_round=round_.round_id, queued_page=round_.page,
             )
-        progress.queued += stores.ops.send_all(ops)
 
     def _save(self, round_: RoundState) -> None:
         self.rt.stores.pair_state.save_round(self.pair.id, self.run.run_id, round_,
