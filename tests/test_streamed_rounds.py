@@ -134,6 +134,20 @@ def test_an_expired_checkpoint_restarts_the_round(rt: Runtime, paged: MemorySour
     assert len(target.contacts()) == USERS
 
 
+def test_a_checkpoint_expiring_within_an_invocation_restarts_the_round_without_sending_twice(
+    rt: Runtime, paged: MemorySource, target: MemoryTarget, caplog: pytest.LogCaptureFixture
+) -> None:
+    paged.expire_at_page(3)  # the nextLink of page 3 is refused while the run reads the round
+    result = run_pair(rt, PAIR.id, trigger=RunTrigger.CLI)  # no budget: one invocation reads on
+    assert result.outcome == "planned" and result.run.full
+    assert "the round starts again" in caplog.text
+    status = rt.stores.pair_state.get(PAIR.id)
+    assert status.round is None and status.abandoned == {} and status.delta_link == f"mem:{USERS}"
+    ops = queued_ops(rt)
+    assert Counter(op.source_id for op in ops) == Counter({str(make_user(n)["id"]): 1 for n in range(USERS)}), (
+        "pages 0-2 were queued before the restart: the new round knows them as sent")
+
+
 def test_an_abandoned_rounds_unsent_creates_are_sent_by_the_next_round(
     rt: Runtime, paged: MemorySource, target: MemoryTarget
 ) -> None:

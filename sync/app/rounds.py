@@ -103,6 +103,7 @@ class StreamedRound:
     _hidden: frozenset[str] | None = None
     _groups: group_round.GroupRound | None = None
     _leaving_here: dict[str, str] = field(default_factory=dict)  # removals this invocation's pages held back
+    _current: RoundState | None = None  # the round as far as this invocation has planned it
 
     # -- the round to work on ------------------------------------------------------------------------------------
     def run_round(self) -> RoundProgress:
@@ -126,7 +127,7 @@ class StreamedRound:
                     restarts += 1
                     if restarts > MAX_RESTARTS:
                         raise
-                    round_ = self._after_expiry(round_, status, expired)
+                    round_ = self._after_expiry(self._current or round_, status, expired)
                     progress.round_id, progress.full = round_.round_id, round_.full
         finally:  # a run that fails part way still says which round it worked on, and how far it got
             self.run.round_id, self.run.full, self.run.pages = progress.round_id, progress.full, progress.pages
@@ -197,6 +198,7 @@ class StreamedRound:
     def _read(self, source: Source, round_: RoundState, stored_groups: GroupScopeState | None,
               progress: RoundProgress) -> RoundProgress:
         writer = PageWriter()
+        self._current = round_
         try:
             with contextlib.closing(source.read_pages(round_.link or None, self.select)) as pages:
                 for page in pages:
@@ -209,7 +211,7 @@ class StreamedRound:
                         if self.on_page is not None:
                             self.on_page(progress)
                         return progress
-                    round_ = self._page(round_, page, progress, writer)
+                    round_ = self._current = self._page(round_, page, progress, writer)
                     if self.on_page is not None:
                         self.on_page(progress)
                     if self.budget_seconds is not None and time.monotonic() - self.started >= self.budget_seconds:

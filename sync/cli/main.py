@@ -70,6 +70,7 @@ def _pairs_remove(args: argparse.Namespace, runtime: Callable[[], Runtime]) -> i
     stores = runtime().stores
     stores.pairs.remove(args.id)
     stores.pair_state.forget(args.id)
+    stores.round_pages.forget(args.id)
     rows = stores.contacts.forget_pair(args.id)
     stores.runs.forget_pair(args.id)
     stores.groups.forget(args.id)

@@ -3,7 +3,8 @@
 Links are `mem:<sequence>`; a full round returns every user, later rounds the net changes since the link. A round is
 fixed when it starts (`read_round`) and handed out in pages of `page_size` objects (all in one page by default);
 nextLinks are `mem-page:<round>:<page>`. `expire_pages()` makes every nextLink issued so far expired, as Graph's
-syncStateNotFound; `pages_read` counts the pages handed out.
+syncStateNotFound; `expire_at_page(n)` makes the next request for page n (of any round) fail that way, once;
+`pages_read` counts the pages handed out.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ class MemorySource:
         self.page_size = page_size
         self.pages_read = 0
         self._rounds: dict[int, tuple[list[dict[str, Any]], str]] = {}  # round -> (objects, deltaLink)
+        self._expire_at: int | None = None
         self._round_ids = itertools.count(1)
         for user in users or []:
             self.add(user)
@@ -89,11 +91,18 @@ class MemorySource:
         size = self.page_size or max(1, len(objects))
         pages = max(1, -(-len(objects) // size))
         while page < pages:
+            if page == self._expire_at:
+                self._expire_at = None
+                self._rounds.pop(round_id, None)
+                raise DeltaTokenExpired("the delta token is no longer valid (HTTP 400 syncStateNotFound)")
             self.pages_read += 1
             last = page == pages - 1
             yield DeltaPage(objects[page * size : (page + 1) * size], next_link=None if last else f"mem-page:{round_id}:{page + 1}",
                             delta_link=delta_link if last else None, requests=1)
             page += 1
+
+    def expire_at_page(self, page: int) -> None:
+        self._expire_at = page
 
     def expire_pages(self) -> None:
         """Every nextLink handed out so far answers as an expired token."""
