@@ -87,10 +87,10 @@ def read_round(rt: Runtime, pair: TenantPair, delta_link: str | None) -> DeltaRo
 class _Planned:
     plan: Plan
     round: DeltaRound
-    full_request_seen: str  # PairState.full_requested_at when the round began
 
 
 def _plan(rt: Runtime, pair: TenantPair, run_id: str, *, full: bool) -> _Planned:
+    """The dry run's plan: the whole round in memory, planned at once (it writes nothing, so it needs no checkpoint)."""
     status = rt.stores.pair_state.get(pair.id)
     stale_definition = status.definition_hash not in ("", definition_hash(pair))
     groups = group_round.load(rt.stores.groups, pair)  # None unless the pair scopes by group
@@ -106,7 +106,7 @@ def _plan(rt: Runtime, pair: TenantPair, run_id: str, *, full: bool) -> _Planned
         pair, round_, state, version=version, run_id=run_id, retry_kept=round_.full, now=datetime.now(UTC),
         hidden_ids=hidden_ids, memberships=memberships,
     )
-    return _Planned(plan, round_, status.full_requested_at)
+    return _Planned(plan, round_)
 
 
 def preview(rt: Runtime, pair_id: str, *, full: bool = False) -> RunResult:
