@@ -1,7 +1,8 @@
 """ctcs on Azure Functions (Python v2 model): thin triggers that translate into calls of `sync`.
 
-    sync_timer          timer %SYNC_SCHEDULE%          plan every enabled pair, queue their ops
-    apply_contact_op    queue %CTCS_OPS_QUEUE%         apply one op to Exchange Online
+    sync_timer          timer %SYNC_SCHEDULE%          ask for a planning run of every due pair (pair-runs queue)
+    plan_pair_run       queue %CTCS_PAIR_RUNS_QUEUE%   plan one pair's round, or as much as the budget allows
+    apply_contact_op    queue %CTCS_OPS_QUEUE%         apply one op to Exchange Online (split a batch of ops first)
     record_poisoned_op  queue %CTCS_OPS_QUEUE%-poison  keep an op that failed every delivery, for replay-poison
     pairs_resync        POST /api/pairs/{id}/resync    plan one pair now (?full=true, ?allow_deletes=true)
     pairs_list          GET  /api/pairs                definitions (secret references only) and status
@@ -21,7 +22,7 @@ from azure.functions.queue import QueueMessage
 
 from sync.api import handlers as http_api
 from sync.app.delivery import deliver, keep_poisoned
-from sync.app.planning import plan_all
+from sync.app.fanout import request_runs, run_requested
 from sync.app.runtime import Runtime
 from sync.contract.vocabulary import RunTrigger
 
@@ -41,11 +42,23 @@ def runtime() -> Runtime:
 
 @app.timer_trigger(arg_name="timer", schedule="%SYNC_SCHEDULE%", run_on_startup=False, use_monitor=True)
 def sync_timer(timer: func.TimerRequest) -> None:
-    """Plan every enabled pair. Quarantined pairs are skipped by `run_pair`; a pair's lease keeps an overlapping
-    HTTP resync from planning it twice. The timer never retries, so it only plans: ops are applied by the queue."""
+    """Ask for a planning run of every due pair: one message each on the pair-runs queue, so pairs plan in parallel
+    and a slow pair never delays another. The timer never retries, so it does no more than that."""
     if timer.past_due:
-        log.warning("timer is past due; planning now")
-    for result in plan_all(runtime(), trigger=RunTrigger.TIMER):
+        log.warning("timer is past due; asking for planning runs now")
+    requested = request_runs(runtime(), trigger=RunTrigger.TIMER)
+    log.info("timer asked for %d planning run(s)", sum(1 for r in requested if r.queued),
+             extra={"requested": [r.pair_id for r in requested if r.queued],
+                    "not_due": {r.pair_id: r.why_not for r in requested if not r.queued}})
+
+
+@app.queue_trigger(arg_name="message", queue_name="%CTCS_PAIR_RUNS_QUEUE%", connection="AzureWebJobsStorage")
+def plan_pair_run(message: QueueMessage) -> None:
+    """Plan one pair: its round in progress from the checkpoint, or a new round, page by page, for at most
+    CTCS_PLANNER_BUDGET_SECONDS; the rest of a long round is asked for with a message on the same queue. The pair's
+    errors are recorded in its run, never raised (invariant 7)."""
+    result = run_requested(runtime(), message.get_body())
+    if result is not None:
         http_api.log_run(result)
 
 

@@ -71,6 +71,14 @@ param targetsTableName string = 'TargetState'
 @description('Queue of contact operations (app setting CTCS_OPS_QUEUE); the host moves failures to <name>-poison.')
 param opsQueueName string = 'contact-ops'
 
+@description('Queue of requests to plan one pair (app setting CTCS_PAIR_RUNS_QUEUE); the timer, the HTTP resync and planners handing a long round on feed it.')
+param pairRunsQueueName string = 'pair-runs'
+
+@minValue(30)
+@maxValue(480)
+@description('Seconds one planner invocation works before it hands the rest of a round on (app setting CTCS_PLANNER_BUDGET_SECONDS); keep it well under host.json functionTimeout (10 minutes).')
+param plannerBudgetSeconds int = 240
+
 @minValue(60)
 @description('Seconds a planning run holds a pair\'s lease (app setting CTCS_LEASE_SECONDS).')
 param leaseSeconds int = 600
@@ -136,6 +144,7 @@ module storage './app/storage.bicep' = {
     queueNames: [
       opsQueueName
       '${opsQueueName}-poison'
+      pairRunsQueueName
     ]
     tableNames: [
       pairsTableName
@@ -195,6 +204,8 @@ var ctcsAppSettings = {
   CTCS_GROUPS_TABLE: groupsTableName
   CTCS_TARGETS_TABLE: targetsTableName
   CTCS_OPS_QUEUE: opsQueueName
+  CTCS_PAIR_RUNS_QUEUE: pairRunsQueueName
+  CTCS_PLANNER_BUDGET_SECONDS: string(plannerBudgetSeconds)
   CTCS_LEASE_SECONDS: string(leaseSeconds)
   CTCS_EXCHANGE_MAX_CONCURRENCY: string(exchangeMaxConcurrency)
   CTCS_LOOKUP_BATCH: string(lookupBatch)
@@ -253,6 +264,8 @@ output CTCS_RUNS_TABLE string = runsTableName
 output CTCS_GROUPS_TABLE string = groupsTableName
 output CTCS_TARGETS_TABLE string = targetsTableName
 output CTCS_OPS_QUEUE string = opsQueueName
+output CTCS_PAIR_RUNS_QUEUE string = pairRunsQueueName
+output CTCS_PLANNER_BUDGET_SECONDS string = string(plannerBudgetSeconds)
 output CTCS_LEASE_SECONDS string = string(leaseSeconds)
 output CTCS_EXCHANGE_MAX_CONCURRENCY string = string(exchangeMaxConcurrency)
 output CTCS_LOOKUP_BATCH string = string(lookupBatch)

@@ -46,6 +46,7 @@ Source side (Graph)  — see sim.directory / sim.graph
     t.directory.restore_user(uid); t.directory.users            # current users (dicts)
     GET {graph}/v1.0/users/delta  (also /users/delta() and /users/microsoft.graph.delta())
     t.directory.page_size = 200; t.directory.replay_next_round = True   # re-send earlier changes once
+    SimCloud.start(realistic_graph=True)     # every Graph answer as slow as Microsoft's (or CTCS_SIM_REALISTIC_GRAPH=1)
 
 Target side (Exchange) — see sim.exchange_org / sim.exchange
     POST {exchange}/adminapi/beta/{tenant id or domain}/InvokeCommand

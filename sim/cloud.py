@@ -31,7 +31,7 @@ from sim.certs import make_server_tls
 from sim.exchange import build_exchange_app
 from sim.exchange_limits import ExchangeLimits, ExchangeProfile
 from sim.faults import Faults, RequestCounts
-from sim.graph import build_graph_app
+from sim.graph import GraphLatency, build_graph_app
 from sim.tenant import Tenant
 from sim.tokens import Forbidden, TokenClaims, TokenRejected, TokenSigner
 
@@ -111,7 +111,12 @@ class SimCloud:
     """The simulated cloud; see the `sim` package docstring for usage."""
 
     def __init__(
-        self, *, token_lifetime: int = 3600, seed: int = 0, exchange_profile: ExchangeProfile | None = None
+        self,
+        *,
+        token_lifetime: int = 3600,
+        seed: int = 0,
+        exchange_profile: ExchangeProfile | None = None,
+        realistic_graph: bool | None = None,
     ) -> None:
         self._tmpdir = tempfile.mkdtemp(prefix="ctcs-sim-")
         tls = make_server_tls(self._tmpdir)
@@ -121,6 +126,8 @@ class SimCloud:
         self.lock = threading.RLock()
         self.counts = RequestCounts()
         self.faults = Faults(self.counts, seed=seed)
+        # Graph as slow as Microsoft's (sim.graph.GraphLatency); None: the CTCS_SIM_REALISTIC_GRAPH variable decides.
+        self.graph_latency = GraphLatency.switch(realistic_graph, seed=seed)
         self.signer = TokenSigner(self.endpoints["authority"])
         self.token_lifetime = token_lifetime  # seconds; tests may lower it
         self.tenants: dict[str, Tenant] = {}

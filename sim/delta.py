@@ -3,10 +3,18 @@ follow the same reference protocol (graph-delta.md) and differ only in their res
 
 Tokens ($skiptoken / $deltatoken) are opaque: base64url JSON + an HMAC, so an edited token is "garbled" (400
 syncStateInvalid). Every payload names its tenant ("t") and resource ("k"), so a token taken to another tenant or to
-the other endpoint is refused the same way. A $skiptoken names a round whose pages were computed when the round
-started (server-side), like Graph's snapshot; a $deltatoken carries the change-log sequence it covers, the $select
-and the $filter ids. Tokens expire after `directory.delta_token_lifetime` or when the directory expires or resets
-them (410 with a Location for a fresh round).
+the other endpoint is refused the same way. A $skiptoken names a round whose content was fixed when the round
+started (server-side), like Graph's snapshot, and a page index; the same nextLink can be read again. A full users
+round keeps only the ids it will list and renders each page when it is served, so a 100,000-user round costs the
+simulator a list of ids, not a copy of every user. The last `MAX_ROUNDS_KEPT` rounds are kept; an older round's
+nextLink answers 400 syncStateNotFound, as an expired one does. A $deltatoken carries the change-log sequence it
+covers, the $select and the $filter ids. Delta tokens expire after `directory.delta_token_lifetime`, skip tokens
+after `directory.skip_token_lifetime`, or when the directory expires or resets them (410 with a Location for a
+fresh round).
+
+Page size: `directory.page_size` (200, what Graph uses for users and cannot be raised); a `Prefer:
+odata.maxpagesize=N` header on a round's first request lowers it for that round (N above the maximum is capped), and
+the answer says so in `Preference-Applied`.
 
 `graph_handler` is the request pipeline of a Graph route (count, transient fault, authorize, answer, GraphError →
 Graph's error envelope); `delta_routes` adds the injected delta faults and the three spellings of a delta path.
@@ -14,6 +22,7 @@ Graph's error envelope); `delta_routes` adds the injected delta faults and the t
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -23,6 +32,7 @@ import secrets
 import time
 import uuid
 from abc import ABC, abstractmethod
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -43,10 +53,14 @@ DELTA_FAULTS = ("delta_expired", "delta_reset", "delta_garbled", "resync_require
 TRANSIENT_FAULTS = ("throttle", "unavailable", "gateway_timeout")
 FILTER_CLAUSE = re.compile(r"^\s*id\s+eq\s+'([^']*)'\s*$", re.IGNORECASE)
 MAX_FILTER_IDS = 50
+MAX_PAGE_SIZE = re.compile(r"odata\.maxpagesize\s*=\s*(\d+)", re.IGNORECASE)
+MAX_ROUNDS_KEPT = 64  # per endpoint; older rounds' nextLinks answer syncStateNotFound
 
 Page = list[dict[str, Any]]
 Authorize = Callable[[Request], Directory | Response]
 Serve = Callable[[Request, Directory], dict[str, Any] | Response]
+Latency = Callable[[str, Request, Response], float]
+"""Seconds an answer waits before it is sent (the realistic Graph profile; 0 by default): endpoint, request, answer."""
 Handler = Callable[[Request], Awaitable[Response]]
 
 
@@ -73,14 +87,55 @@ def reset_token(location: str) -> GraphError:
     return GraphError(410, "resyncRequired", "Resync required.", {"Location": location})
 
 
+class RoundPages(ABC):
+    """The pages of one round, fixed when it started."""
+
+    @property
+    @abstractmethod
+    def count(self) -> int:
+        """How many pages (at least one)."""
+
+    @abstractmethod
+    def page(self, index: int) -> Page:
+        """The objects of page `index`."""
+
+
+class FixedPages(RoundPages):
+    """Pages computed when the round started (incremental rounds, groups)."""
+
+    def __init__(self, pages: list[Page]) -> None:
+        self._pages = pages or [[]]
+
+    @property
+    def count(self) -> int:
+        return len(self._pages)
+
+    def page(self, index: int) -> Page:
+        return self._pages[index]
+
+
+def fixed_pages(items: Page, size: int) -> FixedPages:
+    return FixedPages([items[i : i + size] for i in range(0, len(items), max(1, size))])
+
+
+def page_size_preference(prefer: str | None, maximum: int) -> tuple[int, bool]:
+    """The page size a `Prefer` header asks for, capped at `maximum`; (maximum, False) when it asks for none."""
+    match = MAX_PAGE_SIZE.search(prefer or "")
+    if not match:
+        return maximum, False
+    return max(1, min(maximum, int(match.group(1)))), True
+
+
 @dataclass
 class _Round:
-    """Pages of one delta round, fixed when the round started."""
+    """One delta round, fixed when the round started."""
 
-    pages: list[Page]
+    pages: RoundPages
     end_seq: int
     select: list[str] | None
     ids: list[str] | None
+    page_size: int
+    size_preferred: bool = False
 
 
 class TokenCodec:
@@ -127,7 +182,7 @@ class DeltaService(ABC):
     def __init__(self, cloud: SimCloud) -> None:
         self.cloud = cloud
         self.codec = TokenCodec()
-        self.rounds: dict[str, _Round] = {}
+        self.rounds: OrderedDict[str, _Round] = OrderedDict()
 
     @abstractmethod
     def _parse_select(self, raw: str | None) -> list[str] | None:
@@ -135,25 +190,31 @@ class DeltaService(ABC):
 
     @abstractmethod
     def _pages(self, directory: Directory, since: int | None, select: list[str] | None,
-               ids: list[str] | None) -> list[Page]:
-        """A round's pages (at least one, maybe empty): a full round when `since` is None, else the changes after it."""
+               ids: list[str] | None, size: int) -> RoundPages:
+        """A round's pages (at least one, maybe empty): a full round when `since` is None, else the changes after it.
+        `size` is the page size of the round (objects per page, for an endpoint that pages by objects)."""
+
+    def max_page_size(self, directory: Directory) -> int:
+        """The most objects a page of this endpoint holds (what a `Prefer: odata.maxpagesize` is capped at)."""
+        return max(1, directory.page_size)
 
     def link(self, kind: str, token: str) -> str:
         return f"{self.cloud.endpoints['graph']}/v1.0/{self.resource}/delta()?${kind}={quote(token, safe='.-_')}"
 
-    def respond(self, directory: Directory, query: dict[str, str]) -> dict[str, Any]:
+    def respond(self, directory: Directory, query: dict[str, str], prefer: str | None = None) -> JSONResponse:
         with directory.lock:
+            size, preferred = page_size_preference(prefer, self.max_page_size(directory))
             if query.get("$skiptoken"):
                 payload = self._checked(directory, query["$skiptoken"])
                 return self._page(directory, payload["r"], payload["p"])
             if query.get("$deltatoken"):
                 if query["$deltatoken"] == "latest":
                     select, ids = self._parse_select(query.get("$select")), parse_filter(query.get("$filter"))
-                    return self._finish(directory, [], directory.sequence, select, ids)
+                    return JSONResponse(self._finish(directory, [], directory.sequence, select, ids))
                 payload = self._checked(directory, query["$deltatoken"])
-                return self._start_round(directory, payload["s"], payload["sel"], payload["ids"])
+                return self._start_round(directory, payload["s"], payload["sel"], payload["ids"], size, preferred)
             select, ids = self._parse_select(query.get("$select")), parse_filter(query.get("$filter"))
-            return self._start_round(directory, None, select, ids)
+            return self._start_round(directory, None, select, ids, size, preferred)
 
     def _checked(self, directory: Directory, token: str) -> dict[str, Any]:
         payload = self.codec.decode(token)
@@ -161,27 +222,34 @@ class DeltaService(ABC):
             raise GraphError(400, "syncStateInvalid", "The delta token belongs to another tenant or resource.")
         if payload["n"] < directory.reset_before_serial:
             raise reset_token(self.link("deltatoken", ""))
-        too_old = time.time() - payload["ts"] > directory.delta_token_lifetime
-        if payload["n"] < directory.expired_before_serial or too_old or ("r" in payload and payload["r"] not in self.rounds):
+        skip = "r" in payload
+        lifetime = directory.skip_token_lifetime if skip else directory.delta_token_lifetime
+        too_old = time.time() - payload["ts"] > lifetime
+        if payload["n"] < directory.expired_before_serial or too_old or (skip and payload["r"] not in self.rounds):
             raise expired_token()
         return payload
 
     def _start_round(self, directory: Directory, since: int | None, select: list[str] | None,
-                     ids: list[str] | None) -> dict[str, Any]:
+                     ids: list[str] | None, size: int, preferred: bool) -> JSONResponse:
         end_seq = directory.sequence
-        pages = self._pages(directory, since, select, ids)
+        pages = self._pages(directory, since, select, ids, size)
         round_id = uuid.uuid4().hex
-        self.rounds[round_id] = _Round(pages, end_seq, select, ids)
+        self.rounds[round_id] = _Round(pages, end_seq, select, ids, size, preferred)
+        while len(self.rounds) > MAX_ROUNDS_KEPT:
+            self.rounds.popitem(last=False)
         return self._page(directory, round_id, 0)
 
-    def _page(self, directory: Directory, round_id: str, index: int) -> dict[str, Any]:
+    def _page(self, directory: Directory, round_id: str, index: int) -> JSONResponse:
         current = self.rounds[round_id]
-        body: dict[str, Any] = {"value": current.pages[index]}
-        if index + 1 < len(current.pages):
+        headers = {"Preference-Applied": f"odata.maxpagesize={current.page_size}"} if current.size_preferred else None
+        value = current.pages.page(index)
+        if index + 1 < current.pages.count:
+            body: dict[str, Any] = {"value": value}
             body["@odata.nextLink"] = self.link("skiptoken", self._token(directory, {"r": round_id, "p": index + 1}))
-            return self._context(body, current.select)
-        del self.rounds[round_id]
-        return self._finish(directory, current.pages[index], current.end_seq, current.select, current.ids)
+            return JSONResponse(self._context(body, current.select), headers=headers)
+        # The round stays readable: a client that lost the last page (a crash) may ask for it again.
+        finished = self._finish(directory, value, current.end_seq, current.select, current.ids)
+        return JSONResponse(finished, headers=headers)
 
     def _finish(self, directory: Directory, value: Page, end_seq: int, select: list[str] | None,
                 ids: list[str] | None) -> dict[str, Any]:
@@ -232,7 +300,11 @@ def graph_handler(cloud: SimCloud, count_key: str, authorize: Authorize, serve: 
             answer = serve(request, directory)
         except GraphError as exc:
             return exc.response()
-        return answer if isinstance(answer, Response) else JSONResponse(answer)
+        response = answer if isinstance(answer, Response) else JSONResponse(answer)
+        delay = cloud.graph_latency(count_key, request, response)
+        if delay > 0:
+            await asyncio.sleep(delay)  # outside the lock: other tenants' and clients' requests go on meanwhile
+        return response
 
     return handler
 
@@ -246,7 +318,7 @@ def delta_routes(cloud: SimCloud, service: DeltaService, authorize: Authorize) -
             fault = cloud.faults.take("graph", request.url.path, kinds=DELTA_FAULTS)
             if fault is not None:
                 return _delta_fault_response(fault.kind, service.link("deltatoken", ""))
-        return service.respond(directory, query)
+        return service.respond(directory, query, request.headers.get("prefer"))
 
     handler = graph_handler(cloud, f"{service.resource}/delta", authorize, serve)
     paths = (f"/v1.0/{service.resource}/delta", f"/v1.0/{service.resource}/delta()",

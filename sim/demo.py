@@ -44,6 +44,7 @@ def _storage_settings() -> dict[str, str]:
         "CTCS_RUNS_TABLE": f"DemoSyncRuns{suffix}",
         "CTCS_TARGETS_TABLE": f"DemoTargetState{suffix}",
         "CTCS_OPS_QUEUE": f"demo-contact-ops-{suffix}",
+        "CTCS_PAIR_RUNS_QUEUE": f"demo-pair-runs-{suffix}",
     }
 
 

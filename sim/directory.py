@@ -13,6 +13,8 @@ later with their own `/groups/delta` without touching the user path.
     directory.users                             # copies of the current (not deleted) users
     directory.expire_tokens() / reset_tokens()  # every token issued so far: 400 syncStateNotFound / 410 Gone
     directory.page_size = 200; directory.replay_next_round = True; directory.delta_token_lifetime = 7 * 86400
+    directory.skip_token_lifetime = 7 * 86400   # how long a nextLink ($skiptoken) stays valid (Microsoft documents none)
+    directory.add_users(users, copy=False)      # bulk load (100,000 users in a few seconds); the dicts become the directory's
 
 Groups (read by `/groups/delta` and `/groups/{id}/transitiveMembers`, see sim.groups):
     gid = directory.add_group("Sales")                      # -> id (or pass group_id=)
@@ -30,6 +32,7 @@ import copy
 import threading
 import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,6 +49,10 @@ USER_PROPERTIES = frozenset(
         "manager", "identities", "imAddresses", "ageGroup", "legalAgeGroupClassification", "mySite", "aboutMe",
     }
 )
+
+
+def _copied(user: dict[str, Any]) -> dict[str, Any]:
+    return copy.deepcopy(user)
 
 
 @dataclass(frozen=True)
@@ -75,6 +82,9 @@ class Directory:
         self.page_size = 200
         self.replay_next_round = False  # next incremental round re-sends earlier changes and duplicates objects
         self.delta_token_lifetime = 7 * 86400.0
+        # Microsoft documents no lifetime for a users/delta nextLink; its own answers say skip tokens do not expire by
+        # time, while the delta token lives 7 days. The simulator gives both the same default; tests lower it.
+        self.skip_token_lifetime = 7 * 86400.0
         self.token_serial = 0  # every issued delta/skip token carries the next serial
         self.expired_before_serial = 0
         self.reset_before_serial = 0
@@ -104,12 +114,22 @@ class Directory:
         return self._seq
 
     def changes_since(self, seq: int, object_type: str = "user") -> list[Change]:
+        # The log holds sequence n at index n - 1, so a round reads only its own changes, not the whole history.
         with self.lock:
-            return [c for c in self._log if c.seq > seq and c.object_type == object_type]
+            return [c for c in self._log[max(0, seq):] if c.object_type == object_type]
 
     def changes_up_to(self, seq: int, object_type: str = "user") -> list[Change]:
         with self.lock:
-            return [c for c in self._log if c.seq <= seq and c.object_type == object_type]
+            return [c for c in self._log[: max(0, seq)] if c.object_type == object_type]
+
+    def user_ids(self) -> list[str]:
+        """The ids of the current users, sorted (no copies of the users: a 100,000-user round starts at once)."""
+        with self.lock:
+            return sorted(self._users)
+
+    def peek_user(self, user_id: str) -> dict[str, Any] | None:
+        """The directory's own dict of a current user, NOT a copy: read it under `lock` and never change it."""
+        return self._users.get(user_id)
 
     def state_of(self, user_id: str) -> tuple[str, dict[str, Any] | None]:
         """("active", user) / ("soft_deleted", None) / ("gone", None), for rendering a delta entry."""
@@ -128,18 +148,24 @@ class Directory:
 
     def add_user(self, user: dict[str, Any]) -> str:
         """Add a user (Graph-shaped dict; `id` is generated when absent). Returns the id."""
-        record = copy.deepcopy(user)
+        return self.add_users([user])[0]
+
+    def add_users(self, users: Iterable[dict[str, Any]], *, copy: bool = True) -> list[str]:
+        """Add many users at once; with `copy=False` the dicts themselves are kept (the caller gives them up)."""
+        with self.lock:
+            return [self._add(user if not copy else _copied(user)) for user in users]
+
+    def _add(self, record: dict[str, Any]) -> str:
         record.setdefault("id", str(uuid.uuid4()))
         record.setdefault("userType", "Member")
         record.setdefault("accountEnabled", True)
         unknown = set(record) - USER_PROPERTIES
         if unknown:
             raise ValueError(f"not Graph user properties: {sorted(unknown)}")
-        with self.lock:
-            if record["id"] in self._users or record["id"] in self._soft_deleted:
-                raise ValueError(f"user {record['id']} already exists")
-            self._users[record["id"]] = record
-            self._record(record["id"], "upsert", set(record))
+        if record["id"] in self._users or record["id"] in self._soft_deleted:
+            raise ValueError(f"user {record['id']} already exists")
+        self._users[record["id"]] = record
+        self._record(record["id"], "upsert", set(record))
         return str(record["id"])
 
     def update_user(self, user_id: str, **properties: Any) -> None:

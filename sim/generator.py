@@ -2,6 +2,7 @@
 
     users = generate_users(500, seed=7, domain="contoso.com")
     for user in users: tenant.directory.add_user(user)
+    load_users(tenant.directory, 100_000, seed=7, managers=True)   # bulk: no copies, about 3 s per 100,000 users
     done = mutate(tenant.directory, random.Random(1), n_changes=20)   # [("rename", id), ("delete", id), ...]
 
 Hostile on purpose: diacritics, Cyrillic/CJK/Arabic names, apostrophes and quotes, 300-character titles, no mail (with
@@ -87,11 +88,21 @@ def _user(rng: random.Random, index: int, domain: str, secondary: str) -> dict[s
     return {k: v for k, v in user.items() if v is not None and v != ""}
 
 
-def generate_users(n: int, seed: int = 0, domain: str = "contoso.com") -> list[dict[str, Any]]:
-    """`n` Graph-shaped users, the same for the same seed and domain."""
+def generate_users(n: int, seed: int = 0, domain: str = "contoso.com", *, managers: bool = False) -> list[dict[str, Any]]:
+    """`n` Graph-shaped users, the same for the same seed and domain. With `managers`, every user but the first
+    reports to an earlier one (a tree eight wide), as in an organisation chart."""
     rng = random.Random(seed)
     secondary = f"{domain.split('.')[0]}-eu.{'.'.join(domain.split('.')[1:]) or 'com'}"
-    return [_user(rng, index, domain, secondary) for index in range(n)]
+    users = [_user(rng, index, domain, secondary) for index in range(n)]
+    if managers:
+        for index in range(1, n):
+            users[index]["manager"] = users[(index - 1) // 8]["id"]
+    return users
+
+
+def load_users(directory: Directory, n: int, seed: int = 0, *, managers: bool = False) -> list[str]:
+    """Generate `n` users for the directory's domain and add them in one go (no copies); returns their ids."""
+    return directory.add_users(generate_users(n, seed=seed, domain=directory.domain, managers=managers), copy=False)
 
 
 def mutate(directory: Directory, rng: random.Random, n_changes: int) -> list[tuple[str, str]]:

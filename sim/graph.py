@@ -3,17 +3,28 @@ endpoints (`groups/delta`, `transitiveMembers`) live in sim.groups and are serve
 
 Tokens, rounds, `$filter`, delta faults and the request pipeline are shared with `groups/delta` (sim.delta); what is
 users' own is the `$select` over USER_PROPERTIES (a selected `manager` comes as `manager@delta`), paging by
-`directory.page_size`, and the incremental round, which may replay earlier changes and repeat objects (as Graph may).
+`directory.page_size` (200, Graph's size for users; `Prefer: odata.maxpagesize` lowers it), and the incremental
+round, which may replay earlier changes and repeat objects (as Graph may).
+
+How long Graph takes is `GraphLatency`: nothing by default, so tests stay fast; the realistic profile
+(`SimCloud(realistic_graph=True)` or `CTCS_SIM_REALISTIC_GRAPH=1`) makes every answer as slow as Microsoft's.
 """
 
 from __future__ import annotations
 
 import copy
+import math
+import os
+import random
+import threading
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
 
-from sim.delta import DeltaService, GraphError, Page, delta_routes, graph_authorizer
+from sim.delta import DeltaService, GraphError, Page, RoundPages, delta_routes, fixed_pages, graph_authorizer
 from sim.directory import USER_PROPERTIES, Directory
 from sim.groups import group_routes
 
@@ -21,6 +32,62 @@ if TYPE_CHECKING:
     from sim.cloud import SimCloud
 
 REPLAYED_EARLIER_CHANGES = 5
+REALISTIC_GRAPH_ENV = "CTCS_SIM_REALISTIC_GRAPH"
+
+
+@dataclass
+class GraphLatency:
+    """How long a simulated Graph answer takes, in seconds (0 when not `enabled`).
+
+    The realistic profile is an estimate, not a figure Microsoft publishes: every request pays `base`, a delta or
+    member page `per_object` more for each object it holds (200 users: 0.25 + 0.4 = 0.65 s), the first page of a
+    full round `round_start` more (the service builds the round's snapshot), all spread by a seeded log-normal
+    jitter (mean 1). Answers wait outside the directory lock, so parallel clients overlap as they do against Graph.
+    """
+
+    enabled: bool = False
+    base: float = 0.25
+    per_object: float = 0.002
+    round_start: float = 1.0
+    jitter: float = 0.25
+    seed: int = 0
+    _rng: random.Random = field(init=False, repr=False)
+    _lock: threading.Lock = field(init=False, repr=False, default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        self._rng = random.Random(self.seed)
+
+    @classmethod
+    def switch(cls, realistic: bool | None = None, *, seed: int = 0) -> GraphLatency:
+        """The profile `realistic` asks for; None reads `CTCS_SIM_REALISTIC_GRAPH` (1, true or yes: realistic)."""
+        if realistic is None:
+            realistic = os.environ.get(REALISTIC_GRAPH_ENV, "").strip().lower() in ("1", "true", "yes")
+        return cls(enabled=realistic, seed=seed)
+
+    def seconds(self, objects: int, *, starts_full_round: bool = False) -> float:
+        if not self.enabled:
+            return 0.0
+        with self._lock:
+            spread = self._rng.lognormvariate(-(self.jitter**2) / 2, self.jitter)
+        return (self.base + self.per_object * objects + (self.round_start if starts_full_round else 0.0)) * spread
+
+    def __call__(self, endpoint: str, request: Request, response: Response) -> float:
+        """The wait of one answer (the `Latency` hook of sim.delta.graph_handler)."""
+        if not self.enabled:
+            return 0.0
+        query = request.query_params
+        starts_full_round = endpoint.endswith("/delta") and not (query.get("$skiptoken") or query.get("$deltatoken"))
+        return self.seconds(_objects(response), starts_full_round=starts_full_round and response.status_code == 200)
+
+
+def _objects(response: Response) -> int:
+    """How many objects a JSON answer's `value` holds (0 for anything else), counted without parsing: the answer
+    is ours, so each object of `value` starts with `{"` right after `[` or `},`."""
+    body = bytes(response.body) if response.status_code == 200 else b""
+    start = body.find(b'"value":[')
+    if start < 0 or body[start + 9 : start + 10] == b"]":
+        return 0
+    return 1 + body.count(b'},{"', start)
 
 
 def render_user(user: dict[str, Any], select: list[str] | None, *, with_manager: bool = True,
@@ -43,6 +110,23 @@ def render_user(user: dict[str, Any], select: list[str] | None, *, with_manager:
                 {"@odata.type": "#microsoft.graph.user", "id": former_manager, "@removed": {"reason": "deleted"}}
             ]
     return rendered
+
+
+class FullRoundPages(RoundPages):
+    """A full round: the ids of the users that existed when it started, rendered page by page as they are served
+    (a user deleted meanwhile is left out; the next round reports the removal)."""
+
+    def __init__(self, directory: Directory, ids: list[str], select: list[str] | None, size: int) -> None:
+        self.directory, self.ids, self.select, self.size = directory, ids, select, max(1, size)
+
+    @property
+    def count(self) -> int:
+        return max(1, math.ceil(len(self.ids) / self.size))
+
+    def page(self, index: int) -> Page:
+        with self.directory.lock:
+            users = (self.directory.peek_user(uid) for uid in self.ids[index * self.size : (index + 1) * self.size])
+            return [render_user(user, self.select) for user in users if user is not None]
 
 
 def parse_select(raw: str | None) -> list[str] | None:
@@ -68,15 +152,11 @@ class UsersDelta(DeltaService):
         return parse_select(raw)
 
     def _pages(self, directory: Directory, since: int | None, select: list[str] | None,
-               ids: list[str] | None) -> list[Page]:
-        items = self._full(directory, select, ids) if since is None else self._incremental(directory, since, select, ids)
-        size = max(1, directory.page_size)
-        return [items[i : i + size] for i in range(0, len(items), size)] or [[]]
-
-    @staticmethod
-    def _full(directory: Directory, select: list[str] | None, ids: list[str] | None) -> list[dict[str, Any]]:
-        users = sorted(directory.users, key=lambda u: str(u["id"]))
-        return [render_user(u, select) for u in users if ids is None or str(u["id"]).lower() in ids]
+               ids: list[str] | None, size: int) -> RoundPages:
+        if since is None:
+            listed = [uid for uid in directory.user_ids() if ids is None or uid.lower() in ids]
+            return FullRoundPages(directory, listed, select, size)
+        return fixed_pages(self._incremental(directory, since, select, ids), size)
 
     @staticmethod
     def _entry(directory: Directory, user_id: str, select: list[str] | None, hard: bool,

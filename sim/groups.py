@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from starlette.requests import Request
 from starlette.routing import Route
 
-from sim.delta import DeltaService, GraphError, Page, delta_routes, graph_authorizer, graph_handler
+from sim.delta import DeltaService, FixedPages, GraphError, RoundPages, delta_routes, graph_authorizer, graph_handler
 from sim.directory import Directory
 
 if TYPE_CHECKING:
@@ -57,10 +57,13 @@ class GroupsDelta(DeltaService):
     def _parse_select(self, raw: str | None) -> list[str] | None:
         return parse_group_select(raw)
 
+    def max_page_size(self, directory: Directory) -> int:
+        return max(1, directory.group_page_size)
+
     def _pages(self, directory: Directory, since: int | None, select: list[str] | None,
-               ids: list[str] | None) -> list[Page]:
+               ids: list[str] | None, size: int) -> RoundPages:
         objects = self._full(directory, ids) if since is None else self._incremental(directory, since, ids)
-        return self._paginate(objects, select, max(1, directory.group_page_size))
+        return FixedPages(self._paginate(objects, select, size))
 
     @staticmethod
     def _paginate(objects: list[tuple[dict[str, Any], list[dict[str, Any]]]], select: list[str] | None,

@@ -1,8 +1,9 @@
 """A local stand-in for the Azure Functions host (which cannot run here): it drives `function_app` over Azurite.
 
     host = LocalHost()                      # settings from the environment, as the host reads its app settings
-    host.fire_timer()                       # sync_timer with a real azure.functions TimerRequest
-    report = host.drain_queue()             # the queue trigger, as the host runs it, until the queue is empty
+    host.fire_timer()                       # sync_timer with a real azure.functions TimerRequest, then the planner
+                                            # queue (pair-runs) until it is empty, as the host would right after
+    report = host.drain_queue()             # every queue trigger, as the host runs them, until the queues are empty
     reply = host.call_http("POST", "pairs/contoso-to-fabrikam/resync", {"full": "true"})
     reply.status, reply.json
 
@@ -19,6 +20,9 @@ What it copies from the host, and where the numbers come from:
   would be; several hosts draining the same queue at once are several instances.
   Messages are base64 (`messageEncoding`): they are decoded here exactly as the host does, into the bytes of
   `QueueMessage.get_body()`. The poison queue is drained through its own trigger the same way.
+- Queues other than the ops queue and its poison queue (the planner's `pair-runs`) are drained the same way, first:
+  what they do feeds the ops queue. `fire_timer` runs them right after the timer function, as the host would pick
+  the timer's messages up within seconds; `run_planner=False` leaves them queued.
 - HTTP requests are matched against each HTTP function's route template and methods; the function key is not
   checked (auth level FUNCTION is the host's business).
 """
@@ -108,6 +112,8 @@ class HostReport:
 
     timer_runs: int = 0
     invocations: Counter[str] = field(default_factory=Counter)
+    planner_runs: int = 0  # a function of another queue (the planner) returned
+    planner_failed: int = 0  # ... or raised
     completed: int = 0  # apply_contact_op returned: the message was deleted
     failed_attempts: int = 0  # apply_contact_op raised: the message reappears after visibilityTimeout
     dequeue_counts: Counter[int] = field(default_factory=Counter)  # dequeue_count seen by apply_contact_op
@@ -122,6 +128,7 @@ class HostReport:
         """What happened after `before` (a copy of an earlier cumulative report)."""
         return HostReport(
             timer_runs=self.timer_runs - before.timer_runs, invocations=self.invocations - before.invocations,
+            planner_runs=self.planner_runs - before.planner_runs, planner_failed=self.planner_failed - before.planner_failed,
             completed=self.completed - before.completed, failed_attempts=self.failed_attempts - before.failed_attempts,
             dequeue_counts=self.dequeue_counts - before.dequeue_counts, poisoned=self.poisoned - before.poisoned,
             poison_handled=self.poison_handled - before.poison_handled,
@@ -131,7 +138,8 @@ class HostReport:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "timer_runs": self.timer_runs, "invocations": dict(self.invocations), "completed": self.completed,
+            "timer_runs": self.timer_runs, "invocations": dict(self.invocations), "planner_runs": self.planner_runs,
+            "planner_failed": self.planner_failed, "completed": self.completed,
             "failed_attempts": self.failed_attempts, "poisoned": self.poisoned, "poison_handled": self.poison_handled,
             "poison_failed": self.poison_failed, "http_calls": self.http_calls, "left_in_queue": self.left_in_queue,
             "seconds": round(self.seconds, 2),
@@ -179,8 +187,10 @@ class LocalHost:
         host_json: Path = HOST_JSON,
         visibility_timeout: float | None = None,
         environ: Mapping[str, str] | None = None,
+        message_lease_seconds: int = MESSAGE_LEASE_SECONDS,
     ) -> None:
         self.app = app_module if app_module is not None else importlib.import_module("function_app")
+        self.message_lease_seconds = message_lease_seconds
         self.settings = QueueSettings.from_host_json(host_json)
         self.visibility_timeout = self.settings.visibility_timeout if visibility_timeout is None else visibility_timeout
         self.environ = os.environ if environ is None else environ
@@ -214,12 +224,20 @@ class LocalHost:
             self.routes.append(_Route(builder, re.compile(f"^{template}$"), methods))
 
     # timer -------------------------------------------------------------------------------------------------------
-    def fire_timer(self, name: str | None = None, *, past_due: bool = False) -> None:
-        """Run a timer function (the only one when `name` is None) as the schedule would."""
+    def fire_timer(self, name: str | None = None, *, past_due: bool = False, run_planner: bool = True,
+                   deadline_seconds: float = 120.0) -> HostReport:
+        """Run a timer function (the only one when `name` is None) as the schedule would, then (`run_planner`) the
+        planner queue until it is empty. Returns what the planner did."""
         builder = self.timers[name] if name else next(iter(self.timers.values()))
         now = datetime.now(UTC)
         builder(TimerRequest(past_due=past_due, schedule_status={"Last": now.isoformat(), "Next": (now + timedelta(minutes=5)).isoformat()}))
         self.report.timer_runs += 1
+        return self.run_planner(deadline_seconds=deadline_seconds) if run_planner else HostReport()
+
+    def run_planner(self, *, deadline_seconds: float = 120.0, limit: int | None = None) -> HostReport:
+        """Deliver the planner queue(s) until empty (a planner's `continue` messages included): the ops they queue
+        stay for `drain_queue`. With `limit`, stop after that many invocations (one message at a time)."""
+        return self._drain(self.planner_queues, deadline_seconds, limit=limit)
 
     # queues ------------------------------------------------------------------------------------------------------
     @property
@@ -227,42 +245,60 @@ class LocalHost:
         """The queue whose `-poison` sibling also has a trigger: the ops queue."""
         return next(name for name in self.queues if f"{name}-poison" in self.queues)
 
+    @property
+    def planner_queues(self) -> list[str]:
+        """Every other triggered queue (the planner's `pair-runs`): drained before the ops queue, which they feed."""
+        ops = self.ops_queue
+        return [name for name in self.queues if name not in (ops, f"{ops}-poison")]
+
     def drain_queue(self, *, deadline_seconds: float = 60.0) -> HostReport:
-        """Deliver messages until the ops queue and its poison queue are empty (deferred ones included), or the
-        deadline passes. Returns what this call did; `self.report` keeps the totals."""
+        """Deliver messages until every triggered queue is empty (the planner's, then the ops queue and its poison
+        queue; deferred messages included), or the deadline passes. Returns what this call did; `self.report` keeps
+        the totals."""
+        ops = self.ops_queue
+        return self._drain([*self.planner_queues, f"{ops}-poison", ops], deadline_seconds)
+
+    def _drain(self, queues: list[str], deadline_seconds: float, *, limit: int | None = None) -> HostReport:
         before = copy.deepcopy(self.report)
         started = time.monotonic()
         ops = self.ops_queue
-        poison = f"{ops}-poison"
+        delivered = 0
         workers = self.settings.batch_size + self.settings.new_batch_threshold
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="host-queue") as pool:
             running: set[Future[None]] = set()
-            while time.monotonic() - started < deadline_seconds:
-                received = self._batch(pool, poison, running, wait_all=True)
-                if len(running) <= self.settings.new_batch_threshold:
-                    received += self._batch(pool, ops, running, wait_all=False)
+            while time.monotonic() - started < deadline_seconds and (limit is None or delivered < limit):
+                received = 0
+                for queue in queues:
+                    if queue != ops:  # the planner's and the poison queue: a batch at a time
+                        received += self._batch(pool, queue, running, wait_all=True, size=1 if limit else None)
+                    elif len(running) <= self.settings.new_batch_threshold:
+                        received += self._batch(pool, queue, running, wait_all=False)
+                delivered += received
                 if running:
                     done, _ = wait(running, timeout=POLL_SECONDS, return_when=FIRST_COMPLETED)
                     running -= done
                     continue
                 if received:
                     continue
-                if all(self._count(name) == 0 for name in (ops, poison)):
+                if all(self._count(name) == 0 for name in queues):
                     break
                 time.sleep(POLL_SECONDS)  # invisible messages (deferred or failed) are still due
             for future in running:
                 future.result()
-        self.report.left_in_queue = self._count(ops) + self._count(poison)
+        self.report.left_in_queue = sum(self._count(name) for name in queues)
         self.report.seconds += time.monotonic() - started
         return self.report.since(before)
 
     def _count(self, queue: str) -> int:
         return int(self.queues[queue][1].get_queue_properties().approximate_message_count or 0)
 
-    def _batch(self, pool: ThreadPoolExecutor, queue: str, running: set[Future[None]], *, wait_all: bool) -> int:
+    def _batch(
+        self, pool: ThreadPoolExecutor, queue: str, running: set[Future[None]], *, wait_all: bool,
+        size: int | None = None,
+    ) -> int:
         client = self.queues[queue][1]
         pages = client.receive_messages(
-            messages_per_page=self.settings.batch_size, visibility_timeout=MESSAGE_LEASE_SECONDS
+            messages_per_page=size or self.settings.batch_size, visibility_timeout=self.message_lease_seconds
         )
         messages = list(next(pages.by_page(), []))
         futures = [pool.submit(self._deliver, queue, message) for message in messages]
@@ -277,13 +313,14 @@ class LocalHost:
         builder, client = self.queues[queue]
         name = builder.build().get_function_name() or queue
         is_poison_trigger = queue.endswith("-poison")
+        is_ops = queue == self.ops_queue
         dequeue_count = int(message.dequeue_count or 1)
         if dequeue_count > self.settings.max_dequeue_count:  # a crash outlived its lease too often: poison unseen
             self._move_to_poison(queue, message)
             return
         with self._lock:
             self.report.invocations[name] += 1
-            if not is_poison_trigger:
+            if is_ops:
                 self.report.dequeue_counts[dequeue_count] += 1
         try:
             body = self._decode(str(message.content))
@@ -295,8 +332,10 @@ class LocalHost:
             with self._lock:
                 if is_poison_trigger:
                     self.report.poison_failed += 1
-                else:
+                elif is_ops:
                     self.report.failed_attempts += 1
+                else:
+                    self.report.planner_failed += 1
             if dequeue_count >= self.settings.max_dequeue_count:
                 self._move_to_poison(queue, message)
             else:
@@ -306,8 +345,10 @@ class LocalHost:
         with self._lock:
             if is_poison_trigger:
                 self.report.poison_handled += 1
-            else:
+            elif is_ops:
                 self.report.completed += 1
+            else:
+                self.report.planner_runs += 1
 
     def _decode(self, content: str) -> bytes:
         if self.settings.message_encoding.lower() != "base64":

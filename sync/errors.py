@@ -5,7 +5,9 @@
     │   └── PairValidationError     a pair definition broke one or more rules
     ├── PairNotFound            no pair with that id
     ├── BadOpMessage            a queue message is not a valid contact operation
+    ├── BadRunRequest           a pair-runs message is not a valid request to plan a pair
     ├── LeaseHeld               another run is planning the pair right now
+    │   └── LeaseLost               this run's lease ran out and another run took the pair over
     ├── SourceError             the source tenant could not be read
     │   ├── SourceThrottled         Graph kept answering 429/503/504
     │   └── DeltaTokenExpired       the stored deltaLink is no longer valid: a full round is needed
@@ -57,8 +59,17 @@ class BadOpMessage(CtcsError):
     """A queue message is not a valid contact operation (bad JSON, unknown schema, missing field)."""
 
 
+class BadRunRequest(CtcsError):
+    """A `pair-runs` queue message is not a valid request to plan a pair (bad JSON, unknown kind or trigger)."""
+
+
 class LeaseHeld(CtcsError):
     """Another run holds the pair's planning lease; this run did nothing."""
+
+
+class LeaseLost(LeaseHeld):
+    """This run's lease expired while it worked (it stalled longer than CTCS_LEASE_SECONDS) and another run took
+    the pair: this run stops without writing anything more, and the other carries the round on."""
 
 
 class SourceError(CtcsError):

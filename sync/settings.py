@@ -64,7 +64,11 @@ SETTINGS: tuple[Setting, ...] = (
         None,
         "Key Vault that `kv:<name>` secret references in pair files are read from (`https://<vault>.vault.azure.net`).",
     ),
-    Setting("SYNC_SCHEDULE", "0 */5 * * * *", "NCRONTAB schedule (UTC, six fields) of the timer that plans every pair."),
+    Setting(
+        "SYNC_SCHEDULE",
+        "0 */5 * * * *",
+        "NCRONTAB schedule (UTC, six fields) of the timer that asks for a planning run of every due pair.",
+    ),
     Setting("CTCS_PAIRS_TABLE", "TenantPairs", "Table that holds the tenant pair definitions."),
     Setting("CTCS_PAIR_STATE_TABLE", "PairState", "Table that holds each pair's deltaLink, lease and quarantine."),
     Setting("CTCS_CONTACT_STATE_TABLE", "ContactState", "Table that holds one row per synced source user."),
@@ -84,6 +88,18 @@ SETTINGS: tuple[Setting, ...] = (
         "CTCS_OPS_QUEUE",
         "contact-ops",
         "Queue of contact operations; the Functions host moves failures to `<name>-poison`.",
+    ),
+    Setting(
+        "CTCS_PAIR_RUNS_QUEUE",
+        "pair-runs",
+        "Queue of requests to plan one pair (from the timer, the HTTP resync and planners handing a long round on); "
+        "each message is one planner invocation.",
+    ),
+    Setting(
+        "CTCS_PLANNER_BUDGET_SECONDS",
+        "240",
+        "How long one planner invocation reads and queues before it saves its checkpoint and hands the rest of the "
+        "round to the next invocation; keep it well under host.json functionTimeout (10 minutes).",
     ),
     Setting(
         "CTCS_WORKER_CONCURRENCY",
@@ -187,6 +203,7 @@ class Tuning:
     lookup_batch: int = _default_int("CTCS_LOOKUP_BATCH")
     quota_backoff: tuple[int, ...] = _default_steps("CTCS_QUOTA_BACKOFF_SECONDS")
     run_wait_seconds: int = _default_int("CTCS_RUN_WAIT_SECONDS")
+    planner_budget_seconds: int = _default_int("CTCS_PLANNER_BUDGET_SECONDS")
 
     @classmethod
     def from_settings(cls, environ: Mapping[str, str] | None = None) -> Tuning:
@@ -197,6 +214,7 @@ class Tuning:
             lookup_batch=int_setting("CTCS_LOOKUP_BATCH", environ, minimum=1),
             quota_backoff=steps_setting("CTCS_QUOTA_BACKOFF_SECONDS", environ),
             run_wait_seconds=int_setting("CTCS_RUN_WAIT_SECONDS", environ, minimum=0),
+            planner_budget_seconds=int_setting("CTCS_PLANNER_BUDGET_SECONDS", environ, minimum=1),
         )
 
 

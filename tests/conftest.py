@@ -38,6 +38,7 @@ def storage_env(azurite: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]
         "CTCS_RUNS_TABLE": f"runs{suffix}",
         "CTCS_TARGETS_TABLE": f"targets{suffix}",
         "CTCS_OPS_QUEUE": f"ops-{suffix}",
+        "CTCS_PAIR_RUNS_QUEUE": f"ops-{suffix}-runs",  # the ops queue's prefix: cleaned up and read with it
     }
     for name, value in env.items():
         monkeypatch.setenv(name, value)

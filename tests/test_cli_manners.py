@@ -32,8 +32,9 @@ def sync_cli(*args: str, env: dict[str, str], **options: object) -> subprocess.C
 
 
 def one_clean_line(stderr: str) -> str:
+    """The one line a mistake prints (progress lines of the planning ticker aside), never a traceback."""
     assert "Traceback" not in stderr, stderr
-    lines = [line for line in stderr.splitlines() if line.strip()]
+    lines = [line for line in stderr.splitlines() if line.strip() and not line.startswith("planning ")]
     assert len(lines) == 1, stderr
     return lines[0]
 

@@ -70,16 +70,19 @@ def test_queued_creates_are_marked_and_a_removal_before_the_worker_wins(
     assert rt.stores.contacts.status_counts(PAIR.id) == {"ok": 19, "deleted": 1}
 
 
-def test_ops_that_never_reached_the_queue_make_the_next_run_full(rt: Runtime, target: MemoryTarget) -> None:
+def test_ops_that_never_reached_the_queue_are_sent_by_the_next_run(rt: Runtime, target: MemoryTarget) -> None:
     def unreachable(ops: object) -> int:
         raise ConnectionError("queue unreachable")
 
     rt.stores.ops.send_all = unreachable  # type: ignore[assignment,method-assign]
     assert run_pair(rt, PAIR.id, trigger=RunTrigger.CLI).outcome == "failed"
     del rt.stores.ops.send_all
-    assert rt.stores.pair_state.get(PAIR.id).force_full
+    # The creates were marked queued, but the round's checkpoint never moved: the next run re-plans that page.
+    status = rt.stores.pair_state.get(PAIR.id)
+    assert status.round is not None and status.round.page == 0 and status.delta_link == ""
+    assert rt.stores.contacts.status_counts(PAIR.id) == {"queued": 20}
     retry = run_pair(rt, PAIR.id, trigger=RunTrigger.CLI)
-    assert retry.run.full and retry.run.counts["create"] == 20
+    assert retry.run.full and retry.run.counts["create"] == 20 and retry.run.round_id == status.round.round_id
     drain(rt, concurrency=2)
     assert len(target.contacts()) == 20
 

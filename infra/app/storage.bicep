@@ -7,7 +7,7 @@ param tags object = {}
 @description('Blob container that holds the Flex Consumption deployment package.')
 param deploymentContainerName string
 
-@description('Queues the app uses: the operation queue and its poison queue.')
+@description('Queues the app uses: the operation queue, its poison queue and the planner queue (pair-runs).')
 param queueNames array
 
 @description('Tables the app uses: pairs, pair state, contact state, runs, group membership.')

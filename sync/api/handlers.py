@@ -2,7 +2,8 @@
 
 Routes (auth level FUNCTION, JSON in and out, every error as `{"error": "..."}` with a 4xx/5xx status):
 
-    POST /api/pairs/{id}/resync[?full=true][&allow_deletes=true]   plan the pair now; ops go to the queue
+    POST /api/pairs/{id}/resync[?full=true][&allow_deletes=true]   plan the pair now; ops go to the queue (a long
+                                                                    round goes on in the planner: 202 `continued`)
     GET  /api/pairs                                                 every pair: definition and status
     GET  /api/pairs/{id}                                            one pair: definition and status
 
@@ -32,9 +33,12 @@ FUNCTION_KEY_PARAM = "code"  # the host reads the function key from ?code=; it i
 _TRUE, _FALSE = ("true", "1", "yes"), ("false", "0", "no", "")
 # Run outcome → HTTP status of a resync.
 RESYNC_STATUS = {
-    RunOutcome.PLANNED: 202, RunOutcome.NO_CHANGES: 200, RunOutcome.QUARANTINED: 409, RunOutcome.LEASE_HELD: 409,
-    RunOutcome.FAILED: 500,
+    RunOutcome.PLANNED: 202, RunOutcome.CONTINUED: 202, RunOutcome.NO_CHANGES: 200, RunOutcome.QUARANTINED: 409,
+    RunOutcome.LEASE_HELD: 409, RunOutcome.FAILED: 500,
 }
+# How long a resync plans before it answers: the rest of a longer round goes on in the planner (pair-runs queue).
+# Well under the 230 s an HTTP request may take behind Azure's front end.
+RESYNC_INLINE_SECONDS = 60
 
 
 @dataclass(frozen=True)
@@ -107,16 +111,20 @@ def resync(rt: Runtime, pair_id: str, params: Mapping[str, str]) -> ApiResponse:
         )
     if full:
         rt.stores.pair_state.request_full_round(pair.id)  # so the next run is full even if this one finds the lease held
-    result = run_pair(rt, pair.id, trigger=RunTrigger.HTTP, full=full, allow_deletes=allow_deletes)
+    budget = min(RESYNC_INLINE_SECONDS, rt.tuning.planner_budget_seconds)
+    result = run_pair(rt, pair.id, trigger=RunTrigger.HTTP, full=full, allow_deletes=allow_deletes,
+                      budget_seconds=budget, keep_ops=False)
     log_run(result)
     run = result.run
     body = {
         "pair": pair.id,
         "run_id": run.run_id,
+        "round_id": run.round_id,
         "outcome": run.outcome,
         "full": run.full,
+        "pages": run.pages,
         "counts": run.counts,
-        "queued": len(result.plan.ops) if result.plan is not None and run.outcome is RunOutcome.PLANNED else 0,
+        "queued": result.queued if run.outcome in (RunOutcome.PLANNED, RunOutcome.CONTINUED) else 0,
         "quarantine_released": allow_deletes and state.quarantined and run.outcome in (RunOutcome.PLANNED, RunOutcome.NO_CHANGES),
     }
     status = RESYNC_STATUS.get(run.outcome, 500)
@@ -155,6 +163,6 @@ def log_run(result: RunResult) -> None:
         extra={
             "pair_id": run.pair_id, "run_id": run.run_id, "trigger": run.trigger, "outcome": run.outcome,
             "full": run.full, "counts": run.counts, "duration_ms": round(run.seconds * 1000),
-            "error": run.error or None,
+            "error": run.error or None, "round_id": run.round_id or None, "pages": run.pages,
         },
     )

@@ -14,9 +14,10 @@ from typing import Any
 from azure.storage.queue import QueueMessage
 
 from sync.app.apply import Applied, Outcome, apply_op
+from sync.app.batches import split_batch
 from sync.app.planning import new_run_id
 from sync.app.runtime import Runtime
-from sync.contract.ops import ContactOp, decode_op
+from sync.contract.ops import ContactOp, decode_op, is_batch, pair_of_message
 from sync.contract.vocabulary import RunOutcome, RunTrigger
 from sync.core.delivery_policy import MAX_DEQUEUE_COUNT, Decision, Verdict, decide
 from sync.errors import BadOpMessage, PairNotFound
@@ -102,10 +103,7 @@ def _move_back(rt: Runtime, source: OpQueue, *, pair_id: str | None, limit: int)
         if not messages:
             break
         for message in messages:
-            try:
-                op_pair: str | None = decode_op(message.content).pair_id
-            except BadOpMessage:
-                op_pair = None
+            op_pair = pair_of_message(message.content)
             if pair_id is not None and op_pair != pair_id:
                 others.append(message)
                 continue
@@ -168,9 +166,19 @@ def deliver(rt: Runtime, body: str | bytes, *, dequeue_count: int) -> str:
     - retry, or poison on the last delivery: the cause is noted on the user's row and the error raised; the host
       retries after `visibilityTimeout` and moves the message to `<queue>-poison` after `maxDequeueCount`.
     Permanent outcomes (conflict, rejected) are recorded in ContactState by `apply_op` and returned.
+    A batch of ops is split into single-op messages ("split", sync.app.batches); a storage error raises (the host
+    delivers the batch again), a malformed batch goes to the poison queue whole.
     """
     started = time.monotonic()
     text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+    if is_batch(text):
+        try:
+            split_batch(rt, text)
+        except BadOpMessage as bad:
+            log.error("not a valid batch of operations, sent to the poison queue: %s", bad, extra={"outcome": "bad"})
+            rt.stores.poison.send_text(text)
+            return "bad"
+        return "split"
     try:
         _, applied = handle_message(rt, body)
     except Exception as error:

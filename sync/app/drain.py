@@ -26,9 +26,10 @@ from datetime import datetime, timedelta
 from azure.storage.queue import QueueMessage
 
 from sync.app.apply import Applied, Outcome
+from sync.app.batches import split_batch
 from sync.app.delivery import handle_message, note_failed_delivery, record_poison
 from sync.app.runtime import Runtime
-from sync.contract.ops import ContactOp, decode_op
+from sync.contract.ops import ContactOp, decode_op, is_batch, pair_of_message
 from sync.contract.vocabulary import ContactStatus
 from sync.core.delivery_policy import Verdict, decide, default_backoff
 from sync.core.quota import QuotaPause
@@ -59,6 +60,7 @@ class DrainReport:
     waiting: int = 0  # ops still on the queue because Exchange asked them to wait longer than the drain waits
     waiting_until: datetime | None = None  # when the last of them comes back, as far as known
     waiting_reason: str = ""
+    split: int = 0  # batches of ops split into single-op messages (then applied like the others)
 
     @property
     def failed(self) -> int:
@@ -70,10 +72,7 @@ class DrainReport:
 
 
 def _pair_of(message: QueueMessage) -> str | None:
-    try:
-        return decode_op(message.content).pair_id
-    except BadOpMessage:
-        return None
+    return pair_of_message(message.content)
 
 
 def _key(message: QueueMessage) -> str:
@@ -250,6 +249,11 @@ def _loop(
             for message in messages:
                 if state.mine(message):
                     received_own = True
+                    if is_batch(message.content) and pair_of_message(message.content) is not None:
+                        split_batch(rt, message.content)  # its ops come back as messages of their own
+                        queue.delete(message)
+                        state.report.split += 1
+                        continue
                     running[pool.submit(handle_message, rt, message.content)] = message
         if not running:
             if state.finished(received_own):

@@ -11,6 +11,11 @@ Users whose scope groups changed but who are not in the users round (membership 
 read by id (50 per request) and added to the round, so joining or leaving a group creates or removes the contact.
 Leavers that never had a contact are not read. The new graph and deltaLinks ride on the round and are saved by
 `commit` only after its ops are queued (invariant 4).
+
+A streamed round (sync.app.rounds) reads its groups once, when it starts (`begin`): the new graph is saved as the
+round's pending graph, so every invocation of the round plans with the same memberships, and the membership-only
+users are read after its last page (`membership_only_users`), leaving out the users its pages showed. `promote`
+makes the pending graph current once the last page is queued.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from sync.core.group_graph import (
     scope_groups,
 )
 from sync.core.plan import StateSummary
-from sync.core.source import DeltaRound, Source
+from sync.core.source import DeltaRound, Source, SourceUser
 from sync.errors import DeltaTokenExpired, SourceError
 from sync.state.groups import DeltaBatch, GroupScopeState, GroupStore
 
@@ -203,3 +208,77 @@ def _spelled(pair: TenantPair, memberships: Memberships) -> Memberships:
     if all(key == value for key, value in spelling.items()):
         return memberships
     return {user: frozenset(spelling.get(g, g) for g in groups) for user, groups in memberships.items()}
+
+
+@dataclass
+class GroupRound:
+    """The group scoping of one streamed round: the graph it plans with and each user's scope groups."""
+
+    pending: GroupScopeState
+    changed: set[str] | None  # groups whose membership changed (None: every group, a rebuild)
+    memberships: Memberships  # spelled as the pair spells its groups
+    requests: int = 0
+
+
+def pending_key(round_id: str) -> str:
+    return f"pending|{round_id}"
+
+
+def begin(source: Source, pair: TenantPair, stored: GroupScopeState | None, *, full: bool) -> GroupRound | None:
+    """Read the groups' changes (or rebuild the graph) at the start of a round; None without group scoping."""
+    if not uses_groups(pair):
+        return None
+    if not isinstance(source, GroupCapableSource):
+        raise SourceError("the pair scopes by group but its source cannot read group membership")
+    reader = source.group_reader()
+    roots = scope_groups(pair.scope.include_groups, pair.scope.exclude_groups)
+    pending, changed = None, None
+    if not (full or needs_full_round(pair, stored)):
+        assert stored is not None
+        try:
+            pending, changed = _incremental(reader, stored, roots)
+        except DeltaTokenExpired as expired:
+            log.warning("pair %s: groups delta token no longer valid (%s); rebuilding the membership graph", pair.id, expired)
+    if pending is None:
+        pending = _rebuild(reader, roots)
+    return GroupRound(pending, changed, _spelled(pair, pending.graph.memberships(roots)), reader.requests)
+
+
+def stash(store: GroupStore, pair_id: str, round_id: str, groups: GroupRound) -> None:
+    """Keep the round's graph (not yet current) for the round's later invocations."""
+    store.save(pair_id, groups.pending, changed=groups.changed, meta_key=pending_key(round_id))
+
+
+def resume(store: GroupStore, pair: TenantPair, round_id: str) -> GroupRound | None:
+    """The graph a round in progress stashed at its start; None when there is none (then `begin` again)."""
+    pending = store.load(pair.id, meta_key=pending_key(round_id))
+    if pending is None:
+        return None
+    roots = scope_groups(pair.scope.include_groups, pair.scope.exclude_groups)
+    return GroupRound(pending, None, _spelled(pair, pending.graph.memberships(roots)))
+
+
+def membership_only_users(
+    source: Source, pair: TenantPair, stored: GroupScopeState | None, groups: GroupRound,
+    state: Mapping[str, StateSummary], *, seen: set[str], select: tuple[str, ...],
+) -> tuple[list[SourceUser], int]:
+    """After an incremental round's last page: users whose scope groups changed but whom no page showed, read by id
+    (only those who have a contact or whom the groups alone may bring in). Returns them and the requests spent."""
+    if stored is None or not isinstance(source, GroupCapableSource):
+        return [], 0
+    roots = scope_groups(pair.scope.include_groups, pair.scope.exclude_groups)
+    after = groups.pending.graph.memberships(roots)
+    moved = changed_users(stored.graph.memberships(roots), after) - seen
+    wanted = {user for user in moved if _live(state, user) or _in_group_scope(pair, after.get(user, frozenset()))}
+    if not wanted:
+        return [], 0
+    reader = source.group_reader()
+    users = list(reader.users_by_id(wanted, select).users.values())
+    log.info("pair %s: %d users changed scope groups only; %d read by id", pair.id, len(moved), len(wanted))
+    return users, reader.requests
+
+
+def promote(store: GroupStore, pair: TenantPair, round_id: str) -> None:
+    """The round's last page is queued: its graph and groups deltaLinks become current (invariant 4)."""
+    if uses_groups(pair):
+        store.promote(pair.id, pending_key(round_id))

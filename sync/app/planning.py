@@ -1,6 +1,9 @@
 """A planning run of one pair: read the source, plan, pass the safety gate, queue the ops, keep the deltaLink.
 
-The timer, the HTTP resync and `python -m sync run` all come through `run_pair`; `preview` is the dry run.
+The planner function (fed by the timer through the `pair-runs` queue), the HTTP resync and `python -m sync run` all
+come through `run_pair`, which works on the pair's round page by page (sync.app.rounds) under the pair's lease. With
+a budget it stops after the page on which the budget ran out and asks for the rest with a `continue` request on the
+`pair-runs` queue (sync.app.fanout); without one (the CLI) it plans the whole round. `preview` is the dry run.
 """
 
 from __future__ import annotations
@@ -14,14 +17,16 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from sync.app import group_round
+from sync.app.rounds import OnPage, RoundProgress, StreamedRound
 from sync.app.runtime import Runtime
-from sync.contract.ops import OpKind
+from sync.contract.pair_runs import PairRunRequest, RunKind
 from sync.contract.pairs import TenantPair, template_fields
 from sync.contract.userattrs import BASE_SELECT
 from sync.contract.vocabulary import RunOutcome, RunTrigger
 from sync.core.plan import Plan, plan_pair, unsafe_reason
-from sync.core.source import DeltaRound
-from sync.errors import CtcsError, DeltaTokenExpired, LeaseHeld
+from sync.core.source import DeltaRound, read_whole_round
+from sync.errors import CtcsError, DeltaTokenExpired, LeaseHeld, LeaseLost
+from sync.state.entities import iso, now_utc
 from sync.state.runs import RunRecord
 
 log = logging.getLogger("ctcs.planning")
@@ -33,6 +38,7 @@ class RunResult:
     plan: Plan | None = None
     quarantine_reason: str = ""
     details: list[str] = field(default_factory=list)
+    queued: int = 0  # ops this run queued
 
     @property
     def outcome(self) -> RunOutcome:
@@ -64,14 +70,15 @@ def definition_hash(pair: TenantPair) -> str:
 
 
 def read_round(rt: Runtime, pair: TenantPair, delta_link: str | None) -> DeltaRound:
+    """A whole round in memory (the dry run): from the deltaLink, or a full round when it is missing or expired."""
     source = rt.open_source(pair)
     select = source_select(pair)
     if delta_link:
         try:
-            return source.read_round(delta_link, select)
+            return read_whole_round(source, delta_link, select)
         except DeltaTokenExpired as expired:
             log.warning("pair %s: delta token no longer valid (%s); starting a full round", pair.id, expired)
-    round_ = source.read_round(None, select)
+    round_ = read_whole_round(source, None, select)
     round_.full = True
     return round_
 
@@ -80,10 +87,10 @@ def read_round(rt: Runtime, pair: TenantPair, delta_link: str | None) -> DeltaRo
 class _Planned:
     plan: Plan
     round: DeltaRound
-    full_request_seen: str  # PairState.full_requested_at when the round began
 
 
 def _plan(rt: Runtime, pair: TenantPair, run_id: str, *, full: bool) -> _Planned:
+    """The dry run's plan: the whole round in memory, planned at once (it writes nothing, so it needs no checkpoint)."""
     status = rt.stores.pair_state.get(pair.id)
     stale_definition = status.definition_hash not in ("", definition_hash(pair))
     groups = group_round.load(rt.stores.groups, pair)  # None unless the pair scopes by group
@@ -99,7 +106,7 @@ def _plan(rt: Runtime, pair: TenantPair, run_id: str, *, full: bool) -> _Planned
         pair, round_, state, version=version, run_id=run_id, retry_kept=round_.full, now=datetime.now(UTC),
         hidden_ids=hidden_ids, memberships=memberships,
     )
-    return _Planned(plan, round_, status.full_requested_at)
+    return _Planned(plan, round_)
 
 
 def preview(rt: Runtime, pair_id: str, *, full: bool = False) -> RunResult:
@@ -114,16 +121,28 @@ def preview(rt: Runtime, pair_id: str, *, full: bool = False) -> RunResult:
 
 
 def run_pair(
-    rt: Runtime, pair_id: str, *, trigger: RunTrigger, full: bool = False, allow_deletes: bool = False
+    rt: Runtime,
+    pair_id: str,
+    *,
+    trigger: RunTrigger,
+    full: bool = False,
+    allow_deletes: bool = False,
+    budget_seconds: float | None = None,
+    keep_ops: bool = True,
+    on_page: OnPage | None = None,
 ) -> RunResult:
-    """Plan one pair and queue its ops. Returns the run; errors of this pair are recorded, not raised (invariant 7)."""
+    """Plan one pair's round (or the part of it `budget_seconds` allows) and queue its ops. Returns the run; errors of
+    this pair are recorded, not raised (invariant 7). A run that stops before the round's end (outcome `continued`)
+    has asked for the rest on the `pair-runs` queue by the time this returns. `keep_ops` keeps every op in the result's plan (the
+    CLI shows them); without it only counts are kept, whatever the round's size."""
     stores = rt.stores
     now = datetime.now(UTC)
     pair = stores.pairs.get(pair_id)
     run = RunRecord(pair.id, new_run_id(now), trigger, now)
     started = time.monotonic()
     status = stores.pair_state.get(pair.id)
-    if status.quarantined and not allow_deletes:
+    released_by_round = status.round is not None and status.round.allow_deletes
+    if status.quarantined and not (allow_deletes or released_by_round):
         run.outcome = RunOutcome.QUARANTINED
         run.error = status.quarantine_reason
         return RunResult(run, quarantine_reason=status.quarantine_reason)
@@ -133,7 +152,12 @@ def run_pair(
         run.outcome, run.error = RunOutcome.LEASE_HELD, str(held)
         return RunResult(run)
     try:
-        return _run_with_lease(rt, pair, run, allow_deletes=allow_deletes, full=full, started=started)
+        result = _run_with_lease(rt, pair, run, allow_deletes=allow_deletes, full=full, started=started,
+                                 budget_seconds=budget_seconds, keep_ops=keep_ops, on_page=on_page)
+    except LeaseLost as lost:
+        run.outcome, run.error = RunOutcome.LEASE_HELD, str(lost)
+        log.warning("pair %s run %s stopped: %s", pair.id, run.run_id, lost)
+        result = RunResult(run)
     except Exception as error:
         run.outcome, run.error = RunOutcome.FAILED, f"{type(error).__name__}: {error}"
         if isinstance(error, CtcsError):
@@ -141,76 +165,58 @@ def run_pair(
         else:
             log.exception("pair %s run %s failed unexpectedly", pair.id, run.run_id)
         stores.pair_state.record_run(pair.id, run_id=run.run_id, outcome=run.outcome, delta_link=None)
-        return RunResult(run)
+        result = RunResult(run)
     finally:
         run.seconds = time.monotonic() - started
         stores.runs.save(run)
         stores.pair_state.release_lease(pair.id, run.run_id)
+    if run.outcome is RunOutcome.CONTINUED:
+        _ask_for_the_rest(rt, pair.id, run)  # after the lease is free, so the next invocation can take the pair
+    return result
+
+
+def _ask_for_the_rest(rt: Runtime, pair_id: str, run: RunRecord) -> None:
+    request = PairRunRequest(pair_id, RunKind.CONTINUE, run.trigger, round_id=run.round_id, requested_at=iso(now_utc()))
+    try:
+        rt.stores.pair_runs.send(request)
+    except Exception as error:  # the round waits at its checkpoint: the next timer run carries it on
+        log.error("pair %s: could not ask for the rest of round %s (%s); the next timer run resumes it",
+                  pair_id, run.round_id, error)
 
 
 def _run_with_lease(
-    rt: Runtime, pair: TenantPair, run: RunRecord, *, allow_deletes: bool, full: bool, started: float
+    rt: Runtime, pair: TenantPair, run: RunRecord, *, allow_deletes: bool, full: bool, started: float,
+    budget_seconds: float | None, keep_ops: bool, on_page: OnPage | None,
 ) -> RunResult:
     stores = rt.stores
-    planned = _plan(rt, pair, run.run_id, full=full)
-    plan, round_ = planned.plan, planned.round
-    run.full, run.counts, run.graph_requests = round_.full, plan.counts(), round_.requests
-    reason = unsafe_reason(plan, pair)
-    if reason and not allow_deletes:
-        # Invariant 5: nothing is queued and the deltaLink stays, so the same changes are planned again on release.
-        stores.pair_state.quarantine(pair.id, reason)
+    streamed = StreamedRound(rt, pair, run, source_select(pair), definition_hash(pair), full=full,
+                             allow_deletes=allow_deletes, budget_seconds=budget_seconds, keep_ops=keep_ops,
+                             on_page=on_page, started=started)
+    progress = streamed.run_round()
+    _record(run, progress)
+    if progress.quarantine_reason:
         stores.pair_state.record_run(pair.id, run_id=run.run_id, outcome=RunOutcome.QUARANTINED, delta_link=None)
-        run.outcome, run.error = RunOutcome.QUARANTINED, reason
-        log.warning("pair %s quarantined: %s", pair.id, reason)
-        return RunResult(run, plan, reason)
-    stores.contacts.mark_queued(pair.id, [op for op in plan.ops if op.kind is OpKind.CREATE])
-    try:
-        queued = stores.ops.send_all(plan.ops)
-    except Exception:
-        # Some creates are marked queued but never reached the queue: a full round re-plans every queued row
-        # (invariant 4: nothing this round marked is left behind).
-        stores.pair_state.request_full_round(pair.id)
-        raise
-    # Invariant 4: the deltaLinks (users and groups) are saved only now that every change of the round is queued.
-    group_round.commit(stores.groups, pair.id, round_)
-    stores.pair_state.record_run(
-        pair.id,
-        run_id=run.run_id,
-        outcome=RunOutcome.PLANNED if queued else RunOutcome.NO_CHANGES,
-        delta_link=round_.delta_link or "",
-        definition=definition_hash(pair),
-        full_request_seen=planned.full_request_seen,
-    )
-    if allow_deletes and stores.pair_state.get(pair.id).quarantined:
+        return RunResult(run, progress.plan, progress.quarantine_reason, queued=progress.queued)
+    if progress.finished and progress.deletes_allowed and stores.pair_state.get(pair.id).quarantined:
         stores.pair_state.release_quarantine(pair.id)
-    run.outcome = RunOutcome.PLANNED if queued else RunOutcome.NO_CHANGES
+    elif not progress.finished:
+        stores.pair_state.record_run(pair.id, run_id=run.run_id, outcome=run.outcome, delta_link=None)
     log.info(
-        "pair %s run %s planned",
+        "pair %s run %s: %s",
         pair.id,
         run.run_id,
-        extra={"pair_id": pair.id, "run_id": run.run_id, "counts": run.counts, "full": run.full,
-               "seconds": round(time.monotonic() - started, 3)},
+        run.outcome,
+        extra={"pair_id": pair.id, "run_id": run.run_id, "round_id": run.round_id, "counts": run.counts,
+               "full": run.full, "pages": run.pages, "seconds": round(time.monotonic() - started, 3)},
     )
-    return RunResult(run, plan)
+    return RunResult(run, progress.plan, queued=progress.queued)
 
 
-def plan_all(rt: Runtime, *, trigger: RunTrigger = RunTrigger.TIMER) -> list[RunResult]:
-    """Plan every enabled pair; one pair's failure never stops another (invariant 7)."""
-    results = []
-    for pair in rt.stores.pairs.list():
-        if not pair.enabled:
-            continue
-        try:
-            results.append(run_pair(rt, pair.id, trigger=trigger))
-        except Exception as error:
-            log.exception("pair %s could not be planned", pair.id)
-            now = datetime.now(UTC)
-            error_text = f"{type(error).__name__}: {error}"
-            run = RunRecord(pair.id, new_run_id(now), trigger, now, outcome=RunOutcome.FAILED, error=error_text)
-            rt.stores.runs.save(run)
-            results.append(RunResult(run))
-    return results
-
+def _record(run: RunRecord, progress: RoundProgress) -> None:
+    run.full, run.counts, run.graph_requests = progress.full, progress.plan.counts(), progress.requests
+    run.round_id, run.pages, run.outcome = progress.round_id, progress.pages, progress.outcome
+    if progress.quarantine_reason:
+        run.error = progress.quarantine_reason
 
 
 def record_applied(rt: Runtime, result: RunResult, outcomes: Mapping[str, int]) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 
 from sync.app.runtime import Runtime
 from sync.contract.vocabulary import ContactStatus
+from sync.state.pair_state import RoundState
 from sync.state.targets import MEMBER_SECONDS
 
 MAX_PROBLEMS = 100
@@ -40,6 +41,7 @@ def pair_status(rt: Runtime, pair_id: str) -> dict[str, Any]:
         "quarantine_reason": state.quarantine_reason or None,
         "last_run": {"id": state.last_run_id, "at": state.last_run_at, "outcome": state.last_outcome},
         "has_delta_link": bool(state.delta_link),
+        "round_in_progress": _round(state.round),
         "contacts": dict(counts),
         "waiting": {"creates_queued": counts.get(ContactStatus.QUEUED, 0), "poisoned": poisoned},
         "exchange": target_status(rt, pair.target.organization, creates_waiting=counts.get(ContactStatus.QUEUED, 0)),
@@ -53,6 +55,8 @@ def pair_status(rt: Runtime, pair_id: str) -> dict[str, Any]:
                 "seconds": run.seconds,
                 "counts": run.counts,
                 "error": run.error or None,
+                "round_id": run.round_id or None,
+                "pages": run.pages,
             }
             for run in stores.runs.recent(pair_id, limit=RECENT_RUNS)
         ],
@@ -86,6 +90,17 @@ def target_status(rt: Runtime, organization: str, *, creates_waiting: int) -> di
             "instances": sum(1 for seen in members.values() if now - seen < MEMBER_SECONDS),
             "throttled_until": _at(datetime.fromtimestamp(pace.throttled_until, UTC)) if pace.throttled_until > now else None,
         },
+    }
+
+
+def _round(round_: RoundState | None) -> dict[str, Any] | None:
+    """A long round between two planner invocations (or one that stopped): where its checkpoint is."""
+    if round_ is None:
+        return None
+    return {
+        "round_id": round_.round_id, "full": round_.full, "trigger": round_.trigger, "started_at": round_.started_at,
+        "checkpoint_at": round_.checkpoint_at or None, "pages_done": round_.page,
+        "users_read": int(round_.counts.get("users", 0)), "ops_queued": int(round_.counts.get("queued", 0)),
     }
 
 

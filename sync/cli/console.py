@@ -88,3 +88,32 @@ class Progress:
     def finish(self) -> None:
         if self.tty:
             print(file=self.out)
+
+
+class Ticker:
+    """`label  detail` for work whose total is unknown (a round's pages), redrawn in place on a terminal, every few
+    seconds in a log."""
+
+    def __init__(self, label: str, *, out: TextIO | None = None, interval: float = 5.0) -> None:
+        self.label = label
+        self.out = out or sys.stderr
+        self.tty = self.out.isatty()
+        self.interval = 0.1 if self.tty else interval
+        self._last = 0.0
+        self._drawn = False
+
+    def update(self, detail: str, *, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._last < self.interval:
+            return
+        self._last = now
+        self._drawn = True
+        text = f"{self.label}  {detail}"
+        if self.tty:
+            print("\r" + text.ljust(79), end="", file=self.out, flush=True)
+        else:
+            print(text, file=self.out, flush=True)
+
+    def finish(self) -> None:
+        if self.tty and self._drawn:
+            print(file=self.out)

@@ -22,10 +22,11 @@ from sync.app.delivery import replay_poison
 from sync.app.drain import drain
 from sync.app.explain import explain
 from sync.app.planning import preview, record_applied, run_pair
+from sync.app.rounds import RoundProgress
 from sync.app.runtime import Runtime
 from sync.app.status import status_report
 from sync.cli import render
-from sync.cli.console import Progress
+from sync.cli.console import Progress, Ticker
 from sync.contract.ops import OpKind
 from sync.contract.pairs import load_pair_file
 from sync.contract.vocabulary import ContactStatus, RunOutcome, RunTrigger
@@ -70,6 +71,7 @@ def _pairs_remove(args: argparse.Namespace, runtime: Callable[[], Runtime]) -> i
     stores = runtime().stores
     stores.pairs.remove(args.id)
     stores.pair_state.forget(args.id)
+    stores.round_pages.forget(args.id)
     rows = stores.contacts.forget_pair(args.id)
     stores.runs.forget_pair(args.id)
     stores.groups.forget(args.id)
@@ -92,7 +94,15 @@ def _plan(args: argparse.Namespace, runtime: Callable[[], Runtime]) -> int:
 
 def _run(args: argparse.Namespace, runtime: Callable[[], Runtime]) -> int:
     rt = runtime()
-    result = run_pair(rt, args.pair, trigger=RunTrigger.CLI, full=args.full, allow_deletes=args.allow_deletes)
+    planning = Ticker("planning")
+
+    def on_page(progress: RoundProgress) -> None:
+        planning.update(f"{progress.pages} pages, {progress.users:,} users read, {progress.queued:,} ops queued",
+                        force=progress.finished)
+
+    result = run_pair(rt, args.pair, trigger=RunTrigger.CLI, full=args.full, allow_deletes=args.allow_deletes,
+                      on_page=on_page)
+    planning.finish()
     if result.outcome is RunOutcome.QUARANTINED:
         print(f"pair {args.pair} is quarantined: {result.run.error}", file=sys.stderr)
         print("review the plan (python -m sync plan), then release it with --allow-deletes", file=sys.stderr)

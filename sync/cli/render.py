@@ -138,6 +138,13 @@ def status_tables(report: Mapping[str, Any]) -> None:
                 f"{pause['next_attempt_at']} (updates and deletes go on)"
             )
     for s in statuses:
+        round_ = s["round_in_progress"]
+        if round_:
+            print(
+                f"\n{s['pair']}: {'full' if round_['full'] else 'incremental'} round {round_['round_id']} in progress "
+                f"since {round_['started_at']}: {round_['pages_done']} pages, {round_['users_read']} users read, "
+                f"{round_['ops_queued']} ops queued; checkpoint saved {round_['checkpoint_at'] or 'not yet'}"
+            )
         if s["problems"]:
             print(f"\n{s['pair']}: contacts that need attention")
             table(["source id", "status", "last op", "error"], [

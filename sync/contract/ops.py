@@ -3,13 +3,19 @@
 Fields added within schema 1 are optional and left out at their default, so older messages still decode:
 `partial` (an update that carries only some parameters, merged into the applied contact: manager links) and
 `manager_id` (the source id of the user's manager as planned, recorded in the state row).
+
+A message carries one op, or a batch of one pair's ops, `{"schema": 1, "batch": [op, op, ...]}`: a planner that
+queues hundreds of ops at once packs them, because a queue takes messages one request at a time (Azurite here serves
+a few hundred requests a second, Azure Storage 2,000 messages a second per queue) while a message holds 64 KiB. The
+worker never applies a batch: it first splits it into single-op messages on the same queue (`sync.app.batches`),
+so every op is retried, deferred and poisoned on its own, exactly as if it had been sent alone.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from enum import StrEnum
 from typing import Any
@@ -18,6 +24,9 @@ from sync.errors import BadOpMessage
 
 SCHEMA_VERSION = 1
 MAX_MESSAGE_CHARS = 48_000  # base64 of this stays under the queue's 64 KiB message limit
+MAX_BATCH_BYTES = 45_000  # UTF-8 bytes of a batch message: its base64 (60,000 characters) fits the 64 KiB limit
+MAX_BATCH_OPS = 100
+BATCH_HEAD = f'{{"schema":{SCHEMA_VERSION},"batch":'  # how every batch message begins
 _ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 PARTIAL_PARAMETERS = frozenset({"Manager"})  # what a partial update may carry: never the address, name or anchor
 _FIELDS = {"schema", "pair_id", "run_id", "kind", "source_id", "version", "reason", "contact", "hash", "partial",
@@ -140,3 +149,69 @@ def decode_op(text: str | bytes) -> ContactOp:
         partial=partial,
         manager_id=manager_id,
     )
+
+
+def encode_batches(ops: Sequence[ContactOp], *, max_bytes: int = MAX_BATCH_BYTES, max_ops: int = MAX_BATCH_OPS) -> Iterator[str]:
+    """The ops as batch messages of at most `max_ops` ops and `max_bytes` UTF-8 bytes each, in order. An op too big
+    to share a message is a batch of its own (it still fits: an op is at most MAX_MESSAGE_CHARS)."""
+    head, tail = BATCH_HEAD + "[", "]}"
+    overhead = len(head) + len(tail)
+    parts: list[str] = []
+    size = overhead
+    for op in ops:
+        text = op.to_json()
+        length = len(text.encode("utf-8")) + 1  # the comma
+        if parts and (size + length > max_bytes or len(parts) >= max_ops):
+            yield head + ",".join(parts) + tail
+            parts, size = [], overhead
+        parts.append(text)
+        size += length
+    if parts:
+        yield head + ",".join(parts) + tail
+
+
+def _json_object(text: str | bytes, what: str) -> dict[str, Any]:
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError:
+            raise BadOpMessage(f"{what} is not UTF-8 text") from None
+    try:
+        body = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise BadOpMessage(f"{what} is not JSON ({error.msg} at character {error.pos})") from None
+    except RecursionError:
+        raise BadOpMessage(f"{what} nests JSON too deeply") from None
+    if not isinstance(body, dict):
+        raise BadOpMessage(f"{what} must be a JSON object")
+    return body
+
+
+def is_batch(text: str | bytes) -> bool:
+    """Whether a message is a batch of ops (cheap: looks at the start only; `decode_batch` checks the rest)."""
+    start = text[:40] if isinstance(text, str) else text[:40].decode("utf-8", "replace")
+    return start.replace(" ", "").startswith(BATCH_HEAD)
+
+
+def decode_batch(text: str | bytes) -> list[ContactOp]:
+    """A batch message back into its ops, each checked as `decode_op` checks a single one; `BadOpMessage` names
+    what is wrong. All ops of a batch belong to one pair."""
+    if len(text) > MAX_BATCH_BYTES * 2:
+        raise BadOpMessage(f"batch of operations is {len(text)} characters, more than a queue message holds")
+    body = _json_object(text, "batch of operations")
+    if body.get("schema") != SCHEMA_VERSION or set(body) != {"schema", "batch"} or not isinstance(body["batch"], list):
+        raise BadOpMessage(f"a batch of operations must be {{\"schema\": {SCHEMA_VERSION}, \"batch\": [...]}}")
+    if not body["batch"]:
+        raise BadOpMessage("a batch of operations holds no operation")
+    ops = [decode_op(json.dumps(item, ensure_ascii=False)) for item in body["batch"]]
+    if len({op.pair_id for op in ops}) != 1:
+        raise BadOpMessage("a batch of operations mixes pairs")
+    return ops
+
+
+def pair_of_message(text: str | bytes) -> str | None:
+    """The pair an ops-queue message belongs to (a single op or a batch); None when it is neither."""
+    try:
+        return decode_batch(text)[0].pair_id if is_batch(text) else decode_op(text).pair_id
+    except BadOpMessage:
+        return None

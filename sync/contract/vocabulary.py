@@ -37,6 +37,7 @@ class RunOutcome(StrEnum):
     PREVIEWED = "previewed"  # a dry run (`plan`): nothing written
     NO_CHANGES = "no_changes"  # nothing to queue
     PLANNED = "planned"  # ops queued for the worker
+    CONTINUED = "continued"  # part of a long round planned and queued; the rest is handed to the next invocation
     APPLIED = "applied"  # ops queued and applied in-process (`python -m sync run`)
     QUARANTINED = "quarantined"  # stopped by the safety gate, or the pair is quarantined
     LEASE_HELD = "lease_held"  # another run was planning the pair
@@ -44,7 +45,8 @@ class RunOutcome(StrEnum):
 
     @property
     def healthy(self) -> bool:
-        return self in (RunOutcome.NO_CHANGES, RunOutcome.PLANNED, RunOutcome.APPLIED, RunOutcome.LEASE_HELD)
+        return self in (RunOutcome.NO_CHANGES, RunOutcome.PLANNED, RunOutcome.CONTINUED, RunOutcome.APPLIED,
+                        RunOutcome.LEASE_HELD)
 
 
 class RunTrigger(StrEnum):

@@ -7,7 +7,7 @@ against the pair's delete thresholds before anything is queued.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -34,6 +34,8 @@ class StateSummary:
     hidden_at: datetime | None = None  # when a staged delete hid the contact
     manager_id: str = ""  # the source id of the user's manager as last planned ("" = none)
     manager_set: bool = False  # the applied contact's Manager names the manager's contact
+    queued_round: str = ""  # a `queued` row: the planning round and page that marked it
+    queued_page: int = 0
 
     def __post_init__(self) -> None:
         self.status = ContactStatus(self.status)  # a table gives back the plain string
@@ -68,13 +70,31 @@ class Plan:
     kept: Counter[str] = field(default_factory=Counter)  # rows left alone on purpose (conflict, failed)
     warnings: Counter[str] = field(default_factory=Counter)
     managed: int = 0  # live contacts before this plan
+    ops_left_out: Counter[str] = field(default_factory=Counter)  # merged ops not kept (`merge`), by kind
+    skips_left_out: Counter[str] = field(default_factory=Counter)  # merged skips not kept, by reason
 
     def count(self, kind: OpKind) -> int:
-        return sum(1 for op in self.ops if op.kind is kind)
+        return sum(1 for op in self.ops if op.kind is kind) + self.ops_left_out[kind.value]
 
     @property
     def skipped_by_reason(self) -> Counter[str]:
-        return Counter(skip.reason for skip in self.skips)
+        return Counter(skip.reason for skip in self.skips) + self.skips_left_out
+
+    def merge(self, other: Plan, *, keep_ops: bool = True) -> None:
+        """Add another page's plan to this one (the plan of a run that planned several pages). Without `keep_ops`
+        only the counts are kept: a 100,000-user round's ops do not all stay in memory."""
+        if keep_ops:
+            self.ops.extend(other.ops)
+            self.skips.extend(other.skips)
+        else:
+            self.ops_left_out.update(op.kind.value for op in other.ops)
+            self.skips_left_out.update(skip.reason for skip in other.skips)
+        self.ops_left_out.update(other.ops_left_out)
+        self.skips_left_out.update(other.skips_left_out)
+        self.unchanged += other.unchanged
+        self.managed = self.managed or other.managed
+        self.kept.update(other.kept)
+        self.warnings.update(other.warnings)
 
     def counts(self) -> dict[str, int]:
         counts = {kind.value: self.count(kind) for kind in OpKind}
@@ -82,6 +102,50 @@ class Plan:
         counts.update({f"skipped_{reason}": n for reason, n in sorted(self.skipped_by_reason.items())})
         counts.update({f"kept_{status}": n for status, n in sorted(self.kept.items())})
         return counts
+
+
+@dataclass(frozen=True)
+class SendLedger:
+    """Which `queued` rows of a streamed round may have no message on the queue.
+
+    A page's creates are marked `queued` (with the round and page) before they are sent, and the page's checkpoint
+    is saved only after every one was sent. So a row marked by the round in progress at its checkpoint page or later,
+    or by an abandoned round at or after the page it stopped at, may have been marked and never sent (a crash, a
+    timeout): re-planning sends its create again. A row marked by an earlier page of this round was sent: a second
+    appearance of the user in the same round, or the restart of an abandoned round, does not send it twice. Rows
+    queued by a round that completed are not known here: a full round sends those again (their message may have
+    outlived the queue's 7-day time to live while Exchange held it back)."""
+
+    round_id: str = ""
+    confirmed_pages: int = 0  # this round's pages 0 .. confirmed_pages - 1 are on the queue
+    abandoned: Mapping[str, int] = field(default_factory=dict)  # round id -> first page not known to be queued
+
+    def unsent(self, row: StateSummary) -> bool:
+        if not row.queued_round:
+            return False
+        if row.queued_round == self.round_id:
+            return row.queued_page >= self.confirmed_pages
+        first = self.abandoned.get(row.queued_round)
+        return first is not None and row.queued_page >= first
+
+    def known_sent(self, row: StateSummary) -> bool:
+        """Marked by a page of this round, or of an abandoned one, whose checkpoint was saved: its create is on the
+        queue, so even a full round does not send it twice."""
+        if not row.queued_round:
+            return False
+        if row.queued_round == self.round_id:
+            return row.queued_page < self.confirmed_pages
+        first = self.abandoned.get(row.queued_round)
+        return first is not None and row.queued_page < first
+
+
+@dataclass(frozen=True)
+class EarlierPages:
+    """What the pages of a streamed round before this one decided (sync.state.round_pages keeps it)."""
+
+    seen: Collection[str] = ()  # every id they showed
+    leaving: Mapping[str, str] = field(default_factory=dict)  # removals held back for the round's end: id -> reason
+    placed: Collection[str] = ()  # ids that got a create, update or restore
 
 
 def plan_pair(
@@ -100,76 +164,132 @@ def plan_pair(
     `memberships` gives each user's tracked groups (nested included) when the pair scopes by group; `now`
     decides which hidden contacts have outlived `deletion.grace_days`; `hidden_ids` are the users the source's
     Exchange hides from its address lists (None: Graph's showInAddressList decides)."""
-    plan = Plan(pair.id, run_id, version, round_.full, managed=sum(1 for row in state.values() if row.managed))
-    mapper = ContactMapper(pair)
+    return plan_page(pair, round_, state, version=version, run_id=run_id, retry_kept=retry_kept,
+                     memberships=memberships, now=now, hidden_ids=hidden_ids, last=True)
 
-    def emit(kind: OpKind, source_id: str, reason: str, contact: dict[str, object] | None = None, digest: str = "",
-             *, partial: bool = False, manager_id: str = "") -> None:
-        plan.ops.append(ContactOp(pair.id, run_id, kind, source_id, version, reason, contact, digest, partial, manager_id))
 
-    decided: set[str] = set()
+def plan_page(
+    pair: TenantPair,
+    page: DeltaRound,
+    state: Mapping[str, StateSummary],
+    *,
+    version: int,
+    run_id: str,
+    last: bool,
+    earlier: EarlierPages | None = None,
+    retry_kept: bool = False,
+    memberships: Mapping[str, frozenset[str]] | None = None,
+    now: datetime | None = None,
+    hidden_ids: frozenset[str] | None = None,
+    ledger: SendLedger | None = None,
+) -> Plan:
+    """The ops of one page of a round (`page.full` says whether the round is full).
 
-    def remove(source_id: str, row: StateSummary | None, reason: str) -> None:
+    Every page decides its own users: creates, updates and restores, and removals (which the caller may hold back
+    until the round ends). The `last` page also does what needs the whole round, in the order a one-page round
+    always did: the removals `earlier` pages held back (unless this page shows the user again), users the source's
+    Exchange hides without a Graph change, the full round's sweep of users no page showed, then the mapping (a
+    Manager is linked only to a contact that stays), manager link fix-ups, and staged deletes past their grace.
+    `ledger` says which queued creates may never have reached the queue (see `SendLedger`)."""
+    earlier = earlier or EarlierPages()
+    planner = _Planner(pair, state, version=version, run_id=run_id, full=page.full, retry_kept=retry_kept,
+                       ledger=ledger or SendLedger())
+    in_scope = planner.decide(page, memberships, hidden_ids)
+    here = set(page.users) | set(page.removed)
+    if last:
+        for source_id, reason in earlier.leaving.items():
+            if source_id not in here:
+                planner.remove(source_id, state.get(source_id), reason)
+        seen = here | set(earlier.seen)
+        if hidden_ids:
+            # Hidden in the source's Exchange since the last run, without any change Graph would report.
+            for source_id, row in state.items():
+                if source_id.lower() in hidden_ids and source_id not in seen:
+                    planner.remove(source_id, row, "left_scope:hidden_from_gal")
+        if page.full:
+            # A full round shows every user that exists: a contact whose user it did not show has lost its source.
+            for source_id, row in state.items():
+                if source_id not in seen:
+                    planner.remove(source_id, row, "not_in_source")
+        links = planner.map(in_scope)
+        touched = seen | planner.decided | {op.source_id for op in planner.plan.ops}
+        for fix in links.fixups(touched=touched):
+            planner.emit(OpKind.UPDATE, fix.source_id, fix.reason, partial_contact(fix), partial=True,
+                         manager_id=fix.manager_id)
+        if pair.deletion.mode == "hide_then_delete" and now is not None:
+            placed = {op.source_id for op in planner.plan.ops} | set(earlier.placed)
+            _purge_expired(planner, pair, state, now, placed)
+    else:
+        planner.map(in_scope, leaving=earlier.leaving.keys())
+    planner.plan.ops.sort(key=lambda op: (KIND_ORDER[op.kind], op.source_id))
+    return planner.plan
+
+
+class _Planner:
+    """The decisions of one plan (`plan_page`), kept together: ops emitted, users whose removal is decided."""
+
+    def __init__(self, pair: TenantPair, state: Mapping[str, StateSummary], *, version: int, run_id: str, full: bool,
+                 retry_kept: bool, ledger: SendLedger) -> None:
+        self.pair, self.state, self.version, self.run_id = pair, state, version, run_id
+        self.retry_kept, self.ledger = retry_kept, ledger
+        self.plan = Plan(pair.id, run_id, version, full, managed=sum(1 for row in state.values() if row.managed))
+        self.mapper = ContactMapper(pair)
+        self.decided: set[str] = set()
+
+    def emit(self, kind: OpKind, source_id: str, reason: str, contact: dict[str, object] | None = None,
+             digest: str = "", *, partial: bool = False, manager_id: str = "") -> None:
+        self.plan.ops.append(ContactOp(self.pair.id, self.run_id, kind, source_id, self.version, reason, contact,
+                                       digest, partial, manager_id))
+
+    def remove(self, source_id: str, row: StateSummary | None, reason: str) -> None:
         """The user is gone or out of scope: delete its contact, or hide it when deletes are staged (once)."""
-        if row is None or not row.live or source_id in decided:
+        if row is None or not row.live or source_id in self.decided:
             return
-        decided.add(source_id)
-        if pair.deletion.mode == "delete":
-            emit(OpKind.DELETE, source_id, reason)
+        self.decided.add(source_id)
+        if self.pair.deletion.mode == "delete":
+            self.emit(OpKind.DELETE, source_id, reason)
         elif row.status is not ContactStatus.HIDDEN:
-            emit(OpKind.HIDE, source_id, reason)
+            self.emit(OpKind.HIDE, source_id, reason)
 
-    in_scope: list[tuple[str, SourceUser, str]] = []  # mapped once removals are known: Manager depends on them
-    for source_id, user in round_.users.items():
-        row = state.get(source_id)
-        groups = memberships.get(source_id, frozenset()) if memberships else frozenset()
-        hidden = None if hidden_ids is None else source_id.lower() in hidden_ids
-        decision = decide_scope(pair, user, groups, hidden)
-        if not decision.in_scope:
-            assert decision.reason is not None
-            if row is not None and row.live:
-                remove(source_id, row, f"left_scope:{decision.reason}")
-            else:
-                plan.skips.append(Skip(source_id, decision.reason, str(user.get("displayName") or "")))
-            continue
-        in_scope.append((source_id, user, decision.address))
+    def decide(self, page: DeltaRound, memberships: Mapping[str, frozenset[str]] | None,
+               hidden_ids: frozenset[str] | None) -> list[tuple[str, SourceUser, str]]:
+        """Scope every user of the page; removals for those out of scope or removed. Returns the users in scope,
+        to be mapped once removals are known (Manager depends on them)."""
+        in_scope: list[tuple[str, SourceUser, str]] = []
+        for source_id, user in page.users.items():
+            row = self.state.get(source_id)
+            groups = memberships.get(source_id, frozenset()) if memberships else frozenset()
+            hidden = None if hidden_ids is None else source_id.lower() in hidden_ids
+            decision = decide_scope(self.pair, user, groups, hidden)
+            if not decision.in_scope:
+                assert decision.reason is not None
+                if row is not None and row.live:
+                    self.remove(source_id, row, f"left_scope:{decision.reason}")
+                else:
+                    self.plan.skips.append(Skip(source_id, decision.reason, str(user.get("displayName") or "")))
+                continue
+            in_scope.append((source_id, user, decision.address))
+        for source_id, reason in page.removed.items():
+            self.remove(source_id, self.state.get(source_id), f"removed:{reason}")
+        return in_scope
 
-    for source_id, reason in round_.removed.items():
-        remove(source_id, state.get(source_id), f"removed:{reason}")
-
-    if hidden_ids:
-        # Hidden in the source's Exchange since the last run, without any change Graph would report.
-        for source_id, row in state.items():
-            if source_id.lower() in hidden_ids and source_id not in round_.users:
-                remove(source_id, row, "left_scope:hidden_from_gal")
-
-    if round_.full:
-        # A full round shows every user that exists: a contact whose user it did not show has lost its source.
-        for source_id, row in state.items():
-            if source_id not in round_.users and source_id not in round_.removed:
-                remove(source_id, row, "not_in_source")
-
-    links = ManagerLinks.build(enabled=mapper.links_managers, full=round_.full, state=state, leaving=decided)
-    for source_id, user, address in in_scope:
-        manager_id = links.manager_of(source_id, user)
-        mapped = mapper.map(user, address, manager=links.desired(manager_id))
-        for warning in mapped.warnings:
-            plan.warnings[warning.split(":", 1)[0]] += 1
-        placed = _place(plan, state.get(source_id), mapped, retry_kept=retry_kept, manager_id=manager_id)
-        if placed is not None:
-            emit(placed[0], source_id, placed[1], mapped.contact, mapped.hash, manager_id=manager_id)
-    for fix in links.fixups(touched=set(round_.users) | decided | {op.source_id for op in plan.ops}):
-        emit(OpKind.UPDATE, fix.source_id, fix.reason, partial_contact(fix), partial=True, manager_id=fix.manager_id)
-
-    if pair.deletion.mode == "hide_then_delete" and now is not None:
-        _purge_expired(plan, pair, state, now, emit)
-
-    plan.ops.sort(key=lambda op: (KIND_ORDER[op.kind], op.source_id))
-    return plan
+    def map(self, in_scope: list[tuple[str, SourceUser, str]], *, leaving: Collection[str] = ()) -> ManagerLinks:
+        links = ManagerLinks.build(enabled=self.mapper.links_managers, full=self.plan.full, state=self.state,
+                                   leaving=self.decided | set(leaving))
+        for source_id, user, address in in_scope:
+            manager_id = links.manager_of(source_id, user)
+            mapped = self.mapper.map(user, address, manager=links.desired(manager_id))
+            for warning in mapped.warnings:
+                self.plan.warnings[warning.split(":", 1)[0]] += 1
+            placed = _place(self.plan, self.state.get(source_id), mapped, retry_kept=self.retry_kept,
+                            manager_id=manager_id, ledger=self.ledger)
+            if placed is not None:
+                self.emit(placed[0], source_id, placed[1], mapped.contact, mapped.hash, manager_id=manager_id)
+        return links
 
 
 def _place(
-    plan: Plan, row: StateSummary | None, mapped: Mapped, *, retry_kept: bool, manager_id: str
+    plan: Plan, row: StateSummary | None, mapped: Mapped, *, retry_kept: bool, manager_id: str, ledger: SendLedger
 ) -> tuple[OpKind, str] | None:
     """The op (kind, reason) one in-scope user's contact needs, or None (counted as unchanged or kept).
     A changed manager id alone makes an update too (the worker then sends nothing), so the state row learns
@@ -180,8 +300,11 @@ def _place(
     if row.status is ContactStatus.HIDDEN:
         return OpKind.RESTORE, "returned"
     if row.status is ContactStatus.QUEUED:
-        # Its create is still on the queue: leave it, unless the user changed since or a full round re-checks.
-        if same and not retry_kept:
+        # Its create is on the queue: leave it, unless the user changed since, a full round re-checks (not twice in
+        # one round), or the page that marked it never finished sending.
+        if same and ledger.unsent(row):
+            return OpKind.CREATE, "resent"
+        if same and (not retry_kept or ledger.known_sent(row)):
             plan.kept[ContactStatus.QUEUED.value] += 1
             return None
         return OpKind.CREATE, "changed" if not same else "requeued"
@@ -195,15 +318,14 @@ def _place(
 
 
 def _purge_expired(
-    plan: Plan, pair: TenantPair, state: Mapping[str, StateSummary], now: datetime, emit: Callable[..., None]
+    planner: _Planner, pair: TenantPair, state: Mapping[str, StateSummary], now: datetime, placed: Collection[str]
 ) -> None:
     """Hidden contacts past their grace period are deleted (the safety gate counts them like any delete).
-    A hidden user who came back in this round already has a restore op and is left alone."""
+    A hidden user who came back in this round (`placed`: it already has a restore op) is left alone."""
     cutoff = now - timedelta(days=pair.deletion.grace_days)
-    touched = {op.source_id for op in plan.ops}
     for source_id, row in state.items():
-        if row.status is ContactStatus.HIDDEN and row.hidden_at is not None and row.hidden_at <= cutoff and source_id not in touched:
-            emit(OpKind.DELETE, source_id, f"grace_expired:{pair.deletion.grace_days}d")
+        if row.status is ContactStatus.HIDDEN and row.hidden_at is not None and row.hidden_at <= cutoff and source_id not in placed:
+            planner.emit(OpKind.DELETE, source_id, f"grace_expired:{pair.deletion.grace_days}d")
 
 
 def unsafe_reason(plan: Plan, pair: TenantPair) -> str | None:

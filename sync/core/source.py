@@ -1,11 +1,12 @@
-"""What the engine needs from a source tenant: one round of user changes.
+"""What the engine needs from a source tenant: a round of user changes, page by page.
 
 The Graph implementation lives in `sync.graph.users`; tests may use any object with the same shape.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import contextlib
+from collections.abc import Generator, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -55,17 +56,52 @@ class DeltaRound:
                 self.add_user(obj)
 
 
+@dataclass
+class DeltaPage:
+    """One page of a delta round as the source sent it: its objects, and the link that follows it, a nextLink (more
+    pages) or the round's deltaLink (the last page)."""
+
+    objects: list[Mapping[str, Any]] = field(default_factory=list)
+    next_link: str | None = None
+    delta_link: str | None = None
+    requests: int = 0  # HTTP attempts this page took, retries included
+
+    @property
+    def last(self) -> bool:
+        return self.delta_link is not None
+
+    def as_round(self, *, full: bool) -> DeltaRound:
+        """The page's objects net of duplicates (last occurrence wins), as a round of its own."""
+        folded = DeltaRound(full=full, requests=self.requests, delta_link=self.delta_link)
+        folded.add_page(self.objects)
+        return folded
+
+
 class Source(Protocol):
     """Reads a source tenant's users."""
 
-    def read_round(self, delta_link: str | None, select: tuple[str, ...]) -> DeltaRound:
-        """Every change since `delta_link`, or every user when it is None.
+    def read_pages(self, link: str | None, select: tuple[str, ...]) -> Generator[DeltaPage, None, None]:
+        """The pages of a round, one at a time, from `link`: a deltaLink (the changes since), a nextLink (the rest of
+        a round begun earlier: a checkpoint), or None (every user: a full round). The last page carries the
+        deltaLink. A source may read the next page while the caller works on this one; close the iterator to stop.
 
-        Raises `DeltaTokenExpired` when the link is no longer valid (the caller then starts a full round),
-        `SourceThrottled` or `SourceError` when the tenant cannot be read.
+        Raises (when the page is taken) `DeltaTokenExpired` when the link is no longer valid, `SourceThrottled` or
+        `SourceError` when the tenant cannot be read.
         """
         ...
 
     def find_user(self, key: str, select: tuple[str, ...]) -> SourceUser | None:
         """One user by object id, UPN or mail, or None (for `explain`)."""
         ...
+
+
+def read_whole_round(source: Source, link: str | None, select: tuple[str, ...]) -> DeltaRound:
+    """Every page of a round folded into one `DeltaRound` (a dry run, `explain`): the whole round in memory."""
+    folded = DeltaRound(full=link is None)
+    with contextlib.closing(source.read_pages(link, select)) as pages:
+        for page in pages:
+            folded.add_page(page.objects)
+            folded.requests += page.requests
+            if page.delta_link is not None:
+                folded.delta_link = page.delta_link
+    return folded

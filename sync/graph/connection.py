@@ -10,8 +10,10 @@ connections within a `RetryBudget`, and maps the rest to `SourceError`, `SourceT
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import inspect
 import json
+import threading
 from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -41,6 +43,29 @@ Sleep = Callable[[float], object]
 
 HttpClientFactory = Callable[[], httpx.AsyncClient]
 T = TypeVar("T")
+
+
+class LoopThread:
+    """An event loop of its own in a daemon thread, for async work that outlives one call: a delta round read page
+    by page keeps its client (and connections) from the first page to the last while the caller works synchronously,
+    and the next page can be on its way meanwhile."""
+
+    def __init__(self, name: str = "ctcs-graph-pages") -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name=name, daemon=True)
+        self._thread.start()
+
+    def submit(self, work: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        return asyncio.run_coroutine_threadsafe(work, self._loop)
+
+    def run(self, work: Coroutine[Any, Any, T]) -> T:
+        return self.submit(work).result()
+
+    def close(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+        if not self._thread.is_alive():
+            self._loop.close()
 
 
 def run_sync(work: Coroutine[Any, Any, T]) -> T:

@@ -14,14 +14,18 @@ Expired or reset delta tokens (400 syncStateNotFound / resyncRequired / syncStat
 `DeltaTokenExpired`. The engine then calls `read_round(None, select)` itself for a full round; a second
 `DeltaTokenExpired` from that full round is a failed run, not a reason to loop.
 
-msgraph-sdk is async and `Source` is not: each round runs on its own event loop (`asyncio.run`) with a client
-created for that round and closed after it. Credentials are not per round: they come from the caller (cached).
+msgraph-sdk is async and `Source` is not: `read_pages` runs the round on an event loop of its own in a thread
+(`LoopThread`), with one client from its first page to its last, and asks for the next page as soon as it hands one
+over, so Graph's latency overlaps the caller's work on the page (planning and queueing it). Closing the iterator
+stops it and drops a page read ahead. Credentials are not per round: they come from the caller (cached).
 """
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
 import re
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 from typing import Any
 from urllib.parse import quote
 
@@ -30,7 +34,7 @@ from msgraph.generated.users.delta.delta_request_builder import DeltaRequestBuil
 from msgraph.graph_service_client import GraphServiceClient
 
 from sync.core.retry import RetryBudget
-from sync.core.source import DeltaRound
+from sync.core.source import DeltaPage, DeltaRound, read_whole_round
 from sync.errors import SourceError
 from sync.graph.connection import (
     DEFAULT_GRAPH_RETRY,
@@ -38,6 +42,7 @@ from sync.graph.connection import (
     RETRY_STATUSES,
     GraphConnection,
     HttpClientFactory,
+    LoopThread,
     Sleep,
     run_sync,
 )
@@ -61,10 +66,35 @@ class GraphSource(GraphConnection):
         return f"<GraphSource {self.graph_endpoint}>"
 
     def read_round(self, delta_link: str | None, select: tuple[str, ...]) -> DeltaRound:
-        """Every change since `delta_link` (every user when None), net of duplicates; see the module docstring."""
-        # From async code (an async Functions handler) asyncio.run cannot nest: `_run` then uses a thread of its own.
-        round_: DeltaRound = self._run(self._read_round(delta_link, tuple(select)))
-        return round_
+        """Every change since `delta_link` (every user when None), net of duplicates, in memory at once."""
+        return read_whole_round(self, delta_link, tuple(select))
+
+    def read_pages(self, link: str | None, select: tuple[str, ...]) -> Generator[DeltaPage, None, None]:
+        """The round's pages from `link` (None: a full round), each asked for while the caller works on the one
+        before; see the module docstring."""
+        loop = LoopThread()
+        http_client = self._http_client()
+        client = self._client(http_client)
+        budget = RetryBudget(self.retry)
+        ahead: concurrent.futures.Future[DeltaPage] | None = None
+        try:
+            coming = loop.submit(self._page(client, link, tuple(select) if link is None else (), budget))
+            while True:
+                ahead = coming
+                page = coming.result()
+                ahead = None
+                if page.next_link is not None:
+                    coming = ahead = loop.submit(self._page(client, page.next_link, (), budget))
+                yield page
+                if page.next_link is None:
+                    return
+        finally:
+            if ahead is not None:
+                ahead.cancel()
+                with contextlib.suppress(Exception):  # cancelled, or the dropped page failed: nobody wants it
+                    ahead.result(timeout=60)
+            loop.run(http_client.aclose())
+            loop.close()
 
     def find_user(self, key: str, select: tuple[str, ...]) -> dict[str, Any] | None:
         """One user by object id, UPN or mail (for `explain`); None when no user matches."""
@@ -97,31 +127,22 @@ class GraphSource(GraphConnection):
         users = [user for user in page.get("value", []) if isinstance(user, dict) and "@removed" not in user]
         return users[0] if users else None
 
-    async def _read_round(self, delta_link: str | None, select: tuple[str, ...]) -> DeltaRound:
-        delta = DeltaRound(full=delta_link is None)
-        budget = RetryBudget(self.retry)
-        http_client = self._http_client()
-        try:
-            client = self._client(http_client)
-            link = delta_link
-            first = True
-            while True:
-                page = await self._get_page(client, link, select if first else (), delta, budget)
-                first = False
-                values = page.get("value", [])
-                if not isinstance(values, list):
-                    raise SourceError("users/delta answered a page whose 'value' is not a list")
-                delta.add_page(obj for obj in values if isinstance(obj, dict) and "id" in obj)
-                next_link = page.get("@odata.nextLink")
-                final_link = page.get("@odata.deltaLink")
-                if isinstance(final_link, str) and final_link:
-                    delta.delta_link = final_link
-                    return delta
-                if not isinstance(next_link, str) or not next_link:
-                    raise SourceError("users/delta answered a page with neither a nextLink nor a deltaLink")
-                link = next_link
-        finally:
-            await http_client.aclose()
+    async def _page(self, client: GraphServiceClient, link: str | None, select: Sequence[str],
+                    budget: RetryBudget) -> DeltaPage:
+        counter = DeltaRound()
+        body = await self._get_page(client, link, select, counter, budget)
+        values = body.get("value", [])
+        if not isinstance(values, list):
+            raise SourceError("users/delta answered a page whose 'value' is not a list")
+        page = DeltaPage([obj for obj in values if isinstance(obj, dict) and "id" in obj], requests=counter.requests)
+        next_link, final_link = body.get("@odata.nextLink"), body.get("@odata.deltaLink")
+        if isinstance(final_link, str) and final_link:
+            page.delta_link = final_link
+        elif isinstance(next_link, str) and next_link:
+            page.next_link = next_link
+        else:
+            raise SourceError("users/delta answered a page with neither a nextLink nor a deltaLink")
+        return page
 
     async def _get_page(
         self,

@@ -7,9 +7,10 @@ and an op older than the committed version is dropped (invariant 3).
 
 from __future__ import annotations
 
+import functools
 import json
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -22,8 +23,10 @@ from sync.contract.ops import ContactOp
 from sync.contract.vocabulary import ContactStatus
 from sync.core.plan import StateSummary
 from sync.state.entities import as_int, int64, iso, now_utc, quote, text
+from sync.state.parallel import run_all
 
-SUMMARY_COLUMNS = ["RowKey", "status", "hash", "version", "guid", "hidden_at", "manager_id", "manager_set"]
+SUMMARY_COLUMNS = ["RowKey", "status", "hash", "version", "guid", "hidden_at", "manager_id", "manager_set",
+                   "queued_round", "queued_page"]
 NOTES_SUFFIX = "~delivery"  # partition of the delivery notes beside a pair's rows
 POISONED_OP_SUFFIX = ":poisoned"  # last_op of a row whose op ended in the poison queue
 TRANSACTION_SIZE = 100  # entities per Table Storage batch (same partition)
@@ -118,6 +121,8 @@ class ContactStateStore:
                 datetime.fromisoformat(e["hidden_at"]) if e.get("hidden_at") else None,
                 e.get("manager_id") or "",
                 bool(e.get("manager_set", False)),
+                e.get("queued_round") or "",
+                as_int(e.get("queued_page")),
             )
             for e in entities
             if e.get("status")
@@ -211,19 +216,24 @@ class ContactStateStore:
             return
         row.claim_version, row.claim_until = 0, ""
 
-    def mark_queued(self, pair_id: str, creates: Iterable[ContactOp]) -> int:
+    def mark_queued(self, pair_id: str, creates: Iterable[ContactOp], *, round_id: str = "", page: int = 0) -> int:
         """Before creates are queued, say so in their rows (status `queued`, the create's hash), so that a user
         removed while the create waits gets a delete planned. Merged in batches: the applied columns, version and
-        claim are left as they are, so an op still in flight for the row is neither overtaken nor dropped."""
-        entities = [
-            {"PartitionKey": pair_id, "RowKey": op.source_id, "status": ContactStatus.QUEUED.value, "hash": op.hash,
-             "manager_id": op.manager_id, "last_op": "create:queued", "last_run_id": op.run_id,
-             "updated_at": iso(now_utc())}
-            for op in creates
-        ]
-        for start in range(0, len(entities), TRANSACTION_SIZE):
-            chunk = entities[start:start + TRANSACTION_SIZE]
-            self.table.submit_transaction([("upsert", entity, {"mode": UpdateMode.MERGE}) for entity in chunk])
+        claim are left as they are, so an op still in flight for the row is neither overtaken nor dropped.
+
+        `round_id` and `page` say which page of which planning round marked the row: until that page's checkpoint
+        is saved, its creates may not all have reached the queue, and a resumed round sends them again."""
+        now = iso(now_utc())
+        latest: dict[str, dict[str, Any]] = {}  # one entity per row: a transaction may not name a row twice
+        for op in creates:
+            latest[op.source_id] = {
+                "PartitionKey": pair_id, "RowKey": op.source_id, "status": ContactStatus.QUEUED.value, "hash": op.hash,
+                "manager_id": op.manager_id, "last_op": "create:queued", "last_run_id": op.run_id, "updated_at": now,
+                "queued_round": round_id, "queued_page": page,
+            }
+        entities = list(latest.values())
+        chunks = [entities[start:start + TRANSACTION_SIZE] for start in range(0, len(entities), TRANSACTION_SIZE)]
+        submit_transactions(self.table, chunks)
         return len(entities)
 
     def note_delivery_error(self, pair_id: str, source_id: str, version: int, error: str) -> None:
@@ -270,3 +280,11 @@ class ContactStateStore:
                 self.table.delete_entity(entity["PartitionKey"], entity["RowKey"])
                 removed += partition == pair_id
         return removed
+
+
+def submit_transactions(table: TableClient, chunks: Sequence[Sequence[TableEntity | dict[str, Any]]]) -> None:
+    """Merge-upsert each chunk (up to 100 rows of one partition) as one transaction, several at once."""
+    def submit(chunk: Sequence[TableEntity | dict[str, Any]]) -> None:
+        table.submit_transaction([("upsert", entity, {"mode": UpdateMode.MERGE}) for entity in chunk])
+
+    run_all([functools.partial(submit, chunk) for chunk in chunks])

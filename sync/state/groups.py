@@ -1,6 +1,8 @@
 """Table GroupMembership: per pair (PartitionKey), the membership graph of its tracked groups and the groups deltaLinks.
 
 Rows:
+- `pending|<round id>`: the graph a planning round in progress works with, saved at its start and made `meta` by
+  `promote` once the round's last page is queued (a round may span several invocations; until then `meta` stays).
 - `meta`: the scope groups it was built for, the groups-delta batches (up to 50 group ids and their deltaLink each),
   and, per tracked group, the generation of its member rows; written LAST by `save`, so it switches atomically from
   one complete set of rows to the next (a crash mid-save leaves stray rows that the next save removes).
@@ -80,9 +82,9 @@ class GroupStore:
             self._table = self._open()
         return self._table
 
-    def load(self, pair_id: str) -> GroupScopeState | None:
+    def load(self, pair_id: str, *, meta_key: str = META) -> GroupScopeState | None:
         rows = list(self.table.query_entities(f"PartitionKey eq '{quote(pair_id)}'"))
-        meta = next((row for row in rows if row["RowKey"] == META), None)
+        meta = next((row for row in rows if row["RowKey"] == meta_key), None)
         if meta is None:
             return None
         generations: dict[str, str] = json.loads(_joined(meta, "p") or "{}")
@@ -103,8 +105,10 @@ class GroupStore:
             state.graph.nodes[group_id] = GroupNode(set(record.get("u", [])), set(record.get("g", [])), record.get("n", ""))
         return state
 
-    def save(self, pair_id: str, state: GroupScopeState, *, changed: Iterable[str] | None = None) -> None:
-        """Write the groups in `changed` (every group when None), then the meta row, then drop stale rows."""
+    def save(self, pair_id: str, state: GroupScopeState, *, changed: Iterable[str] | None = None,
+             meta_key: str = META) -> None:
+        """Write the groups in `changed` (every group when None), then the meta row (`meta_key`), then, for the
+        current `meta`, drop stale rows (a pending graph keeps them: `meta` still needs them)."""
         rewrite = set(state.graph.nodes) if changed is None else set(changed) & set(state.graph.nodes)
         generation = secrets.token_hex(4)
         for group_id in sorted(rewrite):
@@ -119,15 +123,34 @@ class GroupStore:
         state.generations = {gid: gen for gid, gen in state.generations.items() if gid in state.graph.nodes}
         meta: dict[str, Any] = {
             "PartitionKey": pair_id,
-            "RowKey": META,
+            "RowKey": meta_key,
             "roots": json.dumps(list(state.roots)),
             "rebuilt_at": state.rebuilt_at or iso(now_utc()),
             **_cut(json.dumps([[list(b.group_ids), b.link] for b in state.batches], separators=(",", ":")), "b"),
             **_cut(json.dumps(state.generations, separators=(",", ":")), "p"),
         }
         self.table.upsert_entity(meta, mode=UpdateMode.REPLACE)
-        if rewrite:
+        if rewrite and meta_key == META:
             self._drop_stale(pair_id, state.generations)
+
+    def promote(self, pair_id: str, pending_key: str) -> bool:
+        """Make a pending graph the current one: its meta row becomes `meta` (one write: the switch), then rows
+        neither uses any more go. False when there is no such pending graph."""
+        try:
+            pending = self.table.get_entity(pair_id, pending_key)
+        except ResourceNotFoundError:
+            return False
+        meta = {key: value for key, value in pending.items()}
+        meta.update({"PartitionKey": pair_id, "RowKey": META})
+        self.table.upsert_entity(meta, mode=UpdateMode.REPLACE)
+        with contextlib.suppress(ResourceNotFoundError):
+            self.table.delete_entity(pair_id, pending_key)
+        self._drop_stale(pair_id, json.loads(_joined(meta, "p") or "{}"))
+        for row in self.table.query_entities(f"PartitionKey eq '{quote(pair_id)}' and RowKey ge 'pending|' "
+                                             f"and RowKey lt 'pending}}'", select=["RowKey"]):
+            with contextlib.suppress(ResourceNotFoundError):
+                self.table.delete_entity(pair_id, row["RowKey"])  # pending graphs of rounds given up
+        return True
 
     def _drop_stale(self, pair_id: str, generations: dict[str, str]) -> None:
         query = f"PartitionKey eq '{quote(pair_id)}' and RowKey ge 'g|' and RowKey lt 'g}}'"

@@ -1,19 +1,99 @@
-"""Table PairState: per pair, the deltaLink, the planning lease, the quarantine and the last run."""
+"""Table PairState: per pair, the deltaLink, the planning lease, the quarantine, the last run, and the planning
+round in progress (its checkpoint).
+
+A round that takes more than one invocation is carried by its `RoundState`: which round, whether it is full, the
+link of the next page to read (the checkpoint), the page's index and the round's version base. Only the run holding
+the pair's lease writes it (`save_round`, `finish_round`, `drop_round` check the lease and the row's ETag), and each
+checkpoint renews the lease, so a crashed run frees the pair `CTCS_LEASE_SECONDS` after its last page.
+"""
 
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from typing import Any
 
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.data.tables import TableClient, TableEntity, UpdateMode
 
-from sync.errors import LeaseHeld
-from sync.state.entities import iso, now_utc, text
+from sync.errors import LeaseHeld, LeaseLost
+from sync.state.entities import as_int, int64, iso, now_utc, text
 
 PARTITION = "pair"
+MAX_ABANDONED = 8  # abandoned rounds remembered until a round completes (each one is a round id and a page)
+
+
+@dataclass(frozen=True)
+class RoundState:
+    """A planning round in progress: enough to resume it from its checkpoint in another invocation.
+
+    `link` is the link of page `page` (the next one to read): the deltaLink or "" (a full round) at page 0, then the
+    nextLink of the page before. Page `p`'s ops carry version `version + p`, so a re-planned page sends exactly the
+    ops it sent before. `abandoned` lists rounds given up before they finished (an expired checkpoint, a changed
+    definition), each with the first page whose creates may not have reached the queue."""
+
+    round_id: str
+    full: bool
+    link: str
+    version: int
+    page: int = 0
+    definition: str = ""
+    trigger: str = ""
+    allow_deletes: bool = False
+    full_request_seen: str = ""
+    started_at: str = ""
+    checkpoint_at: str = ""
+    requests: int = 0
+    counts: Mapping[str, int] = field(default_factory=dict)
+    abandoned: Mapping[str, int] = field(default_factory=dict)
+
+    def next_page(self, link: str, *, requests: int, counts: Mapping[str, int]) -> RoundState:
+        """The round after one more page: its checkpoint moves to `link`."""
+        return replace(self, link=link, page=self.page + 1, checkpoint_at=iso(now_utc()), requests=requests,
+                       counts=dict(counts))
+
+    def _columns(self) -> dict[str, Any]:
+        return {
+            "round_id": self.round_id, "round_full": self.full, "round_link": text(self.link), "round_page": self.page,
+            "round_version": int64(self.version), "round_definition": self.definition, "round_trigger": self.trigger,
+            "round_allow_deletes": self.allow_deletes, "round_full_request_seen": self.full_request_seen,
+            "round_started_at": self.started_at, "round_checkpoint_at": self.checkpoint_at,
+            "round_requests": self.requests, "round_counts": json.dumps(dict(self.counts), sort_keys=True),
+            "round_abandoned": json.dumps(dict(self.abandoned), sort_keys=True),
+        }
+
+    @classmethod
+    def _from(cls, entity: TableEntity) -> RoundState | None:
+        if not entity.get("round_id"):
+            return None
+        return cls(
+            round_id=entity["round_id"], full=bool(entity.get("round_full")), link=entity.get("round_link", ""),
+            version=as_int(entity.get("round_version")), page=as_int(entity.get("round_page")),
+            definition=entity.get("round_definition", ""), trigger=entity.get("round_trigger", ""),
+            allow_deletes=bool(entity.get("round_allow_deletes")),
+            full_request_seen=entity.get("round_full_request_seen", ""), started_at=entity.get("round_started_at", ""),
+            checkpoint_at=entity.get("round_checkpoint_at", ""), requests=as_int(entity.get("round_requests")),
+            counts=json.loads(entity.get("round_counts") or "{}"), abandoned=abandoned_of(entity),
+        )
+
+
+def abandoned_of(entity: TableEntity | None) -> dict[str, int]:
+    """Rounds given up with creates that may be unsent (they outlive the round in progress until one finishes)."""
+    if entity is None:
+        return {}
+    raw = json.loads(entity.get("round_abandoned") or "{}")
+    return {str(key): int(value) for key, value in raw.items()}
+
+
+NO_ROUND: dict[str, Any] = {
+    "round_id": "", "round_full": False, "round_link": "", "round_page": 0, "round_version": int64(0),
+    "round_definition": "", "round_trigger": "", "round_allow_deletes": False, "round_full_request_seen": "",
+    "round_started_at": "", "round_checkpoint_at": "", "round_requests": 0, "round_counts": "{}",
+}
 
 
 @dataclass
@@ -30,10 +110,15 @@ class PairStatus:
     force_full: bool = False  # next run must be a full round (--full asked for by the HTTP API)
     full_requested_at: str = ""  # when that full round was asked for: a run clears only a request it has seen
     definition_hash: str = ""  # scope + mapping of the last planned run; a change forces a full round
+    round: RoundState | None = None  # the planning round in progress, if any
+    abandoned: Mapping[str, int] = field(default_factory=dict)  # see RoundState.abandoned
 
     @property
     def quarantined(self) -> bool:
         return bool(self.quarantine_reason)
+
+    def lease_held(self, now: datetime) -> bool:
+        return bool(self.lease_owner and self.lease_until and datetime.fromisoformat(self.lease_until) > now)
 
 
 def _status(pair_id: str, entity: TableEntity | None) -> PairStatus:
@@ -52,6 +137,8 @@ def _status(pair_id: str, entity: TableEntity | None) -> PairStatus:
         force_full=bool(entity.get("force_full", False)),
         full_requested_at=entity.get("full_requested_at", ""),
         definition_hash=entity.get("definition_hash", ""),
+        round=RoundState._from(entity),
+        abandoned=abandoned_of(entity),
     )
 
 
@@ -131,6 +218,51 @@ class PairStateStore:
             except (ResourceModifiedError, ResourceNotFoundError):
                 continue  # changed meanwhile (a request, a lease): read again
         self._merge(pair_id, **fields)  # kept changing: keep the flag rather than lose a request
+
+    # the round in progress: written only by the lease holder ---------------------------------------------------------
+    def save_round(self, pair_id: str, owner: str, round_: RoundState, *, lease_seconds: int) -> None:
+        """Store the round (a new one, or its next checkpoint) and renew the lease. `LeaseLost` if another run
+        holds the pair now."""
+        lease = {"lease_until": iso(now_utc() + timedelta(seconds=lease_seconds))}
+        self._merge_as_owner(pair_id, owner, lambda entity: {**round_._columns(), **lease})
+
+    def drop_round(self, pair_id: str, owner: str, *, abandoned: Mapping[str, int] | None = None) -> None:
+        """Forget the round in progress (a quarantined or restarted round). `abandoned`: the rounds whose creates
+        may be unsent, kept until a round completes."""
+        extra = {} if abandoned is None else {"round_abandoned": json.dumps(dict(abandoned), sort_keys=True)}
+        self._merge_as_owner(pair_id, owner, lambda entity: {**NO_ROUND, **extra})
+
+    def finish_round(
+        self, pair_id: str, owner: str, *, run_id: str, outcome: str, delta_link: str, definition: str,
+        full_request_seen: str,
+    ) -> None:
+        """The round's last page is queued: save its deltaLink, forget the round and the abandoned ones (it re-planned
+        everything they marked), and clear the full-round request it answered (not a newer one)."""
+
+        def fields(entity: TableEntity) -> dict[str, Any]:
+            newer_request = entity.get("full_requested_at", "") != full_request_seen
+            cleared = {} if newer_request and entity.get("force_full") else {"force_full": False, "full_requested_at": ""}
+            return {**NO_ROUND, "round_abandoned": "{}", "last_run_id": run_id, "last_run_at": iso(now_utc()),
+                    "last_outcome": outcome, "definition_hash": definition, "delta_link": delta_link, **cleared}
+
+        self._merge_as_owner(pair_id, owner, fields)
+
+    def _merge_as_owner(self, pair_id: str, owner: str, fields: Callable[[TableEntity], dict[str, Any]]) -> None:
+        """Merge `fields(entity)` into the pair's row if `owner` holds the lease, guarded by the row's ETag."""
+        for _ in range(10):
+            entity = self._entity(pair_id)
+            if entity is None or entity.get("lease_owner") != owner:
+                holder = "" if entity is None else entity.get("lease_owner", "")
+                raise LeaseLost(f"pair {pair_id!r}: run {owner} no longer holds the lease (now: {holder or 'nobody'})")
+            try:
+                self.table.update_entity(
+                    {"PartitionKey": PARTITION, "RowKey": pair_id, **fields(entity)}, mode=UpdateMode.MERGE,
+                    etag=entity.metadata["etag"], match_condition=MatchConditions.IfNotModified,
+                )
+                return
+            except (ResourceModifiedError, ResourceNotFoundError):
+                continue  # changed meanwhile (a full-round request, a quarantine): read again
+        raise LeaseLost(f"pair {pair_id!r}: its state kept changing while run {owner} saved its round")
 
     def quarantine(self, pair_id: str, reason: str) -> None:
         self._merge(pair_id, quarantine_reason=text(reason, 2000), quarantined_at=iso(now_utc()))

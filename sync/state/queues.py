@@ -1,25 +1,34 @@
-"""The `contact-ops` queue and its siblings, as the Functions host sees them (base64 JSON messages).
+"""The queues, as the Functions host sees them (base64 JSON messages).
 
-    contact-ops          ops waiting for the worker (the queue trigger)
+    contact-ops          ops waiting for the worker (the queue trigger), one per message or packed in batches
     contact-ops-poison   where the host moves an op after maxDequeueCount failed deliveries
     contact-ops-failed   where the poison trigger keeps those ops for `python -m sync replay-poison` (no trigger,
                          no expiry: invariant 2)
+    pair-runs            requests to plan one pair (the planner's queue trigger)
+
+Sending is the planner's hot path: `send_all` sends a plan's messages several at once (sync.state.parallel) over the
+client's pooled connections (the SDK's QueueClient is thread-safe), and packs large plans into batch messages
+(`sync.contract.ops.encode_batches`): a queue takes one message per request, a message holds up to 64 KiB.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator
+import functools
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from azure.core.exceptions import ResourceExistsError
 from azure.storage.queue import QueueClient, QueueMessage
 
-from sync.contract.ops import ContactOp
+from sync.contract.ops import ContactOp, encode_batches
+from sync.contract.pair_runs import PairRunRequest
+from sync.state.parallel import run_all
 
 POISON_SUFFIX = "-poison"
 FAILED_SUFFIX = "-failed"
 NEVER_EXPIRES = -1  # Queue Storage time-to-live for "never" (service version 2017-07-29 and later)
+PACK_FROM = 50  # a send of this many ops or more goes out in batch messages; fewer go one op per message
 
 
 @dataclass
@@ -43,12 +52,20 @@ class OpQueue:
         vanish because the Function App was stopped for a week (invariant 2)."""
         self.client.send_message(body, visibility_timeout=delay_seconds or None, time_to_live=NEVER_EXPIRES)
 
-    def send_all(self, ops: Iterable[ContactOp]) -> int:
-        sent = 0
-        for op in ops:
-            self.send(op)
-            sent += 1
-        return sent
+    def send_all(self, ops: Iterable[ContactOp], *, pack_from: int = PACK_FROM) -> int:
+        """Send every op, in parallel; `pack_from` or more ops go in batch messages. Returns how many ops were sent.
+        When any message fails, every other one has still been attempted, and the first error is raised: the caller
+        re-plans and re-sends the lot (duplicates carry the same version, and the worker applies an op once)."""
+        listed = list(ops)
+        if not listed:
+            return 0
+        bodies = list(encode_batches(listed)) if len(listed) >= pack_from else [op.to_json() for op in listed]
+        self.send_texts(bodies)
+        return len(listed)
+
+    def send_texts(self, bodies: Sequence[str]) -> None:
+        """Send messages as they are, several at once (also the worker splitting a batch into single ops)."""
+        run_all([functools.partial(self.client.send_message, body, time_to_live=NEVER_EXPIRES) for body in bodies])
 
     def receive(self, *, max_messages: int = 32, visibility_timeout: int = 60) -> list[QueueMessage]:
         pages = self.client.receive_messages(messages_per_page=max_messages, visibility_timeout=visibility_timeout)
@@ -67,6 +84,28 @@ class OpQueue:
 
     def peek_all(self) -> Iterator[QueueMessage]:
         yield from self.client.peek_messages(max_messages=32)
+
+    def approximate_count(self) -> int:
+        return int(self.client.get_queue_properties().approximate_message_count or 0)
+
+
+@dataclass
+class PairRunQueue:
+    """The `pair-runs` queue: requests to plan one pair."""
+
+    client: QueueClient
+
+    @property
+    def name(self) -> str:
+        return str(self.client.queue_name)
+
+    def ensure(self) -> PairRunQueue:
+        with contextlib.suppress(ResourceExistsError):
+            self.client.create_queue()
+        return self
+
+    def send(self, request: PairRunRequest, *, delay_seconds: int = 0) -> None:
+        self.client.send_message(request.to_json(), visibility_timeout=delay_seconds or None, time_to_live=NEVER_EXPIRES)
 
     def approximate_count(self) -> int:
         return int(self.client.get_queue_properties().approximate_message_count or 0)

@@ -24,6 +24,8 @@ class RunRecord:
     counts: dict[str, int] = field(default_factory=dict)
     error: str = ""
     graph_requests: int = 0
+    round_id: str = ""  # the planning round this run worked on (a long round spans several runs)
+    pages: int = 0  # pages of the round this run planned
 
     def __post_init__(self) -> None:
         self.trigger, self.outcome = RunTrigger(self.trigger), RunOutcome(self.outcome)  # tables give back strings
@@ -51,6 +53,8 @@ class RunStore:
                 "counts": json.dumps(run.counts, sort_keys=True),
                 "error": text(run.error, 4000),
                 "graph_requests": run.graph_requests,
+                "round_id": run.round_id,
+                "pages": run.pages,
             },
             mode=UpdateMode.REPLACE,
         )
@@ -71,6 +75,8 @@ class RunStore:
                     counts=json.loads(entity.get("counts") or "{}"),
                     error=entity.get("error", ""),
                     graph_requests=int(entity.get("graph_requests", 0)),
+                    round_id=entity.get("round_id", ""),
+                    pages=int(entity.get("pages", 0)),
                 )
             )
             if len(runs) >= limit:

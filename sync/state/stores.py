@@ -10,7 +10,8 @@ from sync.state.contacts import ContactStateStore
 from sync.state.groups import GroupStore
 from sync.state.pair_state import PairStateStore
 from sync.state.pairs import PairStore
-from sync.state.queues import FAILED_SUFFIX, POISON_SUFFIX, OpQueue
+from sync.state.queues import FAILED_SUFFIX, POISON_SUFFIX, OpQueue, PairRunQueue
+from sync.state.round_pages import RoundPageStore
 from sync.state.runs import RunStore
 from sync.state.storage import StorageAccount
 from sync.state.targets import TargetStateStore
@@ -27,14 +28,17 @@ class Stores:
     failed: OpQueue  # ops the poison trigger keeps for replay-poison
     groups: GroupStore
     targets: TargetStateStore  # per target organisation: the creation-quota pause and the shared pace
+    pair_runs: PairRunQueue  # requests to plan one pair (the planner's trigger)
+    round_pages: RoundPageStore  # what each page of a round in progress saw (in the PairState table)
 
     @classmethod
     def open(cls, account: StorageAccount, environ: Mapping[str, str] | None = None) -> Stores:
         queue_name = required_setting("CTCS_OPS_QUEUE", environ)
         groups_table = required_setting("CTCS_GROUPS_TABLE", environ)
+        pair_state = account.table(required_setting("CTCS_PAIR_STATE_TABLE", environ))
         return cls(
             pairs=PairStore(account.table(required_setting("CTCS_PAIRS_TABLE", environ))),
-            pair_state=PairStateStore(account.table(required_setting("CTCS_PAIR_STATE_TABLE", environ))),
+            pair_state=PairStateStore(pair_state),
             contacts=ContactStateStore(account.table(required_setting("CTCS_CONTACT_STATE_TABLE", environ))),
             runs=RunStore(account.table(required_setting("CTCS_RUNS_TABLE", environ))),
             ops=OpQueue(account.queue(queue_name)).ensure(),
@@ -42,6 +46,8 @@ class Stores:
             failed=OpQueue(account.queue(queue_name + FAILED_SUFFIX)).ensure(),
             groups=GroupStore(lambda: account.table(groups_table)),  # created when a pair first scopes by group
             targets=TargetStateStore(account.table(required_setting("CTCS_TARGETS_TABLE", environ))),
+            pair_runs=PairRunQueue(account.queue(required_setting("CTCS_PAIR_RUNS_QUEUE", environ))).ensure(),
+            round_pages=RoundPageStore(pair_state),
         )
 
     @classmethod

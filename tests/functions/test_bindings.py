@@ -12,6 +12,7 @@ import pytest
 
 import function_app
 from sim.host import QueueSettings
+from sync.api.handlers import RESYNC_INLINE_SECONDS
 from sync.core.delivery_policy import MAX_DEQUEUE_COUNT
 from sync.settings import setting
 
@@ -25,7 +26,8 @@ def trigger(bindings: dict[str, dict[str, Any]], name: str) -> dict[str, Any]:
 
 def test_the_app_has_exactly_these_functions(bindings: dict[str, dict[str, Any]]) -> None:
     assert set(bindings) == {
-        "sync_timer", "apply_contact_op", "record_poisoned_op", "pairs_resync", "pairs_list", "pairs_show"
+        "sync_timer", "plan_pair_run", "apply_contact_op", "record_poisoned_op", "pairs_resync", "pairs_list",
+        "pairs_show",
     }
     assert {b["scriptFile"] for b in bindings.values()} == {"function_app.py"}
 
@@ -38,7 +40,9 @@ def test_timer_schedule_comes_from_a_setting_and_never_runs_on_startup(bindings:
 
 
 @pytest.mark.parametrize(
-    ("name", "queue"), [("apply_contact_op", "%CTCS_OPS_QUEUE%"), ("record_poisoned_op", "%CTCS_OPS_QUEUE%-poison")]
+    ("name", "queue"),
+    [("plan_pair_run", "%CTCS_PAIR_RUNS_QUEUE%"), ("apply_contact_op", "%CTCS_OPS_QUEUE%"),
+     ("record_poisoned_op", "%CTCS_OPS_QUEUE%-poison")],
 )
 def test_queue_triggers_name_their_queue_and_connection_by_setting(
     bindings: dict[str, dict[str, Any]], name: str, queue: str
@@ -65,6 +69,16 @@ def test_each_function_builds_again_the_same_way() -> None:
     """The host driver reads bindings through `.build()`; it must not change what the indexer sees."""
     first = function_app.pairs_resync.build().get_function_json()
     assert function_app.pairs_resync.build().get_function_json() == first
+
+
+def test_the_planner_budget_is_well_under_the_function_timeout() -> None:
+    """An invocation stops after the page on which its budget ran out; a page takes seconds, not minutes."""
+    host = json.loads((ROOT / "host.json").read_text(encoding="utf-8"))
+    hours, minutes, seconds = host["functionTimeout"].split(":")
+    timeout = int(hours) * 3600 + int(minutes) * 60 + int(seconds)
+    budget = int(setting("CTCS_PLANNER_BUDGET_SECONDS") or 0)
+    assert 0 < budget <= timeout / 2, (budget, timeout)
+    assert budget >= RESYNC_INLINE_SECONDS
 
 
 def test_host_json_queue_settings_match_the_code() -> None:

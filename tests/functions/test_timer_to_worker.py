@@ -40,7 +40,9 @@ def test_timer_then_queue_makes_the_target_match_the_source(sync: Sync) -> None:
 
 def test_a_past_due_timer_still_plans(sync: Sync) -> None:
     sync.add_users(2)
-    function_app.sync_timer(TimerRequest(past_due=True))
+    function_app.sync_timer(TimerRequest(past_due=True))  # the timer asks; the planner function plans
+    assert sync.rt.stores.pair_runs.approximate_count() == 1
+    sync.host.run_planner()
     assert sync.rt.stores.runs.recent(PAIR_ID)[0].outcome == "planned"
 
 

@@ -1,0 +1,109 @@
+"""Fan-out: one planner invocation per pair, through the `pair-runs` queue.
+
+    timer ──► request_runs: one `plan` request per due pair ──► pair-runs ──► run_requested (queue trigger): run_pair
+                                                                   ▲                         │ out of time
+                                                                   └── `continue` request ◄──┘
+
+The timer does not plan: it only puts a request per due pair on the queue, so pairs plan in parallel (the host runs
+several messages at once and scales out), and a slow or failing pair never holds another up (invariant 7). A pair is
+due unless it is disabled, quarantined (an admin decides), being planned right now (its lease is held), or in the
+middle of a round whose planner asked for the rest recently (that request is on the queue). A round whose last run
+failed, or whose checkpoint has not moved for a while (its `continue` request was lost), is due again, and resumes
+from its checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sync.app.planning import RunResult, run_pair
+from sync.app.runtime import Runtime
+from sync.contract.pair_runs import PairRunRequest, RunKind, decode_run_request
+from sync.contract.vocabulary import RunOutcome, RunTrigger
+from sync.errors import BadRunRequest, PairNotFound
+from sync.state.entities import iso, now_utc
+from sync.state.pair_state import PairStatus
+
+log = logging.getLogger("ctcs.fanout")
+
+STALLED_AFTER_BUDGETS = 2  # a round whose checkpoint is older than this many budgets (plus a minute) is resumed
+
+
+@dataclass(frozen=True)
+class Requested:
+    pair_id: str
+    why_not: str = ""  # empty: a request was queued; else why the pair was not due
+
+    @property
+    def queued(self) -> bool:
+        return not self.why_not
+
+
+def why_not_due(status: PairStatus, *, enabled: bool, now: datetime, budget_seconds: int) -> str:
+    """Why the timer leaves a pair alone this time ("" when it is due)."""
+    if not enabled:
+        return "disabled"
+    if status.quarantined:
+        return "quarantined"
+    if status.lease_held(now):
+        return "being planned"
+    round_ = status.round
+    if round_ is not None and round_.checkpoint_at and status.last_outcome == RunOutcome.CONTINUED:
+        stalled = datetime.fromisoformat(round_.checkpoint_at) + timedelta(seconds=STALLED_AFTER_BUDGETS * budget_seconds + 60)
+        if now < stalled:
+            return "round in progress"
+    return ""
+
+
+def request_runs(rt: Runtime, *, trigger: RunTrigger = RunTrigger.TIMER) -> list[Requested]:
+    """The timer's work: a `plan` request for every due pair. One pair's trouble (its state unreadable) is logged
+    and the others are still requested."""
+    now = now_utc()
+    done = []
+    for pair in rt.stores.pairs.list():
+        try:
+            status = rt.stores.pair_state.get(pair.id)
+            why = why_not_due(status, enabled=pair.enabled, now=now, budget_seconds=rt.tuning.planner_budget_seconds)
+            if not why:
+                rt.stores.pair_runs.send(PairRunRequest(pair.id, RunKind.PLAN, trigger, requested_at=iso(now)))
+            done.append(Requested(pair.id, why))
+        except Exception as error:
+            log.exception("pair %s: could not ask for a planning run", pair.id)
+            done.append(Requested(pair.id, f"failed: {type(error).__name__}"))
+    return done
+
+
+def run_requested(rt: Runtime, body: str | bytes) -> RunResult | None:
+    """The planner's work for one `pair-runs` message: plan the pair within the budget. None when there is nothing
+    to do: a message that is not a request (logged; retrying cannot help), a pair that no longer exists, or a
+    `continue` for a round that has ended. A `continue` that finds the lease held (a request of the timer got there
+    first, or a crashed run's lease has not run out) is sent again for later, so a round is never left waiting."""
+    try:
+        request = decode_run_request(body)
+    except BadRunRequest as bad:
+        log.error("dropping a pair-runs message that is not a planning request: %s", bad)
+        return None
+    try:
+        status = rt.stores.pair_state.get(request.pair_id)
+        if request.kind is RunKind.CONTINUE and (status.round is None or status.round.round_id != request.round_id):
+            log.info("pair %s: round %s has ended; nothing to continue", request.pair_id, request.round_id)
+            return None
+        result = run_pair(rt, request.pair_id, trigger=request.trigger, full=request.full,
+                          allow_deletes=request.allow_deletes, budget_seconds=rt.tuning.planner_budget_seconds,
+                          keep_ops=False)
+    except PairNotFound:
+        log.warning("pair %s no longer exists; dropping its planning request", request.pair_id)
+        return None
+    if result.outcome is RunOutcome.LEASE_HELD and request.kind is RunKind.CONTINUE:
+        rt.stores.pair_runs.send(request, delay_seconds=_until_lease_ends(rt, request.pair_id))
+    return result
+
+
+def _until_lease_ends(rt: Runtime, pair_id: str) -> int:
+    status = rt.stores.pair_state.get(pair_id)
+    if not status.lease_until:
+        return 1
+    left = (datetime.fromisoformat(status.lease_until) - now_utc()).total_seconds()
+    return int(min(rt.tuning.lease_seconds, max(1, left + 1)))
