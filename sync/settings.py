@@ -64,6 +64,12 @@ SETTINGS: tuple[Setting, ...] = (
         None,
         "Key Vault that `kv:<name>` secret references in pair files are read from (`https://<vault>.vault.azure.net`).",
     ),
+    Setting(
+        "CTCS_HOSTING_CLOUD",
+        "global",
+        "The cloud the Function App runs in (`global`, `usgov`, `usgovdod` or `china`; set by the deployment): managed "
+        "identity federation takes its token audience from it and refuses a pair side in another cloud.",
+    ),
     Setting("SYNC_SCHEDULE", "0 */5 * * * *", "NCRONTAB schedule (UTC, six fields) of the timer that plans every pair."),
     Setting("CTCS_PAIRS_TABLE", "TenantPairs", "Table that holds the tenant pair definitions."),
     Setting("CTCS_PAIR_STATE_TABLE", "PairState", "Table that holds each pair's deltaLink, lease and quarantine."),

@@ -11,17 +11,16 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from azure.storage.queue import QueueMessage
-
 from sync.app.apply import Applied, Outcome, apply_op
 from sync.app.planning import new_run_id
+from sync.app.quarantine import quarantine_for_credentials
 from sync.app.runtime import Runtime
 from sync.contract.ops import ContactOp, decode_op
 from sync.contract.vocabulary import RunOutcome, RunTrigger
 from sync.core.delivery_policy import MAX_DEQUEUE_COUNT, Decision, Verdict, decide
-from sync.errors import BadOpMessage, PairNotFound
+from sync.errors import BadOpMessage, PairNotFound, PairParked
 from sync.state.contacts import POISONED_OP_SUFFIX
-from sync.state.queues import OpQueue
+from sync.state.queues import move_ops
 from sync.state.runs import RunRecord
 
 log = logging.getLogger("ctcs.worker")
@@ -30,7 +29,8 @@ POISONED = "failed on every delivery"
 
 
 def handle_message(rt: Runtime, body: str | bytes) -> tuple[ContactOp, Applied]:
-    """Apply one queued op. Raises `BadOpMessage` (never retry), `TargetTransient`/`TargetThrottled` (retry later)."""
+    """Apply one queued op. Raises `BadOpMessage` (never retry), `TargetTransient`/`TargetThrottled` (retry later),
+    `PairParked` (the pair is quarantined for its credentials: nothing is tried) or `TargetAuthError`."""
     op = decode_op(body)
     started = time.monotonic()
     try:
@@ -38,6 +38,9 @@ def handle_message(rt: Runtime, body: str | bytes) -> tuple[ContactOp, Applied]:
     except PairNotFound:
         log.warning("dropping op %s: pair %s no longer exists", op.key, op.pair_id)
         return op, Applied(Outcome.STALE, detail="the pair was removed")
+    quarantined = rt.credentials_quarantine(pair.id)
+    if quarantined:
+        raise PairParked(f"pair {pair.id} is quarantined for its credentials: {quarantined}")
     applied = apply_op(op, pair=pair, target=rt.target(pair), contacts=rt.stores.contacts)
     log.info(
         "op %s %s: %s",
@@ -89,31 +92,11 @@ def replay_poison(rt: Runtime, *, pair_id: str | None = None, limit: int = 10_00
     They are read from the holding queue `<queue>-failed` (where the poison trigger keeps them) and from
     `<queue>-poison` itself (where `drain` leaves them, and where the host puts them until the poison trigger runs).
     """
-    moved = _move_back(rt, rt.stores.failed, pair_id=pair_id, limit=limit)
-    return moved + _move_back(rt, rt.stores.poison, pair_id=pair_id, limit=limit - moved)
+    def wanted(op_pair: str | None) -> bool:
+        return pair_id is None or op_pair == pair_id
 
-
-def _move_back(rt: Runtime, source: OpQueue, *, pair_id: str | None, limit: int) -> int:
-    moved = 0
-    others: list[QueueMessage] = []  # other pairs' messages: hidden while we look, made visible again after
-    while moved < limit:
-        messages = source.receive(max_messages=32, visibility_timeout=60)
-        if not messages:
-            break
-        for message in messages:
-            try:
-                op_pair: str | None = decode_op(message.content).pair_id
-            except BadOpMessage:
-                op_pair = None
-            if pair_id is not None and op_pair != pair_id:
-                others.append(message)
-                continue
-            rt.stores.ops.send_text(message.content)
-            source.delete(message)
-            moved += 1
-    for message in others:
-        source.make_visible(message)
-    return moved
+    moved = move_ops(rt.stores.failed, rt.stores.ops, wanted=wanted, limit=limit)
+    return moved + move_ops(rt.stores.poison, rt.stores.ops, wanted=wanted, limit=limit - moved)
 
 
 def keep_poisoned(rt: Runtime, body: str | bytes, *, error: str = "") -> ContactOp | None:
@@ -146,6 +129,20 @@ def keep_poisoned(rt: Runtime, body: str | bytes, *, error: str = "") -> Contact
     return op
 
 
+def park(rt: Runtime, body: str | bytes, decision: Decision, error: BaseException) -> None:
+    """Keep an op of a pair whose credentials fail, untried, in the `-parked` queue (sent without expiry, before
+    the delivery succeeds: invariant 2); a new credentials failure quarantines the pair first."""
+    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+    if decision.quarantine:
+        try:
+            pair = rt.pair(decode_op(text).pair_id)
+        except (BadOpMessage, PairNotFound):
+            pass
+        else:
+            quarantine_for_credentials(rt, pair, error)
+    rt.stores.parked.send_text(text, keep=True)
+
+
 def op_fields(body: str | bytes) -> dict[str, Any]:
     """Log fields of a message (pair, run, op kind, source object id); empty when it is not an op."""
     try:
@@ -160,6 +157,8 @@ def deliver(rt: Runtime, body: str | bytes, *, dequeue_count: int) -> str:
 
     The verdict comes from `sync.core.delivery_policy.decide`; here it becomes what the Functions host understands:
     - poison (not an op at all): sent straight to the poison queue; retrying it cannot help. This delivery succeeds.
+    - park (the pair's credentials fail): kept untried in `<queue>-parked` (the pair quarantined on a new failure),
+      and this delivery succeeds: no attempt is spent on what only an admin can fix.
     - defer (throttled): the same body is sent again, invisible for the delay, and this delivery succeeds, so
       throttling never spends one of the `maxDequeueCount` deliveries. (Host retry policies do not apply to queue
       triggers, and a failed delivery always waits the fixed host.json `visibilityTimeout`.)
@@ -179,6 +178,10 @@ def deliver(rt: Runtime, body: str | bytes, *, dequeue_count: int) -> str:
             log.error("not a contact operation, sent to the poison queue: %s", error, extra={**fields, "outcome": "bad"})
             rt.stores.poison.send_text(text)
             return "bad"
+        if decision.verdict is Verdict.PARK:
+            park(rt, body, decision, error)
+            log.info("op parked: %s", decision.reason, extra={**fields, "outcome": "parked"})
+            return "parked"
         if decision.verdict is Verdict.DEFER:
             rt.stores.ops.send_text(text, delay_seconds=decision.delay_seconds)
             log.warning("op deferred %s s: %s", decision.delay_seconds, decision.reason,

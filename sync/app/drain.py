@@ -2,7 +2,8 @@
 
 Each delivery's outcome goes through the same decision as the Functions worker (`sync.core.delivery_policy`):
 done → deleted; defer → sent again with the delay, no attempt spent; retry → hidden for the backoff, the attempt
-counts; poison → moved to the poison queue and recorded with its cause.
+counts; poison → moved to the poison queue and recorded with its cause; park → kept untried in the `-parked` queue
+(the pair quarantined for its credentials).
 
 With `pair_id`, only that pair's ops are applied and reported: another pair's message that comes along is given
 back as a fresh copy (so this look costs it no delivery attempt), hidden for a short while so the drain gets past it.
@@ -20,7 +21,7 @@ from dataclasses import dataclass, field
 from azure.storage.queue import QueueMessage
 
 from sync.app.apply import Applied, Outcome
-from sync.app.delivery import handle_message, note_failed_delivery, record_poison
+from sync.app.delivery import handle_message, note_failed_delivery, park, record_poison
 from sync.app.runtime import Runtime
 from sync.contract.ops import ContactOp, decode_op
 from sync.core.delivery_policy import Verdict, decide, default_backoff
@@ -40,6 +41,7 @@ class DrainReport:
     deferred: int = 0
     seconds: float = 0.0
     passed_over: int = 0  # other pairs' messages given back untouched
+    parked: int = 0  # ops kept untried because their pair's credentials fail (the pair is quarantined)
 
     @property
     def failed(self) -> int:
@@ -92,6 +94,11 @@ class _Drain:
         except Exception as error:
             count = message.dequeue_count or 1
             decision = decide(error, dequeue_count=count, backoff=self.backoff)
+            if decision.verdict is Verdict.PARK:
+                park(self.rt, message.content, decision, error)
+                queue.delete(message)
+                self.report.parked += 1
+                return "parked"
             if decision.verdict is Verdict.DEFER:
                 queue.send_text(message.content, delay_seconds=decision.delay_seconds)
                 queue.delete(message)

@@ -14,14 +14,16 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from sync.app import group_round
+from sync.app.quarantine import quarantine_for_credentials
 from sync.app.runtime import Runtime
 from sync.contract.ops import OpKind
 from sync.contract.pairs import TenantPair, template_fields
 from sync.contract.userattrs import BASE_SELECT
 from sync.contract.vocabulary import RunOutcome, RunTrigger
+from sync.core.diagnosis import Side, is_credentials_failure
 from sync.core.plan import Plan, plan_pair, unsafe_reason
 from sync.core.source import DeltaRound
-from sync.errors import CtcsError, DeltaTokenExpired, LeaseHeld
+from sync.errors import CtcsError, DeltaTokenExpired, LeaseHeld, TargetError
 from sync.state.runs import RunRecord
 
 log = logging.getLogger("ctcs.planning")
@@ -123,7 +125,8 @@ def run_pair(
     run = RunRecord(pair.id, new_run_id(now), trigger, now)
     started = time.monotonic()
     status = stores.pair_state.get(pair.id)
-    if status.quarantined and not allow_deletes:
+    # --allow-deletes releases the safety gate only; a credentials quarantine waits for a passing connection test.
+    if status.credentials_quarantined or (status.quarantined and not allow_deletes):
         run.outcome = RunOutcome.QUARANTINED
         run.error = status.quarantine_reason
         return RunResult(run, quarantine_reason=status.quarantine_reason)
@@ -135,6 +138,8 @@ def run_pair(
     try:
         return _run_with_lease(rt, pair, run, allow_deletes=allow_deletes, full=full, started=started)
     except Exception as error:
+        if is_credentials_failure(error):
+            return _quarantined_for_credentials(rt, pair, run, error)
         run.outcome, run.error = RunOutcome.FAILED, f"{type(error).__name__}: {error}"
         if isinstance(error, CtcsError):
             log.error("pair %s run %s failed: %s", pair.id, run.run_id, run.error)
@@ -146,6 +151,17 @@ def run_pair(
         run.seconds = time.monotonic() - started
         stores.runs.save(run)
         stores.pair_state.release_lease(pair.id, run.run_id)
+
+
+def _quarantined_for_credentials(rt: Runtime, pair: TenantPair, run: RunRecord, error: BaseException) -> RunResult:
+    """The run met a credentials failure (a sign-in refused, 401/403, an unreadable certificate): quarantine the
+    pair (kind `credentials`) instead of failing run after run; the timer re-tests it. Nothing was queued."""
+    # In a planning run only the source's Exchange (visibility) is an Exchange call.
+    quarantine_for_credentials(rt, pair, error, side=None if not isinstance(error, TargetError) else Side.SOURCE_EXCHANGE)
+    reason = rt.stores.pair_state.get(pair.id).quarantine_reason
+    run.outcome, run.error = RunOutcome.QUARANTINED, reason
+    rt.stores.pair_state.record_run(pair.id, run_id=run.run_id, outcome=run.outcome, delta_link=None)
+    return RunResult(run, quarantine_reason=reason)
 
 
 def _run_with_lease(
@@ -180,7 +196,7 @@ def _run_with_lease(
         definition=definition_hash(pair),
         full_request_seen=planned.full_request_seen,
     )
-    if allow_deletes and stores.pair_state.get(pair.id).quarantined:
+    if allow_deletes and stores.pair_state.get(pair.id).gate_quarantined:
         stores.pair_state.release_quarantine(pair.id)
     run.outcome = RunOutcome.PLANNED if queued else RunOutcome.NO_CHANGES
     log.info(

@@ -32,6 +32,7 @@ import httpx
 from azure.core.credentials import TokenCredential
 from azure.core.exceptions import ClientAuthenticationError
 
+from sync.core.diagnosis import is_transient_sign_in
 from sync.core.retry import RetryBudget, RetryPolicy, parse_retry_after
 from sync.errors import ManagerNotFound, TargetAuthError, TargetError, TargetNotFound, TargetRejected, TargetTransient
 from sync.exchange.errors import errors_in_success, read_failure, to_target_error
@@ -39,6 +40,9 @@ from sync.exchange.errors import errors_in_success, read_failure, to_target_erro
 SYSTEM_MAILBOX = "SystemMailbox{bb558c35-97f1-4cb9-8ff7-d53741dc928c}"
 DEFAULT_EXCHANGE_RETRY = RetryPolicy(max_retries=4, max_wait_seconds=60.0, base_delay=2.0, max_delay=20.0)
 NAME_EXISTS = "ADObjectAlreadyExistsException"
+# A refused sign-in is remembered this long: the worker's concurrent ops then fail at once, without a token request
+# each, while the first failure quarantines the pair.
+TOKEN_FAILURE_MEMO_SECONDS = 60.0
 
 
 class AdminApiClient:
@@ -79,6 +83,8 @@ class AdminApiClient:
         self._origin = _origin(self.endpoint)
         self.requests: collections.Counter[str] = collections.Counter()
         self._count_lock = threading.Lock()  # one target serves the worker's concurrent ops
+        self._token_lock = threading.Lock()  # one sign-in at a time: concurrent ops share its outcome
+        self._token_failure: tuple[float, TargetAuthError] | None = None
 
     def __repr__(self) -> str:
         return f"<AdminApiClient {self.url}>"
@@ -181,12 +187,30 @@ class AdminApiClient:
             return _Attempt(error=refused, retry_after=retry_after)
         return _Attempt(page=page)
 
+    def token(self) -> str:
+        """An access token for this organisation's Exchange (azure-identity caches and refreshes it).
+
+        `TargetAuthError` when the sign-in is refused (remembered for TOKEN_FAILURE_MEMO_SECONDS, so concurrent
+        and following calls fail without asking again), `TargetTransient` when Entra itself failed."""
+        with self._token_lock:
+            failure = self._token_failure
+            if failure is not None and time.monotonic() < failure[0]:
+                raise TargetAuthError(str(failure[1]), status=failure[1].status)
+            try:
+                token = self._credential.get_token(self._scope).token
+            except ClientAuthenticationError as error:
+                lines = str(error).strip().splitlines()
+                text = lines[0][:300] if lines else type(error).__name__
+                if is_transient_sign_in(text):
+                    raise TargetTransient(f"no Exchange token (sign-in service failed): {text}") from None
+                refused = TargetAuthError(f"no Exchange token for tenant {self.organization}: {text}", status=401)
+                self._token_failure = (time.monotonic() + TOKEN_FAILURE_MEMO_SECONDS, refused)
+                raise refused from None
+            self._token_failure = None
+            return token
+
     def _token(self) -> str:
-        try:
-            return self._credential.get_token(self._scope).token
-        except ClientAuthenticationError as error:
-            lines = str(error).strip().splitlines()
-            raise TargetAuthError(f"no Exchange token for the target tenant: {lines[0][:300] if lines else ''}") from None
+        return self.token()
 
     def _checked_link(self, cmdlet: str, link: object) -> str:
         # The token goes wherever the link points: only follow links to the endpoint we were given.

@@ -1,4 +1,5 @@
-"""Table PairState: per pair, the deltaLink, the planning lease, the quarantine and the last run."""
+"""Table PairState: per pair, the deltaLink, the planning lease, the quarantine (its kind and, for credentials, when
+it is tested again) and the last run."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.data.tables import TableClient, TableEntity, UpdateMode
 
+from sync.contract.vocabulary import QuarantineKind
 from sync.errors import LeaseHeld
-from sync.state.entities import iso, now_utc, text
+from sync.state.entities import as_int, iso, now_utc, text
 
 PARTITION = "pair"
 
@@ -30,10 +32,27 @@ class PairStatus:
     force_full: bool = False  # next run must be a full round (--full asked for by the HTTP API)
     full_requested_at: str = ""  # when that full round was asked for: a run clears only a request it has seen
     definition_hash: str = ""  # scope + mapping of the last planned run; a change forces a full round
+    quarantine_kind: str = ""  # QuarantineKind; a reason without a kind was written by the safety gate
+    retest_at: str = ""  # credentials: when the timer tests the connection again
+    failed_tests: int = 0  # credentials: connection tests failed since the quarantine began (1 = the first failure)
 
     @property
     def quarantined(self) -> bool:
         return bool(self.quarantine_reason)
+
+    @property
+    def kind(self) -> QuarantineKind | None:
+        if not self.quarantined:
+            return None
+        return QuarantineKind(self.quarantine_kind) if self.quarantine_kind else QuarantineKind.GATE
+
+    @property
+    def credentials_quarantined(self) -> bool:
+        return self.kind is QuarantineKind.CREDENTIALS
+
+    @property
+    def gate_quarantined(self) -> bool:
+        return self.kind is QuarantineKind.GATE
 
 
 def _status(pair_id: str, entity: TableEntity | None) -> PairStatus:
@@ -52,6 +71,9 @@ def _status(pair_id: str, entity: TableEntity | None) -> PairStatus:
         force_full=bool(entity.get("force_full", False)),
         full_requested_at=entity.get("full_requested_at", ""),
         definition_hash=entity.get("definition_hash", ""),
+        quarantine_kind=entity.get("quarantine_kind", ""),
+        retest_at=entity.get("retest_at", ""),
+        failed_tests=as_int(entity.get("failed_tests")),
     )
 
 
@@ -133,10 +155,39 @@ class PairStateStore:
         self._merge(pair_id, **fields)  # kept changing: keep the flag rather than lose a request
 
     def quarantine(self, pair_id: str, reason: str) -> None:
-        self._merge(pair_id, quarantine_reason=text(reason, 2000), quarantined_at=iso(now_utc()))
+        """The safety gate stopped the pair (kind `gate`): an admin releases it."""
+        self._merge(pair_id, quarantine_reason=text(reason, 2000), quarantined_at=iso(now_utc()),
+                    quarantine_kind=QuarantineKind.GATE.value, retest_at="", failed_tests=0)
+
+    def quarantine_credentials(self, pair_id: str, reason: str, *, retest_at: datetime) -> bool:
+        """Quarantine the pair because its credentials fail; True only for the caller that started it (several
+        workers meet the same failure at once: one of them reports it)."""
+        fields = {"quarantine_reason": text(reason, 2000), "quarantined_at": iso(now_utc()),
+                  "quarantine_kind": QuarantineKind.CREDENTIALS.value, "retest_at": iso(retest_at), "failed_tests": 1}
+        for _ in range(5):
+            entity = self._entity(pair_id)
+            if entity is not None and entity.get("quarantine_kind") == QuarantineKind.CREDENTIALS.value \
+                    and entity.get("quarantine_reason"):
+                return False
+            try:
+                if entity is None:
+                    self.table.create_entity({"PartitionKey": PARTITION, "RowKey": pair_id, **fields})
+                else:
+                    self.table.update_entity(
+                        {"PartitionKey": PARTITION, "RowKey": pair_id, **fields}, mode=UpdateMode.MERGE,
+                        etag=entity.metadata["etag"], match_condition=MatchConditions.IfNotModified,
+                    )
+                return True
+            except (ResourceExistsError, ResourceModifiedError):
+                continue  # someone else wrote meanwhile (perhaps the same quarantine): read again
+        return False
+
+    def schedule_retest(self, pair_id: str, *, reason: str, failed_tests: int, retest_at: datetime) -> None:
+        """A connection test of a credentials quarantine failed again: keep the pair quarantined, test later."""
+        self._merge(pair_id, quarantine_reason=text(reason, 2000), failed_tests=failed_tests, retest_at=iso(retest_at))
 
     def release_quarantine(self, pair_id: str) -> None:
-        self._merge(pair_id, quarantine_reason="", quarantined_at="")
+        self._merge(pair_id, quarantine_reason="", quarantined_at="", quarantine_kind="", retest_at="", failed_tests=0)
 
     def request_full_round(self, pair_id: str) -> None:
         """Drop the deltaLink so the next run reads every user (and sweeps what is gone)."""

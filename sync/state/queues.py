@@ -3,21 +3,25 @@
     contact-ops          ops waiting for the worker (the queue trigger)
     contact-ops-poison   where the host moves an op after maxDequeueCount failed deliveries
     contact-ops-failed   where the poison trigger keeps those ops for `python -m sync replay-poison` (no trigger)
+    contact-ops-parked   ops of pairs quarantined for their credentials, untried; moved back when the pair's
+                         connection test passes (no trigger)
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from azure.core.exceptions import ResourceExistsError
 from azure.storage.queue import QueueClient, QueueMessage
 
-from sync.contract.ops import ContactOp
+from sync.contract.ops import ContactOp, decode_op
+from sync.errors import BadOpMessage
 
 POISON_SUFFIX = "-poison"
 FAILED_SUFFIX = "-failed"
+PARKED_SUFFIX = "-parked"
 
 
 @dataclass
@@ -67,3 +71,34 @@ class OpQueue:
 
     def approximate_count(self) -> int:
         return int(self.client.get_queue_properties().approximate_message_count or 0)
+
+
+def pair_of(body: str) -> str | None:
+    """The pair an op message belongs to; None for a message that is not an op."""
+    try:
+        return decode_op(body).pair_id
+    except BadOpMessage:
+        return None
+
+
+def move_ops(source: OpQueue, destination: OpQueue, *, wanted: Callable[[str | None], bool], limit: int = 10_000,
+             keep: bool = False) -> int:
+    """Move the messages whose pair is `wanted` from one queue to another, byte for byte (sent first, then deleted:
+    a crash in between leaves a copy in both, which is harmless, never none). Other messages are hidden while
+    looked at and given back after. `keep` sends without expiry (holding queues)."""
+    moved = 0
+    others = []
+    while moved < limit:
+        messages = source.receive(max_messages=32, visibility_timeout=60)
+        if not messages:
+            break
+        for message in messages:
+            if not wanted(pair_of(message.content)):
+                others.append(message)
+                continue
+            destination.send_text(message.content, keep=keep)
+            source.delete(message)
+            moved += 1
+    for message in others:
+        source.make_visible(message)
+    return moved

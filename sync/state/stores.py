@@ -10,7 +10,7 @@ from sync.state.contacts import ContactStateStore
 from sync.state.groups import GroupStore
 from sync.state.pair_state import PairStateStore
 from sync.state.pairs import PairStore
-from sync.state.queues import FAILED_SUFFIX, POISON_SUFFIX, OpQueue
+from sync.state.queues import FAILED_SUFFIX, PARKED_SUFFIX, POISON_SUFFIX, OpQueue
 from sync.state.runs import RunStore
 from sync.state.storage import StorageAccount
 
@@ -25,6 +25,7 @@ class Stores:
     poison: OpQueue
     failed: OpQueue  # ops the poison trigger keeps for replay-poison
     groups: GroupStore
+    parked: OpQueue  # ops of pairs quarantined for their credentials, until a connection test passes
 
     @classmethod
     def open(cls, account: StorageAccount, environ: Mapping[str, str] | None = None) -> Stores:
@@ -39,6 +40,7 @@ class Stores:
             poison=OpQueue(account.queue(queue_name + POISON_SUFFIX)).ensure(),
             failed=OpQueue(account.queue(queue_name + FAILED_SUFFIX)).ensure(),
             groups=GroupStore(lambda: account.table(groups_table)),  # created when a pair first scopes by group
+            parked=OpQueue(account.queue(queue_name + PARKED_SUFFIX)).ensure(),
         )
 
     @classmethod
