@@ -120,6 +120,7 @@ class SimCloud:
         self.faults = Faults(self.counts, seed=seed)
         self.signer = TokenSigner(self.endpoints["authority"])
         self.token_lifetime = token_lifetime  # seconds; tests may lower it
+        self.clock_skew = 0.0  # seconds the token authority's clock is ahead (negative: behind) of the client's
         self.tenants: dict[str, Tenant] = {}
         self.identity_header = secrets.token_urlsafe(24)
         self.hosting_tenant_id = str(uuid.uuid4())

@@ -145,7 +145,9 @@ class _SideTest:
     def sign_in(self) -> bool:
         """Get a token for the side's service; check the permissions it carries. False: stop this side."""
         try:
-            token = self.probe.credential(self.side).get_token(self.probe.scope(self.side)).token
+            # msgraph-sdk asks for continuous-access-evaluation tokens: ask alike, so its calls reuse this token.
+            cae = self.side is Side.SOURCE
+            token = self.probe.credential(self.side).get_token(self.probe.scope(self.side), enable_cae=cae).token
         except (ClientAuthenticationError, CredentialUnusable) as error:
             lines = str(error).strip().splitlines()
             self.failed("sign-in", diagnose(self.probe.subject(self.side), lines[0] if lines else type(error).__name__))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -43,6 +44,7 @@ class Runtime:
     _targets: dict[str, tuple[str, Target]] = field(default_factory=dict, repr=False)
     _pairs: dict[str, tuple[float, TenantPair]] = field(default_factory=dict, repr=False)
     _quarantines: dict[str, tuple[float, str]] = field(default_factory=dict, repr=False)
+    _targets_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
     def from_settings(cls, environ: Mapping[str, str] | None = None) -> Runtime:
@@ -79,11 +81,12 @@ class Runtime:
     def target(self, pair: TenantPair) -> Target:
         """One target client per pair definition, so its token and connection pool are reused."""
         key = pair.to_json()
-        cached = self._targets.get(pair.id)
-        if cached is None or cached[0] != key:
-            cached = (key, self.open_target(pair))
-            self._targets[pair.id] = cached
-        return cached[1]
+        with self._targets_lock:  # concurrent ops of a pair share one client (and so one sign-in)
+            cached = self._targets.get(pair.id)
+            if cached is None or cached[0] != key:
+                cached = (key, self.open_target(pair))
+                self._targets[pair.id] = cached
+            return cached[1]
 
     def credentials_quarantine(self, pair_id: str) -> str:
         """The reason the pair is quarantined for its credentials ("" when it is not), at most

@@ -118,7 +118,7 @@ def status_tables(report: Mapping[str, Any]) -> None:
     queues = report["queues"]
     print(
         f"\nqueues (all pairs): {queues['ops']} ops waiting, {queues['poison']} in the poison queue, "
-        f"{queues['failed']} kept for replay-poison"
+        f"{queues['failed']} kept for replay-poison, {queues['parked']} parked (pairs quarantined for their credentials)"
     )
     for s in statuses:
         if s["problems"]:

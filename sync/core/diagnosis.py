@@ -162,7 +162,7 @@ def diagnose(subject: Subject, text: str, *, status: int | None = None) -> Diagn
     if "cannot cross clouds" in lowered:
         return Diagnosis("managed identity federation across clouds", text.split(": ", 1)[-1])
     if "secret reference" in lowered:
-        reference = re.search(r"secret reference (\S+?):", text)
+        reference = re.search(r"secret reference (\S+):", text)
         name = reference.group(1) if reference else "the reference"
         if "no such secret in the key vault" in lowered:
             return Diagnosis(

@@ -16,6 +16,8 @@ from msgraph.graph_service_client import GraphServiceClient
 from sync.core.retry import RetryBudget
 from sync.graph.connection import GraphConnection, run_sync
 
+RELATIONSHIPS = frozenset({"manager"})
+
 
 class GraphProbe(GraphConnection):
     """Reads one user or one group; `requests` counts HTTP attempts."""
@@ -30,7 +32,8 @@ class GraphProbe(GraphConnection):
 
     def one_user(self, select: tuple[str, ...]) -> dict[str, Any] | None:
         """The first user of the tenant with the pair's `$select` (None: the tenant has no user)."""
-        fields = quote(",".join(select), safe=",")
+        # Relationships (manager) come only from delta as annotations; /users takes properties.
+        fields = quote(",".join(name for name in select if name not in RELATIONSHIPS), safe=",")
         url = f"{self.graph_endpoint}/v1.0/users?$top=1&$select={fields}"
 
         async def read(client: GraphServiceClient) -> dict[str, Any] | None:
