@@ -41,7 +41,10 @@ def handle_message(rt: Runtime, body: str | bytes) -> tuple[ContactOp, Applied]:
     quarantined = rt.credentials_quarantine(pair.id)
     if quarantined:
         raise PairParked(f"pair {pair.id} is quarantined for its credentials: {quarantined}")
-    applied = apply_op(op, pair=pair, target=rt.target(pair), contacts=rt.stores.contacts)
+    target = rt.target(pair)
+    calls_before = _thread_counts(target)
+    applied = apply_op(op, pair=pair, target=target, contacts=rt.stores.contacts)
+    calls_after = _thread_counts(target)
     log.info(
         "op %s %s: %s",
         op.kind.value,
@@ -53,10 +56,20 @@ def handle_message(rt: Runtime, body: str | bytes) -> tuple[ContactOp, Applied]:
             "op_kind": op.kind.value,
             "source_id": op.source_id,
             "outcome": applied.outcome.value,
+            "detail": applied.detail[:300] if applied.outcome.failed else "",
             "duration_ms": round((time.monotonic() - started) * 1000),
+            "exchange_calls": calls_after[0] - calls_before[0],
+            "exchange_throttled": calls_after[1] - calls_before[1],
+            # The op's version is its planning time in microseconds: how long a change took to reach Exchange.
+            "plan_to_apply_ms": max(0, round(time.time() * 1000 - op.version / 1000)),
         },
     )
     return op, applied
+
+
+def _thread_counts(target: object) -> tuple[int, int]:
+    counts = getattr(target, "thread_counts", None)
+    return counts() if callable(counts) else (0, 0)
 
 
 def note_failed_delivery(rt: Runtime, body: str | bytes, decision: Decision) -> None:
@@ -82,7 +95,8 @@ def record_poison(rt: Runtime, body: str | bytes, *, error: str = "") -> Contact
     rt.stores.contacts.record_failure(op.pair_id, op.source_id, error=message, op=f"{op.kind.value}{POISONED_OP_SUFFIX}",
                                       run_id=op.run_id)
     log.error("op %s ended in the poison queue: %s", op.key, cause,
-              extra={"pair_id": op.pair_id, "run_id": op.run_id, "op_kind": op.kind.value, "outcome": "poisoned"})
+              extra={"pair_id": op.pair_id, "run_id": op.run_id, "op_kind": op.kind.value, "source_id": op.source_id,
+                     "outcome": "poisoned", "detail": cause[:300]})
     return op
 
 

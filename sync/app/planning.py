@@ -19,7 +19,7 @@ from sync.app.runtime import Runtime
 from sync.contract.ops import OpKind
 from sync.contract.pairs import TenantPair, template_fields
 from sync.contract.userattrs import BASE_SELECT
-from sync.contract.vocabulary import RunOutcome, RunTrigger
+from sync.contract.vocabulary import QuarantineKind, RunOutcome, RunTrigger
 from sync.core.diagnosis import Side, is_credentials_failure
 from sync.core.plan import Plan, plan_pair, unsafe_reason
 from sync.core.source import DeltaRound
@@ -177,7 +177,9 @@ def _run_with_lease(
         stores.pair_state.quarantine(pair.id, reason)
         stores.pair_state.record_run(pair.id, run_id=run.run_id, outcome=RunOutcome.QUARANTINED, delta_link=None)
         run.outcome, run.error = RunOutcome.QUARANTINED, reason
-        log.warning("pair %s quarantined: %s", pair.id, reason)
+        log.warning("pair %s quarantined: %s", pair.id, reason,
+                    extra={"pair_id": pair.id, "run_id": run.run_id, "outcome": RunOutcome.QUARANTINED.value,
+                           "quarantine_kind": QuarantineKind.GATE.value, "reason": reason})
         return RunResult(run, plan, reason)
     stores.contacts.mark_queued(pair.id, [op for op in plan.ops if op.kind is OpKind.CREATE])
     try:
@@ -198,6 +200,9 @@ def _run_with_lease(
     )
     if allow_deletes and stores.pair_state.get(pair.id).gate_quarantined:
         stores.pair_state.release_quarantine(pair.id)
+        log.warning("pair %s: safety gate quarantine released (allow_deletes)", pair.id,
+                    extra={"pair_id": pair.id, "run_id": run.run_id, "outcome": "released",
+                           "quarantine_kind": QuarantineKind.GATE.value})
     run.outcome = RunOutcome.PLANNED if queued else RunOutcome.NO_CHANGES
     log.info(
         "pair %s run %s planned",

@@ -84,6 +84,7 @@ class AdminApiClient:
         self.requests: collections.Counter[str] = collections.Counter()
         self._count_lock = threading.Lock()  # one target serves the worker's concurrent ops
         self._token_lock = threading.Lock()  # one sign-in at a time: concurrent ops share its outcome
+        self._thread = threading.local()  # requests and 429s of the calling thread: one op's share of them
         self._token_failure: tuple[float, TargetAuthError] | None = None
 
     def __repr__(self) -> str:
@@ -102,6 +103,10 @@ class AdminApiClient:
     @property
     def total_requests(self) -> int:
         return sum(self.requests.values())
+
+    def thread_counts(self) -> tuple[int, int]:
+        """(requests, 429 answers) this thread has made so far: the worker's per-op share, for its log line."""
+        return getattr(self._thread, "requests", 0), getattr(self._thread, "throttled", 0)
 
     # --- cmdlet calls --------------------------------------------------------------------------------------
 
@@ -167,10 +172,13 @@ class AdminApiClient:
         }
         with self._count_lock:
             self.requests[cmdlet] += 1
+        self._thread.requests = getattr(self._thread, "requests", 0) + 1
         try:
             response = self._client.post(url, content=body, headers=headers)
         except httpx.TransportError as error:
             return _Attempt(error=TargetTransient(f"{cmdlet}: Exchange unreachable ({type(error).__name__})"))
+        if response.status_code == 429:
+            self._thread.throttled = getattr(self._thread, "throttled", 0) + 1
         retry_after = parse_retry_after(response.headers.get("Retry-After"))
         page: Any = None
         if response.is_success:

@@ -51,6 +51,9 @@ class ExchangeTarget:
     def total_requests(self) -> int:
         return self.api.total_requests
 
+    def thread_counts(self) -> tuple[int, int]:
+        return self.api.thread_counts()
+
     def invoke(
         self, cmdlet: str, parameters: Mapping[str, Any], *, select: tuple[str, ...] = (), retry_not_found: bool = False
     ) -> list[dict[str, Any]]:

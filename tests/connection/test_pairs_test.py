@@ -130,6 +130,7 @@ def test_a_wrong_client_secret(setup: Setup, monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("CTCS_CONNECTION_TEST_SECRET", "not-the-secret")
     report = check_connection(setup.rt, made.pair.id)
     side, name, cause, fix = failure(report)
+    assert "Certificates & secrets" in fix
     assert (side, name, cause) == ("source", "sign-in", "wrong or expired client secret")
     assert "not-the-secret" not in json.dumps(report.as_json()) and SECRET not in json.dumps(report.as_json())
 
