@@ -159,6 +159,12 @@ def diagnose(subject: Subject, text: str, *, status: int | None = None) -> Diagn
         if found is not None:
             return found
     side, app = subject.side, subject.client_id
+    if "managedidentitycredential" in lowered and ("unavailable" in lowered or "no managed identity" in lowered):
+        return Diagnosis(
+            "managed identity not available here",
+            "managed identity federation signs in only inside the Function App: test there (POST /api/pairs/{id}/test), "
+            "or add the pair with --no-test",
+        )
     if "cannot cross clouds" in lowered:
         return Diagnosis("managed identity federation across clouds", text.split(": ", 1)[-1])
     if "secret reference" in lowered:
