@@ -18,11 +18,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import function_app  # noqa: E402
-from sim import SimCloud, make_client_certificate  # noqa: E402
-from sim.azurite import CONNECTION_STRING  # noqa: E402
-from sim.host import LocalHost  # noqa: E402
-from tests.support.sim_pairs import CertificateLogin, sim_pair  # noqa: E402
+import function_app
+from sim import SimCloud, make_client_certificate
+from sim.azurite import CONNECTION_STRING
+from sim.host import LocalHost
+from tests.support.sim_pairs import CertificateLogin, sim_pair
 
 SECRET_ENV, SECRET = "CTCS_BENCH_SECRET", "bench-secret-value"
 
