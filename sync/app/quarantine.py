@@ -56,7 +56,7 @@ def quarantine_for_credentials(rt: Runtime, pair: TenantPair, error: BaseExcepti
     side = side or side_of(error)
     reason = credentials_reason(pair, error, side)
     started = rt.stores.pair_state.quarantine_credentials(pair.id, reason, retest_at=next_retest(1, now or datetime.now(UTC)))
-    rt._quarantines.pop(pair.id, None)  # this worker sees it at once
+    rt.look_again(pair.id)  # this worker sees it at once
     if started:
         log.error(
             "pair %s quarantined: %s", pair.id, reason,

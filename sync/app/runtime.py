@@ -99,6 +99,10 @@ class Runtime:
         self._quarantines[pair_id] = (time.monotonic(), reason)
         return reason
 
+    def look_again(self, pair_id: str) -> None:
+        """The pair's quarantine changed: the next op reads it from the table."""
+        self._quarantines.pop(pair_id, None)
+
     def forget_connections(self, pair_id: str) -> None:
         """After the pair's credentials changed state (quarantined or fixed): new clients, credentials and secrets
         on next use, and a fresh look at the quarantine."""

@@ -18,6 +18,7 @@ from sim.tenant import RegisteredCertificate
 from sync.app.connection_test import ConnectionReport, check_connection
 from sync.app.probe import ConnectionProbe
 from sync.cli import main as cli
+from sync.contract.pairs import parse_pair
 from sync.identity.credentials import CredentialCache
 from sync.identity.secrets import SecretResolver
 from tests.support.sim_pairs import SimPair
@@ -225,3 +226,36 @@ def test_a_new_certificate_is_read_fresh(setup: Setup) -> None:
     other = make_client_certificate(None, common_name="replacement")
     setup.key_file.write_bytes(other.pem_bytes)
     assert failure(check_connection(setup.rt, made.pair.id))[2] == "certificate not registered on the app"
+
+
+def test_group_scoping_needs_group_member_read_all(setup: Setup) -> None:
+    made = setup.pair(store=False)
+    group = made.source.directory.add_group("Sales")
+    pair = parse_pair({**made.definition, "scope": {"include_groups": [group]}})
+    setup.rt.stores.pairs.add(pair)
+    app = made.source.apps[pair.source.client_id.lower()]
+    app.roles = ("User.Read.All", "Exchange.ManageAsApp")
+    side, name, cause, fix = failure(check_connection(setup.rt, pair.id))
+    assert (side, name, cause) == ("source", "permission", "missing admin consent for GroupMember.Read.All")
+    assert "GroupMember.Read.All" in fix
+    app.roles = ("User.Read.All", "GroupMember.Read.All", "Exchange.ManageAsApp")
+    report = check_connection(setup.rt, pair.id)
+    assert report.ok, report.summary()
+    assert [check.detail for check in report.checks if check.name == "read group"] == ["group Sales"]
+
+
+def test_the_sources_own_exchange_when_granted(setup: Setup) -> None:
+    grant = {"organization": "placeholder.onmicrosoft.com",
+             "credential": {"type": "client_secret", "secret": "env:CTCS_CONNECTION_TEST_SECRET"}}
+    made = setup.pair(store=False, source={"exchange": grant})
+    definition = {**made.definition, "source": {**made.definition["source"],
+                                                "exchange": {**grant, "organization": made.source.domain}}}
+    pair = parse_pair(definition)
+    setup.rt.stores.pairs.add(pair)
+    report = check_connection(setup.rt, pair.id)
+    assert [(c.side, c.name, c.ok) for c in report.checks if c.side == "source.exchange"] == [
+        ("source.exchange", "sign-in", True), ("source.exchange", "permission", True), ("source.exchange", "Exchange", True)]
+    made.source.apps[pair.source.client_id.lower()].directory_roles = ()
+    side, name, cause, fix = failure(check_connection(setup.rt, pair.id))
+    assert (side, name, cause) == ("source.exchange", "call", "missing Exchange role")
+    assert "Global Reader" in fix
