@@ -110,7 +110,8 @@ def status_tables(report: Mapping[str, Any]) -> None:
             [
                 s["pair"], s["enabled"], s["last_run"]["at"], s["last_run"]["outcome"],
                 s["contacts"].get("ok", 0), s["contacts"].get("conflict", 0), s["contacts"].get("failed", 0),
-                s["waiting"]["creates_queued"], s["waiting"]["poisoned"], s["quarantine_reason"] or "",
+                s["waiting"]["creates_queued"], s["waiting"]["poisoned"],
+                f"{s['quarantine_kind']}: {s['quarantine_reason']}" if s["quarantine_reason"] else "",
             ]
             for s in statuses
         ],
