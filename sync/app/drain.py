@@ -96,26 +96,26 @@ class _Drain:
             decision = decide(error, dequeue_count=count, backoff=self.backoff)
             if decision.verdict is Verdict.PARK:
                 park(self.rt, message.content, decision, error)
-                queue.delete(message)
+                queue.delete(message, missing_ok=True)
                 self.report.parked += 1
                 return "parked"
             if decision.verdict is Verdict.DEFER:
                 queue.send_text(message.content, delay_seconds=decision.delay_seconds)
-                queue.delete(message)
+                queue.delete(message, missing_ok=True)
             elif decision.verdict is Verdict.RETRY:
                 note_failed_delivery(self.rt, message.content, decision)
                 queue.defer(message, decision.delay_seconds)
             else:
                 log.error("op moved to the poison queue: %s", decision.reason)
                 self.rt.stores.poison.send_text(message.content)
-                queue.delete(message)
+                queue.delete(message, missing_ok=True)
                 record_poison(self.rt, message.content, error=decision.reason)
                 self.report.poisoned += 1
                 return "poisoned"
             self.waiting[key] = time.monotonic() + decision.delay_seconds
             self.report.deferred += 1
             return ""
-        queue.delete(message)
+        queue.delete(message, missing_ok=True)
         self.report.outcomes[applied.outcome.value] += 1
         return applied.outcome.value
 

@@ -13,7 +13,7 @@ import contextlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
-from azure.core.exceptions import ResourceExistsError
+from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.storage.queue import QueueClient, QueueMessage
 
 from sync.contract.ops import ContactOp, decode_op
@@ -55,8 +55,14 @@ class OpQueue:
         pages = self.client.receive_messages(messages_per_page=max_messages, visibility_timeout=visibility_timeout)
         return list(next(pages.by_page(), []))
 
-    def delete(self, message: QueueMessage) -> None:
-        self.client.delete_message(message)
+    def delete(self, message: QueueMessage, *, missing_ok: bool = False) -> None:
+        """Delete a received message. `missing_ok`: its lease ran out meanwhile (a slow, loaded machine) and it may
+        have been received again: that copy is applied or dropped as stale by version, so this is not an error."""
+        try:
+            self.client.delete_message(message)
+        except ResourceNotFoundError:
+            if not missing_ok:
+                raise
 
     def defer(self, message: QueueMessage, seconds: int) -> None:
         """Hide a received message for `seconds` more; it comes back with the same body (and dequeue count)."""
