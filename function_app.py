@@ -5,6 +5,8 @@
     apply_contact_op    queue %CTCS_OPS_QUEUE%         apply one op to Exchange Online (split a batch of ops first)
     record_poisoned_op  queue %CTCS_OPS_QUEUE%-poison  keep an op that failed every delivery, for replay-poison
     pairs_resync        POST /api/pairs/{id}/resync    plan one pair now (?full=true, ?allow_deletes=true)
+    pairs_test          POST /api/pairs/{id}/test      test the pair's connections
+    pairs_sync_user     POST /api/pairs/{id}/users/{user}/sync   provision one user now, each step shown
     pairs_list          GET  /api/pairs                definitions (secret references only) and status
     pairs_show          GET  /api/pairs/{id}           one pair
 
@@ -23,6 +25,7 @@ from azure.functions.queue import QueueMessage
 from sync.api import handlers as http_api
 from sync.app.delivery import deliver, keep_poisoned
 from sync.app.fanout import request_runs, run_requested
+from sync.app.retest import retest_quarantined
 from sync.app.runtime import Runtime
 from sync.contract.vocabulary import RunTrigger
 
@@ -46,6 +49,7 @@ def sync_timer(timer: func.TimerRequest) -> None:
     and a slow pair never delays another. The timer never retries, so it does no more than that."""
     if timer.past_due:
         log.warning("timer is past due; asking for planning runs now")
+    retest_quarantined(runtime())  # pairs quarantined for their credentials: test again when due, lift on a pass
     requested = request_runs(runtime(), trigger=RunTrigger.TIMER)
     log.info("timer asked for %d planning run(s)", sum(1 for r in requested if r.queued),
              extra={"requested": [r.pair_id for r in requested if r.queued],
@@ -87,6 +91,18 @@ def _http(response: http_api.ApiResponse) -> func.HttpResponse:
 def pairs_resync(req: func.HttpRequest) -> func.HttpResponse:
     pair_id, params = req.route_params.get("id", ""), dict(req.params)
     return _http(http_api.respond(lambda: http_api.resync(runtime(), pair_id, params)))
+
+
+@app.route(route="pairs/{id}/test", methods=[func.HttpMethod.POST], auth_level=func.AuthLevel.FUNCTION)
+def pairs_test(req: func.HttpRequest) -> func.HttpResponse:
+    pair_id, params = req.route_params.get("id", ""), dict(req.params)
+    return _http(http_api.respond(lambda: http_api.test_pair(runtime(), pair_id, params)))
+
+
+@app.route(route="pairs/{id}/users/{user}/sync", methods=[func.HttpMethod.POST], auth_level=func.AuthLevel.FUNCTION)
+def pairs_sync_user(req: func.HttpRequest) -> func.HttpResponse:
+    pair_id, user, params = req.route_params.get("id", ""), req.route_params.get("user", ""), dict(req.params)
+    return _http(http_api.respond(lambda: http_api.sync_user(runtime(), pair_id, user, params)))
 
 
 @app.route(route="pairs", methods=[func.HttpMethod.GET], auth_level=func.AuthLevel.FUNCTION)

@@ -95,6 +95,16 @@ param lookupBatch int = 16
 
 @description('Seconds creates wait after the creation quota is reached, step by step (app setting CTCS_QUOTA_BACKOFF_SECONDS).')
 param quotaBackoffSeconds string = '900,3600,14400'
+@description('Email address that receives the alerts (a pair quarantined, operations poisoned, a pair without a successful run for two hours, sign-ins refused). Empty: no action group and no alert rules are deployed.')
+param alertEmail string = ''
+
+@allowed([
+  'auto'
+  'on'
+  'off'
+])
+@description('Send telemetry to Application Insights with Microsoft Entra authentication (local keys off). `auto`: on in the global cloud, off in sovereign clouds, where the Functions host cannot use Entra authentication for Application Insights and would silently lose telemetry.')
+param applicationInsightsEntraAuth string = 'auto'
 
 @description('Turn on Key Vault purge protection (recommended in production). Once on it cannot be turned off, and `azd down --purge` can no longer purge the vault.')
 param keyVaultPurgeProtection bool = false
@@ -109,6 +119,11 @@ var functionAppName = '${abbrs.webSitesFunctions}ctcs-${resourceToken}'
 var storageAccountName = '${abbrs.storageStorageAccounts}${resourceToken}'
 var keyVaultName = '${abbrs.keyVaultVaults}${resourceToken}'
 var deploymentContainerName = 'app-package-${take(resourceToken, 7)}'
+
+// The cloud this deployment runs in, as ctcs names it (CTCS_HOSTING_CLOUD): managed identity federation takes its token
+// audience from it. US Gov DoD regions are in the AzureUSGovernment environment and share its Entra authority.
+var hostingCloud = environment().name == 'AzureUSGovernment' ? 'usgov' : environment().name == 'AzureChinaCloud' ? 'china' : 'global'
+var entraTelemetry = applicationInsightsEntraAuth == 'on' || (applicationInsightsEntraAuth == 'auto' && environment().name == 'AzureCloud')
 
 // Identity-based storage endpoints (no keys): the same URIs go to the app settings, the outputs and local.settings.json.
 var storageSuffix = environment().suffixes.storage
@@ -141,9 +156,12 @@ module storage './app/storage.bicep' = {
     location: location
     tags: tags
     deploymentContainerName: deploymentContainerName
+    // -failed keeps poisoned ops for replay-poison, -parked the ops of pairs quarantined for their credentials.
     queueNames: [
       opsQueueName
       '${opsQueueName}-poison'
+      '${opsQueueName}-failed'
+      '${opsQueueName}-parked'
       pairRunsQueueName
     ]
     tableNames: [
@@ -176,6 +194,30 @@ module monitoring './app/monitoring.bicep' = {
     applicationInsightsName: '${abbrs.insightsComponents}${resourceToken}'
     location: location
     tags: tags
+    entraAuth: entraTelemetry
+  }
+}
+
+// Alerts need someone to tell: without alertEmail there is no action group and no rule.
+module alerts './app/alerts.bicep' = if (!empty(alertEmail)) {
+  name: 'alerts'
+  scope: rg
+  params: {
+    namePrefix: 'ctcs-${resourceToken}'
+    location: location
+    tags: tags
+    applicationInsightsId: monitoring.outputs.applicationInsightsResourceId
+    alertEmail: alertEmail
+  }
+}
+
+module workbook './app/workbook.bicep' = {
+  name: 'workbook'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    applicationInsightsId: monitoring.outputs.applicationInsightsResourceId
   }
 }
 
@@ -196,6 +238,7 @@ module rbac './app/rbac.bicep' = {
 var ctcsAppSettings = {
   AZURE_CLIENT_ID: identity.outputs.clientId
   CTCS_KEY_VAULT_URI: keyVault.outputs.uri
+  CTCS_HOSTING_CLOUD: hostingCloud
   SYNC_SCHEDULE: syncSchedule
   CTCS_PAIRS_TABLE: pairsTableName
   CTCS_PAIR_STATE_TABLE: pairStateTableName
@@ -230,6 +273,7 @@ module functionApp './app/function.bicep' = {
     maximumInstanceCount: maximumInstanceCount
     instanceMemoryMB: instanceMemoryMB
     appSettings: ctcsAppSettings
+    applicationInsightsEntraAuth: entraTelemetry
   }
   // The host must reach storage as soon as it starts; grant the roles first.
   dependsOn: [
@@ -256,6 +300,7 @@ output AZURE_UAMI_CLIENT_ID string = identity.outputs.clientId
 output AZURE_UAMI_PRINCIPAL_ID string = identity.outputs.principalId
 output AZURE_UAMI_RESOURCE_ID string = identity.outputs.resourceId
 // Named after the app settings they feed, so a later `azd provision` reads the same values back.
+output CTCS_HOSTING_CLOUD string = hostingCloud
 output SYNC_SCHEDULE string = syncSchedule
 output CTCS_PAIRS_TABLE string = pairsTableName
 output CTCS_PAIR_STATE_TABLE string = pairStateTableName

@@ -37,6 +37,7 @@ $values = [ordered]@{
     AzureWebJobsStorage__queueServiceUri  = Get-Value 'AZURE_STORAGE_QUEUE_ENDPOINT'
     AzureWebJobsStorage__tableServiceUri  = $tableUri
     CTCS_KEY_VAULT_URI                    = Get-Value 'AZURE_KEY_VAULT_URI'
+    CTCS_HOSTING_CLOUD                    = Get-Value 'CTCS_HOSTING_CLOUD' 'global'
     SYNC_SCHEDULE                         = Get-Value 'SYNC_SCHEDULE' '0 */5 * * * *'
     CTCS_PAIRS_TABLE                      = Get-Value 'CTCS_PAIRS_TABLE' 'TenantPairs'
     CTCS_PAIR_STATE_TABLE                 = Get-Value 'CTCS_PAIR_STATE_TABLE' 'PairState'

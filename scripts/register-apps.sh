@@ -6,7 +6,9 @@
 #        scripts/register-apps.sh create source "ctcs source reader" [<uami principal id>]
 #        scripts/register-apps.sh create target "ctcs target writer" [<uami principal id>]
 #      Both apps are multi-tenant; with a UAMI principal (object) id they trust the Function App's identity
-#      (federated identity credential), so there is no secret or certificate to store or rotate.
+#      (federated identity credential), so there is no secret or certificate to store or rotate. Run it again after
+#      the identity was recreated (azd down, then azd up): a credential whose subject is no longer the identity's
+#      principal id is replaced. Issuer, audience and the Graph host follow the active cloud (az cloud set).
 #   2. In the source tenant, then in the target tenant (an admin who may grant app roles and directory roles):
 #        az login --tenant <source tenant id> --allow-no-subscriptions
 #        scripts/register-apps.sh grant source <source app id>
@@ -16,17 +18,33 @@
 #      and, for the target, assigns the Exchange Recipient Administrator role.
 set -euo pipefail
 
-# Well-known ids (the same in every tenant of the global cloud).
+# Well-known ids (the same in every tenant, in every cloud).
 GRAPH_APP_ID=00000003-0000-0000-c000-000000000000                # Microsoft Graph
 GRAPH_USER_READ_ALL=df021288-bdef-4463-88db-98f22de89214         # User.Read.All (application)
 GRAPH_GROUPMEMBER_READ_ALL=98830695-27a2-44f7-8c18-0c3ebc9698f6  # GroupMember.Read.All (application)
 EXCHANGE_APP_ID=00000002-0000-0ff1-ce00-000000000000             # Office 365 Exchange Online
 EXCHANGE_MANAGE_AS_APP=dc50a0fb-09a3-484d-be87-e023b12c6440      # Exchange.ManageAsApp (application)
 EXCHANGE_RECIPIENT_ADMIN=31392ffb-586c-42d1-9346-e59415a2cc4e    # Exchange Recipient Administrator (role template id)
-GRAPH=https://graph.microsoft.com/v1.0
+FEDERATED_NAME=ctcs-function-identity
+
+# The active cloud's Entra authority and Graph host, and the audience a managed identity's token carries there
+# (az cloud set --name AzureUSGovernment, AzureChinaCloud, or AzureCloud).
+load_cloud() {
+  local cloud_name graph_host
+  cloud_name=$(az cloud show --query name -o tsv)
+  AUTHORITY=$(az cloud show --query endpoints.activeDirectory -o tsv)
+  AUTHORITY=${AUTHORITY%/}
+  graph_host=$(az cloud show --query endpoints.microsoftGraphResourceId -o tsv)
+  GRAPH="${graph_host%/}/v1.0"
+  case "$cloud_name" in
+    AzureUSGovernment) AUDIENCE=api://AzureADTokenExchangeUSGov ;;
+    AzureChinaCloud) AUDIENCE=api://AzureADTokenExchangeChina ;;
+    *) AUDIENCE=api://AzureADTokenExchange ;;
+  esac
+}
 
 usage() {
-  sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
   exit 2
 }
 
@@ -58,22 +76,37 @@ create() {
   done
 
   if [ -n "$uami" ]; then
-    if [ -z "$(az ad app federated-credential list --id "$app_id" --query "[?name=='ctcs-function-identity'].name" -o tsv)" ]; then
-      az ad app federated-credential create --id "$app_id" --only-show-errors --parameters "{
-        \"name\": \"ctcs-function-identity\",
-        \"issuer\": \"https://login.microsoftonline.com/$home/v2.0\",
-        \"subject\": \"$uami\",
-        \"audiences\": [\"api://AzureADTokenExchange\"],
-        \"description\": \"The ctcs Function App's user-assigned managed identity\"
-      }" >/dev/null
-      echo "added federated credential: issuer https://login.microsoftonline.com/$home/v2.0, subject $uami"
-    else
-      echo "federated credential ctcs-function-identity already exists"
-    fi
+    federate "$app_id" "$home" "$uami"
   fi
   echo
   echo "client_id for the pair file ($side.client_id): $app_id"
   echo "next: sign in to the $side tenant and run: $0 grant $side $app_id"
+}
+
+# federate APP_ID HOME_TENANT UAMI_PRINCIPAL_ID: make the app trust the identity. An existing credential is checked by
+# what it says, not by its name: a recreated identity has a new principal id (token exchange then fails with
+# AADSTS700213), and a credential made for another cloud has another issuer or audience. Either is replaced.
+federate() {
+  local app_id=$1 home=$2 uami=$3 issuer existing
+  issuer="$AUTHORITY/$home/v2.0"
+  existing=$(az ad app federated-credential list --id "$app_id" \
+    --query "[?name=='$FEDERATED_NAME'] | [0].[subject, issuer, audiences[0]]" -o tsv)
+  if [ -n "$existing" ]; then
+    if [ "$existing" = "$(printf '%s\t%s\t%s' "$uami" "$issuer" "$AUDIENCE")" ]; then
+      echo "federated credential $FEDERATED_NAME already trusts $uami"
+      return
+    fi
+    echo "federated credential $FEDERATED_NAME trusts another identity or cloud ($(printf '%s' "$existing" | tr '\t' ' ')); replacing it"
+    az ad app federated-credential delete --id "$app_id" --federated-credential-id "$FEDERATED_NAME" --only-show-errors >/dev/null
+  fi
+  az ad app federated-credential create --id "$app_id" --only-show-errors --parameters "{
+    \"name\": \"$FEDERATED_NAME\",
+    \"issuer\": \"$issuer\",
+    \"subject\": \"$uami\",
+    \"audiences\": [\"$AUDIENCE\"],
+    \"description\": \"The ctcs Function App's user-assigned managed identity\"
+  }" >/dev/null
+  echo "added federated credential: issuer $issuer, subject $uami, audience $AUDIENCE"
 }
 
 grant() {
@@ -122,7 +155,7 @@ grant() {
 }
 
 case "${1:-}" in
-  create) [ $# -ge 3 ] || usage; create "$2" "$3" "${4:-}" ;;
-  grant) [ $# -eq 3 ] || usage; grant "$2" "$3" ;;
+  create) [ $# -ge 3 ] || usage; load_cloud; create "$2" "$3" "${4:-}" ;;
+  grant) [ $# -eq 3 ] || usage; load_cloud; grant "$2" "$3" ;;
   *) usage ;;
 esac

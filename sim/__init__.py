@@ -38,6 +38,11 @@ else MSAL asks login.microsoftonline.com to validate the authority and fails off
   Tokens: aud = the service base URL (scope minus "/.default"), tid, appid, roles. Graph/Exchange answer 401 for a
   missing, expired, wrong-audience or other-tenant token, 403 when the app lacks the role.
   `cloud.issue_token(t, cid, "graph", lifetime=-10)` mints tokens directly; `cloud.token_lifetime` sets the lifetime.
+  Refusals an admin meets: `app.consented = False` (AADSTS700016), `app.roles = ("User.Read.All",)` (a token
+  without Exchange.ManageAsApp), `app.directory_roles = ()` (Exchange RBAC: 401 "User is not allowed to call X";
+  `app.role_groups = (frozenset({"Mail Recipient Creation", "Mail Recipients"}),)` is the least-privilege group),
+  `app.certificates = []` (AADSTS700027), `cloud.clock_skew = 1200` (AADSTS700024),
+  `app.rotate_subjects(new_object_id)` (a recreated managed identity: AADSTS700213).
   `cloud.add_managed_identity(client_id=None, object_id=None)` adds more user-assigned identities.
 
 Source side (Graph)  — see sim.directory / sim.graph

@@ -4,6 +4,9 @@ Routes (all under the authority base URL):
     GET  /{tenant}/v2.0/.well-known/openid-configuration  tenant discovery (MSAL reads token_endpoint from it)
     GET  /{tenant}/discovery/v2.0/keys                     JWKS of the signing key
     POST /{tenant}/oauth2/v2.0/token                       client_credentials with client_secret or client_assertion
+Refusals with Entra's codes: an app not consented in the tenant (AADSTS700016), a wrong secret (7000215), a
+certificate not on the app (700027), an assertion outside its time range (700024, `cloud.clock_skew` seconds
+moves the authority's clock), a managed identity whose subject no federated record names (700213).
     GET  /msi/token                                        App Service managed identity (IDENTITY_ENDPOINT)
 Clients must pass `disable_instance_discovery=True`: otherwise MSAL asks login.microsoftonline.com (not loopback) to
 validate the unknown authority host. `{tenant}` is the tenant GUID or its domain. Errors follow Entra: JSON with error, error_description ("AADSTSnnnn: ..."),
@@ -33,6 +36,11 @@ if TYPE_CHECKING:
     from sim.tenant import AppRegistration, Tenant
 
 JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+CLOCK_SKEW_ALLOWED = 300  # seconds of clock difference Entra tolerates on a client assertion
+
+
+def _iso(moment: float) -> str:
+    return dt.datetime.fromtimestamp(moment, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f0Z")
 
 
 class AuthError(Exception):
@@ -113,7 +121,7 @@ def build_authority_app(cloud: SimCloud) -> Starlette:
             raise AuthError(400, "unsupported_grant_type", 70003, "The app requested an unsupported grant type.")
         client_id = fields.get("client_id", "").lower()
         app = tenant.apps.get(client_id)
-        if app is None:
+        if app is None or not app.consented:
             raise AuthError(
                 400, "unauthorized_client", 700016,
                 f"Application with identifier '{client_id}' was not found in the directory '{tenant.name}'. "
@@ -173,16 +181,28 @@ def build_authority_app(cloud: SimCloud) -> Starlette:
             claims = jwt.decode(
                 assertion, cert.certificate.public_key(), algorithms=["RS256", "PS256"],  # type: ignore[arg-type]
                 audience=[endpoint, endpoint.removesuffix("/oauth2/v2.0/token") + "/v2.0"],
-                options={"require": ["exp", "aud", "iss", "sub"]},
+                # Lifetime is checked below against the authority's own clock (skewed on demand).
+                options={"require": ["exp", "aud", "iss", "sub"], "verify_exp": False, "verify_nbf": False},
             )
-        except jwt.ExpiredSignatureError as exc:
-            raise AuthError(401, "invalid_client", 700024, "Client assertion is not within its valid time range.") from exc
         except jwt.InvalidAudienceError as exc:
             raise AuthError(401, "invalid_client", 700212, "The client assertion audience is not the token endpoint.") from exc
         except jwt.PyJWTError as exc:
             raise AuthError(401, "invalid_client", 700027, "Client assertion contains an invalid signature.") from exc
+        _check_assertion_time(claims)
         if str(claims["iss"]).lower() != app.client_id or str(claims["sub"]).lower() != app.client_id:
             raise AuthError(401, "invalid_client", 700023, "Client assertion iss/sub must be the client id.")
+
+    def _check_assertion_time(claims: dict[str, Any]) -> None:
+        """Entra allows five minutes of clock skew; `cloud.clock_skew` moves the authority's clock."""
+        now = time.time() + cloud.clock_skew
+        expires, not_before = float(claims["exp"]), float(claims.get("nbf") or 0)
+        if now > expires + CLOCK_SKEW_ALLOWED or now < not_before - CLOCK_SKEW_ALLOWED:
+            raise AuthError(
+                401, "invalid_client", 700024,
+                f"Client assertion is not within its valid time range. Current time: {_iso(now)}, assertion valid "
+                f"from {_iso(not_before)}, expiry time of assertion {_iso(expires)}. Review the documentation at "
+                "https://learn.microsoft.com/entra/identity-platform/certificate-credentials .",
+            )
 
     def _check_federated_assertion(app: AppRegistration, assertion: str) -> None:
         try:
@@ -191,6 +211,13 @@ def build_authority_app(cloud: SimCloud) -> Starlette:
             raise AuthError(400, "invalid_request", 700211, f"Federated assertion rejected: {exc}") from exc
         subject = str(claims.raw.get("sub", "")).lower()
         if subject not in app.federated_subjects and claims.client_id not in app.federated_subjects:
+            if app.federated_subjects:  # records exist, but for another subject (a recreated identity)
+                raise AuthError(
+                    401, "invalid_client", 700213,
+                    f"No matching federated identity record found for presented assertion subject '{subject}'. "
+                    "Check your federated identity credential Subject, Audience and Issuer against the presented "
+                    "assertion. https://learn.microsoft.com/entra/workload-id/workload-identity-federation",
+                )
             raise AuthError(
                 400, "invalid_request", 70021,
                 "No matching federated identity record found for presented assertion. "

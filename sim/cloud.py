@@ -130,6 +130,7 @@ class SimCloud:
         self.graph_latency = GraphLatency.switch(realistic_graph, seed=seed)
         self.signer = TokenSigner(self.endpoints["authority"])
         self.token_lifetime = token_lifetime  # seconds; tests may lower it
+        self.clock_skew = 0.0  # seconds the token authority's clock is ahead (negative: behind) of the client's
         self.tenants: dict[str, Tenant] = {}
         # How hard each new tenant's Exchange pushes back (sim.exchange_limits); the environment's switch by default.
         self.exchange_profile = exchange_profile if exchange_profile is not None else ExchangeProfile.from_environment()

@@ -7,6 +7,8 @@ creation quota lives in New-MailContact), then runs the cmdlet.
 Renders `CmdletError`s in the three `details[0].message` shapes of the reference (JSON string, pipe string,
 innererror), sets `X-ExceptionType`, and pages Get-* results with `@odata.nextLink` (same body POSTed again).
 `ResultSize` defaults to 1000 (with the "more results" warning); `Prefer: odata.maxpagesize=N` lowers the page size.
+A token without `Exchange.ManageAsApp` is refused (403); an app whose Entra/Exchange roles hold no management role
+with the cmdlet gets 401 "User is not allowed to call <cmdlet>", as Exchange's RBAC answers.
 """
 
 from __future__ import annotations
@@ -59,6 +61,13 @@ def error_response(error: CmdletError, *, shape: str | None = None) -> JSONRespo
             "internalexception": {"message": error.message, "type": error.type_name},
         }
     return JSONResponse(body, error.status, headers={"X-ExceptionType": short})
+
+
+def not_allowed(cmdlet: str) -> JSONResponse:
+    """What the admin API answers when the app holds no Exchange management role with the cmdlet (RBAC): 401."""
+    message = f"User is not allowed to call {cmdlet}"
+    return JSONResponse({"error": {"code": "Unauthorized", "message": message, "innererror": {
+        "message": message, "type": "Microsoft.Exchange.Admin.OData.Core.ODataServiceException"}}}, 401)
 
 
 def _result_size(value: Any) -> int | None:
@@ -175,7 +184,7 @@ async def _run(
     query: Mapping[str, str],
 ) -> Response:
     try:
-        tenant, _ = cloud.authenticate(bearer_token(headers), "exchange", tenant_segment)
+        tenant, claims = cloud.authenticate(bearer_token(headers), "exchange", tenant_segment)
     except TokenRejected as exc:
         challenge = f'Bearer client_id="00000002-0000-0ff1-ce00-000000000000", error="invalid_token", error_description="{exc}"'
         return JSONResponse({"error": {"code": "Unauthorized", "message": str(exc)}}, 401,
@@ -184,6 +193,9 @@ async def _run(
         return JSONResponse({"error": {"code": "Forbidden", "message": str(exc)}}, 403)
     if not cmdlet:
         return JSONResponse({"error": {"code": "BadRequest", "message": "The request body must hold CmdletInput."}}, 400)
+    app = tenant.apps.get(claims.client_id)
+    if app is not None and not app.may_run(cmdlet):
+        return not_allowed(cmdlet)
     org = tenant.exchange
     try:
         result_size = _result_size(params.pop("ResultSize", None)) if cmdlet.startswith("Get-") else None

@@ -8,6 +8,8 @@ round, which may replay earlier changes and repeat objects (as Graph may).
 
 How long Graph takes is `GraphLatency`: nothing by default, so tests stay fast; the realistic profile
 (`SimCloud(realistic_graph=True)` or `CTCS_SIM_REALISTIC_GRAPH=1`) makes every answer as slow as Microsoft's.
+Beside delta: `GET /users` ($top, $select, $filter by userPrincipalName / mail / id), `GET /users/{id}` and
+`GET /groups/{id}`, the reads of a connection test and of a look-up by UPN or mail.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import copy
 import math
 import os
 import random
+import re
 import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -23,10 +26,20 @@ from typing import TYPE_CHECKING, Any
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Route
 
-from sim.delta import DeltaService, GraphError, Page, RoundPages, delta_routes, fixed_pages, graph_authorizer
+from sim.delta import (
+    DeltaService,
+    GraphError,
+    Page,
+    RoundPages,
+    delta_routes,
+    fixed_pages,
+    graph_authorizer,
+    graph_handler,
+)
 from sim.directory import USER_PROPERTIES, Directory
-from sim.groups import group_routes
+from sim.groups import GROUP_ROLES, group_routes
 
 if TYPE_CHECKING:
     from sim.cloud import SimCloud
@@ -191,6 +204,60 @@ class UsersDelta(DeltaService):
         return items
 
 
+USER_FILTER_CLAUSE = re.compile(r"^\s*(userPrincipalName|mail|id)\s+eq\s+'((?:[^']|'')*)'\s*$", re.IGNORECASE)
+
+
+def _user_filter(raw: str) -> list[tuple[str, str]]:
+    """`userPrincipalName eq 'x' or mail eq 'x'`: the (property, value) clauses; anything else is refused as Graph does."""
+    clauses = []
+    for part in re.split(r"\s+or\s+", raw.strip(), flags=re.IGNORECASE):
+        match = USER_FILTER_CLAUSE.match(part)
+        if match is None:
+            raise GraphError(400, "Request_UnsupportedQuery", f"Unsupported or invalid query filter clause: {part!r}.")
+        clauses.append((match.group(1).lower(), match.group(2).replace("''", "'").lower()))
+    return clauses
+
+
+def list_users(request: Request, directory: Directory) -> dict[str, Any]:
+    """GET /users: `$top` (1..999), `$select` (a relationship such as `manager` is not returned here: only delta
+    reports it), `$filter` of `eq` clauses joined by `or`."""
+    query = dict(request.query_params)
+    select = parse_select(query.get("$select"))
+    top = int(query.get("$top") or 100)
+    if not 1 <= top <= 999:
+        raise GraphError(400, "Request_BadRequest", f"Invalid page size specified: '{top}'.")
+    users = sorted(directory.users, key=lambda u: str(u["id"]))
+    if query.get("$filter"):
+        clauses = _user_filter(query["$filter"])
+        names = {"userprincipalname": "userPrincipalName", "mail": "mail", "id": "id"}
+        users = [u for u in users if any(str(u.get(names[prop]) or "").lower() == value for prop, value in clauses)]
+    return {"value": [render_user(u, select, with_manager=False) for u in users[:top]]}
+
+
+def get_user(request: Request, directory: Directory) -> dict[str, Any]:
+    user = directory.get_user(request.path_params["user_id"])
+    if user is None:
+        raise GraphError(404, "Request_ResourceNotFound",
+                         f"Resource '{request.path_params['user_id']}' does not exist or one of its queried reference-property "
+                         "objects are not present.")
+    return render_user(user, parse_select(request.query_params.get("$select")), with_manager=False)
+
+
+def get_group(request: Request, directory: Directory) -> dict[str, Any]:
+    group = directory.get_group(request.path_params["group_id"])
+    if group is None:
+        raise GraphError(404, "Request_ResourceNotFound",
+                         f"Resource '{request.path_params['group_id']}' does not exist or one of its queried "
+                         "reference-property objects are not present.")
+    return {"id": group["id"], "displayName": group.get("displayName")}
+
+
 def build_graph_app(cloud: SimCloud) -> Starlette:
-    users = delta_routes(cloud, UsersDelta(cloud), graph_authorizer(cloud))
-    return Starlette(routes=[*users, *group_routes(cloud)])
+    read_users = graph_authorizer(cloud)
+    users = delta_routes(cloud, UsersDelta(cloud), read_users)
+    return Starlette(routes=[
+        *users, *group_routes(cloud),
+        Route("/v1.0/users", graph_handler(cloud, "users", read_users, list_users)),
+        Route("/v1.0/users/{user_id}", graph_handler(cloud, "users/id", read_users, get_user)),
+        Route("/v1.0/groups/{group_id}", graph_handler(cloud, "groups/id", graph_authorizer(cloud, GROUP_ROLES), get_group)),
+    ])

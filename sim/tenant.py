@@ -15,6 +15,23 @@ from sim.exchange_org import ExchangeOrg
 
 # What an app gets when the test does not say: enough for both sides of a pair.
 DEFAULT_ROLES = ("User.Read.All", "GroupMember.Read.All", "Exchange.ManageAsApp")
+# Entra roles on the app's service principal, and the Exchange management roles each brings (RBAC for the admin
+# API: a cmdlet runs only when one of the app's management roles holds it).
+DEFAULT_DIRECTORY_ROLES = ("Exchange Recipient Administrator",)
+MANAGEMENT_ROLES_OF = {
+    "Exchange Administrator": frozenset({"Mail Recipient Creation", "Mail Recipients", "View-Only Recipients"}),
+    "Exchange Recipient Administrator": frozenset({"Mail Recipient Creation", "Mail Recipients", "View-Only Recipients"}),
+    "Global Reader": frozenset({"View-Only Recipients"}),
+}
+# The management roles that hold each cmdlet ctcs calls (Get-ManagementRole -Cmdlet <name>).
+CMDLET_ROLES = {
+    "New-MailContact": frozenset({"Mail Recipient Creation"}),
+    "Remove-MailContact": frozenset({"Mail Recipient Creation"}),
+    "Set-MailContact": frozenset({"Mail Recipients"}),
+    "Set-Contact": frozenset({"Mail Recipients"}),
+    "Get-MailContact": frozenset({"Mail Recipients", "View-Only Recipients"}),
+    "Get-Recipient": frozenset({"Mail Recipients", "View-Only Recipients"}),
+}
 
 
 def _b64url(data: bytes) -> str:
@@ -45,6 +62,23 @@ class AppRegistration:
     _secrets: list[str] = field(default_factory=list, repr=False)
     certificates: list[RegisteredCertificate] = field(default_factory=list)
     federated_subjects: list[str] = field(default_factory=list)
+    consented: bool = True  # False: no service principal in the tenant (admin consent never given) → AADSTS700016
+    directory_roles: tuple[str, ...] = DEFAULT_DIRECTORY_ROLES  # Entra roles assigned to its service principal
+    role_groups: tuple[frozenset[str], ...] = ()  # custom Exchange role groups it is a member of (their roles)
+
+    @property
+    def management_roles(self) -> frozenset[str]:
+        roles: set[str] = set()
+        for role in self.directory_roles:
+            roles |= MANAGEMENT_ROLES_OF.get(role, frozenset())
+        for group in self.role_groups:
+            roles |= group
+        return frozenset(roles)
+
+    def may_run(self, cmdlet: str) -> bool:
+        """Exchange RBAC: the app holds a management role that has the cmdlet (unknown cmdlets: Exchange says so)."""
+        needed = CMDLET_ROLES.get(cmdlet)
+        return needed is None or bool(needed & self.management_roles)
 
     def secret_matches(self, presented: str) -> bool:
         return any(hmac.compare_digest(presented.encode(), secret.encode()) for secret in self._secrets)
@@ -52,6 +86,10 @@ class AppRegistration:
     @property
     def has_secret(self) -> bool:
         return bool(self._secrets)
+
+    def rotate_subjects(self, subject: str) -> None:
+        """The managed identity was recreated (azd down, azd up): only the new principal id is trusted."""
+        self.federated_subjects = [subject.lower()]
 
     def certificate_by_thumbprint(self, *, x5t: str | None, x5t_s256: str | None) -> RegisteredCertificate | None:
         # MSAL keeps the base64 padding ("...=") that Entra's own examples drop: compare without it.

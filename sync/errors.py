@@ -2,14 +2,18 @@
 
     CtcsError
     ├── ConfigError             bad app setting, pair file or secret reference (exit code 2)
-    │   └── PairValidationError     a pair definition broke one or more rules
+    │   ├── PairValidationError     a pair definition broke one or more rules
+    │   └── CredentialUnusable      a pair's credential cannot be used as defined: its secret or certificate
+    │                               cannot be read, or federation would cross clouds
     ├── PairNotFound            no pair with that id
     ├── BadOpMessage            a queue message is not a valid contact operation
     ├── BadRunRequest           a pair-runs message is not a valid request to plan a pair
     ├── LeaseHeld               another run is planning the pair right now
     │   └── LeaseLost               this run's lease ran out and another run took the pair over
+    ├── PairParked              the pair is quarantined for its credentials: its ops wait, untried
     ├── SourceError             the source tenant could not be read
     │   ├── SourceThrottled         Graph kept answering 429/503/504
+    │   ├── SourceAuthError         no token, or Graph answered 401/403: credential, consent or permission
     │   └── DeltaTokenExpired       the stored deltaLink is no longer valid: a full round is needed
     └── TargetError             Exchange Online refused or failed a call
         ├── TargetTransient         worth retrying: 5xx, busy server, replication lag
@@ -63,6 +67,12 @@ class BadRunRequest(CtcsError):
     """A `pair-runs` queue message is not a valid request to plan a pair (bad JSON, unknown kind or trigger)."""
 
 
+class CredentialUnusable(ConfigError):
+    """A pair side's credential cannot be used as defined: its secret or certificate reference (`kv:`, `env:`,
+    `file:`) is missing, empty or not a certificate, the vault refused, or managed-identity federation would cross
+    clouds. A credential problem an admin must fix, like a rejected certificate: the pair is quarantined."""
+
+
 class LeaseHeld(CtcsError):
     """Another run holds the pair's planning lease; this run did nothing."""
 
@@ -70,6 +80,11 @@ class LeaseHeld(CtcsError):
 class LeaseLost(LeaseHeld):
     """This run's lease expired while it worked (it stalled longer than CTCS_LEASE_SECONDS) and another run took
     the pair: this run stops without writing anything more, and the other carries the round on."""
+
+
+class PairParked(CtcsError):
+    """The op's pair is quarantined because its credentials fail: the op is kept, untried, until a connection test
+    passes (never spends a delivery attempt or a token request)."""
 
 
 class SourceError(CtcsError):
@@ -81,6 +96,15 @@ class SourceThrottled(SourceError):
 
     def __init__(self, message: str, *, retry_after: float | None = None) -> None:
         self.retry_after = retry_after
+        super().__init__(message)
+
+
+class SourceAuthError(SourceError):
+    """No token for the source tenant, or Graph answered 401/403: the credential, admin consent or a permission is
+    missing. Retrying cannot help until an admin fixes it: the pair is quarantined (reason kind `credentials`)."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        self.status = status
         super().__init__(message)
 
 

@@ -65,6 +65,12 @@ SETTINGS: tuple[Setting, ...] = (
         "Key Vault that `kv:<name>` secret references in pair files are read from (`https://<vault>.vault.azure.net`).",
     ),
     Setting(
+        "CTCS_HOSTING_CLOUD",
+        "global",
+        "The cloud the Function App runs in (`global`, `usgov`, `usgovdod` or `china`; set by the deployment): managed "
+        "identity federation takes its token audience from it and refuses a pair side in another cloud.",
+    ),
+    Setting(
         "SYNC_SCHEDULE",
         "0 */5 * * * *",
         "NCRONTAB schedule (UTC, six fields) of the timer that asks for a planning run of every due pair.",

@@ -30,6 +30,9 @@ param instanceMemoryMB int = 2048
 @description('The ctcs app settings (names from sync/settings.py); the platform settings are added here.')
 param appSettings object
 
+@description('Authenticate telemetry with the managed identity (false in sovereign clouds: see monitoring.bicep).')
+param applicationInsightsEntraAuth bool = true
+
 resource applicationInsights 'Microsoft.Insights/components@2020-02-02' existing = {
   name: applicationInsightsName
 }
@@ -42,8 +45,10 @@ var platformAppSettings = {
   AzureWebJobsStorage__queueServiceUri: queueServiceUri
   AzureWebJobsStorage__tableServiceUri: tableServiceUri
   APPLICATIONINSIGHTS_CONNECTION_STRING: applicationInsights.properties.ConnectionString
-  APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identityClientId};Authorization=AAD'
 }
+var telemetryAuthentication = applicationInsightsEntraAuth ? {
+  APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identityClientId};Authorization=AAD'
+} : {}
 
 module plan 'br/public:avm/res/web/serverfarm:0.1.1' = {
   name: 'plan'
@@ -113,7 +118,7 @@ module site 'br/public:avm/res/web/site:0.15.1' = {
         allow: false
       }
     ]
-    appSettingsKeyValuePairs: union(appSettings, platformAppSettings)
+    appSettingsKeyValuePairs: union(appSettings, platformAppSettings, telemetryAuthentication)
   }
 }
 

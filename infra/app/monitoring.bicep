@@ -1,9 +1,14 @@
-// Log Analytics + Application Insights. Local (instrumentation key) auth is off: the app sends telemetry with its
-// managed identity (APPLICATIONINSIGHTS_AUTHENTICATION_STRING) and needs Monitoring Metrics Publisher (rbac.bicep).
+// Log Analytics + Application Insights. With `entraAuth` (the default in the global cloud) local (instrumentation key)
+// auth is off: the app sends telemetry with its managed identity (APPLICATIONINSIGHTS_AUTHENTICATION_STRING) and needs
+// Monitoring Metrics Publisher (rbac.bicep). Sovereign clouds: the Functions host cannot authenticate telemetry with
+// Entra there, so local auth stays on rather than losing every trace.
 param logAnalyticsName string
 param applicationInsightsName string
 param location string = resourceGroup().location
 param tags object = {}
+
+@description('Accept only Entra-authenticated telemetry (local auth off).')
+param entraAuth bool = true
 
 @minValue(30)
 @description('Days Log Analytics keeps the logs.')
@@ -26,7 +31,7 @@ module applicationInsights 'br/public:avm/res/insights/component:0.4.1' = {
     location: location
     tags: tags
     workspaceResourceId: logAnalytics.outputs.resourceId
-    disableLocalAuth: true
+    disableLocalAuth: entraAuth
   }
 }
 

@@ -4,6 +4,8 @@ Routes (auth level FUNCTION, JSON in and out, every error as `{"error": "..."}` 
 
     POST /api/pairs/{id}/resync[?full=true][&allow_deletes=true]   plan the pair now; ops go to the queue (a long
                                                                     round goes on in the planner: 202 `continued`)
+    POST /api/pairs/{id}/test                                       test the pair's connections (200 / 424)
+    POST /api/pairs/{id}/users/{user}/sync                          provision one user now, each step shown
     GET  /api/pairs                                                 every pair: definition and status
     GET  /api/pairs/{id}                                            one pair: definition and status
 
@@ -20,7 +22,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from sync.app.connection_test import check_connection
 from sync.app.planning import RunResult, run_pair
+from sync.app.provision import Result, provision_user
+from sync.app.retest import lift_credentials_quarantine
 from sync.app.runtime import Runtime
 from sync.app.status import pair_status, queue_depths
 from sync.contract.vocabulary import RunOutcome, RunTrigger
@@ -102,6 +107,12 @@ def resync(rt: Runtime, pair_id: str, params: Mapping[str, str]) -> ApiResponse:
     full, allow_deletes = flag(params, "full"), flag(params, "allow_deletes")
     pair = rt.stores.pairs.get(check_pair_id(pair_id))
     state = rt.stores.pair_state.get(pair.id)
+    if state.credentials_quarantined:
+        return error(
+            409, f"pair {pair.id} is quarantined for its credentials: {state.quarantine_reason}",
+            outcome=RunOutcome.QUARANTINED, quarantine_reason=state.quarantine_reason, quarantine_kind="credentials",
+            hint=f"fix the credentials, then POST /api/pairs/{pair.id}/test (the timer also tests again on its own)",
+        )
     if state.quarantined and not allow_deletes:
         # Checked before a full round is requested: a quarantined pair keeps its deltaLink until an admin decides.
         return error(
@@ -132,6 +143,32 @@ def resync(rt: Runtime, pair_id: str, params: Mapping[str, str]) -> ApiResponse:
         reason = result.quarantine_reason or run.error or run.outcome
         return error(status, f"pair {pair.id}: {run.outcome}: {reason}", **body)
     return ApiResponse(status, body)
+
+
+def test_pair(rt: Runtime, pair_id: str, params: Mapping[str, str]) -> ApiResponse:
+    """POST /api/pairs/{id}/test: every connection check; 200 when all pass, 424 (a tenant side failed) otherwise.
+    A pass lifts a credentials quarantine at once."""
+    check_params(params)
+    pair = rt.stores.pairs.get(check_pair_id(pair_id))
+    report = check_connection(rt, pair)
+    lifted = report.credentials_ok and rt.stores.pair_state.get(pair.id).credentials_quarantined
+    if lifted:
+        lift_credentials_quarantine(rt, pair.id)
+    return ApiResponse(200 if report.ok else 424, {**report.as_json(), "quarantine_lifted": bool(lifted)})
+
+
+# Provisioning result → HTTP status.
+PROVISION_STATUS = {Result.NOT_FOUND: 404, Result.QUARANTINED: 409, Result.FAILED: 502}
+
+
+def sync_user(rt: Runtime, pair_id: str, user: str, params: Mapping[str, str]) -> ApiResponse:
+    """POST /api/pairs/{id}/users/{user}/sync: read, scope, plan and apply one user now; the steps in the body."""
+    check_params(params)
+    if not user.strip() or len(user) > 320:
+        raise BadRequest("user must be an object id, a user principal name or a mail address")
+    done = provision_user(rt, check_pair_id(pair_id), user)
+    status = PROVISION_STATUS.get(done.result, 200 if done.ok else 409)
+    return ApiResponse(status, done.as_json())
 
 
 def describe_pair(rt: Runtime, pair_id: str) -> dict[str, Any]:

@@ -11,18 +11,17 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from azure.storage.queue import QueueMessage
-
 from sync.app.apply import Applied, Outcome, apply_op
 from sync.app.batches import split_batch
 from sync.app.planning import new_run_id
+from sync.app.quarantine import quarantine_for_credentials
 from sync.app.runtime import Runtime
-from sync.contract.ops import ContactOp, decode_op, is_batch, pair_of_message
+from sync.contract.ops import ContactOp, decode_op, is_batch
 from sync.contract.vocabulary import RunOutcome, RunTrigger
 from sync.core.delivery_policy import MAX_DEQUEUE_COUNT, Decision, Verdict, decide
-from sync.errors import BadOpMessage, PairNotFound
+from sync.errors import BadOpMessage, PairNotFound, PairParked
 from sync.state.contacts import POISONED_OP_SUFFIX
-from sync.state.queues import OpQueue
+from sync.state.queues import move_ops
 from sync.state.runs import RunRecord
 
 log = logging.getLogger("ctcs.worker")
@@ -32,7 +31,8 @@ POISONED = "failed on every delivery"
 
 def handle_message(rt: Runtime, body: str | bytes) -> tuple[ContactOp, Applied]:
     """Apply one queued op. Raises `BadOpMessage` (never retry), `TargetTransient`/`TargetThrottled`/`RowBusy`/
-    `CreationQuotaReached` (defer or retry later)."""
+    `CreationQuotaReached` (defer or retry later), `PairParked` (the pair is quarantined for its credentials: nothing
+    is tried) or `TargetAuthError`."""
     op = decode_op(body)
     started = time.monotonic()
     try:
@@ -40,7 +40,13 @@ def handle_message(rt: Runtime, body: str | bytes) -> tuple[ContactOp, Applied]:
     except PairNotFound:
         log.warning("dropping op %s: pair %s no longer exists", op.key, op.pair_id)
         return op, Applied(Outcome.STALE, detail="the pair was removed")
-    applied = apply_op(op, pair=pair, target=rt.target(pair), contacts=rt.stores.contacts, quota=rt.quota)
+    quarantined = rt.credentials_quarantine(pair.id)
+    if quarantined:
+        raise PairParked(f"pair {pair.id} is quarantined for its credentials: {quarantined}")
+    target = rt.target(pair)
+    calls_before = _thread_counts(target)
+    applied = apply_op(op, pair=pair, target=target, contacts=rt.stores.contacts, quota=rt.quota)
+    calls_after = _thread_counts(target)
     log.info(
         "op %s %s: %s",
         op.kind.value,
@@ -52,10 +58,20 @@ def handle_message(rt: Runtime, body: str | bytes) -> tuple[ContactOp, Applied]:
             "op_kind": op.kind.value,
             "source_id": op.source_id,
             "outcome": applied.outcome.value,
+            "detail": applied.detail[:300] if applied.outcome.failed else "",
             "duration_ms": round((time.monotonic() - started) * 1000),
+            "exchange_calls": calls_after[0] - calls_before[0],
+            "exchange_throttled": calls_after[1] - calls_before[1],
+            # The op's version is its planning time in microseconds: how long a change took to reach Exchange.
+            "plan_to_apply_ms": max(0, round(time.time() * 1000 - op.version / 1000)),
         },
     )
     return op, applied
+
+
+def _thread_counts(target: object) -> tuple[int, int]:
+    counts = getattr(target, "thread_counts", None)
+    return counts() if callable(counts) else (0, 0)
 
 
 def note_failed_delivery(rt: Runtime, body: str | bytes, decision: Decision) -> None:
@@ -81,7 +97,8 @@ def record_poison(rt: Runtime, body: str | bytes, *, error: str = "") -> Contact
     rt.stores.contacts.record_failure(op.pair_id, op.source_id, error=message, op=f"{op.kind.value}{POISONED_OP_SUFFIX}",
                                       run_id=op.run_id)
     log.error("op %s ended in the poison queue: %s", op.key, cause,
-              extra={"pair_id": op.pair_id, "run_id": op.run_id, "op_kind": op.kind.value, "outcome": "poisoned"})
+              extra={"pair_id": op.pair_id, "run_id": op.run_id, "op_kind": op.kind.value, "source_id": op.source_id,
+                     "outcome": "poisoned", "detail": cause[:300]})
     return op
 
 
@@ -91,28 +108,11 @@ def replay_poison(rt: Runtime, *, pair_id: str | None = None, limit: int = 10_00
     They are read from the holding queue `<queue>-failed` (where the poison trigger keeps them) and from
     `<queue>-poison` itself (where `drain` leaves them, and where the host puts them until the poison trigger runs).
     """
-    moved = _move_back(rt, rt.stores.failed, pair_id=pair_id, limit=limit)
-    return moved + _move_back(rt, rt.stores.poison, pair_id=pair_id, limit=limit - moved)
+    def wanted(op_pair: str | None) -> bool:
+        return pair_id is None or op_pair == pair_id
 
-
-def _move_back(rt: Runtime, source: OpQueue, *, pair_id: str | None, limit: int) -> int:
-    moved = 0
-    others: list[QueueMessage] = []  # other pairs' messages: hidden while we look, made visible again after
-    while moved < limit:
-        messages = source.receive(max_messages=32, visibility_timeout=60)
-        if not messages:
-            break
-        for message in messages:
-            op_pair = pair_of_message(message.content)
-            if pair_id is not None and op_pair != pair_id:
-                others.append(message)
-                continue
-            rt.stores.ops.send_text(message.content)
-            source.delete(message)
-            moved += 1
-    for message in others:
-        source.make_visible(message)
-    return moved
+    moved = move_ops(rt.stores.failed, rt.stores.ops, wanted=wanted, limit=limit)
+    return moved + move_ops(rt.stores.poison, rt.stores.ops, wanted=wanted, limit=limit - moved)
 
 
 def keep_poisoned(rt: Runtime, body: str | bytes, *, error: str = "") -> ContactOp | None:
@@ -145,6 +145,20 @@ def keep_poisoned(rt: Runtime, body: str | bytes, *, error: str = "") -> Contact
     return op
 
 
+def park(rt: Runtime, body: str | bytes, decision: Decision, error: BaseException) -> None:
+    """Keep an op of a pair whose credentials fail, untried, in the `-parked` queue (sent without expiry, before
+    the delivery succeeds: invariant 2); a new credentials failure quarantines the pair first."""
+    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+    if decision.quarantine:
+        try:
+            pair = rt.pair(decode_op(text).pair_id)
+        except (BadOpMessage, PairNotFound):
+            pass
+        else:
+            quarantine_for_credentials(rt, pair, error)
+    rt.stores.parked.send_text(text)
+
+
 def op_fields(body: str | bytes) -> dict[str, Any]:
     """Log fields of a message (pair, run, op kind, source object id); empty when it is not an op."""
     try:
@@ -159,6 +173,8 @@ def deliver(rt: Runtime, body: str | bytes, *, dequeue_count: int) -> str:
 
     The verdict comes from `sync.core.delivery_policy.decide`; here it becomes what the Functions host understands:
     - poison (not an op at all): sent straight to the poison queue; retrying it cannot help. This delivery succeeds.
+    - park (the pair's credentials fail): kept untried in `<queue>-parked` (the pair quarantined on a new failure),
+      and this delivery succeeds: no attempt is spent on what only an admin can fix.
     - defer (throttled, the creation quota, RowBusy): the same body is sent again, invisible for the delay, and
       this delivery succeeds, so waiting never spends one of the `maxDequeueCount` deliveries. (Host retry policies
       do not apply to queue triggers, and a failed delivery always waits the fixed host.json `visibilityTimeout`.)
@@ -189,6 +205,10 @@ def deliver(rt: Runtime, body: str | bytes, *, dequeue_count: int) -> str:
             log.error("not a contact operation, sent to the poison queue: %s", error, extra={**fields, "outcome": "bad"})
             rt.stores.poison.send_text(text)
             return "bad"
+        if decision.verdict is Verdict.PARK:
+            park(rt, body, decision, error)
+            log.info("op parked: %s", decision.reason, extra={**fields, "outcome": "parked"})
+            return "parked"
         if decision.verdict is Verdict.DEFER:
             rt.stores.ops.send_text(text, delay_seconds=decision.delay_seconds)
             log.warning("op deferred %s s: %s", decision.delay_seconds, decision.reason,

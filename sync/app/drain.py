@@ -2,7 +2,8 @@
 
 Each delivery's outcome goes through the same decision as the Functions worker (`sync.core.delivery_policy`):
 done → deleted; defer → sent again with the delay, no attempt spent; retry → hidden for the backoff, the attempt
-counts; poison → moved to the poison queue and recorded with its cause.
+counts; poison → moved to the poison queue and recorded with its cause; park → kept untried in the `-parked` queue
+(the pair quarantined for its credentials).
 
 With `pair_id`, only that pair's ops are applied and reported: another pair's message that comes along is given
 back as a fresh copy (so this look costs it no delivery attempt), hidden for a short while so the drain gets past it.
@@ -27,7 +28,7 @@ from azure.storage.queue import QueueMessage
 
 from sync.app.apply import Applied, Outcome
 from sync.app.batches import split_batch
-from sync.app.delivery import handle_message, note_failed_delivery, record_poison
+from sync.app.delivery import handle_message, note_failed_delivery, park, record_poison
 from sync.app.runtime import Runtime
 from sync.contract.ops import ContactOp, decode_op, is_batch, pair_of_message
 from sync.contract.vocabulary import ContactStatus
@@ -61,6 +62,7 @@ class DrainReport:
     waiting_until: datetime | None = None  # when the last of them comes back, as far as known
     waiting_reason: str = ""
     split: int = 0  # batches of ops split into single-op messages (then applied like the others)
+    parked: int = 0  # ops kept untried because their pair's credentials fail (the pair is quarantined)
 
     @property
     def failed(self) -> int:
@@ -127,23 +129,28 @@ class _Drain:
         except Exception as error:
             count = message.dequeue_count or 1
             decision = decide(error, dequeue_count=count, backoff=self.backoff)
+            if decision.verdict is Verdict.PARK:
+                park(self.rt, message.content, decision, error)
+                queue.delete(message, missing_ok=True)
+                self.report.parked += 1
+                return "parked"
             if decision.verdict is Verdict.DEFER:
                 queue.send_text(message.content, delay_seconds=decision.delay_seconds)
-                queue.delete(message)
+                queue.delete(message, missing_ok=True)
             elif decision.verdict is Verdict.RETRY:
                 note_failed_delivery(self.rt, message.content, decision)
                 queue.defer(message, decision.delay_seconds)
             else:
                 log.error("op moved to the poison queue: %s", decision.reason)
                 self.rt.stores.poison.send_text(message.content)
-                queue.delete(message)
+                queue.delete(message, missing_ok=True)
                 record_poison(self.rt, message.content, error=decision.reason)
                 self.report.poisoned += 1
                 return "poisoned"
             self.waiting[key] = (time.monotonic() + decision.delay_seconds, decision.reason)
             self.report.deferred += 1
             return ""
-        queue.delete(message)
+        queue.delete(message, missing_ok=True)
         self.report.outcomes[applied.outcome.value] += 1
         return applied.outcome.value
 

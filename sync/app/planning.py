@@ -17,15 +17,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from sync.app import group_round
+from sync.app.quarantine import quarantine_for_credentials
 from sync.app.rounds import OnPage, RoundProgress, StreamedRound
 from sync.app.runtime import Runtime
 from sync.contract.pair_runs import PairRunRequest, RunKind
 from sync.contract.pairs import TenantPair, template_fields
 from sync.contract.userattrs import BASE_SELECT
-from sync.contract.vocabulary import RunOutcome, RunTrigger
+from sync.contract.vocabulary import QuarantineKind, RunOutcome, RunTrigger
+from sync.core.diagnosis import Side, is_credentials_failure
 from sync.core.plan import Plan, plan_pair, unsafe_reason
 from sync.core.source import DeltaRound, read_whole_round
-from sync.errors import CtcsError, DeltaTokenExpired, LeaseHeld, LeaseLost
+from sync.errors import CtcsError, DeltaTokenExpired, LeaseHeld, LeaseLost, TargetError
 from sync.state.entities import iso, now_utc
 from sync.state.runs import RunRecord
 
@@ -142,7 +144,8 @@ def run_pair(
     started = time.monotonic()
     status = stores.pair_state.get(pair.id)
     released_by_round = status.round is not None and status.round.allow_deletes
-    if status.quarantined and not (allow_deletes or released_by_round):
+    # --allow-deletes releases the safety gate only; a credentials quarantine waits for a passing connection test.
+    if status.credentials_quarantined or (status.quarantined and not (allow_deletes or released_by_round)):
         run.outcome = RunOutcome.QUARANTINED
         run.error = status.quarantine_reason
         return RunResult(run, quarantine_reason=status.quarantine_reason)
@@ -159,6 +162,8 @@ def run_pair(
         log.warning("pair %s run %s stopped: %s", pair.id, run.run_id, lost)
         result = RunResult(run)
     except Exception as error:
+        if is_credentials_failure(error):
+            return _quarantined_for_credentials(rt, pair, run, error)
         run.outcome, run.error = RunOutcome.FAILED, f"{type(error).__name__}: {error}"
         if isinstance(error, CtcsError):
             log.error("pair %s run %s failed: %s", pair.id, run.run_id, run.error)
@@ -184,6 +189,17 @@ def _ask_for_the_rest(rt: Runtime, pair_id: str, run: RunRecord) -> None:
                   pair_id, run.round_id, error)
 
 
+def _quarantined_for_credentials(rt: Runtime, pair: TenantPair, run: RunRecord, error: BaseException) -> RunResult:
+    """The run met a credentials failure (a sign-in refused, 401/403, an unreadable certificate): quarantine the
+    pair (kind `credentials`) instead of failing run after run; the timer re-tests it. Nothing was queued."""
+    # In a planning run only the source's Exchange (visibility) is an Exchange call.
+    quarantine_for_credentials(rt, pair, error, side=None if not isinstance(error, TargetError) else Side.SOURCE_EXCHANGE)
+    reason = rt.stores.pair_state.get(pair.id).quarantine_reason
+    run.outcome, run.error = RunOutcome.QUARANTINED, reason
+    rt.stores.pair_state.record_run(pair.id, run_id=run.run_id, outcome=run.outcome, delta_link=None)
+    return RunResult(run, quarantine_reason=reason)
+
+
 def _run_with_lease(
     rt: Runtime, pair: TenantPair, run: RunRecord, *, allow_deletes: bool, full: bool, started: float,
     budget_seconds: float | None, keep_ops: bool, on_page: OnPage | None,
@@ -197,8 +213,11 @@ def _run_with_lease(
     if progress.quarantine_reason:
         stores.pair_state.record_run(pair.id, run_id=run.run_id, outcome=RunOutcome.QUARANTINED, delta_link=None)
         return RunResult(run, progress.plan, progress.quarantine_reason, queued=progress.queued)
-    if progress.finished and progress.deletes_allowed and stores.pair_state.get(pair.id).quarantined:
+    if progress.finished and progress.deletes_allowed and stores.pair_state.get(pair.id).gate_quarantined:
         stores.pair_state.release_quarantine(pair.id)
+        log.warning("pair %s: safety gate quarantine released (allow_deletes)", pair.id,
+                    extra={"pair_id": pair.id, "run_id": run.run_id, "outcome": "released",
+                           "quarantine_kind": QuarantineKind.GATE.value})
     elif not progress.finished:
         stores.pair_state.record_run(pair.id, run_id=run.run_id, outcome=run.outcome, delta_link=None)
     log.info(

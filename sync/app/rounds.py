@@ -35,7 +35,7 @@ from sync.app.page_writer import PageWriter
 from sync.app.runtime import Runtime
 from sync.contract.ops import ContactOp, OpKind
 from sync.contract.pairs import TenantPair
-from sync.contract.vocabulary import ContactStatus, RunOutcome
+from sync.contract.vocabulary import ContactStatus, QuarantineKind, RunOutcome
 from sync.core.plan import EarlierPages, Plan, SendLedger, StateSummary, plan_page, unsafe_reason
 from sync.core.source import DeltaPage, DeltaRound, Source
 from sync.errors import DeltaTokenExpired, SourceError
@@ -276,7 +276,10 @@ class StreamedRound:
             stores.round_pages.forget(self.pair.id)
             progress.quarantine_reason = reason
             progress.plan.merge(plan, keep_ops=self.keep_ops)
-            log.warning("pair %s quarantined: %s", self.pair.id, reason)
+            log.warning("pair %s quarantined: %s", self.pair.id, reason,
+                        extra={"pair_id": self.pair.id, "run_id": self.run.run_id,
+                               "outcome": RunOutcome.QUARANTINED.value, "quarantine_kind": QuarantineKind.GATE.value,
+                               "reason": reason})
             return
         self._queue(round_, plan.ops, progress)
         progress.plan.merge(plan, keep_ops=self.keep_ops)

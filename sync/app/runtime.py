@@ -11,6 +11,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from sync.app.quota_gate import QuotaGate
 from sync.contract.pairs import TenantPair
@@ -22,10 +23,21 @@ from sync.exchange.visibility import SourceVisibility
 from sync.settings import Tuning
 from sync.state.stores import Stores
 
+if TYPE_CHECKING:
+    from sync.app.probe import ConnectionProbe
+
 SourceFactory = Callable[[TenantPair], Source]
 TargetFactory = Callable[[TenantPair], Target]
 VisibilityFactory = Callable[[TenantPair], SourceVisibility | None]
+ProbeFactory = Callable[[TenantPair], "ConnectionProbe"]
 PAIR_CACHE_SECONDS = 60.0
+QUARANTINE_CACHE_SECONDS = 10.0  # how stale the worker's view of a credentials quarantine may be
+
+
+def _no_probe(pair: TenantPair) -> ConnectionProbe:
+    from sync.errors import ConfigError
+
+    raise ConfigError("this runtime has no connection probe (in-memory tenants): a connection test needs real edges")
 
 
 @dataclass
@@ -35,9 +47,12 @@ class Runtime:
     open_target: TargetFactory
     open_visibility: VisibilityFactory = lambda pair: None
     tuning: Tuning = field(default_factory=Tuning)
+    open_probe: ProbeFactory = _no_probe  # fresh edges for connection tests
+    reset_credentials: Callable[[], None] = lambda: None  # forget cached credentials and secrets (after a fix)
     instance_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     _targets: dict[str, tuple[str, Target]] = field(default_factory=dict, repr=False)
     _pairs: dict[str, tuple[float, TenantPair]] = field(default_factory=dict, repr=False)
+    _quarantines: dict[str, tuple[float, str]] = field(default_factory=dict, repr=False)
     _pacers: dict[str, OrgPacer] = field(default_factory=dict, repr=False)
     _quota: list[QuotaGate] = field(default_factory=list, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -46,6 +61,8 @@ class Runtime:
     @classmethod
     def from_settings(cls, environ: Mapping[str, str] | None = None) -> Runtime:
         from sync.app.connectors import open_source, open_source_visibility, open_target
+        from sync.app.probe import open_probe
+        from sync.identity.credentials import shared_credentials
         from sync.identity.secrets import SecretResolver
 
         resolver = SecretResolver(environ=environ)
@@ -54,12 +71,18 @@ class Runtime:
             return open_target(pair, resolver, pacer=rt.pacer(pair.target.organization),
                                lookup_batch=rt.tuning.lookup_batch)
 
+        def reset_credentials() -> None:
+            shared_credentials.clear()
+            resolver.clear()
+
         rt = cls(
             Stores.from_settings(environ),
             lambda pair: open_source(pair, resolver),
             target,
             lambda pair: open_source_visibility(pair, resolver),
             tuning=Tuning.from_settings(environ),
+            open_probe=lambda pair: open_probe(pair, environ=None if environ is None else dict(environ)),
+            reset_credentials=reset_credentials,
         )
         return rt
 
@@ -96,9 +119,32 @@ class Runtime:
     def target(self, pair: TenantPair) -> Target:
         """One target client per pair definition, so its token and connection pool are reused."""
         key = pair.to_json()
-        with self._targets_lock:  # one per pair even when a whole queue batch asks at once: they share its look-ups
+        with self._targets_lock:  # concurrent ops of a pair share one client (and so one sign-in)
             cached = self._targets.get(pair.id)
             if cached is None or cached[0] != key:
                 cached = (key, self.open_target(pair))
                 self._targets[pair.id] = cached
             return cached[1]
+
+    def credentials_quarantine(self, pair_id: str) -> str:
+        """The reason the pair is quarantined for its credentials ("" when it is not), at most
+        QUARANTINE_CACHE_SECONDS old: the worker asks before every op."""
+        cached = self._quarantines.get(pair_id)
+        if cached is not None and time.monotonic() - cached[0] < QUARANTINE_CACHE_SECONDS:
+            return cached[1]
+        status = self.stores.pair_state.get(pair_id)
+        reason = status.quarantine_reason if status.credentials_quarantined else ""
+        self._quarantines[pair_id] = (time.monotonic(), reason)
+        return reason
+
+    def look_again(self, pair_id: str) -> None:
+        """The pair's quarantine changed: the next op reads it from the table."""
+        self._quarantines.pop(pair_id, None)
+
+    def forget_connections(self, pair_id: str) -> None:
+        """After the pair's credentials changed state (quarantined or fixed): new clients, credentials and secrets
+        on next use, and a fresh look at the quarantine."""
+        self._targets.pop(pair_id, None)
+        self._quarantines.pop(pair_id, None)
+        self._pairs.pop(pair_id, None)
+        self.reset_credentials()

@@ -39,6 +39,8 @@ def pair_status(rt: Runtime, pair_id: str) -> dict[str, Any]:
         "enabled": pair.enabled,
         "quarantined": state.quarantined,
         "quarantine_reason": state.quarantine_reason or None,
+        "quarantine_kind": state.kind.value if state.kind else None,
+        "retest_at": state.retest_at or None,
         "last_run": {"id": state.last_run_id, "at": state.last_run_at, "outcome": state.last_outcome},
         "has_delta_link": bool(state.delta_link),
         "round_in_progress": _round(state.round),
@@ -111,6 +113,7 @@ def queue_depths(rt: Runtime) -> dict[str, int]:
         "ops": stores.ops.approximate_count(),
         "poison": stores.poison.approximate_count(),
         "failed": stores.failed.approximate_count(),
+        "parked": stores.parked.approximate_count(),
     }
 
 

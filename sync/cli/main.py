@@ -1,7 +1,9 @@
 """`python -m sync`: manage pairs, preview and run syncs, read status. Same functions as the Functions triggers.
 
-Exit codes: 0 done, 1 some operations failed, 2 bad input or usage, 3 stopped by the safety gate,
-4 some operations wait for Exchange (creation quota, throttling) and will be applied later, 130 interrupted (Ctrl-C). An ordinary mistake (a bad setting, unreachable storage, a closed pipe) is one line on
+Exit codes: 0 done, 1 some operations failed, 2 bad input or usage (also: a failed connection test, a pair
+quarantined for its credentials), 3 stopped by the safety gate, 4 some operations wait for Exchange (creation quota,
+throttling) and will be applied later, 130 interrupted (Ctrl-C). An ordinary mistake (a bad setting, unreachable
+storage, a closed pipe) is one line on
 stderr and its exit code, never a traceback; `-vv` shows DEBUG logs.
 """
 
@@ -18,10 +20,13 @@ from pathlib import Path
 
 from azure.core.exceptions import AzureError
 
+from sync.app.connection_test import ConnectionReport, check_connection
 from sync.app.delivery import replay_poison
 from sync.app.drain import drain
 from sync.app.explain import explain
 from sync.app.planning import preview, record_applied, run_pair
+from sync.app.provision import Result, provision_user
+from sync.app.retest import lift_credentials_quarantine
 from sync.app.rounds import RoundProgress
 from sync.app.runtime import Runtime
 from sync.app.status import status_report
@@ -41,9 +46,39 @@ Command = Callable[[argparse.Namespace, Callable[[], Runtime]], int]
 
 def _pairs_add(args: argparse.Namespace, runtime: Callable[[], Runtime]) -> int:
     pair = load_pair_file(args.file)
-    replaced = runtime().stores.pairs.add(pair, replace=args.replace)
+    rt = runtime()
+    if not args.no_test:
+        report = check_connection(rt, pair)
+        render.connection_report(report)
+        if not report.ok:
+            print(f"pair {pair.id} not stored: fix the failed checks and add it again, or add it with --no-test",
+                  file=sys.stderr)
+            return EXIT_USAGE
+    replaced = rt.stores.pairs.add(pair, replace=args.replace)
     print(f"{'replaced' if replaced else 'added'} pair {pair.id}: {pair.source.name} -> {pair.target.organization}")
+    if not args.no_test and rt.stores.pair_state.get(pair.id).credentials_quarantined:
+        _lift(rt, pair.id)
     return EXIT_OK
+
+
+def _lift(rt: Runtime, pair_id: str) -> None:
+    moved = lift_credentials_quarantine(rt, pair_id)
+    print(f"pair {pair_id}: credentials quarantine lifted; {moved} waiting operation(s) back on the queue")
+
+
+def _pairs_test(args: argparse.Namespace, runtime: Callable[[], Runtime]) -> int:
+    rt = runtime()
+    report: ConnectionReport = check_connection(rt, args.id)
+    lifted = report.credentials_ok and rt.stores.pair_state.get(args.id).credentials_quarantined
+    if args.json:
+        print(json.dumps({**report.as_json(), "quarantine_lifted": bool(lifted)}, indent=2))
+        if lifted:
+            lift_credentials_quarantine(rt, args.id)
+    else:
+        render.connection_report(report)
+        if lifted:
+            _lift(rt, args.id)
+    return EXIT_OK if report.ok else EXIT_USAGE
 
 
 def _pairs_list(args: argparse.Namespace, runtime: Callable[[], Runtime]) -> int:
@@ -93,6 +128,11 @@ def _plan(args: argparse.Namespace, runtime: Callable[[], Runtime]) -> int:
 
 
 def _run(args: argparse.Namespace, runtime: Callable[[], Runtime]) -> int:
+    if args.user is not None:
+        return _run_user(args, runtime)
+    if args.json:
+        print("error: --json goes with --user (one user's steps); a pair's run prints a summary", file=sys.stderr)
+        return EXIT_USAGE
     rt = runtime()
     planning = Ticker("planning")
 
@@ -103,6 +143,11 @@ def _run(args: argparse.Namespace, runtime: Callable[[], Runtime]) -> int:
     result = run_pair(rt, args.pair, trigger=RunTrigger.CLI, full=args.full, allow_deletes=args.allow_deletes,
                       on_page=on_page)
     planning.finish()
+    if result.outcome is RunOutcome.QUARANTINED and rt.stores.pair_state.get(args.pair).credentials_quarantined:
+        print(f"pair {args.pair} is quarantined for its credentials: {result.run.error}", file=sys.stderr)
+        print(f"fix them, then python -m sync pairs test {args.pair} (the timer also tests again on its own)",
+              file=sys.stderr)
+        return EXIT_USAGE
     if result.outcome is RunOutcome.QUARANTINED:
         print(f"pair {args.pair} is quarantined: {result.run.error}", file=sys.stderr)
         print("review the plan (python -m sync plan), then release it with --allow-deletes", file=sys.stderr)
@@ -121,14 +166,35 @@ def _run(args: argparse.Namespace, runtime: Callable[[], Runtime]) -> int:
         on_done=lambda outcome: progress.advance(detail=outcome),
     )
     progress.finish()
-    record_applied(rt, result, {**drained.outcomes, "poisoned": drained.poisoned, "waiting": drained.waiting})
+    record_applied(rt, result, {**drained.outcomes, "poisoned": drained.poisoned, "waiting": drained.waiting,
+                             "parked": drained.parked})
     render.run_summary(result, drained)
+    if drained.parked:
+        reason = rt.stores.pair_state.get(args.pair).quarantine_reason
+        print(f"pair {args.pair} is now quarantined for its credentials: {reason}", file=sys.stderr)
+        print(f"its {drained.parked} remaining operation(s) wait untried; fix the credentials, then "
+              f"python -m sync pairs test {args.pair}", file=sys.stderr)
+        return EXIT_USAGE
     if drained.failed:
         return EXIT_FAILED
     if drained.waiting:
         render.waiting_note(args.pair, drained)
         return EXIT_WAITING
     return EXIT_OK
+
+
+def _run_user(args: argparse.Namespace, runtime: Callable[[], Runtime]) -> int:
+    if args.full or args.allow_deletes:
+        print("error: --user provisions one user: --full and --allow-deletes do not apply", file=sys.stderr)
+        return EXIT_USAGE
+    done = provision_user(runtime(), args.pair, args.user)
+    if args.json:
+        print(json.dumps(done.as_json(), indent=2, ensure_ascii=False, default=str))
+    else:
+        render.provisioned(done)
+    if done.result in (Result.NOT_FOUND, Result.QUARANTINED):
+        return EXIT_USAGE
+    return EXIT_OK if done.ok else EXIT_FAILED
 
 
 def _status(args: argparse.Namespace, runtime: Callable[[], Runtime]) -> int:
@@ -164,7 +230,12 @@ def build_parser() -> argparse.ArgumentParser:
     add = pairs.add_parser("add", help="validate a pair file and store it")
     add.add_argument("file")
     add.add_argument("--replace", action="store_true", help="replace a pair with the same id")
+    add.add_argument("--no-test", action="store_true", help="store it without testing its connections first")
     add.set_defaults(handler=_pairs_add)
+    test = pairs.add_parser("test", help="test a pair's sign-ins, permissions and cheapest calls on both sides")
+    test.add_argument("id")
+    test.add_argument("--json", action="store_true")
+    test.set_defaults(handler=_pairs_test)
     listing = pairs.add_parser("list", help="every pair")
     listing.add_argument("--json", action="store_true")
     listing.set_defaults(handler=_pairs_list)
@@ -189,6 +260,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--pair", required=True)
     run.add_argument("--full", action="store_true", help="read every user and sweep contacts whose user is gone")
     run.add_argument("--allow-deletes", action="store_true", help="pass the safety gate once and lift a quarantine")
+    run.add_argument("--user", help="provision one user now (object id, UPN or mail), showing each step")
+    run.add_argument("--json", action="store_true", help="with --user: the steps as JSON")
     run.set_defaults(handler=_run)
 
     status = commands.add_parser("status", help="last runs, contact counts, quarantine, queues")

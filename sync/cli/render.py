@@ -6,9 +6,11 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from sync.app.connection_test import ConnectionReport
 from sync.app.drain import DrainReport
 from sync.app.explain import Explanation
 from sync.app.planning import RunResult
+from sync.app.provision import Provisioned
 from sync.cli.console import table
 from sync.contract.ops import OpKind
 from sync.contract.pairs import TenantPair
@@ -88,6 +90,8 @@ def run_summary(result: RunResult, drained: DrainReport) -> None:
     rows += [[f"skipped: {reason}", n] for reason, n in sorted(plan.skipped_by_reason.items())]
     if drained.poisoned:
         rows.append(["poisoned (see status, then replay-poison)", drained.poisoned])
+    if drained.parked:
+        rows.append(["parked (the pair's credentials fail; kept untried)", drained.parked])
     table(["outcome", "count"], rows)
     print(
         f"graph requests: {result.run.graph_requests}   planning: {result.run.seconds:.1f} s   "
@@ -119,7 +123,8 @@ def status_tables(report: Mapping[str, Any]) -> None:
             [
                 s["pair"], s["enabled"], s["last_run"]["at"], s["last_run"]["outcome"],
                 s["contacts"].get("ok", 0), s["contacts"].get("conflict", 0), s["contacts"].get("failed", 0),
-                s["waiting"]["creates_queued"], s["waiting"]["poisoned"], s["quarantine_reason"] or "",
+                s["waiting"]["creates_queued"], s["waiting"]["poisoned"],
+                f"{s['quarantine_kind']}: {s['quarantine_reason']}" if s["quarantine_reason"] else "",
             ]
             for s in statuses
         ],
@@ -127,7 +132,7 @@ def status_tables(report: Mapping[str, Any]) -> None:
     queues = report["queues"]
     print(
         f"\nqueues (all pairs): {queues['ops']} ops waiting, {queues['poison']} in the poison queue, "
-        f"{queues['failed']} kept for replay-poison"
+        f"{queues['failed']} kept for replay-poison, {queues['parked']} parked (pairs quarantined for their credentials)"
     )
     for s in statuses:
         pause = s["exchange"]["creation_quota_pause"]
@@ -181,3 +186,27 @@ def explanation_text(explanation: Explanation) -> None:
     if explanation.desired:
         print()
         table(["contact parameter", "desired value"], [[k, v] for k, v in explanation.desired.items()])
+
+
+def connection_report(report: ConnectionReport) -> None:
+    """`pairs test`: one line per check; a failed one with its cause and fix."""
+    print(f"Connection test of pair {report.pair_id} ({report.seconds:.1f} s)")
+    table(["side", "check", "result", "details"], [
+        [check.side, check.name, "ok" if check.ok else "FAILED", check.detail if check.ok else check.cause]
+        for check in report.checks
+    ])
+    for check in report.failures:
+        print(f"\n{check.side} {check.name}: {check.cause}" + (f" ({check.code})" if check.code else ""))
+        print(f"  fix: {check.fix}")
+    print("\nall checks passed" if report.ok else f"\n{len(report.failures)} check(s) failed")
+
+
+def provisioned(done: Provisioned) -> None:
+    """`run --user`: each step, then the result."""
+    print(f"pair {done.pair_id}, user {done.key!r} (run {done.run_id})")
+    for step in done.steps:
+        print(f"  {step.name:<9}: {step.detail}")
+        if step.name == "contact":
+            for name, value in step.data.get("contact", {}).items():
+                print(f"      {name:<32} {value}")
+    print(f"result: {done.result}")

@@ -56,3 +56,12 @@ class RunTrigger(StrEnum):
     HTTP = "http"  # POST /api/pairs/{id}/resync
     CLI = "cli"  # python -m sync run / plan
     POISON = "poison"  # the poison trigger recording an op that failed every delivery
+    RETEST = "retest"  # the timer re-testing the connection of a pair quarantined for its credentials
+    ON_DEMAND = "on_demand"  # python -m sync run --user / POST /api/pairs/{id}/users/{user}/sync: one user now
+
+
+class QuarantineKind(StrEnum):
+    """Why a pair is quarantined (PairState.quarantine_kind); each kind is released its own way."""
+
+    GATE = "gate"  # the safety gate: too many deletes; an admin releases it (`run --allow-deletes`)
+    CREDENTIALS = "credentials"  # authentication or permission failed; a passing connection test releases it

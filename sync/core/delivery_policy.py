@@ -10,6 +10,11 @@
              `delay_seconds` and this attempt counts towards `MAX_DEQUEUE_COUNT`
     poison   give up: a message that is not an op at all, or the last allowed delivery failed. The op moves to the
              poison queue, and from there to the `-failed` holding queue for `replay-poison` (invariant 2)
+    park     the pair's credentials fail (401/403, no token, an unreadable certificate) or the pair is already
+             quarantined for them: no retry can help until an admin fixes them. The op is kept, untried, in the
+             `-parked` holding queue (invariant 2) without spending a delivery; with `quarantine` the pair is
+             quarantined (kind `credentials`) so nothing more is tried or planned. A passing connection test
+             lifts the quarantine and moves the pair's parked ops back to the queue.
 
 Pure: it looks only at the error's class and the delivery count.
 """
@@ -21,7 +26,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
-from sync.errors import BadOpMessage, CreationQuotaReached, RowBusy, TargetThrottled
+from sync.core.diagnosis import is_credentials_failure
+from sync.errors import BadOpMessage, CreationQuotaReached, PairParked, RowBusy, TargetThrottled
 
 MAX_DEQUEUE_COUNT = 5  # as host.json's queues.maxDequeueCount (tested)
 MAX_DEFER_SECONDS = 600  # the longest one deferral waits; a longer Retry-After is split over several
@@ -38,6 +44,7 @@ class Verdict(StrEnum):
     DEFER = "defer"
     RETRY = "retry"
     POISON = "poison"
+    PARK = "park"
 
 
 @dataclass(frozen=True)
@@ -45,6 +52,7 @@ class Decision:
     verdict: Verdict
     delay_seconds: int = 0
     reason: str = ""
+    quarantine: bool = False  # park: this failure is news, quarantine the pair (credentials)
 
 
 def default_backoff(dequeue_count: int) -> int:
@@ -75,6 +83,10 @@ def decide(
         return Decision(Verdict.DONE)
     if isinstance(error, BadOpMessage):
         return Decision(Verdict.POISON, reason=f"not a contact operation: {error}")
+    if isinstance(error, PairParked):
+        return Decision(Verdict.PARK, reason=str(error))
+    if is_credentials_failure(error):
+        return Decision(Verdict.PARK, reason=describe(error), quarantine=True)
     if isinstance(error, TargetThrottled):
         return Decision(Verdict.DEFER, defer_seconds(error.retry_after, dequeue_count), describe(error))
     if isinstance(error, CreationQuotaReached):

@@ -32,6 +32,7 @@ import httpx
 from azure.core.credentials import TokenCredential
 from azure.core.exceptions import ClientAuthenticationError
 
+from sync.core.diagnosis import is_transient_sign_in
 from sync.core.retry import RetryBudget, RetryPolicy, parse_retry_after
 from sync.errors import (
     ManagerNotFound,
@@ -48,6 +49,9 @@ from sync.exchange.pacing import CONCURRENCY_RETRY_SECONDS, OrgPacer
 SYSTEM_MAILBOX = "SystemMailbox{bb558c35-97f1-4cb9-8ff7-d53741dc928c}"
 DEFAULT_EXCHANGE_RETRY = RetryPolicy(max_retries=4, max_wait_seconds=60.0, base_delay=2.0, max_delay=20.0)
 NAME_EXISTS = "ADObjectAlreadyExistsException"
+# A refused sign-in is remembered this long: the worker's concurrent ops then fail at once, without a token request
+# each, while the first failure quarantines the pair.
+TOKEN_FAILURE_MEMO_SECONDS = 60.0
 
 
 class AdminApiClient:
@@ -91,6 +95,9 @@ class AdminApiClient:
         self._origin = _origin(self.endpoint)
         self.requests: collections.Counter[str] = collections.Counter()
         self._count_lock = threading.Lock()  # one target serves the worker's concurrent ops
+        self._token_lock = threading.Lock()  # one sign-in at a time: concurrent ops share its outcome
+        self._thread = threading.local()  # requests and 429s of the calling thread: one op's share of them
+        self._token_failure: tuple[float, TargetAuthError] | None = None
 
     def __repr__(self) -> str:
         return f"<AdminApiClient {self.url}>"
@@ -108,6 +115,10 @@ class AdminApiClient:
     @property
     def total_requests(self) -> int:
         return sum(self.requests.values())
+
+    def thread_counts(self) -> tuple[int, int]:
+        """(requests, 429 answers) this thread has made so far: the worker's per-op share, for its log line."""
+        return getattr(self._thread, "requests", 0), getattr(self._thread, "throttled", 0)
 
     # --- cmdlet calls --------------------------------------------------------------------------------------
 
@@ -176,6 +187,7 @@ class AdminApiClient:
         }
         with self._count_lock:
             self.requests[cmdlet] += 1
+        self._thread.requests = getattr(self._thread, "requests", 0) + 1
         if self.pacer is None:
             return self._send(cmdlet, url, body, headers)
         with self.pacer.slot():
@@ -196,6 +208,8 @@ class AdminApiClient:
         return attempt
 
     def _read(self, cmdlet: str, response: httpx.Response) -> _Attempt:
+        if response.status_code == 429:
+            self._thread.throttled = getattr(self._thread, "throttled", 0) + 1
         retry_after = parse_retry_after(response.headers.get("Retry-After"))
         page: Any = None
         if response.is_success:
@@ -212,12 +226,30 @@ class AdminApiClient:
             return _Attempt(error=refused, retry_after=retry_after)
         return _Attempt(page=page)
 
+    def token(self) -> str:
+        """An access token for this organisation's Exchange (azure-identity caches and refreshes it).
+
+        `TargetAuthError` when the sign-in is refused (remembered for TOKEN_FAILURE_MEMO_SECONDS, so concurrent
+        and following calls fail without asking again), `TargetTransient` when Entra itself failed."""
+        with self._token_lock:
+            failure = self._token_failure
+            if failure is not None and time.monotonic() < failure[0]:
+                raise TargetAuthError(str(failure[1]), status=failure[1].status)
+            try:
+                token = self._credential.get_token(self._scope).token
+            except ClientAuthenticationError as error:
+                lines = str(error).strip().splitlines()
+                text = lines[0][:300] if lines else type(error).__name__
+                if is_transient_sign_in(text):
+                    raise TargetTransient(f"no Exchange token (sign-in service failed): {text}") from None
+                refused = TargetAuthError(f"no Exchange token for tenant {self.organization}: {text}", status=401)
+                self._token_failure = (time.monotonic() + TOKEN_FAILURE_MEMO_SECONDS, refused)
+                raise refused from None
+            self._token_failure = None
+            return token
+
     def _token(self) -> str:
-        try:
-            return self._credential.get_token(self._scope).token
-        except ClientAuthenticationError as error:
-            lines = str(error).strip().splitlines()
-            raise TargetAuthError(f"no Exchange token for the target tenant: {lines[0][:300] if lines else ''}") from None
+        return self.token()
 
     def _checked_link(self, cmdlet: str, link: object) -> str:
         # The token goes wherever the link points: only follow links to the endpoint we were given.

@@ -57,6 +57,9 @@ class ExchangeTarget:
     def total_requests(self) -> int:
         return self.api.total_requests
 
+    def thread_counts(self) -> tuple[int, int]:
+        return self.api.thread_counts()
+
     def invoke(
         self, cmdlet: str, parameters: Mapping[str, Any], *, select: tuple[str, ...] = (), retry_not_found: bool = False
     ) -> list[dict[str, Any]]:
@@ -166,6 +169,25 @@ class ExchangeTarget:
             # -like is a pattern match; the exact prefix check keeps "ours" exact (invariant 1).
             if recipient.anchor(attribute).startswith(anchor_prefix):
                 yield recipient
+
+    # --- what the connection test reads ------------------------------------------------------------------------
+
+    def first_recipient(self) -> dict[str, Any] | None:
+        """`Get-Recipient -ResultSize 1`: the cheapest call that proves token, permission and Exchange role."""
+        rows = self.invoke("Get-Recipient", {"ResultSize": 1}, select=("Guid", "Name", "DistinguishedName"))
+        return rows[0] if rows else None
+
+    def count_foreign_anchors(self, anchor_attribute: str, anchor_prefix: str, *, limit: int = 1000) -> int:
+        """Mail contacts whose anchor attribute holds a value that is not a ctcs anchor (`anchor_prefix`, e.g.
+        `ctcs|`): another tool uses the attribute. Counted up to `limit`."""
+        attribute = _anchor_attribute(anchor_attribute)
+        rows = self.invoke(
+            "Get-Recipient",
+            {"RecipientTypeDetails": "MailContact", "ResultSize": limit,
+             "Filter": opath.all_of(opath.is_set(attribute), opath.not_starts_with(attribute, anchor_prefix))},
+            select=("Guid", attribute),
+        )
+        return sum(1 for row in rows if str(row.get(attribute) or "") and not str(row[attribute]).startswith(anchor_prefix))
 
     def _remove_quietly(self, guid: str) -> None:
         # The original failure is the one to report; a failed rollback leaves an anchorless contact behind.

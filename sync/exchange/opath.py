@@ -40,6 +40,24 @@ def starts_with(prop: str, prefix: str) -> str:
     return f"{property_name(prop)} -like {quote(prefix + '*')}"
 
 
+def is_set(prop: str) -> str:
+    """`Prop -ne $null`: the property holds a value."""
+    return f"{property_name(prop)} -ne $null"
+
+
+def not_starts_with(prop: str, prefix: str) -> str:
+    """`Prop -notlike 'prefix*'`, with the same literal-prefix rule as `starts_with`."""
+    return starts_with(prop, prefix).replace(" -like ", " -notlike ", 1)
+
+
+def all_of(*clauses: str) -> str:
+    """Clauses joined by `-and`, each in parentheses."""
+    parts = [clause for clause in clauses if clause]
+    if not parts:
+        raise ValueError("an empty filter would match every object")
+    return parts[0] if len(parts) == 1 else " -and ".join(f"({part})" for part in parts)
+
+
 def any_of(*clauses: str) -> str:
     """Clauses joined by `-or`, each in parentheses so their own operators stay inside."""
     parts = [clause for clause in clauses if clause]

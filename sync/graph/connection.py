@@ -3,7 +3,8 @@
 `GraphConnection` holds the credential, the cloud's Graph root, the retry policy and the httpx client factory.
 `get_json` sends one request (built by an SDK request builder) with the SDK's retry handler switched off and a
 native response handler, so every answer comes back as the httpx response; it retries 429/503/504 and broken
-connections within a `RetryBudget`, and maps the rest to `SourceError`, `SourceThrottled` or `DeltaTokenExpired`.
+connections within a `RetryBudget`, and maps the rest to `SourceError`, `SourceThrottled`, `DeltaTokenExpired` or,
+for no token and 401/403, `SourceAuthError` (the pair's credentials: it is quarantined, not retried).
 `run_sync` runs a coroutine from sync code, also when called from inside an event loop.
 """
 
@@ -31,8 +32,9 @@ from msgraph.graph_request_adapter import options as graph_middleware_options
 from msgraph.graph_service_client import GraphServiceClient
 from msgraph_core import GraphClientFactory
 
+from sync.core.diagnosis import is_transient_sign_in
 from sync.core.retry import RetryBudget, RetryPolicy, parse_retry_after
-from sync.errors import DeltaTokenExpired, SourceError, SourceThrottled
+from sync.errors import DeltaTokenExpired, SourceAuthError, SourceError, SourceThrottled
 
 EXPIRED_TOKEN_CODES = frozenset({"syncstatenotfound", "resyncrequired", "syncstateinvalid"})
 RETRY_STATUSES = frozenset({429, 503, 504})
@@ -154,7 +156,10 @@ class GraphConnection:
                 adapter: Any = client.request_adapter
                 response = await adapter.send_primitive_async(info, "bytes", None)
             except ClientAuthenticationError as error:
-                raise SourceError(f"no Graph token for the source tenant: {first_line(error)}") from None
+                text = first_line(error)
+                if is_transient_sign_in(text):  # Entra itself failed: a later run gets its token
+                    raise SourceError(f"no Graph token for the source tenant (sign-in service failed): {text}") from None
+                raise SourceAuthError(f"no Graph token for the source tenant: {text}") from None
             except httpx.TransportError as error:
                 await self._wait_or_raise(budget, None, f"Graph unreachable ({type(error).__name__})", throttled=False)
                 continue
@@ -173,9 +178,10 @@ class GraphConnection:
             if status == 404 and missing_ok:
                 return None
             if status in (401, 403):
-                raise SourceError(
+                raise SourceAuthError(
                     f"Graph refused {what} (HTTP {status} {code}): {message} "
-                    f"(check the credential and the {permission} application permission with admin consent)"
+                    f"(check the credential and the {permission} application permission with admin consent)",
+                    status=status,
                 )
             raise SourceError(f"Graph {what} failed (HTTP {status} {code}): {message}")
 

@@ -109,19 +109,19 @@ class GraphSource(GraphConnection):
         return GraphGroupReader(self._credential, **self._connection_args())
 
     async def _find_user(self, key: str, select: tuple[str, ...]) -> dict[str, Any] | None:
-        literal = quote("'" + key.replace("'", "''") + "'", safe="")
-        fields = quote(",".join(select), safe=",")
-        if GUID.fullmatch(key):
-            url = f"{self.graph_endpoint}/v1.0/users/delta?$filter=id%20eq%20{literal}&$select={fields}"
-        else:
-            url = (f"{self.graph_endpoint}/v1.0/users?$filter=userPrincipalName%20eq%20{literal}%20or%20mail%20eq%20"
-                   f"{literal}&$select={fields}")
+        """By object id: a `users/delta` round filtered to that id, so the user comes exactly as a planning round
+        shows it (`manager@delta` included). By UPN or mail: `GET /users?$filter=...` finds the id first."""
         http_client = self._http_client()
         try:
+            client = self._client(http_client)
+            user_id = key if GUID.fullmatch(key) else await self._id_of(client, key)
+            if user_id is None:
+                return None
+            literal = quote("'" + user_id.replace("'", "''") + "'", safe="")
+            fields = quote(",".join(select), safe=",")
+            url = f"{self.graph_endpoint}/v1.0/users/delta?$filter=id%20eq%20{literal}&$select={fields}"
             # Graph answers 404 for an object id it does not know: that is "no such user", not a failure.
-            page = await self._get_page(
-                self._client(http_client), url, (), DeltaRound(), RetryBudget(self.retry), missing_ok=True
-            )
+            page = await self._get_page(client, url, (), DeltaRound(), RetryBudget(self.retry), missing_ok=True)
         finally:
             await http_client.aclose()
         users = [user for user in page.get("value", []) if isinstance(user, dict) and "@removed" not in user]
@@ -143,6 +143,14 @@ class GraphSource(GraphConnection):
         else:
             raise SourceError("users/delta answered a page with neither a nextLink nor a deltaLink")
         return page
+
+    async def _id_of(self, client: GraphServiceClient, key: str) -> str | None:
+        literal = quote("'" + key.replace("'", "''") + "'", safe="")
+        url = (f"{self.graph_endpoint}/v1.0/users?$filter=userPrincipalName%20eq%20{literal}%20or%20mail%20eq%20"
+               f"{literal}&$select=id")
+        page = await self._get_page(client, url, (), DeltaRound(), RetryBudget(self.retry))
+        found = [user for user in page.get("value", []) if isinstance(user, dict) and isinstance(user.get("id"), str)]
+        return str(found[0]["id"]) if found else None
 
     async def _get_page(
         self,

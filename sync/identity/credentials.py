@@ -7,7 +7,9 @@ Kinds (DESIGN.md, `credential.type`):
 - `client_secret`: `ClientSecretCredential`.
 - `certificate`: `CertificateCredential` from PEM or PFX bytes, with an optional password reference.
 - `managed_identity_federation`: `ClientAssertionCredential` whose assertion is a token of the Function App's
-  managed identity for the token-exchange audience: no secret to rotate.
+  managed identity for the token-exchange audience: no secret to rotate. The managed identity lives in the cloud
+  the app runs in (`CTCS_HOSTING_CLOUD`), so the audience is that cloud's, and a pair side in another cloud is
+  refused: Entra does not federate a managed identity across clouds.
 
 Custom clouds (the simulator, private endpoints) disable MSAL instance discovery: their authority is not one
 Microsoft knows.
@@ -29,7 +31,7 @@ from azure.identity import (
 )
 
 from sync.contract import pairs
-from sync.errors import ConfigError
+from sync.errors import ConfigError, CredentialUnusable
 from sync.identity.secrets import SecretResolver
 from sync.settings import setting
 
@@ -40,6 +42,9 @@ TOKEN_EXCHANGE_AUDIENCES: dict[str, str] = {
     "usgovdod": "api://AzureADTokenExchangeUSGov",
     "china": "api://AzureADTokenExchangeChina",
 }
+
+# Clouds that share one Entra authority (and so can federate with each other's managed identities).
+ENTRA_CLOUD_OF: dict[str, str] = {"global": "global", "usgov": "usgov", "usgovdod": "usgov", "china": "china"}
 
 ManagedIdentityFactory = Callable[[str | None], TokenCredential]
 """Builds the app's managed identity credential for a client id (None: system-assigned)."""
@@ -94,7 +99,12 @@ class CredentialCache:
         with self._lock:
             cached = self._credentials.get(key)
             if cached is None:
-                cached = self._build(tenant_id, client_id, cloud, definition, resolver, field)
+                try:
+                    cached = self._build(tenant_id, client_id, cloud, definition, resolver, field)
+                except CredentialUnusable as unusable:
+                    message = str(unusable)
+                    # Name the pair side the reference belongs to (the resolver only knows the reference).
+                    raise CredentialUnusable(message if message.startswith(field) else f"{field}: {message}") from None
                 self._credentials[key] = cached
             return cached
 
@@ -139,19 +149,24 @@ class CredentialCache:
             except (ValueError, TypeError):
                 # cryptography's messages say nothing secret, but "wrong password" and "not a certificate" are
                 # all an admin can act on.
-                raise ConfigError(
+                raise CredentialUnusable(
                     f"{field}.certificate ({definition.certificate}): not a PEM or PFX certificate with a private key,"
                     " or the password is wrong"
                 ) from None
+        hosting = self._hosting_cloud()
+        refuse_cross_cloud(field, cloud, hosting)
         managed_identity = self._managed_identity(definition.managed_identity_client_id)
-        audience = TOKEN_EXCHANGE_AUDIENCES.get(cloud if isinstance(cloud, str) else "global", "api://AzureADTokenExchange")
-        scope = f"{audience}/.default"
+        # The managed identity's token comes from the cloud the app runs in: so does the audience it is asked for.
+        scope = f"{TOKEN_EXCHANGE_AUDIENCES[hosting]}/.default"
 
         def assertion() -> str:
             return managed_identity.get_token(scope).token
 
         # ClientAssertionCredential talks to the token endpoint directly (no MSAL instance discovery).
         return ClientAssertionCredential(tenant_id, client_id, assertion, **options)
+
+    def _hosting_cloud(self) -> str:
+        return hosting_cloud(os.environ if self._environ is None else self._environ)
 
     def _managed_identity(self, client_id: str | None) -> TokenCredential:
         client_id = client_id or setting("AZURE_CLIENT_ID", os.environ if self._environ is None else self._environ)
@@ -160,6 +175,28 @@ class CredentialCache:
             cached = self._managed_identity_factory(client_id)
             self._managed_identities[client_id] = cached
         return cached
+
+
+def hosting_cloud(environ: Mapping[str, str] | None = None) -> str:
+    """The cloud the app runs in (app setting CTCS_HOSTING_CLOUD), checked."""
+    name = (setting("CTCS_HOSTING_CLOUD", environ) or "global").strip().lower()
+    if name not in ENTRA_CLOUD_OF:
+        raise ConfigError(
+            f"app setting CTCS_HOSTING_CLOUD must be one of {', '.join(ENTRA_CLOUD_OF)}, not {name!r}"
+        )
+    return name
+
+
+def refuse_cross_cloud(field: str, cloud: str | pairs.CustomCloud, hosting: str) -> None:
+    """Managed-identity federation cannot cross clouds: a named pair cloud must share the hosting cloud's Entra.
+    A custom cloud (its own authority URL) is taken as the admin wrote it."""
+    if isinstance(cloud, str) and ENTRA_CLOUD_OF[cloud] != ENTRA_CLOUD_OF[hosting]:
+        side = field.split(".", 1)[0]
+        raise CredentialUnusable(
+            f"{field}: managed identity federation cannot cross clouds: the app runs in the {hosting} cloud "
+            f"(CTCS_HOSTING_CLOUD) but {side}.cloud is {cloud}; use a certificate for this side, or run a ctcs "
+            f"deployment in the {cloud} cloud"
+        )
 
 
 shared_credentials = CredentialCache()

@@ -1,8 +1,9 @@
 """Resolve the secret references of a pair definition: `kv:<name>`, `env:<NAME>`, `file:<path>`.
 
 Pair files hold references, never values (DESIGN.md, "Tenant pair definition"). `SecretResolver` turns a
-reference into its value at run time. Every error names the reference and what is wrong with it, never the
-value; the resolver's repr never shows what it has cached (invariant 6).
+reference into its value at run time. Every error (`CredentialUnusable`, a `ConfigError`) names the reference and
+what is wrong with it, never the value; the resolver's repr never shows what it has cached
+(invariant 6).
 
 Key Vault is reached with the Function App's user-assigned managed identity in Azure and with
 `DefaultAzureCredential` on a developer machine. Tests inject `secret_client_factory`.
@@ -21,7 +22,7 @@ from typing import Any, Protocol
 from azure.core.credentials import TokenCredential
 from azure.core.exceptions import AzureError, ResourceNotFoundError
 
-from sync.errors import ConfigError
+from sync.errors import CredentialUnusable
 from sync.settings import setting
 
 UNRESOLVED_KEY_VAULT_PREFIX = "@Microsoft.KeyVault("
@@ -79,6 +80,11 @@ class SecretResolver:
     def __repr__(self) -> str:
         return f"<SecretResolver cached={len(self._cache)}>"
 
+    def clear(self) -> None:
+        """Forget the Key Vault secrets read so far: after an admin replaced a certificate, the next read fetches it."""
+        with self._lock:
+            self._cache.clear()
+
     def resolve(self, reference: str) -> str:
         """The value of a reference as text (client secrets, passwords)."""
         kind, name = _split(reference)
@@ -87,15 +93,15 @@ class SecretResolver:
         elif kind == "env":
             value = self._environ.get(name, "")
             if not value:
-                raise ConfigError(f"secret reference {reference}: environment variable {name} is not set or empty")
+                raise CredentialUnusable(f"secret reference {reference}: environment variable {name} is not set or empty")
         else:
             raw = self._read_file(reference, name)
             try:
                 value = raw.decode("utf-8").strip()
             except UnicodeDecodeError:
-                raise ConfigError(f"secret reference {reference}: the file is not UTF-8 text") from None
+                raise CredentialUnusable(f"secret reference {reference}: the file is not UTF-8 text") from None
             if not value:
-                raise ConfigError(f"secret reference {reference}: the file is empty")
+                raise CredentialUnusable(f"secret reference {reference}: the file is empty")
         _refuse_unresolved(reference, value)
         return value
 
@@ -130,12 +136,12 @@ class SecretResolver:
             try:
                 secret = client.get_secret(name)
             except ResourceNotFoundError:
-                raise ConfigError(f"secret reference {reference}: no such secret in the key vault") from None
+                raise CredentialUnusable(f"secret reference {reference}: no such secret in the key vault") from None
             except AzureError as error:
                 # Azure SDK messages describe the request (status, vault, auth), never the secret value.
-                raise ConfigError(f"secret reference {reference}: key vault read failed: {_first_line(error)}") from None
+                raise CredentialUnusable(f"secret reference {reference}: key vault read failed: {_first_line(error)}") from None
             if not secret.value:
-                raise ConfigError(f"secret reference {reference}: the key vault secret is empty")
+                raise CredentialUnusable(f"secret reference {reference}: the key vault secret is empty")
             content_type = getattr(secret.properties, "content_type", None)
             cached = (secret.value, content_type if isinstance(content_type, str) else None)
             self._cache[name] = cached
@@ -145,7 +151,7 @@ class SecretResolver:
         if self._client is None:
             vault_uri = setting("CTCS_KEY_VAULT_URI", self._environ)
             if not vault_uri:
-                raise ConfigError("app setting CTCS_KEY_VAULT_URI is not set: kv: secret references need it")
+                raise CredentialUnusable("app setting CTCS_KEY_VAULT_URI is not set: kv: secret references need it")
             self._client = self._secret_client_factory(vault_uri)
         return self._client
 
@@ -161,9 +167,9 @@ class SecretResolver:
         try:
             data = path.read_bytes()
         except OSError as error:
-            raise ConfigError(f"secret reference {reference}: cannot read the file ({error.strerror})") from None
+            raise CredentialUnusable(f"secret reference {reference}: cannot read the file ({error.strerror})") from None
         if not data.strip():
-            raise ConfigError(f"secret reference {reference}: the file is empty")
+            raise CredentialUnusable(f"secret reference {reference}: the file is empty")
         return data
 
 
@@ -182,13 +188,13 @@ def _split(reference: str) -> tuple[str, str]:
     kind, sep, name = reference.partition(":")
     if not sep or kind not in ("kv", "env", "file") or not name.strip():
         # The text may be a pasted secret: do not echo it.
-        raise ConfigError("a secret reference must have the form kv:<name>, env:<NAME> or file:<path>")
+        raise CredentialUnusable("a secret reference must have the form kv:<name>, env:<NAME> or file:<path>")
     return kind, name.strip()
 
 
 def _refuse_unresolved(reference: str, value: str) -> None:
     if value.lstrip().startswith(UNRESOLVED_KEY_VAULT_PREFIX):
-        raise ConfigError(
+        raise CredentialUnusable(
             f"secret reference {reference} holds an unresolved Key Vault reference (@Microsoft.KeyVault(...)); "
             "check the app's keyVaultReferenceIdentity and its access to the vault"
         )
@@ -198,7 +204,7 @@ def _base64(reference: str, text: str) -> bytes:
     try:
         return base64.b64decode("".join(text.split()), validate=True)
     except (binascii.Error, ValueError):
-        raise ConfigError(f"secret reference {reference}: expected PEM text or base64 PFX") from None
+        raise CredentialUnusable(f"secret reference {reference}: expected PEM text or base64 PFX") from None
 
 
 def _first_line(error: Exception) -> str:

@@ -128,6 +128,17 @@ class ContactStateStore:
             if e.get("status")
         }
 
+    def summaries_of(self, pair_id: str, source_ids: Iterable[str]) -> dict[str, StateSummary]:
+        """The planning view of a few rows (provisioning one user), read one by one."""
+        found = {}
+        for source_id in dict.fromkeys(source_ids):
+            row = self.get(pair_id, source_id)
+            if row.status:
+                hidden_at = datetime.fromisoformat(row.hidden_at) if row.hidden_at else None
+                found[source_id] = StateSummary(row.status, row.hash, row.version, row.guid, hidden_at, row.manager_id,
+                                                row.manager_set)
+        return found
+
     def get(self, pair_id: str, source_id: str) -> ContactRow:
         try:
             return _row(pair_id, self.table.get_entity(pair_id, source_id))

@@ -5,6 +5,9 @@ A round that takes more than one invocation is carried by its `RoundState`: whic
 link of the next page to read (the checkpoint), the page's index and the round's version base. Only the run holding
 the pair's lease writes it (`save_round`, `finish_round`, `drop_round` check the lease and the row's ETag), and each
 checkpoint renews the lease, so a crashed run frees the pair `CTCS_LEASE_SECONDS` after its last page.
+
+A quarantine has a kind (`gate`: the safety gate; `credentials`: the pair's sign-in or permissions fail) and, for
+credentials, when the timer tests the connection again.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.data.tables import TableClient, TableEntity, UpdateMode
 
+from sync.contract.vocabulary import QuarantineKind
 from sync.errors import LeaseHeld, LeaseLost
 from sync.state.entities import as_int, int64, iso, now_utc, text
 
@@ -112,6 +116,9 @@ class PairStatus:
     definition_hash: str = ""  # scope + mapping of the last planned run; a change forces a full round
     round: RoundState | None = None  # the planning round in progress, if any
     abandoned: Mapping[str, int] = field(default_factory=dict)  # see RoundState.abandoned
+    quarantine_kind: str = ""  # QuarantineKind; a reason without a kind was written by the safety gate
+    retest_at: str = ""  # credentials: when the timer tests the connection again
+    failed_tests: int = 0  # credentials: connection tests failed since the quarantine began (1 = the first failure)
 
     @property
     def quarantined(self) -> bool:
@@ -119,6 +126,19 @@ class PairStatus:
 
     def lease_held(self, now: datetime) -> bool:
         return bool(self.lease_owner and self.lease_until and datetime.fromisoformat(self.lease_until) > now)
+    @property
+    def kind(self) -> QuarantineKind | None:
+        if not self.quarantined:
+            return None
+        return QuarantineKind(self.quarantine_kind) if self.quarantine_kind else QuarantineKind.GATE
+
+    @property
+    def credentials_quarantined(self) -> bool:
+        return self.kind is QuarantineKind.CREDENTIALS
+
+    @property
+    def gate_quarantined(self) -> bool:
+        return self.kind is QuarantineKind.GATE
 
 
 def _status(pair_id: str, entity: TableEntity | None) -> PairStatus:
@@ -139,6 +159,9 @@ def _status(pair_id: str, entity: TableEntity | None) -> PairStatus:
         definition_hash=entity.get("definition_hash", ""),
         round=RoundState._from(entity),
         abandoned=abandoned_of(entity),
+        quarantine_kind=entity.get("quarantine_kind", ""),
+        retest_at=entity.get("retest_at", ""),
+        failed_tests=as_int(entity.get("failed_tests")),
     )
 
 
@@ -265,10 +288,39 @@ class PairStateStore:
         raise LeaseLost(f"pair {pair_id!r}: its state kept changing while run {owner} saved its round")
 
     def quarantine(self, pair_id: str, reason: str) -> None:
-        self._merge(pair_id, quarantine_reason=text(reason, 2000), quarantined_at=iso(now_utc()))
+        """The safety gate stopped the pair (kind `gate`): an admin releases it."""
+        self._merge(pair_id, quarantine_reason=text(reason, 2000), quarantined_at=iso(now_utc()),
+                    quarantine_kind=QuarantineKind.GATE.value, retest_at="", failed_tests=0)
+
+    def quarantine_credentials(self, pair_id: str, reason: str, *, retest_at: datetime) -> bool:
+        """Quarantine the pair because its credentials fail; True only for the caller that started it (several
+        workers meet the same failure at once: one of them reports it)."""
+        fields = {"quarantine_reason": text(reason, 2000), "quarantined_at": iso(now_utc()),
+                  "quarantine_kind": QuarantineKind.CREDENTIALS.value, "retest_at": iso(retest_at), "failed_tests": 1}
+        for _ in range(5):
+            entity = self._entity(pair_id)
+            if entity is not None and entity.get("quarantine_kind") == QuarantineKind.CREDENTIALS.value \
+                    and entity.get("quarantine_reason"):
+                return False
+            try:
+                if entity is None:
+                    self.table.create_entity({"PartitionKey": PARTITION, "RowKey": pair_id, **fields})
+                else:
+                    self.table.update_entity(
+                        {"PartitionKey": PARTITION, "RowKey": pair_id, **fields}, mode=UpdateMode.MERGE,
+                        etag=entity.metadata["etag"], match_condition=MatchConditions.IfNotModified,
+                    )
+                return True
+            except (ResourceExistsError, ResourceModifiedError):
+                continue  # someone else wrote meanwhile (perhaps the same quarantine): read again
+        return False
+
+    def schedule_retest(self, pair_id: str, *, reason: str, failed_tests: int, retest_at: datetime) -> None:
+        """A connection test of a credentials quarantine failed again: keep the pair quarantined, test later."""
+        self._merge(pair_id, quarantine_reason=text(reason, 2000), failed_tests=failed_tests, retest_at=iso(retest_at))
 
     def release_quarantine(self, pair_id: str) -> None:
-        self._merge(pair_id, quarantine_reason="", quarantined_at="")
+        self._merge(pair_id, quarantine_reason="", quarantined_at="", quarantine_kind="", retest_at="", failed_tests=0)
 
     def request_full_round(self, pair_id: str) -> None:
         """Drop the deltaLink so the next run reads every user (and sweeps what is gone)."""

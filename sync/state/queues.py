@@ -9,24 +9,27 @@
 Sending is the planner's hot path: `send_all` sends a plan's messages several at once (sync.state.parallel) over the
 client's pooled connections (the SDK's QueueClient is thread-safe), and packs large plans into batch messages
 (`sync.contract.ops.encode_batches`): a queue takes one message per request, a message holds up to 64 KiB.
+    contact-ops-parked   ops of pairs quarantined for their credentials, untried; moved back when the pair's
+                         connection test passes (no trigger)
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
-from azure.core.exceptions import ResourceExistsError
+from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.storage.queue import QueueClient, QueueMessage
 
-from sync.contract.ops import ContactOp, encode_batches
+from sync.contract.ops import ContactOp, encode_batches, pair_of_message
 from sync.contract.pair_runs import PairRunRequest
 from sync.state.parallel import run_all
 
 POISON_SUFFIX = "-poison"
 FAILED_SUFFIX = "-failed"
+PARKED_SUFFIX = "-parked"
 NEVER_EXPIRES = -1  # Queue Storage time-to-live for "never" (service version 2017-07-29 and later)
 PACK_FROM = 50  # a send of this many ops or more goes out in batch messages; fewer go one op per message
 
@@ -71,8 +74,14 @@ class OpQueue:
         pages = self.client.receive_messages(messages_per_page=max_messages, visibility_timeout=visibility_timeout)
         return list(next(pages.by_page(), []))
 
-    def delete(self, message: QueueMessage) -> None:
-        self.client.delete_message(message)
+    def delete(self, message: QueueMessage, *, missing_ok: bool = False) -> None:
+        """Delete a received message. `missing_ok`: its lease ran out meanwhile (a slow, loaded machine) and it may
+        have been received again: that copy is applied or dropped as stale by version, so this is not an error."""
+        try:
+            self.client.delete_message(message)
+        except ResourceNotFoundError:
+            if not missing_ok:
+                raise
 
     def defer(self, message: QueueMessage, seconds: int) -> None:
         """Hide a received message for `seconds` more; it comes back with the same body (and dequeue count)."""
@@ -109,3 +118,25 @@ class PairRunQueue:
 
     def approximate_count(self) -> int:
         return int(self.client.get_queue_properties().approximate_message_count or 0)
+
+
+def move_ops(source: OpQueue, destination: OpQueue, *, wanted: Callable[[str | None], bool], limit: int = 10_000) -> int:
+    """Move the messages whose pair is `wanted` from one queue to another, byte for byte (sent first, then deleted:
+    a crash in between leaves a copy in both, which is harmless, never none). Other messages are hidden while
+    looked at and given back after."""
+    moved = 0
+    others = []
+    while moved < limit:
+        messages = source.receive(max_messages=32, visibility_timeout=60)
+        if not messages:
+            break
+        for message in messages:
+            if not wanted(pair_of_message(message.content)):
+                others.append(message)
+                continue
+            destination.send_text(message.content)
+            source.delete(message)
+            moved += 1
+    for message in others:
+        source.make_visible(message)
+    return moved

@@ -10,7 +10,7 @@ from sync.state.contacts import ContactStateStore
 from sync.state.groups import GroupStore
 from sync.state.pair_state import PairStateStore
 from sync.state.pairs import PairStore
-from sync.state.queues import FAILED_SUFFIX, POISON_SUFFIX, OpQueue, PairRunQueue
+from sync.state.queues import FAILED_SUFFIX, PARKED_SUFFIX, POISON_SUFFIX, OpQueue, PairRunQueue
 from sync.state.round_pages import RoundPageStore
 from sync.state.runs import RunStore
 from sync.state.storage import StorageAccount
@@ -30,6 +30,7 @@ class Stores:
     targets: TargetStateStore  # per target organisation: the creation-quota pause and the shared pace
     pair_runs: PairRunQueue  # requests to plan one pair (the planner's trigger)
     round_pages: RoundPageStore  # what each page of a round in progress saw (in the PairState table)
+    parked: OpQueue  # ops of pairs quarantined for their credentials, until a connection test passes
 
     @classmethod
     def open(cls, account: StorageAccount, environ: Mapping[str, str] | None = None) -> Stores:
@@ -48,6 +49,7 @@ class Stores:
             targets=TargetStateStore(account.table(required_setting("CTCS_TARGETS_TABLE", environ))),
             pair_runs=PairRunQueue(account.queue(required_setting("CTCS_PAIR_RUNS_QUEUE", environ))).ensure(),
             round_pages=RoundPageStore(pair_state),
+            parked=OpQueue(account.queue(queue_name + PARKED_SUFFIX)).ensure(),
         )
 
     @classmethod

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -135,3 +136,48 @@ def test_cache_keys_on_the_definition(
     assert credentials.for_source(second, other_resolver) is not credentials.for_source(first, resolver)
     credentials.clear()
     assert len(credentials) == 0
+
+
+def test_federation_never_crosses_clouds(
+    source_tenant: Tenant, target_tenant: Tenant, resolver: SecretResolver, make_pair: Callable[..., TenantPair],
+) -> None:
+    from sync.contract.pairs import parse_pair
+    from sync.errors import CredentialUnusable
+
+    pair = make_pair(source_tenant, target_tenant, source_client=new_guid(), target_client=new_guid(),
+                     target_credential={"type": "managed_identity_federation"})
+    usgov = parse_pair({**json.loads(pair.to_json()), "target": {**json.loads(pair.to_json())["target"], "cloud": "usgov"}})
+    with pytest.raises(CredentialUnusable) as caught:
+        CredentialCache(environ={"CTCS_HOSTING_CLOUD": "global"}).for_target(usgov, resolver)
+    message = str(caught.value)
+    assert message.startswith("target.credential: managed identity federation cannot cross clouds")
+    assert "runs in the global cloud" in message and "target.cloud is usgov" in message
+    # DoD shares the US Government cloud's Entra: allowed from a usgov deployment.
+    dod = parse_pair({**json.loads(pair.to_json()), "target": {**json.loads(pair.to_json())["target"], "cloud": "usgovdod"}})
+    assert CredentialCache(environ={"CTCS_HOSTING_CLOUD": "usgov"}).for_target(dod, resolver) is not None
+    with pytest.raises(ConfigError, match="CTCS_HOSTING_CLOUD must be one of"):
+        CredentialCache(environ={"CTCS_HOSTING_CLOUD": "mars"}).for_target(dod, resolver)
+
+
+@pytest.mark.parametrize(("hosting", "audience"), [("global", "api://AzureADTokenExchange"),
+                                                   ("usgov", "api://AzureADTokenExchangeUSGov"),
+                                                   ("china", "api://AzureADTokenExchangeChina")])
+def test_the_token_exchange_audience_is_the_hosting_clouds(
+    source_tenant: Tenant, target_tenant: Tenant, resolver: SecretResolver, make_pair: Callable[..., TenantPair],
+    hosting: str, audience: str,
+) -> None:
+    """The assertion is the app's own managed-identity token: its audience is the cloud the app runs in, also for a
+    pair side in a custom cloud (which is taken as the admin wrote it)."""
+    asked: list[str] = []
+
+    class RecordingIdentity:
+        def get_token(self, *scopes: str, **_: object) -> object:
+            asked.extend(scopes)
+            raise ClientAuthenticationError("stop here: the scope is what this test is about")
+
+    cache = CredentialCache(environ={"CTCS_HOSTING_CLOUD": hosting}, managed_identity_factory=lambda _: RecordingIdentity())  # type: ignore[arg-type,return-value]
+    pair = make_pair(source_tenant, target_tenant, source_client=new_guid(), target_client=new_guid(),
+                     target_credential={"type": "managed_identity_federation", "managed_identity_client_id": new_guid()})
+    with pytest.raises(ClientAuthenticationError):
+        cache.for_target(pair, resolver).get_token("https://outlook.office365.com/.default")
+    assert asked == [f"{audience}/.default"]

@@ -179,7 +179,11 @@ def resolve(expr: Any, scope: Scope) -> Any:
                     for item in arg if isinstance(arg, list) else [arg]:
                         value = resolve(item, scope)
                         if isinstance(value, dict):
-                            merged.update(value)
+                            # A conditional object (`flag ? {...} : {}`) may contribute either branch's keys.
+                            branches = _conditional_branches(value)
+                            for branch in branches if branches is not None else [value]:
+                                if isinstance(branch, dict):
+                                    merged.update(branch)
                 return merged
             if function["type"] == "string" and args:
                 value = resolve(args[0], scope)
@@ -197,6 +201,21 @@ def resolve(expr: Any, scope: Scope) -> Any:
     if isinstance(expr, list):
         return [resolve(item, scope) for item in expr]
     return expr
+
+
+def _conditional_branches(value: dict[str, Any]) -> list[Any] | None:
+    """The (false, true) values of a resolved `condition ? a : b`, or None when `value` is not one."""
+    operator = value.get("operator")
+    if not isinstance(operator, dict) or operator.get("type") != "conditional":
+        return None
+    operands = operator["operands"]
+    return [operands.get("false_value"), operands.get("true_value")]
+
+
+def conditional_on(expr: Any, parameter: str) -> bool:
+    """The expression is `parameter ? ... : ...`."""
+    branches = _conditional_branches(expr) if isinstance(expr, dict) else None
+    return branches is not None and expr["operator"]["operands"].get("condition") == parameter
 
 
 _INTERPOLATION = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -249,6 +268,8 @@ NOT_IN_AZURE = {
     "CTCS_WORKER_CONCURRENCY": "read only by `python -m sync run`; in Azure host.json sets the queue batch size",
     "CTCS_RUN_WAIT_SECONDS": "read only by `python -m sync run`; the Functions worker defers ops, it never waits",
 }
+# Declared settings whose Azure value is derived at deployment (not the code's default), and from what.
+DERIVED_IN_AZURE = {"CTCS_HOSTING_CLOUD": "environment"}
 # Flex Consumption configures the runtime in functionAppConfig and refuses these as app settings.
 FLEX_REFUSED = (
     "FUNCTIONS_WORKER_RUNTIME",
@@ -270,6 +291,9 @@ def settings_problems(deployed: dict[str, Any], declared: dict[str, str | None])
             continue
         if name not in deployed:
             problems.append(f"{name} is declared in sync/settings.py but not set on the Function App")
+        elif name in DERIVED_IN_AZURE:
+            if f'"type": "{DERIVED_IN_AZURE[name]}"' not in text_of(deployed[name]):
+                problems.append(f"{name} must be derived from {DERIVED_IN_AZURE[name]}() in Bicep")
         elif default is not None and deployed[name] != default:
             problems.append(f"{name} defaults to {deployed[name]!r} in Bicep but to {default!r} in sync/settings.py")
     for name in deployed:

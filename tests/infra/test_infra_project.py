@@ -143,3 +143,36 @@ def test_deployment_guide_knobs_exist_in_the_parameters_file() -> None:
     parameters = (REPO / "infra" / "main.parameters.json").read_text(encoding="utf-8")
     for knob in re.findall(r"^\| `([A-Z_]+)` \|", DEPLOY_DOC.read_text(encoding="utf-8"), re.MULTILINE):
         assert "${" + knob in parameters, knob
+
+
+@pytest.mark.parametrize(
+    "fact",
+    [
+        "`GroupMembership`",  # every table the app uses is listed
+        "`contact-ops-parked`",
+        "per scale group",  # maximumInstanceCount caps each Flex scale group, not the app
+        "Get-ManagementRole -Cmdlet New-MailContact",  # the least-privilege role group, verified by the admin
+        '"Mail Recipient Creation", "Mail Recipients"',
+        "Add-RoleGroupMember",
+        "the ExchangeOnlineManagement PowerShell module (v3) itself uses",  # the endpoint is undocumented for direct use
+        "not a supported API for direct use",
+        "`CTCS_HOSTING_CLOUD`",
+        "api://AzureADTokenExchangeUSGov",
+        "Federation cannot cross clouds",
+        "az cloud set --name AzureUSGovernment",
+        "`CTCS_APPINSIGHTS_ENTRA_AUTH=auto`",
+        "python -m sync pairs test",
+        "/api/pairs/contoso-to-fabrikam/test",
+    ],
+)
+def test_deployment_guide_states_the_deployment_facts(fact) -> None:
+    assert fact in DEPLOY_DOC.read_text(encoding="utf-8")
+
+
+def test_deployment_guide_lists_every_table_the_templates_create() -> None:
+    from infracheck import MAIN_BICEP, Scope, parse, resolve
+
+    main = parse(MAIN_BICEP)
+    tables = resolve(main["modules"]["storage"]["config"]["params"]["tableNames"], Scope(main))
+    text = DEPLOY_DOC.read_text(encoding="utf-8")
+    assert all(f"`{table}`" in text for table in tables), tables

@@ -170,7 +170,8 @@ def test_flex_consumption_plan_and_site() -> None:
 
 def test_queues_and_tables_are_created_under_the_setting_names() -> None:
     params = resolve(MAIN["modules"]["storage"]["config"]["params"], Scope(MAIN))
-    assert params["queueNames"] == ["contact-ops", "contact-ops-poison", "pair-runs"]
+    assert params["queueNames"] == ["contact-ops", "contact-ops-poison", "contact-ops-failed", "contact-ops-parked",
+                                    "pair-runs"]
     assert params["tableNames"] == ["TenantPairs", "PairState", "ContactState", "SyncRuns", "GroupMembership",
                                     "TargetState"]
     account, _ = module_params("app/storage.bicep", "account")

@@ -97,16 +97,18 @@ def test_a_pair_whose_secret_is_an_unresolved_key_vault_reference_fails_alone_an
     good.add_users(3)
     bad.add_users(3)
 
-    for _ in range(3):  # timer after timer: the bad pair fails the same way each time, the good one carries on
+    for _ in range(3):  # timer after timer: the bad pair is quarantined once (credentials), the good one carries on
         good.sync()
     runs = good.rt.stores.runs.recent("broken-secret")
-    assert [run.outcome for run in runs] == ["failed"] * 3
+    assert [run.outcome for run in runs] == ["quarantined"], "quarantined by the first run, not read again"
+    state = good.rt.stores.pair_state.get("broken-secret")
+    assert state.credentials_quarantined and state.quarantine_reason.startswith("source: secret not available")
     assert "unresolved Key Vault reference" in runs[0].error and "env:CTCS_BROKEN_SECRET" in runs[0].error
-    assert KV_REFERENCE not in runs[0].error
-    assert good.rt.stores.pair_state.get("broken-secret").delta_link == ""
+    assert KV_REFERENCE not in runs[0].error and KV_REFERENCE not in state.quarantine_reason
+    assert state.delta_link == ""
     assert bad.ours() == [] and good.rt.stores.ops.approximate_count() == 0
     good.assert_in_step()
-    record(bad_pair_runs=["failed"] * 3, good_pair_contacts=len(good.ours()))
+    record(bad_pair_runs=[run.outcome.value for run in runs], good_pair_contacts=len(good.ours()))
 
 
 def test_malformed_and_oversized_queue_messages_are_set_aside_once_and_good_ops_still_apply(

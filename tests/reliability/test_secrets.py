@@ -82,9 +82,10 @@ def test_no_secret_reaches_logs_errors_tables_or_queues(
     wrong = make_sync("wrong-secret")
     monkeypatch.setenv("CTCS_RELIABILITY_GRAPH_SECRET", "not-the-registered-secret-" + credentials.secret[::-1])
     wrong_secret = "not-the-registered-secret-" + credentials.secret[::-1]
-    wrong.host.call_http("POST", "/api/pairs/wrong-secret/resync")  # Entra refuses the secret: a failed run
+    wrong.host.call_http("POST", "/api/pairs/wrong-secret/resync")  # Entra refuses the secret: quarantined (credentials)
     monkeypatch.setenv("CTCS_RELIABILITY_GRAPH_SECRET", credentials.secret)
-    assert sync.rt.stores.runs.recent("wrong-secret")[0].outcome == "failed"
+    assert sync.rt.stores.runs.recent("wrong-secret")[0].outcome == "quarantined"
+    assert sync.rt.stores.pair_state.get("wrong-secret").quarantine_reason.startswith("source: wrong or expired client secret")
 
     for route in ("/api/pairs", f"/api/pairs/{sync.pair.id}"):
         outputs.append(sync.host.call_http("GET", route).body.decode())

@@ -241,3 +241,20 @@ def test_domain_as_tenant_and_auth_failures(cloud: SimCloud, http: httpx.Client,
 
 def test_unknown_cmdlet(cloud: SimCloud, http: httpx.Client, org: Tenant) -> None:
     assert call(cloud, http, org, "Remove-Mailbox", Identity="x").status_code == 400
+
+
+def test_exchange_rbac_refuses_a_cmdlet_no_role_of_the_app_holds(cloud: SimCloud, http: httpx.Client, org: Tenant) -> None:
+    app = org.apps[CID]
+    app.directory_roles = ("Global Reader",)  # View-Only Recipients: reading is allowed, creating is not
+    try:
+        assert call(cloud, http, org, "Get-Recipient", ResultSize=1).status_code == 200
+        refused = call(cloud, http, org, "New-MailContact", Name="x", ExternalEmailAddress="x@partner.example")
+        assert refused.status_code == 401
+        assert refused.json()["error"] == {"code": "Unauthorized", "message": "User is not allowed to call New-MailContact",
+                                           "innererror": {"message": "User is not allowed to call New-MailContact",
+                                                          "type": "Microsoft.Exchange.Admin.OData.Core.ODataServiceException"}}
+        app.directory_roles = ()
+        app.role_groups = (frozenset({"Mail Recipient Creation", "Mail Recipients"}),)  # the least-privilege group
+        assert call(cloud, http, org, "New-MailContact", Name="x", ExternalEmailAddress="x@partner.example").status_code == 200
+    finally:
+        app.directory_roles, app.role_groups = ("Exchange Recipient Administrator",), ()

@@ -192,3 +192,23 @@ def test_missing_role_is_403(cloud: SimCloud, fresh: Tenant, http: httpx.Client)
     token = cloud.issue_token(fresh, "11111111-1111-1111-1111-111111111111", "graph", roles=("Exchange.ManageAsApp",))
     response = http.get(f"{cloud.endpoints['graph']}/v1.0/users/delta", headers={"Authorization": f"Bearer {token}"})
     assert response.status_code == 403
+
+
+def test_users_list_and_one_user_and_one_group(cloud: SimCloud, fresh: Tenant, http: httpx.Client) -> None:
+    token = cloud.issue_token(fresh, "11111111-1111-1111-1111-111111111111", "graph",
+                              roles=("User.Read.All", "GroupMember.Read.All"))
+    headers = {"Authorization": f"Bearer {token}"}
+    user = fresh.directory.add_user({"displayName": "O'Brien", "mail": "obrien@x.example",
+                                     "userPrincipalName": "obrien@x.example"})
+    group = fresh.directory.add_group("Sales")
+    base = cloud.endpoints["graph"] + "/v1.0"
+    listed = http.get(f"{base}/users", params={"$top": "1", "$select": "id,displayName,manager"}, headers=headers)
+    assert listed.status_code == 200 and len(listed.json()["value"]) == 1
+    assert "manager@delta" not in listed.json()["value"][0], "a list never reports relationships"
+    found = http.get(f"{base}/users", params={"$filter": "userPrincipalName eq 'OBRIEN@x.example' or mail eq 'x'",
+                                              "$select": "id"}, headers=headers)
+    assert found.json()["value"] == [{"id": user}]
+    assert http.get(f"{base}/users", params={"$filter": "startswith(mail,'o')"}, headers=headers).status_code == 400
+    assert http.get(f"{base}/users/{user}", params={"$select": "displayName"}, headers=headers).json()["displayName"] == "O'Brien"
+    assert http.get(f"{base}/groups/{group}", headers=headers).json() == {"id": group, "displayName": "Sales"}
+    assert http.get(f"{base}/groups/{uuid.uuid4()}", headers=headers).status_code == 404

@@ -157,3 +157,41 @@ def test_token_endpoint_failure_fault(cloud: SimCloud, tenant: Tenant, http: htt
     assert http.post(url, data=form).status_code == 500
     assert http.post(url, data=form).status_code == 200
     assert cloud.counts[("faults", "token_failure")] == 1
+
+
+def test_an_app_without_consent_in_the_tenant_is_not_found(cloud: SimCloud, tenant: Tenant, http: httpx.Client) -> None:
+    cid = str(uuid.uuid4())
+    tenant.register_app(cid, secret="s3cret").consented = False
+    form = {"grant_type": "client_credentials", "client_id": cid, "client_secret": "s3cret",
+            "scope": cloud.endpoints["graph"] + "/.default"}
+    answer = http.post(f"{cloud.endpoints['authority']}/{tenant.tenant_id}/oauth2/v2.0/token", data=form)
+    assert answer.status_code == 400 and answer.json()["error_codes"] == [700016]
+    assert "has not been installed by the administrator" in answer.json()["error_description"]
+
+
+def test_an_assertion_outside_the_allowed_clock_skew_is_refused(cloud: SimCloud, tenant: Tenant) -> None:
+    cert = make_client_certificate(None)
+    cid = str(uuid.uuid4())
+    tenant.register_app(cid, certificate_pem=cert.cert_pem)
+    try:
+        cloud.clock_skew = 4 * 60  # within Entra's five minutes
+        CertificateCredential(tenant.tenant_id, cid, certificate_data=cert.pem_bytes, **_kw(cloud)).get_token(
+            cloud.endpoints["graph"] + "/.default")
+        cloud.clock_skew = 30 * 60  # the authority's clock half an hour ahead: MSAL's assertion has expired
+        with pytest.raises(ClientAuthenticationError, match="AADSTS700024: Client assertion is not within its valid time range"):
+            CertificateCredential(tenant.tenant_id, cid, certificate_data=cert.pem_bytes, **_kw(cloud)).get_token(
+                cloud.endpoints["exchange"] + "/.default")
+    finally:
+        cloud.clock_skew = 0.0
+
+
+def test_a_recreated_identity_gets_the_subject_error(cloud: SimCloud, tenant: Tenant) -> None:
+    cid = str(uuid.uuid4())
+    tenant.register_app(cid, federated_subject=cloud.managed_identity.object_id)
+    tenant.apps[cid].rotate_subjects(str(uuid.uuid4()))  # the identity the app trusted was replaced
+    assertion = ManagedIdentityCredential(client_id=cloud.managed_identity.client_id).get_token(
+        "api://AzureADTokenExchange/.default").token
+    credential = ClientAssertionCredential(tenant.tenant_id, cid, lambda: assertion, **_kw(cloud))
+    with pytest.raises(ClientAuthenticationError, match="AADSTS700213: No matching federated identity record found for "
+                                                          "presented assertion subject"):
+        credential.get_token(cloud.endpoints["graph"] + "/.default")
