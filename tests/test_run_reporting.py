@@ -72,7 +72,7 @@ def test_a_cli_run_applies_and_reports_only_its_own_pair(
     assert healthy["recent_runs"][0]["counts"]["applied_created"] == 3
     assert healthy["contacts"] == {"ok": 3} and healthy["waiting"] == {"creates_queued": 0, "poisoned": 0}
     assert broken["contacts"] == {"queued": 2} and broken["waiting"]["creates_queued"] == 2
-    assert report["queues"] == {"ops": 2, "poison": 0, "failed": 0}, "queue depths once, for all pairs"
+    assert report["queues"] == {"ops": 2, "poison": 0, "failed": 0, "parked": 0}, "queue depths once, for all pairs"
 
 
 def test_poisoned_ops_count_under_their_own_pair_with_their_cause(

@@ -34,7 +34,9 @@ def test_overlapping_timer_and_resync_plan_once(sync: Sync, caplog: pytest.LogCa
         for thread in threads:
             thread.join(timeout=60)
     outcomes = {r.trigger: r.outcome for r in caplog.records if hasattr(r, "run_id")}  # type: ignore[attr-defined]
-    assert sorted(outcomes.values()) == ["lease_held", "planned"], outcomes
+    # The timer only asks for a run (issue 14): when the resync already holds the lease, the pair is not due and the
+    # timer asks for nothing; when the timer's planner got there first, the resync finds the lease held.
+    assert sorted(outcomes.values()) in (["lease_held", "planned"], ["planned"]), outcomes
     [planned] = sync.rt.stores.runs.recent(PAIR_ID)  # a run that found the lease held leaves no SyncRuns row
     assert planned.outcome == "planned"
     assert sync.rt.stores.ops.approximate_count() == 6, "one plan's ops, not two"
