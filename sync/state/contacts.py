@@ -50,6 +50,8 @@ class ContactRow:
     updated_at: str = ""
     claim_version: int = 0
     claim_until: str = ""
+    repaired_at: str = ""  # when a reconcile round last repaired this user's contact or row
+    repair: str = ""  # ... and what it repaired, in admin words
     etag: str | None = None  # None: the row does not exist yet
 
     def claimed_by_other(self, version: int, now: datetime) -> bool:
@@ -99,6 +101,8 @@ def _row(pair_id: str, entity: TableEntity) -> ContactRow:
         updated_at=entity.get("updated_at", ""),
         claim_version=as_int(entity.get("claim_version")),
         claim_until=entity.get("claim_until", ""),
+        repaired_at=entity.get("repaired_at", ""),
+        repair=entity.get("repair", ""),
         etag=entity.metadata.get("etag"),
     )
 
@@ -206,6 +210,8 @@ class ContactStateStore:
             "updated_at": iso(now_utc()),
             "claim_version": int64(0),
             "claim_until": "",
+            "repaired_at": row.repaired_at,  # REPLACE keeps only what is written: the last repair stays told
+            "repair": row.repair,
         }
         try:
             self.table.update_entity(
@@ -246,6 +252,20 @@ class ContactStateStore:
         chunks = [entities[start:start + TRANSACTION_SIZE] for start in range(0, len(entities), TRANSACTION_SIZE)]
         submit_transactions(self.table, chunks)
         return len(entities)
+
+    def repair(self, row: ContactRow, fields: Mapping[str, Any]) -> bool:
+        """Merge a reconcile's correction into a row it read (ETag-guarded; a row created since it was read is not
+        overwritten). False when the row changed meanwhile or an op holds it: the next reconcile looks again."""
+        entity = {"PartitionKey": row.pair_id, "RowKey": row.source_id, **fields}
+        try:
+            if row.etag is None:
+                self.table.create_entity(entity)
+            else:
+                self.table.update_entity(entity, mode=UpdateMode.MERGE, etag=row.etag,
+                                         match_condition=MatchConditions.IfNotModified)
+        except (ResourceExistsError, ResourceModifiedError, ResourceNotFoundError):
+            return False
+        return True
 
     def note_delivery_error(self, pair_id: str, source_id: str, version: int, error: str) -> None:
         """Keep why the last delivery of the op `version` for this user failed, so that an op that ends in the poison

@@ -1,0 +1,245 @@
+"""A reconcile round: compare the target's owned contacts with ContactState, correct the state, then plan a full round.
+
+    list every contact with the pair's anchor (one paged Get-Recipient)   ─┐
+    ContactState rows                                                       ├─► sync.core.reconcile.compare_target
+    contacts changed behind ctcs's back: Get-Contact for what the listing   │
+      does not return (only when WhenChanged is newer than ctcs's write)   ─┘
+        │
+        ├─ rows corrected (ETag-guarded): drift → the target's values, missing → tombstone or `released`,
+        │  lost rows rebuilt from the target, rows relinked to the contact that carries their anchor
+        ├─ duplicates removed (the listing showed them with our anchor; counted against the safety gate)
+        └─ a full round against the source (sync.app.planning.run_pair with this as its `prepare`): it updates
+           what drifted (the worker sends only the parameters that differ), creates what was deleted by hand, and
+           removes orphans through the safety gate, all as ordinary ops
+
+It runs under the pair's lease, inside `run_pair`, so it gets the quarantine check, the planner's budget and a
+SyncRuns row (trigger `reconcile`) like any round. `preview_reconcile` is the dry run: the same comparison, no write.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sync.app.planning import RunResult, run_pair
+from sync.app.runtime import Runtime
+from sync.contract.ops import ContactOp, OpKind
+from sync.contract.pairs import TenantPair
+from sync.contract.vocabulary import ContactStatus, RunOutcome, RunTrigger
+from sync.core.mapping import contact_name
+from sync.core.plan import Plan, unsafe_reason
+from sync.core.reconcile import KnownRow, TargetComparison, compare_target, in_applied_form
+from sync.core.target import UNLISTED_PARAMETERS, Recipient, Target
+from sync.errors import TargetNotFound
+from sync.state.contacts import ContactRow
+from sync.state.entities import iso, now_utc, text
+from sync.state.runs import RunRecord
+
+log = logging.getLogger("ctcs.reconcile")
+
+# Exchange's WhenChanged and ctcs's row time come from two clocks; a contact changed within this of ctcs's own write
+# is not read again (its listed parameters are still compared on every reconcile).
+CLOCK_SKEW = timedelta(minutes=2)
+REPAIR_KINDS = ("drift_repaired", "recreated", "orphans_removed", "duplicates_removed", "rows_rebuilt", "released")
+
+
+@dataclass
+class ReconcileFindings:
+    """What one reconcile found in the target (and, after the round, repaired)."""
+
+    comparison: TargetComparison
+    released: dict[str, str] = field(default_factory=dict)  # id -> why
+    deleted_by_hand: list[str] = field(default_factory=list)
+    busy: int = 0  # rows an op held while the reconcile wanted to correct them (the next reconcile looks again)
+    duplicates_removed: int = 0
+    gate_reason: str = ""
+
+    def counts(self) -> dict[str, int]:
+        c = self.comparison
+        return {"drift_repaired": len(c.drifted), "recreated": len(self.deleted_by_hand),
+                "rows_rebuilt": len(c.rebuilt) + len(c.relinked), "duplicates_removed": self.duplicates_removed,
+                "released": len(self.released), "contacts_listed": c.listed}
+
+    def lines(self) -> list[str]:
+        """What it found, in admin words (the dry run prints these)."""
+        c = self.comparison
+        out = [f"{source_id}: changed by hand ({', '.join(sorted(values))})" for source_id, values in sorted(c.drifted.items())]
+        out += [f"{source_id}: deleted by hand; created again" for source_id in sorted(self.deleted_by_hand)]
+        out += [f"{source_id}: {why}" for source_id, why in sorted(self.released.items())]
+        out += [f"{source_id}: no state row; rebuilt from contact {r.guid}" for source_id, r in sorted(c.rebuilt.items())]
+        out += [f"{source_id}: state named another contact; relinked to {r.guid}" for source_id, r in sorted(c.relinked.items())]
+        out += [f"duplicate contact {r.guid} ({r.name}) removed" for r in c.duplicates]
+        if self.gate_reason:
+            out.append(f"duplicates kept: {self.gate_reason}")
+        return out
+
+
+def reconcile_pair(
+    rt: Runtime, pair_id: str, *, trigger: RunTrigger = RunTrigger.RECONCILE, allow_deletes: bool = False,
+    budget_seconds: float | None = None, keep_ops: bool = True,
+) -> tuple[RunResult, ReconcileFindings | None]:
+    """Reconcile the pair: correct its state from the target, then plan a full round (its ops queued as usual).
+    Returns the run (trigger `reconcile`, counts per repair kind) and what the target showed (None when the run
+    never got to look: quarantined, lease held)."""
+    found: list[ReconcileFindings] = []
+    pairs: list[TenantPair] = []
+
+    def prepare(pair: TenantPair, run: RunRecord) -> dict[str, int]:
+        findings = repair_state(rt, pair, run_id=run.run_id, allow_deletes=allow_deletes)
+        found.append(findings)
+        pairs.append(pair)
+        if findings.gate_reason:
+            run.error = f"duplicates not removed: {findings.gate_reason}"
+        return findings.counts()
+
+    result = run_pair(rt, pair_id, trigger=trigger, full=True, allow_deletes=allow_deletes,
+                      budget_seconds=budget_seconds, keep_ops=keep_ops, prepare=prepare)
+    if found and result.outcome is not RunOutcome.FAILED:
+        now = now_utc()
+        due = now + timedelta(hours=pairs[0].reconcile_hours)
+        rt.stores.pair_state.record_reconcile(pair_id, run_id=result.run.run_id, at=iso(now),
+                                              counts=repair_counts(result.run.counts), due_at=iso(due))
+    return result, found[0] if found else None
+
+
+def repair_counts(counts: Mapping[str, int]) -> dict[str, int]:
+    """The repair kinds of a reconcile run's counts (orphans are the round's removals)."""
+    return {kind: int(counts.get(kind, 0)) for kind in REPAIR_KINDS}
+
+
+def preview_reconcile(rt: Runtime, pair_id: str) -> ReconcileFindings:
+    """The dry run: what the target shows against ContactState. Reads only (the Guid check included)."""
+    pair = rt.stores.pairs.get(pair_id)
+    return _findings(rt, pair, _rows(rt, pair))
+
+
+def repair_state(rt: Runtime, pair: TenantPair, *, run_id: str, allow_deletes: bool = False) -> ReconcileFindings:
+    """Compare and correct ContactState (the reconcile's `prepare` step, under the pair's lease)."""
+    rows = _rows(rt, pair)
+    findings = _findings(rt, pair, rows)
+    now = iso(now_utc())
+    contacts = rt.stores.contacts
+    c = findings.comparison
+    writes: list[tuple[ContactRow, dict[str, Any]]] = []
+    for source_id, values in c.drifted.items():
+        row = rows[source_id]
+        writes.append((row, {"applied": _json({**row.applied, **in_applied_form(values)}), "hash": "", "repaired_at": now,
+                             "repair": f"changed by hand ({', '.join(sorted(values))}); set back"}))
+    for source_id in findings.deleted_by_hand:
+        writes.append((rows[source_id], {"status": ContactStatus.DELETED.value, "guid": "", "applied": "", "hash": "",
+                                         "repaired_at": now, "repair": "deleted by hand; created again"}))
+    for source_id, why in findings.released.items():
+        writes.append((rows[source_id], {"status": ContactStatus.RELEASED.value, "last_error": why, "repaired_at": now,
+                                         "repair": why, "last_op": "reconcile:released", "last_run_id": run_id}))
+    for source_id, contact in {**c.rebuilt, **c.relinked}.items():
+        row = rows.get(source_id) or ContactRow(pair.id, source_id)
+        writes.append((row, _rebuilt(pair, source_id, contact, now, relinked=source_id in c.relinked)))
+    for row, fields in writes:
+        if row.claim_version and row.claim_until and datetime.fromisoformat(row.claim_until) > now_utc():
+            findings.busy += 1  # an op is applying to it right now; the next reconcile looks again
+            continue
+        if not contacts.repair(row, {"updated_at": now, **fields}):
+            findings.busy += 1
+    _remove_duplicates(rt, pair, findings, allow_deletes=allow_deletes)
+    log.info("pair %s reconcile %s: %s", pair.id, run_id, findings.counts(),
+             extra={"pair_id": pair.id, "run_id": run_id, "counts": findings.counts()})
+    return findings
+
+
+def _rows(rt: Runtime, pair: TenantPair) -> dict[str, ContactRow]:
+    return {row.source_id: row for row in rt.stores.contacts.rows(pair.id) if row.status}
+
+
+def _findings(rt: Runtime, pair: TenantPair, rows: Mapping[str, ContactRow]) -> ReconcileFindings:
+    target = rt.target(pair)
+    attribute = pair.contact.anchor_attribute
+    listing = [_with_unlisted(target, contact, rows, pair) for contact in target.list_owned(attribute, pair.anchor_prefix)]
+    known = {source_id: KnownRow(row.status or ContactStatus.DELETED, row.guid, row.applied, row.updated_at)
+             for source_id, row in rows.items()}
+    comparison = compare_target(known, listing, anchor_attribute=attribute, anchor_prefix=pair.anchor_prefix)
+    findings = ReconcileFindings(comparison)
+    if comparison.missing:
+        # One Get-Recipient per 16 Guids: is the contact gone, or did it lose our anchor (taken over)?
+        held = target.recipients_by_guid(attribute, comparison.missing.values())
+        for source_id, guid in comparison.missing.items():
+            holder = held.get(guid.lower())
+            if holder is None:
+                findings.deleted_by_hand.append(source_id)
+            else:
+                anchor = holder.anchor(attribute)
+                findings.released[source_id] = _released_reason(attribute, anchor)
+    return findings
+
+
+def _released_reason(attribute: str, anchor: str) -> str:
+    if not anchor:
+        return f"released: {attribute} was cleared on the contact in the target; ctcs no longer changes it"
+    return f"released: {attribute} on the contact in the target now holds another value; ctcs no longer changes it"
+
+
+def _with_unlisted(target: Target, contact: Recipient, rows: Mapping[str, ContactRow], pair: TenantPair) -> Recipient:
+    """A contact Exchange changed after ctcs last wrote its row: read what the listing does not return (Get-Contact),
+    so a hand edit of a parameter such as MobilePhone is seen too. Idle contacts cost nothing here."""
+    source_id = contact.anchor(pair.contact.anchor_attribute)[len(pair.anchor_prefix):]
+    row = rows.get(source_id)
+    if row is None or row.status is not ContactStatus.OK or not _changed_after(contact.when_changed, row.updated_at):
+        return contact
+    if not any(name in row.applied for name in UNLISTED_PARAMETERS):
+        return contact
+    try:
+        extra = target.read_contact(contact.guid)
+    except TargetNotFound:
+        return contact
+    return Recipient(contact.guid, contact.name, contact.recipient_type, contact.primary_address,
+                     contact.custom_attributes, contact.addresses, {**contact.values, **extra}, contact.when_changed)
+
+
+def _changed_after(when_changed: str, updated_at: str) -> bool:
+    if not when_changed or not updated_at:
+        return False
+    try:
+        return datetime.fromisoformat(when_changed) > datetime.fromisoformat(updated_at) + CLOCK_SKEW
+    except ValueError:
+        return False
+
+
+def _rebuilt(pair: TenantPair, source_id: str, contact: Recipient, now: str, *, relinked: bool) -> dict[str, Any]:
+    """A row from the target's contact: what it holds counts as applied, so the round sends only what differs."""
+    # What the listing does not return is taken as unset: the round then sends such a parameter only when the user
+    # has a value for it, instead of one Set-Contact per contact to clear what is most likely clear already.
+    unlisted = dict.fromkeys(sorted(UNLISTED_PARAMETERS - set(contact.values)), "")
+    applied = {"Name": contact.name or contact_name(source_id), **unlisted, **in_applied_form(contact.values)}
+    hidden = bool(contact.values.get("HiddenFromAddressListsEnabled")) and not pair.contact.hidden_from_gal
+    status = ContactStatus.HIDDEN if hidden else ContactStatus.OK  # hidden by a staged delete of a leaver
+    return {"status": status.value, "guid": contact.guid, "applied": _json(applied), "hash": "",
+            "hidden_at": now if hidden else "", "last_error": "", "repaired_at": now,
+            "repair": "state named another contact; relinked" if relinked else "state was missing; rebuilt from the target",
+            "last_op": "reconcile:rebuilt"}
+
+
+def _remove_duplicates(rt: Runtime, pair: TenantPair, findings: ReconcileFindings, *, allow_deletes: bool) -> None:
+    duplicates = findings.comparison.duplicates
+    if not duplicates:
+        return
+    # The safety gate counts them like any removal: a reconcile that finds hundreds removes none and says so.
+    probe = Plan(pair.id, "", 0, True, managed=max(findings.comparison.listed, 1))
+    probe.ops = [ContactOp(pair.id, "", OpKind.DELETE, r.guid.replace("-", ""), 1, "duplicate") for r in duplicates]
+    reason = unsafe_reason(probe, pair)
+    if reason and not allow_deletes:
+        findings.gate_reason = reason
+        return
+    target = rt.target(pair)
+    for duplicate in duplicates:
+        try:
+            target.delete(duplicate.guid)  # the listing showed it with this pair's anchor (invariant 1)
+        except TargetNotFound:
+            pass
+        findings.duplicates_removed += 1
+
+
+def _json(value: Mapping[str, Any]) -> str:
+    return text(json.dumps(value, ensure_ascii=False, separators=(",", ":")))
