@@ -54,24 +54,18 @@ PARAMETERS = {
     "Get-Recipient": {"Identity", "Filter", "ResultSize", "RecipientTypeDetails", "Anr"},
     "Get-Contact": {"Identity", "Filter", "ResultSize", "RecipientTypeDetails", "Anr"},
 }
-# What each Get-* cmdlet returns of a mail contact, as Exchange Online answers: Get-Recipient the reduced recipient
-# (many Set-Contact properties, but not Initials, MobilePhone, HomePhone, Fax, StreetAddress, nor MailTip),
-# Get-MailContact Set-MailContact's properties (none of Set-Contact's), Get-Contact Set-Contact's (no custom attributes,
-# addresses or visibility). New-MailContact answers the mail contact. `None`: every property (the other cmdlets).
-_IDENTITY = ("Guid", "ExchangeObjectId", "Name", "Identity", "Id", "DistinguishedName", "RecipientType",
-             "RecipientTypeDetails", "WhenCreated", "WhenChanged")
+# What each Get-* cmdlet leaves out of a recipient, as Exchange Online answers: Get-Recipient returns the reduced
+# recipient (many Set-Contact properties, but not Initials, MobilePhone, HomePhone, Fax, StreetAddress, nor MailTip),
+# Get-MailContact Set-MailContact's properties (none of Set-Contact's), Get-Contact Set-Contact's (no custom
+# attributes, addresses, alias or visibility). New-MailContact answers the mail contact. Other cmdlets: everything.
 _EXTENSION = tuple(f"ExtensionCustomAttribute{n}" for n in range(1, 6))
-VIEWS: dict[str, frozenset[str]] = {
-    "Get-Recipient": frozenset({*_IDENTITY, "Alias", "DisplayName", "PrimarySmtpAddress", "EmailAddresses",
-                                "ExternalEmailAddress", "HiddenFromAddressListsEnabled", "FirstName", "LastName",
-                                "Company", "Department", "Title", "Office", "Phone", "City", "StateOrProvince",
-                                "PostalCode", "CountryOrRegion", "Manager", "Notes", *CUSTOM, *_EXTENSION}),
-    "Get-MailContact": frozenset({*_IDENTITY, "Alias", "DisplayName", "PrimarySmtpAddress", "EmailAddresses",
-                                  "ExternalEmailAddress", "HiddenFromAddressListsEnabled", "MailTip", *CUSTOM,
-                                  *_EXTENSION}),
-    "Get-Contact": frozenset({*_IDENTITY, "DisplayName", "CountryOrRegion", "Manager", *CONTACT_TEXT}),
+HIDDEN_BY: dict[str, frozenset[str]] = {
+    "Get-Recipient": frozenset({"Initials", "MobilePhone", "HomePhone", "Fax", "StreetAddress", "MailTip"}),
+    "Get-MailContact": frozenset({*CONTACT_TEXT, "CountryOrRegion", "Manager"}),
+    "Get-Contact": frozenset({*CUSTOM, *_EXTENSION, "EmailAddresses", "PrimarySmtpAddress", "ExternalEmailAddress",
+                              "Alias", "HiddenFromAddressListsEnabled", "MailTip"}),
 }
-VIEWS["New-MailContact"] = VIEWS["Get-MailContact"]
+HIDDEN_BY["New-MailContact"] = HIDDEN_BY["Get-MailContact"]
 NS = {
     "NotFound": "Microsoft.Exchange.Configuration.Tasks.ManagementObjectNotFoundException",
     "Exists": "Microsoft.Exchange.Data.Directory.ADObjectAlreadyExistsException",
@@ -292,7 +286,7 @@ class ExchangeOrg:
         with self.lock:
             handler = getattr(self, "_" + cmdlet.replace("-", "_").lower())
             result: list[dict[str, Any]] = handler(params)
-            return [public(r, view=VIEWS.get(cmdlet)) for r in result]
+            return [public(r, hidden=HIDDEN_BY.get(cmdlet, frozenset())) for r in result]
 
     def _new_mailcontact(self, p: dict[str, Any]) -> list[dict[str, Any]]:
         for required in ("Name", "ExternalEmailAddress"):
@@ -451,11 +445,10 @@ class ExchangeOrg:
         return self._get(p, contacts_only=True)
 
 
-def public(recipient: dict[str, Any], *, view: frozenset[str] | None = None) -> dict[str, Any]:
-    """The property bag as the API returns it: internal keys dropped, only the cmdlet's `view` of it (None: all),
+def public(recipient: dict[str, Any], *, hidden: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """The property bag as the API returns it: internal keys and what the cmdlet does not return (`hidden`) dropped,
     `@odata.type` annotations added."""
-    bag = {k: copy.deepcopy(v) for k, v in recipient.items()
-           if not k.startswith("_") and (view is None or k in view)}
+    bag = {k: copy.deepcopy(v) for k, v in recipient.items() if not k.startswith("_") and k not in hidden}
     bag["Guid@odata.type"] = "#Guid"
     if "EmailAddresses" in bag:
         bag["EmailAddresses@odata.type"] = "#Collection(String)"

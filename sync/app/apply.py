@@ -51,6 +51,7 @@ class Outcome(StrEnum):
     STALE = "stale"  # a newer op for this user was applied already
     CONFLICT = "conflict"  # another recipient holds the address or name
     REJECTED = "rejected"  # Exchange refused a value; fixing the source data fixes it
+    RELEASED = "released"  # the contact lost this pair's anchor (taken over by an admin): never written again
 
     @property
     def failed(self) -> bool:
@@ -75,6 +76,8 @@ def apply_op(
         row = contacts.get(op.pair_id, op.source_id)
         if row.status and row.version >= op.version:
             return Applied(Outcome.STALE, row.guid, f"version {row.version} already applied")
+        if row.status is ContactStatus.RELEASED:
+            return Applied(Outcome.RELEASED, row.guid, row.last_error)  # not ours any more (invariant 1)
         now = now_utc()
         if row.claimed_by_other(op.version, now):
             raise RowBusy(f"another op (version {row.claim_version}) is applying to this user",
@@ -92,7 +95,7 @@ def apply_op(
 
     try:
         if op.partial:
-            result, update = _apply_partial(op, row, target)
+            result, update = _apply_partial(op, row, pair, target)
         else:
             result = _apply_to_target(op, row, pair, target)
             update = _row_update(op, row, result)
@@ -130,6 +133,9 @@ def _claim_left(row: ContactRow, now: datetime) -> float:
 
 def _row_update(op: ContactOp, row: ContactRow, result: Applied) -> RowUpdate:
     """What the state row says after the op: its status, the contact as applied, and for a failure, why."""
+    if result.outcome is Outcome.RELEASED:
+        return RowUpdate(ContactStatus.RELEASED, op.version, row.hash, result.guid, row.applied, error=result.detail,
+                         manager_id=row.manager_id, manager_set=row.manager_set)
     if result.outcome is Outcome.CONFLICT or result.outcome is Outcome.REJECTED:
         # The attempted hash (and manager) is kept, so an unchanged user is not retried on every run.
         status = ContactStatus.CONFLICT if result.outcome is Outcome.CONFLICT else ContactStatus.FAILED
@@ -146,7 +152,7 @@ def _row_update(op: ContactOp, row: ContactRow, result: Applied) -> RowUpdate:
                      manager_id=op.manager_id, manager_set=bool(contact.get("Manager")))
 
 
-def _apply_partial(op: ContactOp, row: ContactRow, target: Target) -> tuple[Applied, RowUpdate]:
+def _apply_partial(op: ContactOp, row: ContactRow, pair: TenantPair, target: Target) -> tuple[Applied, RowUpdate]:
     """Merge a partial update into the applied contact: Exchange gets only what differs from it."""
     assert op.contact is not None
     unchanged = RowUpdate(row.status, row.version, row.hash, row.guid, row.applied, error=row.last_error,
@@ -154,8 +160,15 @@ def _apply_partial(op: ContactOp, row: ContactRow, target: Target) -> tuple[Appl
     if row.status is not ContactStatus.OK or not row.guid:
         return Applied(Outcome.STALE, row.guid, f"the contact is not in place ({row.status or 'no row'})"), unchanged
     merged = {**row.applied, **op.contact}
+    owned = _verify_owner(op, row, pair, target)
+    if owned.released:
+        released = replace(unchanged, status=ContactStatus.RELEASED, error=owned.released)
+        return Applied(Outcome.RELEASED, row.guid, owned.released), released
+    if not owned.guid:
+        detail = "the contact is missing from the target; a full round makes it again"
+        return Applied(Outcome.REJECTED, row.guid, detail), replace(unchanged, status=ContactStatus.FAILED, error=detail)
     try:
-        applied = _update(row.guid, op.contact, row.applied, target)
+        applied = _update(owned.guid, op.contact, row.applied, target)
     except TargetNotFound:
         # Removed behind our back; a partial op cannot make it again. Failed rows are re-planned in full rounds.
         detail = "the contact is missing from the target; a full round makes it again"
@@ -175,13 +188,19 @@ def _apply_to_target(op: ContactOp, row: ContactRow, pair: TenantPair, target: T
             return _hide(op, row, pair, target)
         assert op.contact is not None
         if row.guid and row.status in _HAS_CONTACT:
+            owned = _verify_owner(op, row, pair, target)
+            if owned.released:
+                return Applied(Outcome.RELEASED, row.guid, owned.released)
             try:
-                applied = _update(row.guid, op.contact, row.applied, target)
+                # A contact found under another Guid (recreated by hand with our anchor) is unknown: send everything.
+                applied = _update(owned.guid, op.contact, row.applied if owned.guid == row.guid else {}, target) \
+                    if owned.guid else None
             except TargetNotFound:
-                pass  # removed behind our back: make it again
-            else:
+                applied = None
+            if applied is not None:
                 restored = op.kind is OpKind.RESTORE and applied.outcome is not Outcome.UNCHANGED
                 return Applied(Outcome.RESTORED, applied.guid) if restored else applied
+            # removed behind our back: make it again
         return _create(op, pair, target)
     except AddressInUse as error:
         return Applied(Outcome.CONFLICT, row.guid, f"address in use by {error.holder or 'another recipient'}")
@@ -260,17 +279,36 @@ def _describe(recipient: Recipient) -> str:
     return f"{recipient.recipient_type} {recipient.name!r} ({recipient.primary_address or 'no address'})"
 
 
-def _own_guid(op: ContactOp, row: ContactRow, pair: TenantPair, target: Target) -> str:
-    """The Guid of this user's contact: from the state row, else found by anchor ("" when there is none)."""
-    if row.guid:
-        return row.guid
+@dataclass(frozen=True)
+class _Owner:
+    guid: str = ""  # the contact that carries this user's anchor ("" when there is none)
+    released: str = ""  # why the contact the row names is not ours any more ("" when it is)
+
+
+def _verify_owner(op: ContactOp, row: ContactRow, pair: TenantPair, target: Target) -> _Owner:
+    """Before a write: does the contact the row names still carry this user's anchor (invariant 1)? One Get-Recipient
+    by Guid and anchor, shared with the concurrent ops of the batch (`find_recipients` coalesces them), so ownership
+    costs a share of one call, not a call per op. An admin who cleared or overwrote the anchor took the contact over:
+    it is released. A row without a Guid finds its contact by anchor."""
+    attribute = pair.contact.anchor_attribute
     anchor = pair.anchor(op.source_id)
-    found = target.find_recipients(anchor_attribute=pair.contact.anchor_attribute, anchor=anchor, address="", name="")
-    return next((r.guid for r in found if r.anchor(pair.contact.anchor_attribute) == anchor), "")
+    found = target.find_recipients(anchor_attribute=attribute, anchor=anchor, address="", name="", guid=row.guid)
+    named = next((r for r in found if row.guid and r.guid.lower() == row.guid.lower()), None)
+    if named is not None and named.anchor(attribute) != anchor:
+        held = named.anchor(attribute)
+        why = "was cleared" if not held else "now holds another value"
+        return _Owner(released=f"released: {attribute} on contact {named.name!r} {why} in the target; "
+                               "ctcs no longer changes it")
+    if named is not None:
+        return _Owner(named.guid)
+    return _Owner(next((r.guid for r in found if r.anchor(attribute) == anchor), ""))
 
 
 def _delete(op: ContactOp, row: ContactRow, pair: TenantPair, target: Target) -> Applied:
-    guid = _own_guid(op, row, pair, target)
+    owned = _verify_owner(op, row, pair, target)
+    if owned.released:
+        return Applied(Outcome.RELEASED, row.guid, owned.released)
+    guid = owned.guid
     if not guid:
         return Applied(Outcome.ALREADY_GONE)
     try:
@@ -281,7 +319,10 @@ def _delete(op: ContactOp, row: ContactRow, pair: TenantPair, target: Target) ->
 
 
 def _hide(op: ContactOp, row: ContactRow, pair: TenantPair, target: Target) -> Applied:
-    guid = _own_guid(op, row, pair, target)
+    owned = _verify_owner(op, row, pair, target)
+    if owned.released:
+        return Applied(Outcome.RELEASED, row.guid, owned.released)
+    guid = owned.guid
     if not guid:
         return Applied(Outcome.ALREADY_GONE)
     try:

@@ -18,10 +18,12 @@ SyncRuns row (trigger `reconcile`) like any round. `preview_reconcile` is the dr
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -30,7 +32,7 @@ from sync.app.runtime import Runtime
 from sync.contract.ops import ContactOp, OpKind
 from sync.contract.pairs import TenantPair
 from sync.contract.vocabulary import ContactStatus, RunOutcome, RunTrigger
-from sync.core.mapping import contact_name
+from sync.core.mapping import ContactMapper, contact_hash, contact_name
 from sync.core.plan import Plan, unsafe_reason
 from sync.core.reconcile import KnownRow, TargetComparison, compare_target, in_applied_form
 from sync.core.target import UNLISTED_PARAMETERS, Recipient, Target
@@ -106,6 +108,13 @@ def reconcile_pair(
     return result, found[0] if found else None
 
 
+def spread_due_at(pair: TenantPair, now: datetime) -> datetime:
+    """When a pair never reconciled is first due: a point of its interval fixed by its id (stable across timer runs
+    and instances), so many pairs spread over `reconcile_hours` instead of all reconciling at once."""
+    digest = int(hashlib.sha256(pair.id.encode()).hexdigest()[:8], 16)
+    return now + timedelta(seconds=digest % (pair.reconcile_hours * 3600))
+
+
 def repair_counts(counts: Mapping[str, int]) -> dict[str, int]:
     """The repair kinds of a reconcile run's counts (orphans are the round's removals)."""
     return {kind: int(counts.get(kind, 0)) for kind in REPAIR_KINDS}
@@ -138,7 +147,13 @@ def repair_state(rt: Runtime, pair: TenantPair, *, run_id: str, allow_deletes: b
     for source_id, contact in {**c.rebuilt, **c.relinked}.items():
         row = rows.get(source_id) or ContactRow(pair.id, source_id)
         writes.append((row, _rebuilt(pair, source_id, contact, now, relinked=source_id in c.relinked)))
+    new_rows = [(row, fields) for row, fields in writes if row.etag is None]
+    # Rows that do not exist yet (a lost table: thousands) go in transactions of 100; the rest one by one, each
+    # guarded by the ETag the reconcile read (an op that committed meanwhile wins; the next reconcile looks again).
+    contacts.add_rows(pair.id, [{"RowKey": row.source_id, "updated_at": now, **fields} for row, fields in new_rows])
     for row, fields in writes:
+        if row.etag is None:
+            continue
         if row.claim_version and row.claim_until and datetime.fromisoformat(row.claim_until) > now_utc():
             findings.busy += 1  # an op is applying to it right now; the next reconcile looks again
             continue
@@ -161,6 +176,16 @@ def _findings(rt: Runtime, pair: TenantPair, rows: Mapping[str, ContactRow]) -> 
     known = {source_id: KnownRow(row.status or ContactStatus.DELETED, row.guid, row.applied, row.updated_at)
              for source_id, row in rows.items()}
     comparison = compare_target(known, listing, anchor_attribute=attribute, anchor_prefix=pair.anchor_prefix)
+    if comparison.rebuilt or comparison.relinked:
+        # Rows rebuilt from the target need what the listing does not return, or the round would set it again on
+        # every contact: a second paged listing (Get-Contact), only when rows are rebuilt.
+        rebuilt = {**comparison.rebuilt, **comparison.relinked}
+        details = target.contact_details([contact.guid for contact in rebuilt.values()])
+        for group in (comparison.rebuilt, comparison.relinked):
+            for source_id, contact in group.items():
+                extra = details.get(contact.guid.lower())
+                if extra:
+                    group[source_id] = replace(contact, values={**contact.values, **extra})
     findings = ReconcileFindings(comparison)
     if comparison.missing:
         # One Get-Recipient per 16 Guids: is the contact gone, or did it lose our anchor (taken over)?
@@ -194,8 +219,7 @@ def _with_unlisted(target: Target, contact: Recipient, rows: Mapping[str, Contac
         extra = target.read_contact(contact.guid)
     except TargetNotFound:
         return contact
-    return Recipient(contact.guid, contact.name, contact.recipient_type, contact.primary_address,
-                     contact.custom_attributes, contact.addresses, {**contact.values, **extra}, contact.when_changed)
+    return replace(contact, values={**contact.values, **extra})
 
 
 def _changed_after(when_changed: str, updated_at: str) -> bool:
@@ -208,17 +232,20 @@ def _changed_after(when_changed: str, updated_at: str) -> bool:
 
 
 def _rebuilt(pair: TenantPair, source_id: str, contact: Recipient, now: str, *, relinked: bool) -> dict[str, Any]:
-    """A row from the target's contact: what it holds counts as applied, so the round sends only what differs."""
+    """A row from the target's contact: what it holds counts as applied, in the shape of a desired contact, and its
+    hash is that contact's hash. So a contact that holds what the source wants plans nothing at all (a lost table of
+    10,000 rows costs no Exchange write), and one that differs gets an update with only the differing parameters."""
     # What the listing does not return is taken as unset: the round then sends such a parameter only when the user
     # has a value for it, instead of one Set-Contact per contact to clear what is most likely clear already.
-    unlisted = dict.fromkeys(sorted(UNLISTED_PARAMETERS - set(contact.values)), "")
-    applied = {"Name": contact.name or contact_name(source_id), **unlisted, **in_applied_form(contact.values)}
-    hidden = bool(contact.values.get("HiddenFromAddressListsEnabled")) and not pair.contact.hidden_from_gal
+    observed = {"Name": contact.name or contact_name(source_id),
+                **dict.fromkeys(sorted(UNLISTED_PARAMETERS), ""), **in_applied_form(contact.values)}
+    applied = {name: observed.get(name, "") for name in ContactMapper(pair).parameters()}
+    hidden = bool(applied.get("HiddenFromAddressListsEnabled")) and not pair.contact.hidden_from_gal
     status = ContactStatus.HIDDEN if hidden else ContactStatus.OK  # hidden by a staged delete of a leaver
-    return {"status": status.value, "guid": contact.guid, "applied": _json(applied), "hash": "",
-            "hidden_at": now if hidden else "", "last_error": "", "repaired_at": now,
-            "repair": "state named another contact; relinked" if relinked else "state was missing; rebuilt from the target",
-            "last_op": "reconcile:rebuilt"}
+    return {"status": status.value, "guid": contact.guid, "applied": _json(applied),
+            "hash": "" if hidden else contact_hash(applied), "hidden_at": now if hidden else "", "last_error": "",
+            "repaired_at": now, "last_op": "reconcile:rebuilt",
+            "repair": "state named another contact; relinked" if relinked else "state was missing; rebuilt from the target"}
 
 
 def _remove_duplicates(rt: Runtime, pair: TenantPair, findings: ReconcileFindings, *, allow_deletes: bool) -> None:
@@ -234,10 +261,8 @@ def _remove_duplicates(rt: Runtime, pair: TenantPair, findings: ReconcileFinding
         return
     target = rt.target(pair)
     for duplicate in duplicates:
-        try:
+        with contextlib.suppress(TargetNotFound):  # gone already: as good as removed
             target.delete(duplicate.guid)  # the listing showed it with this pair's anchor (invariant 1)
-        except TargetNotFound:
-            pass
         findings.duplicates_removed += 1
 
 

@@ -13,7 +13,8 @@ safety gate and the worker) brings the target back to the desired contacts:
   (deleted by hand: a tombstone, the round creates it again) or without our anchor (released, never written again);
 - rebuilt: a listed contact with no row (lost state, a pair re-added) → a row from the target, so nothing is created
   twice; one whose user is gone or out of scope is then removed by the round as an orphan, through the gate;
-- duplicates: more listed contacts with one anchor → the one the row names (else the earliest) stays.
+- duplicates: more listed contacts with one anchor → the one the row names (else the one with ctcs's own Name for
+  the user, else the earliest changed) stays.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Any
 
 from sync.contract.countries import country_code
 from sync.contract.vocabulary import ContactStatus
+from sync.core.mapping import contact_name
 from sync.core.target import Recipient
 
 
@@ -74,7 +76,9 @@ def compare_target(
         source_id = by_lower.get(user, user)
         row = rows.get(source_id)
         named = row.guid.lower() if row is not None else ""
-        contacts.sort(key=lambda c: (c.guid.lower() != named, c.when_changed, c.guid.lower()))
+        # Keep the one the row names, else the one with ctcs's own Name for the user, else the oldest change.
+        own_name = contact_name(user)
+        contacts.sort(key=lambda c: (c.guid.lower() != named, c.name.lower() != own_name, c.when_changed, c.guid.lower()))
         keep, extra = contacts[0], contacts[1:]
         result.duplicates.extend(extra)
         if row is None or not row.status.live or (row.status is ContactStatus.QUEUED and not row.guid):

@@ -6,7 +6,7 @@ only ever passes a Guid it found by its own anchor or recorded after creating th
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -68,8 +68,17 @@ class Target(Protocol):
         parameters one listing can return in `values` (the reconcile round compares them)."""
         ...
 
+    def holds_owned(self, anchor_attribute: str, anchor_prefix: str) -> bool:
+        """Whether any mail contact carries an anchor with this prefix (one call, one object at most)."""
+        ...
+
     def read_contact(self, guid: str) -> Mapping[str, Any]:
         """The contact parameters the listing does not return (`UNLISTED_PARAMETERS`), read for one contact."""
+        ...
+
+    def contact_details(self, guids: Collection[str]) -> dict[str, Mapping[str, Any]]:
+        """`UNLISTED_PARAMETERS` of many contacts (lower-cased Guid -> values): one paged listing of the
+        organisation's contacts, for rebuilding lost rows, where a call per contact would cost thousands."""
         ...
 
 

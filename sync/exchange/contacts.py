@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import re
-from dataclasses import replace
 import threading
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
+from dataclasses import replace
 from typing import Any
 
 from sync.contract.contact_params import NEW_MAIL_CONTACT_PARAMS, ContactParams, split_by_cmdlet
@@ -179,6 +179,29 @@ class ExchangeTarget:
             # -like is a pattern match; the exact prefix check keeps "ours" exact (invariant 1).
             if recipient.anchor(attribute).startswith(anchor_prefix):
                 yield replace(recipient, values=_contact_values(row), when_changed=str(row.get("WhenChanged") or ""))
+
+    def holds_owned(self, anchor_attribute: str, anchor_prefix: str) -> bool:
+        attribute = _anchor_attribute(anchor_attribute)
+        rows = self.invoke("Get-Recipient", {"RecipientTypeDetails": "MailContact", "ResultSize": 1,
+                                             "Filter": opath.starts_with(attribute, anchor_prefix)},
+                           select=("Guid", attribute))
+        return any(str(row.get(attribute) or "").startswith(anchor_prefix) for row in rows)
+
+    def contact_details(self, guids: Collection[str]) -> dict[str, Mapping[str, Any]]:
+        """Get-Contact of every mail contact, paged ($select: Guid and the unlisted parameters): Get-Contact's filter
+        cannot name the anchor (a custom attribute is not a property of the contact object), so the wanted Guids are
+        picked from the pages."""
+        wanted = {guid.lower() for guid in guids}
+        found: dict[str, Mapping[str, Any]] = {}
+        if not wanted:
+            return found
+        names = sorted(UNLISTED_PARAMETERS - {"MailTip"})
+        params = {"RecipientTypeDetails": "MailContact", "ResultSize": "Unlimited"}
+        for row in self.api.iter_rows("Get-Contact", params, select=("Guid", *names)):
+            guid = str(row.get("Guid") or "").lower()
+            if guid in wanted:
+                found[guid] = {name: _plain(row.get(name)) for name in names if name in row}
+        return found
 
     def read_contact(self, guid: str) -> dict[str, Any]:
         """Get-Contact for the parameters Get-Recipient does not return (`UNLISTED_PARAMETERS`)."""

@@ -143,6 +143,13 @@ class ContactStateStore:
                                                 row.manager_set)
         return found
 
+    def is_empty(self, pair_id: str) -> bool:
+        """The pair has no row at all (a new or re-added pair, or a lost table): one request for one row."""
+        pages = self.table.query_entities(f"PartitionKey eq '{quote(pair_id)}'", select=["RowKey"],
+                                          results_per_page=1).by_page()
+        first = next(pages, None)
+        return first is None or next(iter(first), None) is None
+
     def get(self, pair_id: str, source_id: str) -> ContactRow:
         try:
             return _row(pair_id, self.table.get_entity(pair_id, source_id))
@@ -266,6 +273,14 @@ class ContactStateStore:
         except (ResourceExistsError, ResourceModifiedError, ResourceNotFoundError):
             return False
         return True
+
+    def add_rows(self, pair_id: str, rows: Sequence[Mapping[str, Any]]) -> int:
+        """Rows a reconcile rebuilt from the target (none existed when it read the table), merged in transactions of
+        100, four at a time."""
+        entities = [{"PartitionKey": pair_id, **row} for row in rows]
+        chunks = [entities[start:start + TRANSACTION_SIZE] for start in range(0, len(entities), TRANSACTION_SIZE)]
+        submit_transactions(self.table, chunks)
+        return len(entities)
 
     def note_delivery_error(self, pair_id: str, source_id: str, version: int, error: str) -> None:
         """Keep why the last delivery of the op `version` for this user failed, so that an op that ends in the poison

@@ -51,7 +51,7 @@ def test_drift_visibility_and_hand_deletions_are_repaired_with_only_the_differin
     assert len(sync.mismatches()) >= 4
 
     preview = preview_reconcile(sync.rt, sync.pair.id)
-    assert sorted(preview.comparison.drifted) == sorted(users[0:2] + [users[3]])
+    assert sorted(preview.comparison.drifted) == sorted([*users[0:2], users[3]])
     assert preview.deleted_by_hand == [users[2]]
     assert len(sync.mismatches()) >= 4, "the dry run writes nothing"
 
@@ -130,3 +130,37 @@ def test_an_orphan_sweep_beyond_the_safety_gate_quarantines_the_pair(make_sync: 
     assert len(sync.ours()) == ours_before, "nothing removed"
     assert sync.rt.stores.pair_state.get(sync.pair.id).gate_quarantined
 
+
+
+def test_a_contact_whose_anchor_was_cleared_or_overwritten_is_released_and_never_written_again(sync: SyncPair) -> None:
+    users = sync.add_users(6)
+    sync.sync()
+    attribute = sync.pair.contact.anchor_attribute
+    exchange, directory = sync.target.exchange, sync.source.directory
+    cleared, overwritten = _guid(sync, users[0]), _guid(sync, users[1])
+    exchange.set_recipient(cleared, **{attribute: ""})  # an admin takes the contact over
+    exchange.set_recipient(overwritten, **{attribute: "galsync:42"})  # another tool claims it
+    taken = {guid: exchange.get(guid) for guid in (cleared, overwritten)}
+    directory.update_user(users[0], jobTitle="Director")
+    directory.update_user(users[1], department="Legal")
+    directory.update_user(users[2], jobTitle="Lead")  # an ordinary update beside them
+    sync.cloud.reset_counts()
+
+    sync.sync()  # the worker checks ownership before it writes: one shared look-up, not one per op
+
+    rows = sync.rows()
+    assert rows[users[0]].status == "released" and "was cleared" in rows[users[0]].last_error
+    assert rows[users[1]].status == "released" and "another value" in rows[users[1]].last_error
+    assert {guid: exchange.get(guid) for guid in taken} == taken, "never written"
+    counts = exchange_counts(sync.cloud)
+    assert counts.get("Get-Recipient", 0) <= 2 and counts.get("Set-Contact") == 1, counts
+    problems = sync.host.call_http("GET", f"/api/pairs/{sync.pair.id}").json["status"]["problems"]
+    assert {(p["source_id"], p["status"]) for p in problems} == {(users[0], "released"), (users[1], "released")}
+
+    for user in users[:2]:  # the users leave: their released contacts stay
+        directory.delete_user(user)
+    sync.sync()
+    result, _ = _reconcile(sync)
+    assert {guid: exchange.get(guid) for guid in taken} == taken
+    assert result.run.counts["orphans_removed"] == 0 and sync.rows()[users[0]].status == "released"
+    sync.assert_in_step(check_state=False)

@@ -128,6 +128,15 @@ class MemoryTarget:
         wanted = {guid.lower() for guid in guids}
         return {r.guid.lower(): r.as_recipient() for r in self.recipients.values() if r.guid.lower() in wanted}
 
+    def holds_owned(self, anchor_attribute: str, anchor_prefix: str) -> bool:
+        self._call("Get-Recipient")
+        return any(str(r.params.get(anchor_attribute, "")).startswith(anchor_prefix) for r in self.contacts())
+
+    def contact_details(self, guids: Iterable[str]) -> dict[str, Mapping[str, Any]]:
+        self._call("Get-Contact")
+        wanted = {guid.lower() for guid in guids}
+        return {r.guid.lower(): dict(r.params) for r in self.contacts() if r.guid.lower() in wanted}
+
     def read_contact(self, guid: str) -> dict[str, Any]:
         self._call("Get-Contact")
         return dict(self._get(guid).params)
