@@ -62,9 +62,10 @@ class ExchangeTarget:
         return self.api.thread_counts()
 
     def invoke(
-        self, cmdlet: str, parameters: Mapping[str, Any], *, select: tuple[str, ...] = (), retry_not_found: bool = False
+        self, cmdlet: str, parameters: Mapping[str, Any], *, select: tuple[str, ...] = (), retry_not_found: bool = False,
+        paced: bool = True,
     ) -> list[dict[str, Any]]:
-        return self.api.invoke(cmdlet, parameters, select=select, retry_not_found=retry_not_found)
+        return self.api.invoke(cmdlet, parameters, select=select, retry_not_found=retry_not_found, paced=paced)
 
     # --- the Target protocol -------------------------------------------------------------------------------
 
@@ -184,7 +185,7 @@ class ExchangeTarget:
         attribute = _anchor_attribute(anchor_attribute)
         rows = self.invoke("Get-Recipient", {"RecipientTypeDetails": "MailContact", "ResultSize": 1,
                                              "Filter": opath.starts_with(attribute, anchor_prefix)},
-                           select=("Guid", attribute))
+                           select=("Guid", attribute), paced=False)
         return any(str(row.get(attribute) or "").startswith(anchor_prefix) for row in rows)
 
     def contact_details(self, guids: Collection[str]) -> dict[str, Mapping[str, Any]]:
