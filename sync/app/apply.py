@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from sync.app.address_moves import SourceOpener, free_address
 from sync.app.quota_gate import QuotaGate
 from sync.contract.ops import ContactOp, OpKind
 from sync.contract.pairs import TenantPair
@@ -63,13 +64,17 @@ class Applied:
     outcome: Outcome
     guid: str = ""
     detail: str = ""
+    holders: list[Recipient] = field(default_factory=list)  # a conflict: who holds the address, when looked up
 
 
 def apply_op(
-    op: ContactOp, *, pair: TenantPair, target: Target, contacts: ContactStateStore, quota: QuotaGate | None = None
+    op: ContactOp, *, pair: TenantPair, target: Target, contacts: ContactStateStore, quota: QuotaGate | None = None,
+    open_source: SourceOpener | None = None,
 ) -> Applied:
     """Apply `op` unless a newer one won; record the result in ContactState. With `quota`, a create waits (raises
-    `CreationQuotaReached`) while the target organisation's creation quota is spent, before it claims the row."""
+    `CreationQuotaReached`) while the target organisation's creation quota is spent, before it claims the row. With
+    `open_source`, an address held by another of the pair's own contacts whose user gave it up is freed first
+    (sync.app.address_moves)."""
     organization = pair.target.organization
     admitted = quota is None
     for _ in range(3):
@@ -97,7 +102,7 @@ def apply_op(
         if op.partial:
             result, update = _apply_partial(op, row, pair, target)
         else:
-            result = _apply_to_target(op, row, pair, target)
+            result = _apply_moving(op, row, pair, target, contacts, open_source)
             update = _row_update(op, row, result)
     except CreationQuotaReached as error:
         _release(contacts, row)
@@ -180,6 +185,19 @@ def _apply_partial(op: ContactOp, row: ContactRow, pair: TenantPair, target: Tar
                             manager_set=bool(merged.get("Manager")))
 
 
+def _apply_moving(op: ContactOp, row: ContactRow, pair: TenantPair, target: Target, contacts: ContactStateStore,
+                  open_source: SourceOpener | None) -> Applied:
+    """The op, and once more after freeing its address when another of the pair's own contacts held it."""
+    applied = _apply_to_target(op, row, pair, target)
+    address = str((op.contact or {}).get("ExternalEmailAddress") or "")
+    if applied.outcome is not Outcome.CONFLICT or not address or open_source is None:
+        return applied
+    holders = applied.holders if applied.holders else None
+    if free_address(pair, target, contacts, address, version=op.version, open_source=open_source, holders=holders):
+        return _apply_to_target(op, row, pair, target)
+    return applied
+
+
 def _apply_to_target(op: ContactOp, row: ContactRow, pair: TenantPair, target: Target) -> Applied:
     try:
         if op.kind is OpKind.DELETE:
@@ -258,7 +276,8 @@ def _create(op: ContactOp, pair: TenantPair, target: Target) -> Applied:
             target.update(holder.guid, _changes(contact, {}))
             return Applied(Outcome.ADOPTED, holder.guid, f"took over unowned contact {holder.name!r}")
         what = f"the name {name}" if holder.name == name else f"the address {address}"
-        return Applied(Outcome.CONFLICT, "", f"{_describe(holder)} already holds {what}")
+        return Applied(Outcome.CONFLICT, "", f"{_describe(holder)} already holds {what}",
+                       holders=found if holder.name != name else [])
     try:
         created = target.create(contact)
     except TargetRejected:

@@ -164,3 +164,42 @@ def test_a_contact_whose_anchor_was_cleared_or_overwritten_is_released_and_never
     assert {guid: exchange.get(guid) for guid in taken} == taken
     assert result.run.counts["orphans_removed"] == 0 and sync.rows()[users[0]].status == "released"
     sync.assert_in_step(check_state=False)
+
+
+def test_swapped_addresses_and_a_chain_of_moves_complete_in_the_run_that_sees_them(sync: SyncPair) -> None:
+    users = sync.add_users(6)
+    sync.sync()
+    before = _plant_unowned(sync)
+    directory = sync.source.directory
+    mail = {user: str(directory.get_user(user)["mail"]) for user in users}  # type: ignore[index]
+    # A swap, with another change riding along, and a chain: users[2] takes users[3]'s address, users[3] takes
+    # users[4]'s, users[4] gets a new one.
+    directory.update_user(users[0], mail=mail[users[1]], jobTitle="Swapped")
+    directory.update_user(users[1], mail=mail[users[0]])
+    directory.update_user(users[2], mail=mail[users[3]])
+    directory.update_user(users[3], mail=mail[users[4]])
+    directory.update_user(users[4], mail=f"fresh.{mail[users[4]]}")
+
+    sync.sync()
+
+    sync.assert_in_step()
+    sync.assert_untouched(before)
+    assert sync.contacts_of(users[0])[0]["Title"] == "Swapped"
+    assert {row.status for row in sync.rows().values()} == {"ok"}
+
+
+def test_a_new_hire_takes_the_address_a_hidden_leaver_still_holds(make_sync: Any) -> None:
+    sync: SyncPair = make_sync(deletion={"mode": "hide"})
+    users = sync.add_users(3)
+    sync.sync()
+    leaver_mail = str(sync.source.directory.get_user(users[0])["mail"])  # type: ignore[index]
+    sync.source.directory.delete_user(users[0])
+    sync.sync()
+    assert sync.rows()[users[0]].status == "hidden"
+    hire = sync.add_user("New Hire", mail=leaver_mail, userPrincipalName=f"new.hire@{sync.source.domain}")
+
+    sync.sync()
+
+    assert sync.rows()[hire].status == "ok" and sync.contacts_of(hire)[0]["PrimarySmtpAddress"] == leaver_mail
+    [hidden] = sync.contacts_of(users[0])
+    assert hidden["HiddenFromAddressListsEnabled"] is True and hidden["PrimarySmtpAddress"] != leaver_mail
