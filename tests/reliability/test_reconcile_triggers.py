@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -12,7 +13,7 @@ from datetime import timedelta
 from sync.contract.vocabulary import ContactStatus, RunTrigger
 from sync.state.entities import iso, now_utc
 
-from .conftest import REPO, SyncPair, exchange_counts
+from .conftest import REPO, SyncPair, exchange_counts, run_cli
 
 
 def test_the_timer_asks_for_a_reconcile_when_it_is_due_and_spreads_new_pairs(sync: SyncPair) -> None:
@@ -108,3 +109,25 @@ def test_a_planning_run_killed_between_marking_and_sending_loses_no_create(sync:
     sync.assert_in_step()
     assert len(sync.ours()) == len(users)
     assert sync.rt.stores.contacts.status_counts(sync.pair.id).get(ContactStatus.QUEUED, 0) == 0
+
+
+def test_the_reconcile_command_previews_with_dry_run_and_repairs_without(sync: SyncPair) -> None:
+    users = sync.add_users(3)
+    sync.sync()
+    guid = str(sync.contacts_of(users[0])[0]["Guid"])
+    sync.target.exchange.set_recipient(guid, Department="Edited")
+
+    preview = run_cli("reconcile", "--pair", sync.pair.id, "--dry-run", "--json")
+    assert preview.returncode == 0, preview.stderr
+    found = json.loads(preview.stdout)
+    assert found["dry_run"] is True and found["found"]["drifted"] == {users[0]: ["Department"]}
+    assert sync.target.exchange.get(guid)["Department"] == "Edited", "the dry run writes nothing"  # type: ignore[index]
+
+    repaired = run_cli("reconcile", "--pair", sync.pair.id)
+    assert repaired.returncode == 0, repaired.stderr
+    assert "drift_repaired" in repaired.stdout and "changed by hand (Department)" in repaired.stdout
+    sync.assert_in_step()
+    status = run_cli("status", "--pair", sync.pair.id)
+    assert "last reconcile" in status.stdout and "drift_repaired 1" in status.stdout
+    explained = run_cli("explain", "--pair", sync.pair.id, users[0], "--json")
+    assert "changed by hand (Department); set back" in json.loads(explained.stdout)["verdict"]
