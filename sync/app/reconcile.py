@@ -144,7 +144,11 @@ def repair_state(rt: Runtime, pair: TenantPair, *, run_id: str, allow_deletes: b
     for source_id, why in findings.released.items():
         writes.append((rows[source_id], {"status": ContactStatus.RELEASED.value, "last_error": why, "repaired_at": now,
                                          "repair": why, "last_op": "reconcile:released", "last_run_id": run_id}))
+    pending = set(rt.stores.contacts.pending_ids(pair.id)) if c.rebuilt else set()
     for source_id, contact in {**c.rebuilt, **c.relinked}.items():
+        if source_id in pending:
+            findings.busy += 1  # its first op is being applied right now: it writes the row itself
+            continue
         row = rows.get(source_id) or ContactRow(pair.id, source_id)
         writes.append((row, _rebuilt(pair, source_id, contact, now, relinked=source_id in c.relinked)))
     new_rows = [(row, fields) for row, fields in writes if row.etag is None]

@@ -150,6 +150,11 @@ class ContactStateStore:
         first = next(pages, None)
         return first is None or next(iter(first), None) is None
 
+    def pending_ids(self, pair_id: str) -> list[str]:
+        """Rows an op has claimed before any op committed (no status yet)."""
+        entities = self.table.query_entities(f"PartitionKey eq '{quote(pair_id)}'", select=["RowKey", "status"])
+        return [e["RowKey"] for e in entities if not e.get("status")]
+
     def get(self, pair_id: str, source_id: str) -> ContactRow:
         try:
             return _row(pair_id, self.table.get_entity(pair_id, source_id))
