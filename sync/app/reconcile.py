@@ -136,8 +136,13 @@ def repair_state(rt: Runtime, pair: TenantPair, *, run_id: str, allow_deletes: b
     writes: list[tuple[ContactRow, dict[str, Any]]] = []
     for source_id, values in c.drifted.items():
         row = rows[source_id]
-        writes.append((row, {"applied": _json({**row.applied, **in_applied_form(values)}), "hash": "", "repaired_at": now,
-                             "repair": f"changed by hand ({', '.join(sorted(values))}); set back"}))
+        fields = {"applied": _json({**row.applied, **in_applied_form(values)}), "hash": "", "repaired_at": now,
+                  "repair": f"changed by hand ({', '.join(sorted(values))}); set back"}
+        if row.status is ContactStatus.HIDDEN and values.get("HiddenFromAddressListsEnabled") is False:
+            # A staged delete shown again by hand: as a shown contact, the round hides it again (its user is gone or
+            # out of scope) through the safety gate, or shows it with current values when the user is back.
+            fields["status"] = ContactStatus.OK.value
+        writes.append((row, fields))
     for source_id in findings.deleted_by_hand:
         writes.append((rows[source_id], {"status": ContactStatus.DELETED.value, "guid": "", "applied": "", "hash": "",
                                          "repaired_at": now, "repair": "deleted by hand; created again"}))

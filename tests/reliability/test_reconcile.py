@@ -203,3 +203,22 @@ def test_a_new_hire_takes_the_address_a_hidden_leaver_still_holds(make_sync: Any
     assert sync.rows()[hire].status == "ok" and sync.contacts_of(hire)[0]["PrimarySmtpAddress"] == leaver_mail
     [hidden] = sync.contacts_of(users[0])
     assert hidden["HiddenFromAddressListsEnabled"] is True and hidden["PrimarySmtpAddress"] != leaver_mail
+
+
+def test_a_hidden_leaver_shown_again_by_hand_is_hidden_again(make_sync: Any) -> None:
+    sync: SyncPair = make_sync(deletion={"mode": "hide"})
+    users = sync.add_users(12)
+    sync.sync()
+    sync.source.directory.delete_user(users[0])
+    sync.sync()
+    [hidden] = sync.contacts_of(users[0])
+    assert hidden["HiddenFromAddressListsEnabled"] is True
+    sync.target.exchange.set_recipient(str(hidden["Guid"]), HiddenFromAddressListsEnabled=False)  # shown by hand
+
+    result, _ = _reconcile(sync)
+
+    [again] = sync.contacts_of(users[0])
+    assert again["HiddenFromAddressListsEnabled"] is True and sync.rows()[users[0]].status == "hidden"
+    assert result.run.counts["drift_repaired"] == 1
+    leaver = sync.pair.anchor(users[0])
+    assert [p for p in sync.mismatches() if not p.startswith(leaver)] == [], "the others are as they were"
