@@ -53,7 +53,9 @@ def free_address(
     if holders is None:
         holders = target.find_recipients(anchor_attribute=attribute, anchor="", address=address, name="")
     holding = [r for r in holders if address.lower() in {a.lower() for a in (*r.addresses, r.primary_address)}]
-    if not holding or not all(r.anchor(attribute).startswith(pair.anchor_prefix) for r in holding):
+    if not holding:
+        return True  # the holder moved away since Exchange refused the address: try again
+    if not all(r.anchor(attribute).startswith(pair.anchor_prefix) for r in holding):
         return False
     source = open_source(pair)
     for holder in holding:

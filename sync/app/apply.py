@@ -165,6 +165,10 @@ def _apply_partial(op: ContactOp, row: ContactRow, pair: TenantPair, target: Tar
     if row.status is not ContactStatus.OK or not row.guid:
         return Applied(Outcome.STALE, row.guid, f"the contact is not in place ({row.status or 'no row'})"), unchanged
     merged = {**row.applied, **op.contact}
+    if not _changes(op.contact, row.applied):
+        return Applied(Outcome.UNCHANGED, row.guid), replace(unchanged, hash=contact_hash(merged), applied=merged,
+                                                             error="", manager_id=op.manager_id,
+                                                             manager_set=bool(merged.get("Manager")))
     owned = _verify_owner(op, row, pair, target)
     if owned.released:
         released = replace(unchanged, status=ContactStatus.RELEASED, error=owned.released)
@@ -206,6 +210,8 @@ def _apply_to_target(op: ContactOp, row: ContactRow, pair: TenantPair, target: T
             return _hide(op, row, pair, target)
         assert op.contact is not None
         if row.guid and row.status in _HAS_CONTACT:
+            if not _changes(op.contact, row.applied):
+                return Applied(Outcome.UNCHANGED, row.guid)  # nothing to write, so nothing to check
             owned = _verify_owner(op, row, pair, target)
             if owned.released:
                 return Applied(Outcome.RELEASED, row.guid, owned.released)
