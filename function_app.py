@@ -5,6 +5,7 @@
     apply_contact_op    queue %CTCS_OPS_QUEUE%         apply one op to Exchange Online (split a batch of ops first)
     record_poisoned_op  queue %CTCS_OPS_QUEUE%-poison  keep an op that failed every delivery, for replay-poison
     pairs_resync        POST /api/pairs/{id}/resync    plan one pair now (?full=true, ?allow_deletes=true)
+    pairs_reconcile     POST /api/pairs/{id}/reconcile ask for a reconcile round (?allow_deletes=true)
     pairs_test          POST /api/pairs/{id}/test      test the pair's connections
     pairs_sync_user     POST /api/pairs/{id}/users/{user}/sync   provision one user now, each step shown
     pairs_list          GET  /api/pairs                definitions (secret references only) and status
@@ -91,6 +92,12 @@ def _http(response: http_api.ApiResponse) -> func.HttpResponse:
 def pairs_resync(req: func.HttpRequest) -> func.HttpResponse:
     pair_id, params = req.route_params.get("id", ""), dict(req.params)
     return _http(http_api.respond(lambda: http_api.resync(runtime(), pair_id, params)))
+
+
+@app.route(route="pairs/{id}/reconcile", methods=[func.HttpMethod.POST], auth_level=func.AuthLevel.FUNCTION)
+def pairs_reconcile(req: func.HttpRequest) -> func.HttpResponse:
+    pair_id, params = req.route_params.get("id", ""), dict(req.params)
+    return _http(http_api.respond(lambda: http_api.reconcile(runtime(), pair_id, params)))
 
 
 @app.route(route="pairs/{id}/test", methods=[func.HttpMethod.POST], auth_level=func.AuthLevel.FUNCTION)

@@ -52,7 +52,20 @@ PARAMETERS = {
     "Remove-MailContact": {"Identity"},
     "Get-MailContact": {"Identity", "Filter", "ResultSize", "Anr"},
     "Get-Recipient": {"Identity", "Filter", "ResultSize", "RecipientTypeDetails", "Anr"},
+    "Get-Contact": {"Identity", "Filter", "ResultSize", "RecipientTypeDetails", "Anr"},
 }
+# What each Get-* cmdlet leaves out of a recipient, as Exchange Online answers: Get-Recipient returns the reduced
+# recipient (many Set-Contact properties, but not Initials, MobilePhone, HomePhone, Fax, StreetAddress, nor MailTip),
+# Get-MailContact Set-MailContact's properties (none of Set-Contact's), Get-Contact Set-Contact's (no custom
+# attributes, addresses, alias or visibility). New-MailContact answers the mail contact. Other cmdlets: everything.
+_EXTENSION = tuple(f"ExtensionCustomAttribute{n}" for n in range(1, 6))
+HIDDEN_BY: dict[str, frozenset[str]] = {
+    "Get-Recipient": frozenset({"Initials", "MobilePhone", "HomePhone", "Fax", "StreetAddress", "MailTip"}),
+    "Get-MailContact": frozenset({*CONTACT_TEXT, "CountryOrRegion", "Manager"}),
+    "Get-Contact": frozenset({*CUSTOM, *_EXTENSION, "EmailAddresses", "PrimarySmtpAddress", "ExternalEmailAddress",
+                              "Alias", "HiddenFromAddressListsEnabled", "MailTip"}),
+}
+HIDDEN_BY["New-MailContact"] = HIDDEN_BY["Get-MailContact"]
 NS = {
     "NotFound": "Microsoft.Exchange.Configuration.Tasks.ManagementObjectNotFoundException",
     "Exists": "Microsoft.Exchange.Data.Directory.ADObjectAlreadyExistsException",
@@ -273,7 +286,7 @@ class ExchangeOrg:
         with self.lock:
             handler = getattr(self, "_" + cmdlet.replace("-", "_").lower())
             result: list[dict[str, Any]] = handler(params)
-            return [public(r) for r in result]
+            return [public(r, hidden=HIDDEN_BY.get(cmdlet, frozenset())) for r in result]
 
     def _new_mailcontact(self, p: dict[str, Any]) -> list[dict[str, Any]]:
         for required in ("Name", "ExternalEmailAddress"):
@@ -428,12 +441,18 @@ class ExchangeOrg:
     def _get_recipient(self, p: dict[str, Any]) -> list[dict[str, Any]]:
         return self._get(p, contacts_only=False)
 
+    def _get_contact(self, p: dict[str, Any]) -> list[dict[str, Any]]:
+        return self._get(p, contacts_only=True)
 
-def public(recipient: dict[str, Any]) -> dict[str, Any]:
-    """The property bag as the API returns it: internal keys dropped, `@odata.type` annotations added."""
-    bag = {k: copy.deepcopy(v) for k, v in recipient.items() if not k.startswith("_")}
+
+def public(recipient: dict[str, Any], *, hidden: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """The property bag as the API returns it: internal keys and what the cmdlet does not return (`hidden`) dropped,
+    `@odata.type` annotations added."""
+    bag = {k: copy.deepcopy(v) for k, v in recipient.items() if not k.startswith("_") and k not in hidden}
     bag["Guid@odata.type"] = "#Guid"
-    bag["EmailAddresses@odata.type"] = "#Collection(String)"
+    if "EmailAddresses" in bag:
+        bag["EmailAddresses@odata.type"] = "#Collection(String)"
     for n in range(1, 6):
-        bag[f"ExtensionCustomAttribute{n}@odata.type"] = "#Collection(String)"
+        if f"ExtensionCustomAttribute{n}" in bag:
+            bag[f"ExtensionCustomAttribute{n}@odata.type"] = "#Collection(String)"
     return bag

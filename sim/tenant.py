@@ -31,6 +31,7 @@ CMDLET_ROLES = {
     "Set-Contact": frozenset({"Mail Recipients"}),
     "Get-MailContact": frozenset({"Mail Recipients", "View-Only Recipients"}),
     "Get-Recipient": frozenset({"Mail Recipients", "View-Only Recipients"}),
+    "Get-Contact": frozenset({"Mail Recipients", "View-Only Recipients"}),
 }
 
 

@@ -246,7 +246,7 @@ def test_partial_op_is_merged_and_the_next_plan_sees_the_contact_unchanged(
     before = stores.contacts.get(PAIR.id, R)
     target.calls.clear()
     assert apply(link_op(REPORT, contact_name(B), B), target, stores) is Outcome.UPDATED
-    assert dict(target.calls) == {"Set-Contact": 1}
+    assert dict(target.calls) == {"Get-Recipient": 1, "Set-Contact": 1}  # ownership checked before the write
     after = stores.contacts.get(PAIR.id, R)
     assert after.applied["Manager"] == contact_name(B) and after.applied["Title"] == "Rep"
     assert (after.manager_id, after.manager_set, after.version) == (B, True, before.version)

@@ -103,4 +103,5 @@ def test_source_exchange_decides_when_granted_and_hiding_later_removes(
     drain(rt)
     assert synced_names(target) == {"Person 2"}
     assert result.plan is not None and [op.reason for op in result.plan.ops] == ["left_scope:hidden_from_gal"]
-    assert cloud.counts[("exchange", "Get-Recipient")] == 1  # one listing of the hidden recipients per run
+    # One listing of the hidden recipients per run (source), one ownership check before the delete (target).
+    assert cloud.counts[("exchange", "Get-Recipient")] == 2

@@ -40,7 +40,7 @@ def test_create_then_update_sends_only_changed_cmdlets(stores: Stores, target: M
     target.calls.clear()
     result = apply(op_for({**user, "jobTitle": "Lead"}, OpKind.UPDATE), target, stores)
     assert result.outcome is Outcome.UPDATED
-    assert dict(target.calls) == {"Set-Contact": 1}
+    assert dict(target.calls) == {"Get-Recipient": 1, "Set-Contact": 1}  # ownership checked before the write
     [contact] = target.contacts()
     assert contact.params["Title"] == "Lead" and contact.params["CustomAttribute15"] == PAIR.anchor(str(user["id"]))
     row = stores.contacts.get(PAIR.id, str(user["id"]))

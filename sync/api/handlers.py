@@ -4,6 +4,7 @@ Routes (auth level FUNCTION, JSON in and out, every error as `{"error": "..."}` 
 
     POST /api/pairs/{id}/resync[?full=true][&allow_deletes=true]   plan the pair now; ops go to the queue (a long
                                                                     round goes on in the planner: 202 `continued`)
+    POST /api/pairs/{id}/reconcile[?allow_deletes=true]             ask the planner for a reconcile round (202)
     POST /api/pairs/{id}/test                                       test the pair's connections (200 / 424)
     POST /api/pairs/{id}/users/{user}/sync                          provision one user now, each step shown
     GET  /api/pairs                                                 every pair: definition and status
@@ -28,8 +29,10 @@ from sync.app.provision import Result, provision_user
 from sync.app.retest import lift_credentials_quarantine
 from sync.app.runtime import Runtime
 from sync.app.status import pair_status, queue_depths
+from sync.contract.pair_runs import PairRunRequest, RunKind
 from sync.contract.vocabulary import RunOutcome, RunTrigger
 from sync.errors import CtcsError, PairNotFound
+from sync.state.entities import iso, now_utc
 
 log = logging.getLogger("ctcs.http")
 
@@ -143,6 +146,23 @@ def resync(rt: Runtime, pair_id: str, params: Mapping[str, str]) -> ApiResponse:
         reason = result.quarantine_reason or run.error or run.outcome
         return error(status, f"pair {pair.id}: {run.outcome}: {reason}", **body)
     return ApiResponse(status, body)
+
+
+def reconcile(rt: Runtime, pair_id: str, params: Mapping[str, str]) -> ApiResponse:
+    """POST /api/pairs/{id}/reconcile: a `reconcile` request on the planner queue, so the round gets the pair's lease,
+    quarantine check and budget like any other (202; status shows its outcome under `last_reconcile`)."""
+    check_params(params, ("allow_deletes",))
+    allow_deletes = flag(params, "allow_deletes")
+    pair = rt.stores.pairs.get(check_pair_id(pair_id))
+    state = rt.stores.pair_state.get(pair.id)
+    if state.quarantined and not (allow_deletes and state.gate_quarantined):
+        return error(409, f"pair {pair.id} is quarantined: {state.quarantine_reason}", outcome=RunOutcome.QUARANTINED,
+                     quarantine_reason=state.quarantine_reason, quarantine_kind=state.kind.value if state.kind else None)
+    requested_at = iso(now_utc())
+    rt.stores.pair_runs.send(PairRunRequest(pair.id, RunKind.RECONCILE, RunTrigger.HTTP, allow_deletes=allow_deletes,
+                                            requested_at=requested_at))
+    return ApiResponse(202, {"pair": pair.id, "requested": "reconcile", "requested_at": requested_at,
+                             "hint": f"GET /api/pairs/{pair.id} shows it under status.last_reconcile when it ran"})
 
 
 def test_pair(rt: Runtime, pair_id: str, params: Mapping[str, str]) -> ApiResponse:

@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from sync.app.address_moves import SourceOpener, free_address
 from sync.app.quota_gate import QuotaGate
 from sync.contract.ops import ContactOp, OpKind
 from sync.contract.pairs import TenantPair
@@ -51,6 +52,7 @@ class Outcome(StrEnum):
     STALE = "stale"  # a newer op for this user was applied already
     CONFLICT = "conflict"  # another recipient holds the address or name
     REJECTED = "rejected"  # Exchange refused a value; fixing the source data fixes it
+    RELEASED = "released"  # the contact lost this pair's anchor (taken over by an admin): never written again
 
     @property
     def failed(self) -> bool:
@@ -62,19 +64,25 @@ class Applied:
     outcome: Outcome
     guid: str = ""
     detail: str = ""
+    holders: list[Recipient] = field(default_factory=list)  # a conflict: who holds the address, when looked up
 
 
 def apply_op(
-    op: ContactOp, *, pair: TenantPair, target: Target, contacts: ContactStateStore, quota: QuotaGate | None = None
+    op: ContactOp, *, pair: TenantPair, target: Target, contacts: ContactStateStore, quota: QuotaGate | None = None,
+    open_source: SourceOpener | None = None,
 ) -> Applied:
     """Apply `op` unless a newer one won; record the result in ContactState. With `quota`, a create waits (raises
-    `CreationQuotaReached`) while the target organisation's creation quota is spent, before it claims the row."""
+    `CreationQuotaReached`) while the target organisation's creation quota is spent, before it claims the row. With
+    `open_source`, an address held by another of the pair's own contacts whose user gave it up is freed first
+    (sync.app.address_moves)."""
     organization = pair.target.organization
     admitted = quota is None
     for _ in range(3):
         row = contacts.get(op.pair_id, op.source_id)
         if row.status and row.version >= op.version:
             return Applied(Outcome.STALE, row.guid, f"version {row.version} already applied")
+        if row.status is ContactStatus.RELEASED:
+            return Applied(Outcome.RELEASED, row.guid, row.last_error)  # not ours any more (invariant 1)
         now = now_utc()
         if row.claimed_by_other(op.version, now):
             raise RowBusy(f"another op (version {row.claim_version}) is applying to this user",
@@ -92,9 +100,9 @@ def apply_op(
 
     try:
         if op.partial:
-            result, update = _apply_partial(op, row, target)
+            result, update = _apply_partial(op, row, pair, target)
         else:
-            result = _apply_to_target(op, row, pair, target)
+            result = _apply_moving(op, row, pair, target, contacts, open_source)
             update = _row_update(op, row, result)
     except CreationQuotaReached as error:
         _release(contacts, row)
@@ -130,6 +138,9 @@ def _claim_left(row: ContactRow, now: datetime) -> float:
 
 def _row_update(op: ContactOp, row: ContactRow, result: Applied) -> RowUpdate:
     """What the state row says after the op: its status, the contact as applied, and for a failure, why."""
+    if result.outcome is Outcome.RELEASED:
+        return RowUpdate(ContactStatus.RELEASED, op.version, row.hash, result.guid, row.applied, error=result.detail,
+                         manager_id=row.manager_id, manager_set=row.manager_set)
     if result.outcome is Outcome.CONFLICT or result.outcome is Outcome.REJECTED:
         # The attempted hash (and manager) is kept, so an unchanged user is not retried on every run.
         status = ContactStatus.CONFLICT if result.outcome is Outcome.CONFLICT else ContactStatus.FAILED
@@ -146,7 +157,7 @@ def _row_update(op: ContactOp, row: ContactRow, result: Applied) -> RowUpdate:
                      manager_id=op.manager_id, manager_set=bool(contact.get("Manager")))
 
 
-def _apply_partial(op: ContactOp, row: ContactRow, target: Target) -> tuple[Applied, RowUpdate]:
+def _apply_partial(op: ContactOp, row: ContactRow, pair: TenantPair, target: Target) -> tuple[Applied, RowUpdate]:
     """Merge a partial update into the applied contact: Exchange gets only what differs from it."""
     assert op.contact is not None
     unchanged = RowUpdate(row.status, row.version, row.hash, row.guid, row.applied, error=row.last_error,
@@ -154,8 +165,19 @@ def _apply_partial(op: ContactOp, row: ContactRow, target: Target) -> tuple[Appl
     if row.status is not ContactStatus.OK or not row.guid:
         return Applied(Outcome.STALE, row.guid, f"the contact is not in place ({row.status or 'no row'})"), unchanged
     merged = {**row.applied, **op.contact}
+    if not _changes(op.contact, row.applied):
+        return Applied(Outcome.UNCHANGED, row.guid), replace(unchanged, hash=contact_hash(merged), applied=merged,
+                                                             error="", manager_id=op.manager_id,
+                                                             manager_set=bool(merged.get("Manager")))
+    owned = _verify_owner(op, row, pair, target)
+    if owned.released:
+        released = replace(unchanged, status=ContactStatus.RELEASED, error=owned.released)
+        return Applied(Outcome.RELEASED, row.guid, owned.released), released
+    if not owned.guid:
+        detail = "the contact is missing from the target; a full round makes it again"
+        return Applied(Outcome.REJECTED, row.guid, detail), replace(unchanged, status=ContactStatus.FAILED, error=detail)
     try:
-        applied = _update(row.guid, op.contact, row.applied, target)
+        applied = _update(owned.guid, op.contact, row.applied, target)
     except TargetNotFound:
         # Removed behind our back; a partial op cannot make it again. Failed rows are re-planned in full rounds.
         detail = "the contact is missing from the target; a full round makes it again"
@@ -167,6 +189,19 @@ def _apply_partial(op: ContactOp, row: ContactRow, target: Target) -> tuple[Appl
                             manager_set=bool(merged.get("Manager")))
 
 
+def _apply_moving(op: ContactOp, row: ContactRow, pair: TenantPair, target: Target, contacts: ContactStateStore,
+                  open_source: SourceOpener | None) -> Applied:
+    """The op, and once more after freeing its address when another of the pair's own contacts held it."""
+    applied = _apply_to_target(op, row, pair, target)
+    address = str((op.contact or {}).get("ExternalEmailAddress") or "")
+    if applied.outcome is not Outcome.CONFLICT or not address or open_source is None:
+        return applied
+    holders = applied.holders if applied.holders else None
+    if free_address(pair, target, contacts, address, version=op.version, open_source=open_source, holders=holders):
+        return _apply_to_target(op, row, pair, target)
+    return applied
+
+
 def _apply_to_target(op: ContactOp, row: ContactRow, pair: TenantPair, target: Target) -> Applied:
     try:
         if op.kind is OpKind.DELETE:
@@ -175,13 +210,21 @@ def _apply_to_target(op: ContactOp, row: ContactRow, pair: TenantPair, target: T
             return _hide(op, row, pair, target)
         assert op.contact is not None
         if row.guid and row.status in _HAS_CONTACT:
+            if not _changes(op.contact, row.applied):
+                return Applied(Outcome.UNCHANGED, row.guid)  # nothing to write, so nothing to check
+            owned = _verify_owner(op, row, pair, target)
+            if owned.released:
+                return Applied(Outcome.RELEASED, row.guid, owned.released)
             try:
-                applied = _update(row.guid, op.contact, row.applied, target)
+                # A contact found under another Guid (recreated by hand with our anchor) is unknown: send everything.
+                applied = _update(owned.guid, op.contact, row.applied if owned.guid == row.guid else {}, target) \
+                    if owned.guid else None
             except TargetNotFound:
-                pass  # removed behind our back: make it again
-            else:
+                applied = None
+            if applied is not None:
                 restored = op.kind is OpKind.RESTORE and applied.outcome is not Outcome.UNCHANGED
                 return Applied(Outcome.RESTORED, applied.guid) if restored else applied
+            # removed behind our back: make it again
         return _create(op, pair, target)
     except AddressInUse as error:
         return Applied(Outcome.CONFLICT, row.guid, f"address in use by {error.holder or 'another recipient'}")
@@ -239,7 +282,8 @@ def _create(op: ContactOp, pair: TenantPair, target: Target) -> Applied:
             target.update(holder.guid, _changes(contact, {}))
             return Applied(Outcome.ADOPTED, holder.guid, f"took over unowned contact {holder.name!r}")
         what = f"the name {name}" if holder.name == name else f"the address {address}"
-        return Applied(Outcome.CONFLICT, "", f"{_describe(holder)} already holds {what}")
+        return Applied(Outcome.CONFLICT, "", f"{_describe(holder)} already holds {what}",
+                       holders=found if holder.name != name else [])
     try:
         created = target.create(contact)
     except TargetRejected:
@@ -260,17 +304,36 @@ def _describe(recipient: Recipient) -> str:
     return f"{recipient.recipient_type} {recipient.name!r} ({recipient.primary_address or 'no address'})"
 
 
-def _own_guid(op: ContactOp, row: ContactRow, pair: TenantPair, target: Target) -> str:
-    """The Guid of this user's contact: from the state row, else found by anchor ("" when there is none)."""
-    if row.guid:
-        return row.guid
+@dataclass(frozen=True)
+class _Owner:
+    guid: str = ""  # the contact that carries this user's anchor ("" when there is none)
+    released: str = ""  # why the contact the row names is not ours any more ("" when it is)
+
+
+def _verify_owner(op: ContactOp, row: ContactRow, pair: TenantPair, target: Target) -> _Owner:
+    """Before a write: does the contact the row names still carry this user's anchor (invariant 1)? One Get-Recipient
+    by Guid and anchor, shared with the concurrent ops of the batch (`find_recipients` coalesces them), so ownership
+    costs a share of one call, not a call per op. An admin who cleared or overwrote the anchor took the contact over:
+    it is released. A row without a Guid finds its contact by anchor."""
+    attribute = pair.contact.anchor_attribute
     anchor = pair.anchor(op.source_id)
-    found = target.find_recipients(anchor_attribute=pair.contact.anchor_attribute, anchor=anchor, address="", name="")
-    return next((r.guid for r in found if r.anchor(pair.contact.anchor_attribute) == anchor), "")
+    found = target.find_recipients(anchor_attribute=attribute, anchor=anchor, address="", name="", guid=row.guid)
+    named = next((r for r in found if row.guid and r.guid.lower() == row.guid.lower()), None)
+    if named is not None and named.anchor(attribute) != anchor:
+        held = named.anchor(attribute)
+        why = "was cleared" if not held else "now holds another value"
+        return _Owner(released=f"released: {attribute} on contact {named.name!r} {why} in the target; "
+                               "ctcs no longer changes it")
+    if named is not None:
+        return _Owner(named.guid)
+    return _Owner(next((r.guid for r in found if r.anchor(attribute) == anchor), ""))
 
 
 def _delete(op: ContactOp, row: ContactRow, pair: TenantPair, target: Target) -> Applied:
-    guid = _own_guid(op, row, pair, target)
+    owned = _verify_owner(op, row, pair, target)
+    if owned.released:
+        return Applied(Outcome.RELEASED, row.guid, owned.released)
+    guid = owned.guid
     if not guid:
         return Applied(Outcome.ALREADY_GONE)
     try:
@@ -281,7 +344,10 @@ def _delete(op: ContactOp, row: ContactRow, pair: TenantPair, target: Target) ->
 
 
 def _hide(op: ContactOp, row: ContactRow, pair: TenantPair, target: Target) -> Applied:
-    guid = _own_guid(op, row, pair, target)
+    owned = _verify_owner(op, row, pair, target)
+    if owned.released:
+        return Applied(Outcome.RELEASED, row.guid, owned.released)
+    guid = owned.guid
     if not guid:
         return Applied(Outcome.ALREADY_GONE)
     try:

@@ -45,7 +45,8 @@ def handle_message(rt: Runtime, body: str | bytes) -> tuple[ContactOp, Applied]:
         raise PairParked(f"pair {pair.id} is quarantined for its credentials: {quarantined}")
     target = rt.target(pair)
     calls_before = _thread_counts(target)
-    applied = apply_op(op, pair=pair, target=target, contacts=rt.stores.contacts, quota=rt.quota)
+    applied = apply_op(op, pair=pair, target=target, contacts=rt.stores.contacts, quota=rt.quota,
+                       open_source=rt.open_source)
     calls_after = _thread_counts(target)
     log.info(
         "op %s %s: %s",

@@ -44,11 +44,22 @@ def _state_of(row: ContactRow) -> dict[str, Any]:
         "last_error": row.last_error,
         "updated_at": row.updated_at,
         "hidden_at": row.hidden_at,
+        "repaired_at": row.repaired_at,  # when a reconcile last repaired this person's contact or row
+        "repair": row.repair,  # ... and what it repaired
     }
 
 
 def _verdict(explanation: Explanation, row: ContactRow, pair: TenantPair) -> str:
+    verdict = _current(explanation, row, pair)
+    if row.repaired_at and row.repair:
+        verdict += f"; last repaired by a reconcile at {row.repaired_at}: {row.repair}"
+    return verdict
+
+
+def _current(explanation: Explanation, row: ContactRow, pair: TenantPair) -> str:
     status = row.status
+    if status == ContactStatus.RELEASED:
+        return f"not managed by ctcs any more: {row.last_error or 'the contact lost its anchor'}"
     if not explanation.found:
         if status and status != ContactStatus.DELETED:
             return "the user no longer exists in the source: the next full run removes the contact"

@@ -4,6 +4,10 @@
                                                                    ▲                         │ out of time
                                                                    └── `continue` request ◄──┘
 
+A pair whose reconcile is due (every `reconcile_hours`, spread over the interval by pair id) gets a `reconcile`
+request instead of a `plan`; so does a pair whose ContactState is empty while the target holds contacts with its
+anchor (re-added, or the table lost), which is checked when its `plan` request is run.
+
 The timer does not plan: it only puts a request per due pair on the queue, so pairs plan in parallel (the host runs
 several messages at once and scales out), and a slow or failing pair never holds another up (invariant 7). A pair is
 due unless it is disabled, quarantined (an admin decides), being planned right now (its lease is held), or in the
@@ -19,6 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sync.app.planning import RunResult, run_pair
+from sync.app.reconcile import reconcile_pair, spread_due_at
 from sync.app.runtime import Runtime
 from sync.contract.pair_runs import PairRunRequest, RunKind, decode_run_request
 from sync.contract.vocabulary import RunOutcome, RunTrigger
@@ -66,8 +71,14 @@ def request_runs(rt: Runtime, *, trigger: RunTrigger = RunTrigger.TIMER) -> list
         try:
             status = rt.stores.pair_state.get(pair.id)
             why = why_not_due(status, enabled=pair.enabled, now=now, budget_seconds=rt.tuning.planner_budget_seconds)
+            if not status.reconcile_due_at and not status.quarantined:
+                # First sight of the pair: its reconciles start at a point of the interval its id decides, so pairs
+                # added together do not all reconcile in the same timer run.
+                rt.stores.pair_state.schedule_reconcile(pair.id, iso(spread_due_at(pair, now)))
+            reconcile_due = bool(status.reconcile_due_at) and datetime.fromisoformat(status.reconcile_due_at) <= now
+            kind = RunKind.RECONCILE if reconcile_due and status.round is None else RunKind.PLAN
             if not why:
-                rt.stores.pair_runs.send(PairRunRequest(pair.id, RunKind.PLAN, trigger, requested_at=iso(now)))
+                rt.stores.pair_runs.send(PairRunRequest(pair.id, kind, trigger, requested_at=iso(now)))
             done.append(Requested(pair.id, why))
         except Exception as error:
             log.exception("pair %s: could not ask for a planning run", pair.id)
@@ -90,6 +101,10 @@ def run_requested(rt: Runtime, body: str | bytes) -> RunResult | None:
         if request.kind is RunKind.CONTINUE and (status.round is None or status.round.round_id != request.round_id):
             log.info("pair %s: round %s has ended; nothing to continue", request.pair_id, request.round_id)
             return None
+        if request.kind is RunKind.RECONCILE or (request.kind is RunKind.PLAN and _state_lost(rt, request.pair_id)):
+            result, _ = reconcile_pair(rt, request.pair_id, allow_deletes=request.allow_deletes,
+                                       budget_seconds=rt.tuning.planner_budget_seconds, keep_ops=False)
+            return result
         result = run_pair(rt, request.pair_id, trigger=request.trigger, full=request.full,
                           allow_deletes=request.allow_deletes, budget_seconds=rt.tuning.planner_budget_seconds,
                           keep_ops=False)
@@ -99,6 +114,22 @@ def run_requested(rt: Runtime, body: str | bytes) -> RunResult | None:
     if result.outcome is RunOutcome.LEASE_HELD and request.kind is RunKind.CONTINUE:
         rt.stores.pair_runs.send(request, delay_seconds=_until_lease_ends(rt, request.pair_id))
     return result
+
+
+def _state_lost(rt: Runtime, pair_id: str) -> bool:
+    """ContactState holds nothing for the pair while the target holds contacts with its anchor: a pair removed and
+    added again, or a lost table. A reconcile rebuilds the rows first, so nothing is created twice."""
+    status = rt.stores.pair_state.get(pair_id)
+    if status.round is not None or status.quarantined or not rt.stores.contacts.is_empty(pair_id):
+        return False
+    try:
+        pair = rt.pair(pair_id)
+        return rt.target(pair).holds_owned(pair.contact.anchor_attribute, pair.anchor_prefix)
+    except PairNotFound:
+        raise
+    except Exception as error:  # the planning run meets the same failure and records it in its run (invariant 7)
+        log.warning("pair %s: could not check the target for contacts of a lost state: %s", pair_id, error)
+        return False
 
 
 def _until_lease_ends(rt: Runtime, pair_id: str) -> int:

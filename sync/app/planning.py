@@ -12,7 +12,7 @@ import hashlib
 import logging
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -20,6 +20,7 @@ from sync.app import group_round
 from sync.app.quarantine import quarantine_for_credentials
 from sync.app.rounds import OnPage, RoundProgress, StreamedRound
 from sync.app.runtime import Runtime
+from sync.contract.ops import OpKind
 from sync.contract.pair_runs import PairRunRequest, RunKind
 from sync.contract.pairs import TenantPair, template_fields
 from sync.contract.userattrs import BASE_SELECT
@@ -32,6 +33,8 @@ from sync.state.entities import iso, now_utc
 from sync.state.runs import RunRecord
 
 log = logging.getLogger("ctcs.planning")
+
+Prepare = Callable[[TenantPair, RunRecord], Mapping[str, int]]
 
 
 @dataclass
@@ -132,11 +135,13 @@ def run_pair(
     budget_seconds: float | None = None,
     keep_ops: bool = True,
     on_page: OnPage | None = None,
+    prepare: Prepare | None = None,
 ) -> RunResult:
     """Plan one pair's round (or the part of it `budget_seconds` allows) and queue its ops. Returns the run; errors of
     this pair are recorded, not raised (invariant 7). A run that stops before the round's end (outcome `continued`)
     has asked for the rest on the `pair-runs` queue by the time this returns. `keep_ops` keeps every op in the result's plan (the
-    CLI shows them); without it only counts are kept, whatever the round's size."""
+    CLI shows them); without it only counts are kept, whatever the round's size. `prepare` runs under the lease
+    before the round (a reconcile corrects the state there); the counts it returns join the run's."""
     stores = rt.stores
     now = datetime.now(UTC)
     pair = stores.pairs.get(pair_id)
@@ -156,7 +161,7 @@ def run_pair(
         return RunResult(run)
     try:
         result = _run_with_lease(rt, pair, run, allow_deletes=allow_deletes, full=full, started=started,
-                                 budget_seconds=budget_seconds, keep_ops=keep_ops, on_page=on_page)
+                                 budget_seconds=budget_seconds, keep_ops=keep_ops, on_page=on_page, prepare=prepare)
     except LeaseLost as lost:
         run.outcome, run.error = RunOutcome.LEASE_HELD, str(lost)
         log.warning("pair %s run %s stopped: %s", pair.id, run.run_id, lost)
@@ -202,14 +207,20 @@ def _quarantined_for_credentials(rt: Runtime, pair: TenantPair, run: RunRecord, 
 
 def _run_with_lease(
     rt: Runtime, pair: TenantPair, run: RunRecord, *, allow_deletes: bool, full: bool, started: float,
-    budget_seconds: float | None, keep_ops: bool, on_page: OnPage | None,
+    budget_seconds: float | None, keep_ops: bool, on_page: OnPage | None, prepare: Prepare | None = None,
 ) -> RunResult:
     stores = rt.stores
+    prepared = dict(prepare(pair, run)) if prepare is not None else {}
     streamed = StreamedRound(rt, pair, run, source_select(pair), definition_hash(pair), full=full,
                              allow_deletes=allow_deletes, budget_seconds=budget_seconds, keep_ops=keep_ops,
                              on_page=on_page, started=started)
     progress = streamed.run_round()
     _record(run, progress)
+    if prepare is not None:
+        # A reconcile's orphans are the removals of its full round: contacts with no live, in-scope source user.
+        removals = progress.plan.count(OpKind.DELETE) + progress.plan.count(OpKind.HIDE)
+        prepared["orphans_removed"] = 0 if progress.quarantine_reason else removals
+        run.counts = {**run.counts, **prepared}
     if progress.quarantine_reason:
         stores.pair_state.record_run(pair.id, run_id=run.run_id, outcome=RunOutcome.QUARANTINED, delta_link=None)
         return RunResult(run, progress.plan, progress.quarantine_reason, queued=progress.queued)

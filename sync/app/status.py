@@ -31,7 +31,7 @@ def pair_status(rt: Runtime, pair_id: str) -> dict[str, Any]:
     poisoned = counts.pop("poisoned", 0)
     problems = [
         {"source_id": row.source_id, "status": row.status, "error": row.last_error, "last_op": row.last_op}
-        for status in (ContactStatus.CONFLICT, ContactStatus.FAILED)
+        for status in (ContactStatus.CONFLICT, ContactStatus.FAILED, ContactStatus.RELEASED)
         for row in stores.contacts.rows(pair_id, status=status)
     ]
     return {
@@ -44,6 +44,9 @@ def pair_status(rt: Runtime, pair_id: str) -> dict[str, Any]:
         "last_run": {"id": state.last_run_id, "at": state.last_run_at, "outcome": state.last_outcome},
         "has_delta_link": bool(state.delta_link),
         "round_in_progress": _round(state.round),
+        "last_reconcile": {"run_id": state.reconcile_run_id, "at": state.reconcile_at,
+                           "repaired": dict(state.reconcile_counts), "next_due_at": state.reconcile_due_at or None}
+        if state.reconcile_at else None,
         "contacts": dict(counts),
         "waiting": {"creates_queued": counts.get(ContactStatus.QUEUED, 0), "poisoned": poisoned},
         "exchange": target_status(rt, pair.target.organization, creates_waiting=counts.get(ContactStatus.QUEUED, 0)),

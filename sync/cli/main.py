@@ -26,6 +26,7 @@ from sync.app.drain import drain
 from sync.app.explain import explain
 from sync.app.planning import preview, record_applied, run_pair
 from sync.app.provision import Result, provision_user
+from sync.app.reconcile import preview_reconcile, reconcile_pair
 from sync.app.retest import lift_credentials_quarantine
 from sync.app.rounds import RoundProgress
 from sync.app.runtime import Runtime
@@ -183,6 +184,42 @@ def _run(args: argparse.Namespace, runtime: Callable[[], Runtime]) -> int:
     return EXIT_OK
 
 
+def _reconcile(args: argparse.Namespace, runtime: Callable[[], Runtime]) -> int:
+    rt = runtime()
+    if args.dry_run:
+        preview = preview_reconcile(rt, args.pair)
+        if args.json:
+            print(json.dumps(render.reconcile_json(args.pair, preview, None), indent=2))
+        else:
+            render.reconcile_text(args.pair, preview, None, dry_run=True)
+        return EXIT_OK
+    ticker = Ticker("reconciling")
+    ticker.update("listing the target's contacts and comparing them with state", force=True)
+    result, findings = reconcile_pair(rt, args.pair, allow_deletes=args.allow_deletes)
+    ticker.finish()
+    if result.outcome in (RunOutcome.FAILED, RunOutcome.LEASE_HELD):
+        print(f"pair {args.pair}: {result.outcome}: {result.run.error}", file=sys.stderr)
+        return EXIT_FAILED
+    drained = None
+    if result.outcome is not RunOutcome.QUARANTINED:
+        progress = Progress("applying repairs", sum(1 for _ in result.plan.ops) if result.plan else 0)
+        drained = drain(rt, pair_id=args.pair, concurrency=rt.tuning.worker_concurrency,
+                        on_done=lambda outcome: progress.advance(detail=outcome))
+        progress.finish()
+    if args.json:
+        print(json.dumps(render.reconcile_json(args.pair, findings, result), indent=2))
+    else:
+        render.reconcile_text(args.pair, findings, result, dry_run=False)
+    if result.outcome is RunOutcome.QUARANTINED:
+        print(f"pair {args.pair} is quarantined: {result.run.error}", file=sys.stderr)
+        return EXIT_UNSAFE
+    if drained is not None and drained.failed:
+        return EXIT_FAILED
+    if drained is not None and drained.waiting:
+        return EXIT_WAITING
+    return EXIT_OK
+
+
 def _run_user(args: argparse.Namespace, runtime: Callable[[], Runtime]) -> int:
     if args.full or args.allow_deletes:
         print("error: --user provisions one user: --full and --allow-deletes do not apply", file=sys.stderr)
@@ -263,6 +300,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--user", help="provision one user now (object id, UPN or mail), showing each step")
     run.add_argument("--json", action="store_true", help="with --user: the steps as JSON")
     run.set_defaults(handler=_run)
+
+    fix = commands.add_parser("reconcile", help="compare the target's contacts with state and source; repair drift")
+    fix.add_argument("--pair", required=True)
+    fix.add_argument("--dry-run", action="store_true", help="print what it would repair; write nothing")
+    fix.add_argument("--allow-deletes", action="store_true", help="pass the safety gate once (orphans, duplicates)")
+    fix.add_argument("--json", action="store_true")
+    fix.set_defaults(handler=_reconcile)
 
     status = commands.add_parser("status", help="last runs, contact counts, quarantine, queues")
     status.add_argument("--pair")

@@ -11,6 +11,7 @@ from sync.app.drain import DrainReport
 from sync.app.explain import Explanation
 from sync.app.planning import RunResult
 from sync.app.provision import Provisioned
+from sync.app.reconcile import REPAIR_KINDS, ReconcileFindings
 from sync.cli.console import table
 from sync.contract.ops import OpKind
 from sync.contract.pairs import TenantPair
@@ -150,6 +151,11 @@ def status_tables(report: Mapping[str, Any]) -> None:
                 f"since {round_['started_at']}: {round_['pages_done']} pages, {round_['users_read']} users read, "
                 f"{round_['ops_queued']} ops queued; checkpoint saved {round_['checkpoint_at'] or 'not yet'}"
             )
+        reconciled = s["last_reconcile"]
+        if reconciled:
+            repaired = ", ".join(f"{kind} {n}" for kind, n in reconciled["repaired"].items() if n) or "nothing to repair"
+            print(f"\n{s['pair']}: last reconcile {reconciled['at']} (run {reconciled['run_id']}): {repaired}; "
+                  f"next due {reconciled['next_due_at'] or 'not scheduled'}")
         if s["problems"]:
             print(f"\n{s['pair']}: contacts that need attention")
             table(["source id", "status", "last op", "error"], [
@@ -210,3 +216,43 @@ def provisioned(done: Provisioned) -> None:
             for name, value in step.data.get("contact", {}).items():
                 print(f"      {name:<32} {value}")
     print(f"result: {done.result}")
+
+
+def reconcile_json(pair_id: str, findings: ReconcileFindings | None, result: RunResult | None) -> dict[str, Any]:
+    """`reconcile --json`: what the target showed, and (not a dry run) the run with its counts per repair kind."""
+    body: dict[str, Any] = {"pair": pair_id, "dry_run": result is None}
+    if findings is not None:
+        comparison = findings.comparison
+        body["found"] = {
+            "contacts_listed": comparison.listed,
+            "drifted": {source_id: sorted(values) for source_id, values in sorted(comparison.drifted.items())},
+            "deleted_by_hand": sorted(findings.deleted_by_hand),
+            "released": dict(sorted(findings.released.items())),
+            "rows_rebuilt": sorted([*comparison.rebuilt, *comparison.relinked]),
+            "duplicates": sorted(r.guid for r in comparison.duplicates),
+        }
+    if result is not None:
+        run = result.run
+        body["run"] = {"run_id": run.run_id, "outcome": run.outcome, "counts": run.counts, "error": run.error or None}
+    return body
+
+
+def reconcile_text(pair_id: str, findings: ReconcileFindings | None, result: RunResult | None, *, dry_run: bool) -> None:
+    if findings is None:
+        print(f"pair {pair_id}: the reconcile did not run: {result.run.outcome if result else 'no result'}")
+        return
+    lines = findings.lines()
+    verb = "would repair" if dry_run else "repaired"
+    print(f"pair {pair_id}: {findings.comparison.listed} contacts with the pair's anchor in the target; "
+          f"{len(lines)} finding(s) ctcs {verb} in the state")
+    for line in lines[:SAMPLE_ROWS]:
+        print(f"  {line}")
+    if len(lines) > SAMPLE_ROWS:
+        print(f"  ... and {len(lines) - SAMPLE_ROWS} more (--json lists them all)")
+    if dry_run:
+        print("orphans (contacts whose user is gone or out of scope) are counted by the full round a reconcile plans; "
+              "python -m sync plan --pair ID --full previews it")
+        return
+    assert result is not None
+    counts = result.run.counts
+    table(["repair", "count"], [[kind, counts.get(kind, 0)] for kind in REPAIR_KINDS])

@@ -28,6 +28,7 @@ _FIELDS = {"schema", "pair_id", "kind", "trigger", "full", "allow_deletes", "rou
 class RunKind(StrEnum):
     PLAN = "plan"  # plan the pair: resume its round in progress, or start one
     CONTINUE = "continue"  # carry on round `round_id`; dropped when the pair has moved on to another round
+    RECONCILE = "reconcile"  # compare the target's owned contacts with state and source, repair, plan a full round
 
 
 @dataclass(frozen=True)

@@ -211,6 +211,8 @@ class TenantPair(_Strict):
     contact: ContactSettings = ContactSettings()
     deletion: Deletion = Deletion()
     conflicts: Literal["skip", "adopt_contacts"] = "skip"
+    # How often a reconcile round compares the target's owned contacts with ContactState and the source (hours).
+    reconcile_hours: int = Field(24, ge=1, le=24 * 90)
 
     @property
     def anchor_prefix(self) -> str:

@@ -19,6 +19,7 @@ class ContactStatus(StrEnum):
     HIDDEN = "hidden"  # a staged delete hid it from the address lists
     DELETED = "deleted"  # tombstone: the contact was removed
     QUEUED = "queued"  # its create is on the queue, not applied yet
+    RELEASED = "released"  # the contact lost this pair's anchor (an admin took it over): never written again
 
     @property
     def live(self) -> bool:
@@ -27,7 +28,12 @@ class ContactStatus(StrEnum):
 
     @property
     def needs_attention(self) -> bool:
-        return self in (ContactStatus.CONFLICT, ContactStatus.FAILED)
+        return self in (ContactStatus.CONFLICT, ContactStatus.FAILED, ContactStatus.RELEASED)
+
+    @property
+    def ours(self) -> bool:
+        """ctcs may write to the contact this row names (a released one belongs to someone else now)."""
+        return self.live and self is not ContactStatus.RELEASED
 
 
 class RunOutcome(StrEnum):
@@ -58,6 +64,7 @@ class RunTrigger(StrEnum):
     POISON = "poison"  # the poison trigger recording an op that failed every delivery
     RETEST = "retest"  # the timer re-testing the connection of a pair quarantined for its credentials
     ON_DEMAND = "on_demand"  # python -m sync run --user / POST /api/pairs/{id}/users/{user}/sync: one user now
+    RECONCILE = "reconcile"  # a reconcile round: the target's owned contacts compared with state and source
 
 
 class QuarantineKind(StrEnum):

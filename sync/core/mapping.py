@@ -127,6 +127,14 @@ class ContactMapper:
         self.anchor_attribute = pair.contact.anchor_attribute
         self.hidden = pair.contact.hidden_from_gal
 
+    def parameters(self) -> list[str]:
+        """Every parameter a desired contact of this pair holds (what `map` fills in)."""
+        names = ["Name", "Alias", "ExternalEmailAddress", *self.templates, "DisplayName", "HiddenFromAddressListsEnabled",
+                 self.anchor_attribute]
+        if self.links_managers:
+            names.append("Manager")
+        return list(dict.fromkeys(names))
+
     def map(self, user: SourceUser, address: str, *, manager: str = "") -> Mapped:
         """The desired contact; `manager` is the Name of the manager's contact ("" = none or not linkable yet)."""
         user_id = str(user["id"])

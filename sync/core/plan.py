@@ -48,7 +48,7 @@ class StateSummary:
     @property
     def managed(self) -> bool:
         """A contact ctcs made (or tried to) exists for this user; a queued create does not count yet."""
-        return self.live and self.status is not ContactStatus.QUEUED
+        return self.status.ours and self.status is not ContactStatus.QUEUED
 
 
 @dataclass
@@ -246,6 +246,8 @@ class _Planner:
         if row is None or not row.live or source_id in self.decided:
             return
         self.decided.add(source_id)
+        if row.status is ContactStatus.RELEASED:
+            return  # not ours any more: neither deleted nor hidden (invariant 1)
         if self.pair.deletion.mode == "delete":
             self.emit(OpKind.DELETE, source_id, reason)
         elif row.status is not ContactStatus.HIDDEN:
@@ -297,6 +299,9 @@ def _place(
     same = row is not None and row.hash == mapped.hash and row.manager_id == manager_id
     if row is None or not row.live:
         return OpKind.CREATE, "new" if row is None else "returned"
+    if row.status is ContactStatus.RELEASED:
+        plan.kept[ContactStatus.RELEASED.value] += 1  # an admin took the contact over: never written again
+        return None
     if row.status is ContactStatus.HIDDEN:
         return OpKind.RESTORE, "returned"
     if row.status is ContactStatus.QUEUED:

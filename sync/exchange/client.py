@@ -123,13 +123,17 @@ class AdminApiClient:
     # --- cmdlet calls --------------------------------------------------------------------------------------
 
     def invoke(
-        self, cmdlet: str, parameters: Mapping[str, Any], *, select: tuple[str, ...] = (), retry_not_found: bool = False
+        self, cmdlet: str, parameters: Mapping[str, Any], *, select: tuple[str, ...] = (), retry_not_found: bool = False,
+        paced: bool = True,
     ) -> list[dict[str, Any]]:
-        """Run one cmdlet and return every object it answered (all pages)."""
-        return list(self.iter_rows(cmdlet, parameters, select=select, retry_not_found=retry_not_found))
+        """Run one cmdlet and return every object it answered (all pages). `paced=False` sends it outside the
+        organisation's shared pace: for a single probe a planner makes, which should not count this process as one
+        of the instances sharing the pace."""
+        return list(self.iter_rows(cmdlet, parameters, select=select, retry_not_found=retry_not_found, paced=paced))
 
     def iter_rows(
-        self, cmdlet: str, parameters: Mapping[str, Any], *, select: tuple[str, ...] = (), retry_not_found: bool = False
+        self, cmdlet: str, parameters: Mapping[str, Any], *, select: tuple[str, ...] = (), retry_not_found: bool = False,
+        paced: bool = True,
     ) -> Iterator[dict[str, Any]]:
         if "Identity" in parameters and not str(parameters["Identity"] or "").strip():
             # Get-* with an empty Identity answers every object; Set-*/Remove-* would act on a wrong one.
@@ -138,18 +142,20 @@ class AdminApiClient:
         url = self.url + (f"?$select={','.join(select)}" if select else "")
         manager = str(parameters.get("Manager") or "") if cmdlet == "Set-Contact" else ""
         while url:
-            page = self._post(cmdlet, url, body, retry_not_found=retry_not_found, manager=manager)
+            page = self._post(cmdlet, url, body, retry_not_found=retry_not_found, manager=manager, paced=paced)
             for row in page.get("value") or []:
                 if isinstance(row, dict):
                     yield {key: value for key, value in row.items() if "@" not in key}
             next_link = page.get("@odata.nextLink")
             url = self._checked_link(cmdlet, next_link) if next_link else ""
 
-    def _post(self, cmdlet: str, url: str, body: str, *, retry_not_found: bool, manager: str = "") -> dict[str, Any]:
+    def _post(
+        self, cmdlet: str, url: str, body: str, *, retry_not_found: bool, manager: str = "", paced: bool = True
+    ) -> dict[str, Any]:
         budget = RetryBudget(self.retry)
         lag_retries = 0
         while True:
-            attempt = self._post_once(cmdlet, url, body)
+            attempt = self._post_once(cmdlet, url, body, paced=paced)
             error = attempt.error
             if error is None and attempt.page is not None:
                 return attempt.page
@@ -174,7 +180,7 @@ class AdminApiClient:
                 raise ConflictAfterRetry(str(error), status=error.status, exception_type=error.exception_type)
             raise error or TargetError(f"{cmdlet}: no answer")
 
-    def _post_once(self, cmdlet: str, url: str, body: str) -> _Attempt:
+    def _post_once(self, cmdlet: str, url: str, body: str, *, paced: bool = True) -> _Attempt:
         headers = {
             "Authorization": f"Bearer {self._token()}",
             "Content-Type": "application/json",
@@ -188,21 +194,21 @@ class AdminApiClient:
         with self._count_lock:
             self.requests[cmdlet] += 1
         self._thread.requests = getattr(self._thread, "requests", 0) + 1
-        if self.pacer is None:
-            return self._send(cmdlet, url, body, headers)
+        if self.pacer is None or not paced:
+            return self._send(cmdlet, url, body, headers, report=paced)
         with self.pacer.slot():
             attempt = self._send(cmdlet, url, body, headers)
         return attempt
 
-    def _send(self, cmdlet: str, url: str, body: str, headers: dict[str, str]) -> _Attempt:
+    def _send(self, cmdlet: str, url: str, body: str, headers: dict[str, str], *, report: bool = True) -> _Attempt:
         try:
             response = self._client.post(url, content=body, headers=headers)
         except httpx.TransportError as error:
-            if self.pacer is not None:
+            if self.pacer is not None and report:
                 self.pacer.observe(status=0)
             return _Attempt(error=TargetTransient(f"{cmdlet}: Exchange unreachable ({type(error).__name__})"))
         attempt = self._read(cmdlet, response)
-        if self.pacer is not None:
+        if self.pacer is not None and report:
             self.pacer.observe(status=response.status_code, concurrency_refused=_refused_for_concurrency(attempt.error),
                                retry_after=attempt.retry_after, headers=response.headers)
         return attempt

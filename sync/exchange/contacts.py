@@ -12,11 +12,12 @@ import contextlib
 import re
 import threading
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
+from dataclasses import replace
 from typing import Any
 
 from sync.contract.contact_params import NEW_MAIL_CONTACT_PARAMS, ContactParams, split_by_cmdlet
-from sync.core.target import Recipient
+from sync.core.target import UNLISTED_PARAMETERS, Recipient
 from sync.errors import ManagerNotFound, TargetError, TargetRejected
 from sync.exchange import opath
 from sync.exchange.client import NAME_EXISTS, AdminApiClient, ConflictAfterRetry
@@ -61,16 +62,19 @@ class ExchangeTarget:
         return self.api.thread_counts()
 
     def invoke(
-        self, cmdlet: str, parameters: Mapping[str, Any], *, select: tuple[str, ...] = (), retry_not_found: bool = False
+        self, cmdlet: str, parameters: Mapping[str, Any], *, select: tuple[str, ...] = (), retry_not_found: bool = False,
+        paced: bool = True,
     ) -> list[dict[str, Any]]:
-        return self.api.invoke(cmdlet, parameters, select=select, retry_not_found=retry_not_found)
+        return self.api.invoke(cmdlet, parameters, select=select, retry_not_found=retry_not_found, paced=paced)
 
     # --- the Target protocol -------------------------------------------------------------------------------
 
-    def find_recipients(self, *, anchor_attribute: str, anchor: str, address: str, name: str) -> list[Recipient]:
+    def find_recipients(
+        self, *, anchor_attribute: str, anchor: str, address: str, name: str, guid: str = ""
+    ) -> list[Recipient]:
         """Get-Recipient with an OR filter of the values given (empty ones are left out), shared with the look-ups
         other threads make at the same moment."""
-        key = LookupKey(anchor=anchor, address=address, name=name)
+        key = LookupKey(anchor=anchor, address=address, name=name, guid=guid)
         lookup, coalescer = self._lookup(anchor_attribute)
         if not key.clauses(lookup.anchor_attribute):
             return []
@@ -81,6 +85,11 @@ class ExchangeTarget:
     def find_many(self, anchor_attribute: str, keys: Iterable[LookupKey]) -> dict[LookupKey, list[Recipient]]:
         """Many keys at once (anchors, addresses, names, Guids): one Get-Recipient per `lookup_batch` keys."""
         return self._lookup(anchor_attribute)[0].find_many(keys)
+
+    def recipients_by_guid(self, anchor_attribute: str, guids: Iterable[str]) -> dict[str, Recipient]:
+        keys = [LookupKey(guid=guid) for guid in dict.fromkeys(g.lower() for g in guids if g)]
+        found = self.find_many(anchor_attribute, keys)
+        return {key.guid: matches[0] for key, matches in found.items() if matches}
 
     def _lookup(self, anchor_attribute: str) -> tuple[RecipientLookup, LookupCoalescer]:
         attribute = _anchor_attribute(anchor_attribute)
@@ -161,14 +170,47 @@ class ExchangeTarget:
         self.invoke("Remove-MailContact", {"Identity": guid, "Confirm": False})
 
     def list_owned(self, anchor_attribute: str, anchor_prefix: str) -> Iterator[Recipient]:
-        """Every mail contact whose anchor starts with `anchor_prefix`, page by page."""
+        """Every mail contact whose anchor starts with `anchor_prefix`, page by page: one paged Get-Recipient, which
+        (unlike Get-MailContact) returns most Set-Contact parameters too, trimmed by `$select` to what ctcs manages."""
         attribute = _anchor_attribute(anchor_attribute)
-        params = {"Filter": opath.starts_with(attribute, anchor_prefix), "ResultSize": "Unlimited"}
-        for row in self.api.iter_rows("Get-MailContact", params):
+        params = {"RecipientTypeDetails": "MailContact", "Filter": opath.starts_with(attribute, anchor_prefix),
+                  "ResultSize": "Unlimited"}
+        for row in self.api.iter_rows("Get-Recipient", params, select=LISTED_PROPERTIES):
             recipient = recipient_of(row, default_type="MailContact")
             # -like is a pattern match; the exact prefix check keeps "ours" exact (invariant 1).
             if recipient.anchor(attribute).startswith(anchor_prefix):
-                yield recipient
+                yield replace(recipient, values=_contact_values(row), when_changed=str(row.get("WhenChanged") or ""))
+
+    def holds_owned(self, anchor_attribute: str, anchor_prefix: str) -> bool:
+        attribute = _anchor_attribute(anchor_attribute)
+        rows = self.invoke("Get-Recipient", {"RecipientTypeDetails": "MailContact", "ResultSize": 1,
+                                             "Filter": opath.starts_with(attribute, anchor_prefix)},
+                           select=("Guid", attribute), paced=False)
+        return any(str(row.get(attribute) or "").startswith(anchor_prefix) for row in rows)
+
+    def contact_details(self, guids: Collection[str]) -> dict[str, Mapping[str, Any]]:
+        """Get-Contact of every mail contact, paged ($select: Guid and the unlisted parameters): Get-Contact's filter
+        cannot name the anchor (a custom attribute is not a property of the contact object), so the wanted Guids are
+        picked from the pages."""
+        wanted = {guid.lower() for guid in guids}
+        found: dict[str, Mapping[str, Any]] = {}
+        if not wanted:
+            return found
+        names = sorted(UNLISTED_PARAMETERS - {"MailTip"})
+        params = {"RecipientTypeDetails": "MailContact", "ResultSize": "Unlimited"}
+        for row in self.api.iter_rows("Get-Contact", params, select=("Guid", *names)):
+            guid = str(row.get("Guid") or "").lower()
+            if guid in wanted:
+                found[guid] = {name: _plain(row.get(name)) for name in names if name in row}
+        return found
+
+    def read_contact(self, guid: str) -> dict[str, Any]:
+        """Get-Contact for the parameters Get-Recipient does not return (`UNLISTED_PARAMETERS`)."""
+        _require_guid(guid)
+        rows = self.invoke("Get-Contact", {"Identity": guid}, select=("Guid", *sorted(UNLISTED_PARAMETERS - {"MailTip"})))
+        if not rows:
+            return {}
+        return {name: _plain(rows[0].get(name)) for name in UNLISTED_PARAMETERS - {"MailTip"} if name in rows[0]}
 
     # --- what the connection test reads ------------------------------------------------------------------------
 
@@ -193,6 +235,34 @@ class ExchangeTarget:
         # The original failure is the one to report; a failed rollback leaves an anchorless contact behind.
         with contextlib.suppress(TargetError):
             self.invoke("Remove-MailContact", {"Identity": guid, "Confirm": False})
+
+
+# What the reconcile listing asks Get-Recipient for: identity, the anchor and every managed parameter it returns.
+LISTED_PARAMETERS = ("DisplayName", "ExternalEmailAddress", "Alias", "HiddenFromAddressListsEnabled", "FirstName",
+                     "LastName", "Company", "Department", "Title", "Office", "Phone", "City", "StateOrProvince",
+                     "PostalCode", "CountryOrRegion", "Manager", "Notes", *CUSTOM_ATTRIBUTES)
+LISTED_PROPERTIES = ("Guid", "Name", "RecipientTypeDetails", "PrimarySmtpAddress", "EmailAddresses", "WhenChanged",
+                     *LISTED_PARAMETERS)
+
+
+def _contact_values(row: Mapping[str, Any]) -> dict[str, Any]:
+    """The managed parameters of a listed contact, in the form ctcs writes them (no `SMTP:` prefix, "" for unset)."""
+    values: dict[str, Any] = {}
+    for name in LISTED_PARAMETERS:
+        if name not in row:
+            continue
+        value = row[name]
+        if name == "HiddenFromAddressListsEnabled":
+            values[name] = value is True or str(value).lower() == "true"
+        elif name == "ExternalEmailAddress":
+            values[name] = _strip_prefix(str(value or ""))
+        else:
+            values[name] = _plain(value)
+    return values
+
+
+def _plain(value: object) -> str:
+    return "" if value is None else str(value)
 
 
 def _in_cmdlet_order(groups: dict[str, dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:

@@ -50,6 +50,8 @@ class ContactRow:
     updated_at: str = ""
     claim_version: int = 0
     claim_until: str = ""
+    repaired_at: str = ""  # when a reconcile round last repaired this user's contact or row
+    repair: str = ""  # ... and what it repaired, in admin words
     etag: str | None = None  # None: the row does not exist yet
 
     def claimed_by_other(self, version: int, now: datetime) -> bool:
@@ -99,6 +101,8 @@ def _row(pair_id: str, entity: TableEntity) -> ContactRow:
         updated_at=entity.get("updated_at", ""),
         claim_version=as_int(entity.get("claim_version")),
         claim_until=entity.get("claim_until", ""),
+        repaired_at=entity.get("repaired_at", ""),
+        repair=entity.get("repair", ""),
         etag=entity.metadata.get("etag"),
     )
 
@@ -138,6 +142,18 @@ class ContactStateStore:
                 found[source_id] = StateSummary(row.status, row.hash, row.version, row.guid, hidden_at, row.manager_id,
                                                 row.manager_set)
         return found
+
+    def is_empty(self, pair_id: str) -> bool:
+        """The pair has no row at all (a new or re-added pair, or a lost table): one request for one row."""
+        pages = self.table.query_entities(f"PartitionKey eq '{quote(pair_id)}'", select=["RowKey"],
+                                          results_per_page=1).by_page()
+        first = next(pages, None)
+        return first is None or next(iter(first), None) is None
+
+    def pending_ids(self, pair_id: str) -> list[str]:
+        """Rows an op has claimed before any op committed (no status yet)."""
+        entities = self.table.query_entities(f"PartitionKey eq '{quote(pair_id)}'", select=["RowKey", "status"])
+        return [e["RowKey"] for e in entities if not e.get("status")]
 
     def get(self, pair_id: str, source_id: str) -> ContactRow:
         try:
@@ -206,6 +222,8 @@ class ContactStateStore:
             "updated_at": iso(now_utc()),
             "claim_version": int64(0),
             "claim_until": "",
+            "repaired_at": row.repaired_at,  # REPLACE keeps only what is written: the last repair stays told
+            "repair": row.repair,
         }
         try:
             self.table.update_entity(
@@ -243,6 +261,28 @@ class ContactStateStore:
                 "queued_round": round_id, "queued_page": page,
             }
         entities = list(latest.values())
+        chunks = [entities[start:start + TRANSACTION_SIZE] for start in range(0, len(entities), TRANSACTION_SIZE)]
+        submit_transactions(self.table, chunks)
+        return len(entities)
+
+    def repair(self, row: ContactRow, fields: Mapping[str, Any]) -> bool:
+        """Merge a reconcile's correction into a row it read (ETag-guarded; a row created since it was read is not
+        overwritten). False when the row changed meanwhile or an op holds it: the next reconcile looks again."""
+        entity = {"PartitionKey": row.pair_id, "RowKey": row.source_id, **fields}
+        try:
+            if row.etag is None:
+                self.table.create_entity(entity)
+            else:
+                self.table.update_entity(entity, mode=UpdateMode.MERGE, etag=row.etag,
+                                         match_condition=MatchConditions.IfNotModified)
+        except (ResourceExistsError, ResourceModifiedError, ResourceNotFoundError):
+            return False
+        return True
+
+    def add_rows(self, pair_id: str, rows: Sequence[Mapping[str, Any]]) -> int:
+        """Rows a reconcile rebuilt from the target (none existed when it read the table), merged in transactions of
+        100, four at a time."""
+        entities = [{"PartitionKey": pair_id, **row} for row in rows]
         chunks = [entities[start:start + TRANSACTION_SIZE] for start in range(0, len(entities), TRANSACTION_SIZE)]
         submit_transactions(self.table, chunks)
         return len(entities)

@@ -119,6 +119,10 @@ class PairStatus:
     quarantine_kind: str = ""  # QuarantineKind; a reason without a kind was written by the safety gate
     retest_at: str = ""  # credentials: when the timer tests the connection again
     failed_tests: int = 0  # credentials: connection tests failed since the quarantine began (1 = the first failure)
+    reconcile_at: str = ""  # when the last reconcile round looked at the target
+    reconcile_run_id: str = ""
+    reconcile_counts: Mapping[str, int] = field(default_factory=dict)  # what it repaired, per kind
+    reconcile_due_at: str = ""  # when the timer asks for the next one ("" = not scheduled yet)
 
     @property
     def quarantined(self) -> bool:
@@ -162,6 +166,10 @@ def _status(pair_id: str, entity: TableEntity | None) -> PairStatus:
         quarantine_kind=entity.get("quarantine_kind", ""),
         retest_at=entity.get("retest_at", ""),
         failed_tests=as_int(entity.get("failed_tests")),
+        reconcile_at=entity.get("reconcile_at", ""),
+        reconcile_run_id=entity.get("reconcile_run_id", ""),
+        reconcile_counts=json.loads(entity.get("reconcile_counts") or "{}"),
+        reconcile_due_at=entity.get("reconcile_due_at", ""),
     )
 
 
@@ -325,6 +333,14 @@ class PairStateStore:
     def request_full_round(self, pair_id: str) -> None:
         """Drop the deltaLink so the next run reads every user (and sweeps what is gone)."""
         self._merge(pair_id, delta_link="", force_full=True, full_requested_at=iso(now_utc()))
+
+    def record_reconcile(self, pair_id: str, *, run_id: str, at: str, counts: Mapping[str, int], due_at: str) -> None:
+        """The reconcile that just ran (status shows it) and when the next one is due."""
+        self._merge(pair_id, reconcile_at=at, reconcile_run_id=run_id, reconcile_due_at=due_at,
+                    reconcile_counts=json.dumps(dict(counts), sort_keys=True))
+
+    def schedule_reconcile(self, pair_id: str, due_at: str) -> None:
+        self._merge(pair_id, reconcile_due_at=due_at)
 
     def forget(self, pair_id: str) -> None:
         with contextlib.suppress(ResourceNotFoundError):

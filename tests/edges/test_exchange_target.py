@@ -226,7 +226,11 @@ def test_list_owned_pages_and_keeps_to_the_prefix(
     assert {r.guid for r in listed} == ours
     assert all(r.recipient_type == "MailContact" and r.anchor(ANCHOR_ATTR).startswith(pair.anchor_prefix)
                for r in listed)
-    assert target.requests["Get-MailContact"] == 3  # 10 + 10 + 5
+    assert target.requests["Get-Recipient"] == 3 and target.total_requests == 3  # 10 + 10 + 5
+    sample = listed[0]
+    assert sample.values["Department"] == "Sales" and sample.values["CountryOrRegion"] == "Germany"
+    assert sample.values["ExternalEmailAddress"] == sample.primary_address and sample.when_changed
+    assert "MobilePhone" not in sample.values, "Get-Recipient does not return it: the listing must not claim it"
 
 
 def test_list_owned_refuses_a_wildcard_prefix(target: ExchangeTarget) -> None:

@@ -27,7 +27,7 @@ def trigger(bindings: dict[str, dict[str, Any]], name: str) -> dict[str, Any]:
 def test_the_app_has_exactly_these_functions(bindings: dict[str, dict[str, Any]]) -> None:
     assert set(bindings) == {
         "sync_timer", "plan_pair_run", "apply_contact_op", "record_poisoned_op", "pairs_resync", "pairs_list",
-        "pairs_show", "pairs_test", "pairs_sync_user",
+        "pairs_show", "pairs_test", "pairs_sync_user", "pairs_reconcile",
     }
     assert {b["scriptFile"] for b in bindings.values()} == {"function_app.py"}
 
@@ -56,7 +56,8 @@ def test_queue_triggers_name_their_queue_and_connection_by_setting(
 @pytest.mark.parametrize(
     ("name", "route", "method"),
     [("pairs_resync", "pairs/{id}/resync", "POST"), ("pairs_list", "pairs", "GET"), ("pairs_show", "pairs/{id}", "GET"),
-     ("pairs_test", "pairs/{id}/test", "POST"), ("pairs_sync_user", "pairs/{id}/users/{user}/sync", "POST")],
+     ("pairs_test", "pairs/{id}/test", "POST"), ("pairs_sync_user", "pairs/{id}/users/{user}/sync", "POST"),
+     ("pairs_reconcile", "pairs/{id}/reconcile", "POST")],
 )
 def test_http_routes_need_a_function_key(bindings: dict[str, dict[str, Any]], name: str, route: str, method: str) -> None:
     binding = trigger(bindings, name)

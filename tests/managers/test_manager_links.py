@@ -42,7 +42,7 @@ def test_manager_is_linked_changed_and_cleared(linked: Linked) -> None:
     result, drained = linked.run()
     assert [(op.kind.value, op.reason, op.partial) for op in ops_of(result)] == [("update", "manager_linked", True)]
     assert linked.contact(report)["Manager"] == contact_name(boss)
-    assert linked.cloud.counts["graph"] == 1 and exchange_calls(linked) == {"Set-Contact": 1}
+    assert linked.cloud.counts["graph"] == 1 and exchange_calls(linked) == {"Get-Recipient": 1, "Set-Contact": 1}
     row = linked.rt.stores.contacts.get(linked.pair.id, report)
     assert (row.manager_id, row.manager_set) == (boss, True)
 
@@ -58,7 +58,7 @@ def test_manager_is_linked_changed_and_cleared(linked: Linked) -> None:
     [op] = ops_of(result)
     assert (op.kind.value, op.source_id, op.partial, op.manager_id) == ("update", report, False, other)
     assert linked.contact(report)["Manager"] == contact_name(other)
-    assert linked.cloud.counts["graph"] == 1 and exchange_calls(linked) == {"Set-Contact": 1}
+    assert linked.cloud.counts["graph"] == 1 and exchange_calls(linked) == {"Get-Recipient": 1, "Set-Contact": 1}
 
     # The manager leaves scope (disabled): its contact goes and the report's link is cleared in the same run.
     linked.source.directory.update_user(other, accountEnabled=False)

@@ -62,8 +62,14 @@ def test_create_set_get_remove(cloud: SimCloud, http: httpx.Client, org: Tenant)
                 Phone="+49 1").status_code == 200
     got = call(cloud, http, org, "Get-MailContact", Identity=guid).json()["value"][0]
     assert got["CustomAttribute15"] == "ctcs|a|b" and got["HiddenFromAddressListsEnabled"] is True
-    assert got["Department"] == "Sales" and got["CountryOrRegion"] == "Germany"
+    assert "Department" not in got and "Phone" not in got, "Get-MailContact returns Set-MailContact's properties only"
     assert "Guid@odata.type" in got
+    person = call(cloud, http, org, "Get-Contact", Identity=guid).json()["value"][0]
+    assert person["Department"] == "Sales" and person["CountryOrRegion"] == "Germany" and person["Phone"] == "+49 1"
+    assert "CustomAttribute15" not in person and "HiddenFromAddressListsEnabled" not in person
+    listed = call(cloud, http, org, "Get-Recipient", Identity=guid).json()["value"][0]
+    assert listed["Department"] == "Sales" and listed["CustomAttribute15"] == "ctcs|a|b" and listed["Phone"] == "+49 1"
+    assert "MobilePhone" not in listed and "StreetAddress" not in listed, "the reduced recipient leaves these out"
     assert call(cloud, http, org, "Remove-MailContact", Identity=guid, Confirm=False).status_code == 200
     assert org.exchange.contacts() == []
     assert cloud.counts[("exchange", "New-MailContact")] >= 1

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +27,7 @@ class StoredRecipient:
     addresses: set[str] = field(default_factory=set)
 
     def as_recipient(self) -> Recipient:
+        """The recipient as a look-up returns it."""
         attributes = {k: str(v) for k, v in self.params.items() if k.startswith("CustomAttribute") and v}
         return Recipient(self.guid, self.params["Name"], self.kind, self.params.get("ExternalEmailAddress", ""), attributes)
 
@@ -66,7 +67,9 @@ class MemoryTarget:
         return {r.params["Name"]: dict(r.params) for r in self.recipients.values()}
 
     # --- Target protocol ----------------------------------------------------------------------------------------
-    def find_recipients(self, *, anchor_attribute: str, anchor: str, address: str, name: str) -> list[Recipient]:
+    def find_recipients(
+        self, *, anchor_attribute: str, anchor: str, address: str, name: str, guid: str = ""
+    ) -> list[Recipient]:
         self._call("Get-Recipient")
         if address.lower() in self.broken:
             raise self.broken[address.lower()]
@@ -74,7 +77,7 @@ class MemoryTarget:
         for r in self.recipients.values():
             if (anchor and r.params.get(anchor_attribute) == anchor) or (address and address.lower() in r.addresses) or (
                 name and r.params["Name"] == name
-            ):
+            ) or (guid and r.guid.lower() == guid.lower()):
                 found.append(r.as_recipient())
         return found
 
@@ -119,6 +122,24 @@ class MemoryTarget:
         for r in self.contacts():
             if str(r.params.get(anchor_attribute, "")).startswith(anchor_prefix):
                 yield r.as_recipient()
+
+    def recipients_by_guid(self, anchor_attribute: str, guids: Iterable[str]) -> dict[str, Recipient]:
+        self._call("Get-Recipient")
+        wanted = {guid.lower() for guid in guids}
+        return {r.guid.lower(): r.as_recipient() for r in self.recipients.values() if r.guid.lower() in wanted}
+
+    def holds_owned(self, anchor_attribute: str, anchor_prefix: str) -> bool:
+        self._call("Get-Recipient")
+        return any(str(r.params.get(anchor_attribute, "")).startswith(anchor_prefix) for r in self.contacts())
+
+    def contact_details(self, guids: Iterable[str]) -> dict[str, Mapping[str, Any]]:
+        self._call("Get-Contact")
+        wanted = {guid.lower() for guid in guids}
+        return {r.guid.lower(): dict(r.params) for r in self.contacts() if r.guid.lower() in wanted}
+
+    def read_contact(self, guid: str) -> dict[str, Any]:
+        self._call("Get-Contact")
+        return dict(self._get(guid).params)
 
     # --- rules --------------------------------------------------------------------------------------------------
     def _call(self, cmdlet: str) -> None:
