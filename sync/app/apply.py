@@ -95,7 +95,7 @@ def apply_op(
             result, update = _apply_partial(op, row, target)
         else:
             result = _apply_to_target(op, row, pair, target)
-            update = _row_update(op, row, result)
+            update = replace(_row_update(op, row, result), kind=op.object_kind)  # the row says whose contact it is
     except CreationQuotaReached as error:
         _release(contacts, row)
         raise (quota.refused(organization, error) if quota is not None else error) from error
