@@ -22,7 +22,7 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from sync.app.runtime import Runtime
 from sync.contract.groupattrs import GROUP_SELECT
@@ -47,6 +47,8 @@ class GroupContactSource(Protocol):
     def read_round(self, link: str | None) -> DeltaRound: ...
 
     def hide_flags(self, group_ids: list[str]) -> dict[str, bool]: ...
+
+    def find_group(self, group_id: str) -> dict[str, Any] | None: ...
 
 
 @runtime_checkable

@@ -4,6 +4,7 @@
   deltaLink, the groups that changed or were removed; without one, every group (a full round). Pages are read and
   folded as `DeltaRound`, last occurrence winning, `@removed` a removal. Expired or reset tokens raise
   `DeltaTokenExpired`, as for users; the caller then reads a full round.
+- `find_group(id)`: one group with all of it, `hideFromAddressLists` included (`explain`).
 - `hide_flags(ids)`: `hideFromAddressLists` of Microsoft 365 groups. Graph returns it only from `GET /groups/{id}`
   with an explicit `$select`, never from delta or a list, so each changed Microsoft 365 group costs one such read;
   they go 20 to a JSON `$batch` request (Graph's limit), so 100 changed groups cost 5 requests and an idle round none.
@@ -17,6 +18,7 @@ import json
 from collections.abc import Iterable
 from functools import partial
 from typing import Any
+from urllib.parse import quote
 
 from kiota_abstractions.base_request_configuration import RequestConfiguration
 from kiota_abstractions.method import Method
@@ -50,6 +52,22 @@ class GroupContactReader(GraphGroupReader):
         if not ids:
             return {}
         return run_sync(self._with_client(lambda client: self._hide_flags(client, ids)))
+
+    def find_group(self, group_id: str) -> dict[str, Any] | None:
+        """One group by object id with every property a groups round reads, hideFromAddressLists included (for
+        `explain`); None when there is no such group."""
+        return run_sync(self._with_client(lambda client: self._find(client, group_id)))
+
+    async def _find(self, client: GraphServiceClient, group_id: str) -> dict[str, Any] | None:
+        def build() -> RequestInformation:
+            info = RequestInformation()
+            info.http_method = Method.GET
+            fields = ",".join((*GROUP_SELECT, "hideFromAddressLists"))
+            info.url = f"{self.graph_endpoint}/v1.0/groups/{quote(group_id, safe='')}?$select={fields}"
+            return info
+
+        return await self.get_json(client, build, self._budget, what="GET /groups/{id}",
+                                   permission=PROPERTY_PERMISSION, count=self._count, missing_ok=True)
 
     async def _round(self, client: GraphServiceClient, link: str | None) -> DeltaRound:
         round_ = DeltaRound(full=link is None)
