@@ -124,7 +124,8 @@ def run_groups_round(
     if creates:
         stores.pair_state.begin_groups_round(pair.id, run.run_id, round_id)
         stores.contacts.mark_queued(pair.id, creates, round_id=round_id, page=0)
-    stores.ops.send_all(plan.ops)
+    if plan.ops:
+        stores.ops.send_all(plan.ops)
     result.queued = len(plan.ops)
     stores.pair_state.finish_groups_round(pair.id, run.run_id, delta_link=delta.delta_link or "",
                                           definition=definition if pair.syncs_groups else "")
@@ -158,6 +159,8 @@ def drop_users(
     plan = plan_page(pair, DeltaRound(full=True), user_rows, version=version, run_id=run.run_id, last=True,
                      managed=managed, sweep_reason=LEFT_OBJECTS)
     result = KindRound(plan)
+    if not user_rows:
+        return result  # a pair that never synced users: nothing to write
     reason = unsafe_reason(plan, pair)
     if reason and not allow_deletes:
         _quarantine(rt, pair, run, reason, result)

@@ -3,6 +3,8 @@ dropped from `objects`, what reading Microsoft 365 groups' visibility costs, and
 
 from __future__ import annotations
 
+import pytest
+
 from sync.app.explain import explain
 from sync.app.status import pair_status
 
@@ -107,3 +109,24 @@ def test_explain_and_status_speak_of_groups(gc: GroupContacts) -> None:
     assert "hideFromAddressLists" in hidden.verdict
     status = pair_status(gc.rt, PAIR_ID)
     assert status["group_contacts"] == {"ok": 1} and status["contacts"] == {}
+
+
+def test_plan_shows_the_groups_round_and_writes_nothing(gc: GroupContacts, capsys: pytest.CaptureFixture[str]) -> None:
+    from sync.app.planning import preview
+    from sync.cli.render import plan_json, plan_tables
+
+    adele = gc.user("adele")
+    team = gc.unified("Falcon", f"falcon@{gc.source.domain}")
+    gc.source.directory.add_group("Laptops")  # a security group without mail
+    gc.use_pair(objects=["users", "groups"])
+    result = preview(gc.rt, PAIR_ID)
+    body = plan_json(result)
+    assert body["counts"]["create"] == 1 and [op["source_id"] for op in body["ops"]] == [adele]
+    assert body["groups"]["counts"]["create"] == 1 and [op["source_id"] for op in body["groups"]["ops"]] == [team]
+    assert body["groups"]["skipped"][0]["reason"] == "no_mail"
+    assert gc.rt.stores.contacts.status_counts(PAIR_ID) == {}
+    assert not gc.rt.stores.pair_state.get(PAIR_ID).groups_delta_link
+    plan_tables(result)
+    out = capsys.readouterr().out
+    assert "Groups: full round (every group)" in out and "Falcon" in out
+    assert "no_mail: the group has no mail address" in out
