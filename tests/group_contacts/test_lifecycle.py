@@ -3,7 +3,7 @@ Exchange client; each test plans with `run_pair` and applies with the in-process
 
 from __future__ import annotations
 
-from .conftest import GroupContacts
+from .conftest import PAIR_ID, SECRET_ENV, GroupContacts
 
 
 def test_each_group_kind_becomes_a_contact_with_every_mapped_attribute(gc: GroupContacts) -> None:
@@ -153,3 +153,22 @@ def test_users_and_groups_in_one_run_and_an_idle_run_costs_two_graph_requests(gc
     assert gc.cloud.counts["graph"] <= 2 and gc.cloud.counts["exchange"] == 0
     assert gc.cloud.counts[("graph", "users/delta")] == 1 and gc.cloud.counts[("graph", "groups/delta")] == 1
     assert result.run.graph_requests == 2
+
+
+def test_a_distribution_list_hidden_in_the_source_exchange_loses_its_contact(gc: GroupContacts) -> None:
+    domain = gc.source.domain
+    sales = gc.distribution("Sales", f"sales@{domain}")
+    team = gc.unified("Falcon", f"falcon@{domain}")
+    guid = gc.source.exchange.add_recipient("MailUniversalDistributionGroup", "sales", f"sales@{domain}",
+                                            ExternalDirectoryObjectId=sales, HiddenFromAddressListsEnabled=False)
+    grant = {"exchange": {"organization": domain, "credential": {"type": "client_secret", "secret": f"env:{SECRET_ENV}"}}}
+    gc.use_pair(objects=["groups"], source=grant)
+    gc.run()
+    assert set(gc.contacts()) == {sales, team}
+
+    # Hidden in the source's Exchange: nothing Graph reports, yet the next run removes the contact.
+    gc.source.exchange.set_recipient(guid, HiddenFromAddressListsEnabled=True)
+    result = gc.run()
+    assert result.run.counts["groups_delete"] == 1
+    assert set(gc.contacts()) == {team}
+    assert gc.rt.stores.contacts.get(PAIR_ID, sales).last_op == "delete:deleted"
