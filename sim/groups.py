@@ -18,6 +18,7 @@ each object with its `@odata.type`.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 import uuid
@@ -273,8 +274,11 @@ class JsonBatch:
             return GraphError(400, "BadRequest", "Invalid batch payload format.").response()
         if not 1 <= len(requests) <= MAX_BATCH:
             return GraphError(400, "BadRequest", f"Batch request count must be between 1 and {MAX_BATCH}.").response()
-        responses = [self._one(request, item) for item in requests]
-        return JSONResponse({"responses": responses})
+        response = JSONResponse({"responses": [self._one(request, item) for item in requests]})
+        delay = self.cloud.graph_latency("$batch", request, response)  # the realistic profile: a request's base cost
+        if delay > 0:
+            await asyncio.sleep(delay)
+        return response
 
     def _one(self, request: Request, item: Any) -> dict[str, Any]:
         item_id = str(item.get("id", "")) if isinstance(item, dict) else ""
