@@ -8,6 +8,7 @@
     python3 dev.py bench exchange   a first load of 10,000 users into a realistic Exchange (before/after issue 12)
     python3 dev.py bench planning-e2e   100,000 users and 50 pairs through the Functions path, before and after
     python3 dev.py bench reconcile   reconcile rounds of 10,000 contacts: idle, after a lost ContactState, and before
+    python3 dev.py bench groups     2,000 source groups as contacts: requests per run, hide flags per GET or $batch
 
 Each command first installs what it needs: a virtual environment in .venv with requirements-dev.txt, and
 Azurite (npm, pinned) in .tools. Later runs reuse both and reinstall only when the requirements change.
@@ -91,6 +92,8 @@ def main(argv: list[str]) -> int:
     if command == "bench":
         if rest[:1] == ["exchange"]:
             return run(PYTHON, "benchmarks/exchange_benchmark.py", *rest[1:], env=env)
+        if rest[:1] == ["groups"]:
+            return run(PYTHON, "benchmarks/group_contacts.py", *rest[1:], env=env)
         if rest[:1] == ["planning-e2e"]:
             return run(PYTHON, "benchmarks/planning_e2e.py", *rest[1:], env=env)
         if rest[:1] == ["reconcile"]:

@@ -12,6 +12,8 @@
 #   2. In the source tenant, then in the target tenant (an admin who may grant app roles and directory roles):
 #        az login --tenant <source tenant id> --allow-no-subscriptions
 #        scripts/register-apps.sh grant source <source app id>
+#      (CTCS_SYNC_GROUPS=1 before `create source` and `grant source` adds Group.Read.All, for pairs whose objects
+#      include groups.)
 #        az login --tenant <target tenant id> --allow-no-subscriptions
 #        scripts/register-apps.sh grant target <target app id>
 #      This creates the app's service principal in that tenant, grants the application permissions (admin consent)
@@ -22,6 +24,7 @@ set -euo pipefail
 GRAPH_APP_ID=00000003-0000-0000-c000-000000000000                # Microsoft Graph
 GRAPH_USER_READ_ALL=df021288-bdef-4463-88db-98f22de89214         # User.Read.All (application)
 GRAPH_GROUPMEMBER_READ_ALL=98830695-27a2-44f7-8c18-0c3ebc9698f6  # GroupMember.Read.All (application)
+GRAPH_GROUP_READ_ALL=5b567255-7703-4780-807c-7be8301ae99b        # Group.Read.All (application): groups as contacts
 EXCHANGE_APP_ID=00000002-0000-0ff1-ce00-000000000000             # Office 365 Exchange Online
 EXCHANGE_MANAGE_AS_APP=dc50a0fb-09a3-484d-be87-e023b12c6440      # Exchange.ManageAsApp (application)
 EXCHANGE_RECIPIENT_ADMIN=31392ffb-586c-42d1-9346-e59415a2cc4e    # Exchange Recipient Administrator (role template id)
@@ -52,7 +55,8 @@ usage() {
 api_of() { case "$1" in source) echo "$GRAPH_APP_ID" ;; target) echo "$EXCHANGE_APP_ID" ;; *) usage ;; esac; }
 roles_of() {
   case "$1" in
-    source) echo "$GRAPH_USER_READ_ALL $GRAPH_GROUPMEMBER_READ_ALL" ;;
+    # Group.Read.All only where a pair syncs groups as contacts (CTCS_SYNC_GROUPS=1): least privilege otherwise.
+    source) echo "$GRAPH_USER_READ_ALL $GRAPH_GROUPMEMBER_READ_ALL${CTCS_SYNC_GROUPS:+ $GRAPH_GROUP_READ_ALL}" ;;
     target) echo "$EXCHANGE_MANAGE_AS_APP" ;;
     *) usage ;;
   esac

@@ -51,6 +51,12 @@ Source side (Graph)  — see sim.directory / sim.graph
     t.directory.restore_user(uid); t.directory.users            # current users (dicts)
     GET {graph}/v1.0/users/delta  (also /users/delta() and /users/microsoft.graph.delta())
     t.directory.page_size = 200; t.directory.replay_next_round = True   # re-send earlier changes once
+    gid = t.directory.add_group("Sales", mail="sales@contoso.com", mailEnabled=True, securityEnabled=False,
+                                groupTypes=["Unified"], description="...", hideFromAddressLists=False)
+    t.directory.update_group(gid, displayName="Sales EMEA"); t.directory.delete_group(gid)
+    GET {graph}/v1.0/groups/delta ($select of group properties: groups as contacts; displayName,members: membership)
+    GET {graph}/v1.0/groups/{id}?$select=id,hideFromAddressLists   POST {graph}/v1.0/$batch (up to 20 of those)
+    (group mail properties need Group.Read.All: register_app(..., roles=["User.Read.All", "Group.Read.All"]))
     SimCloud.start(realistic_graph=True)     # every Graph answer as slow as Microsoft's (or CTCS_SIM_REALISTIC_GRAPH=1)
 
 Target side (Exchange) — see sim.exchange_org / sim.exchange

@@ -24,6 +24,8 @@ from sim.tenant import Tenant
 from sync.cli.console import table
 from sync.contract.countries import country_code
 from sync.contract.pairs import TenantPair, parse_pair
+from sync.core.group_mapping import GroupMapper
+from sync.core.group_scope import decide_group_scope
 from sync.core.mapping import ContactMapper
 from sync.core.scope import decide_scope
 from sync.state.stores import Stores
@@ -54,7 +56,7 @@ def _tenants(cloud: SimCloud, workdir: Path, users: int, seed: int) -> tuple[Ten
     graph_app, exchange_app = str(uuid.uuid4()), str(uuid.uuid4())
     graph_secret = uuid.uuid4().hex  # generated per demo; reaches ctcs only through env:, as a real one would
     os.environ[SECRET_VARIABLE] = graph_secret
-    source.register_app(graph_app, secret=graph_secret)
+    source.register_app(graph_app, secret=graph_secret, roles=("User.Read.All", "Group.Read.All"))
     certificate = make_client_certificate(None)  # Exchange app-only access needs a certificate
     target.register_app(exchange_app, certificate_pem=certificate.cert_pem)
     key_file = workdir / "fabrikam-exo.pem"
@@ -67,6 +69,7 @@ def _tenants(cloud: SimCloud, workdir: Path, users: int, seed: int) -> tuple[Ten
     target.exchange.add_recipient("MailContact", "old-import-contact", in_scope[1]["mail"])
     for n in range(20):
         target.exchange.add_recipient("MailContact", f"partner-{n}", f"partner{n}@partner.example")
+    _groups(source)
     pair = parse_pair({
         "id": PAIR_ID,
         "source": {"tenant_id": source.tenant_id, "client_id": graph_app, "name": "Contoso",
@@ -75,8 +78,32 @@ def _tenants(cloud: SimCloud, workdir: Path, users: int, seed: int) -> tuple[Ten
         "target": {"tenant_id": target.tenant_id, "organization": target.domain, "client_id": exchange_app,
                    "credential": {"type": "certificate", "certificate": f"file:{key_file}"},
                    "cloud": dict(cloud.endpoints)},
+        "objects": ["users", "groups"],
+        "groups": {"display_name": "{displayName} ({source.name} group)"},
     })
     return pair, source, target
+
+
+def _groups(source: Tenant) -> None:
+    """A few groups of every kind: five become contacts; a security group without mail and a hidden team do not."""
+    directory = source.directory
+    for name, mail in (("Sales", "sales"), ("Project Falcon", "falcon"), ("Support", "support")):
+        directory.add_group(name, mail=f"{mail}@contoso.com", mailEnabled=True, securityEnabled=False,
+                            groupTypes=["Unified"], proxyAddresses=[f"SMTP:{mail}@contoso.com"],
+                            description=f"The {name} team", visibility="Public")
+    directory.add_group("All staff", mail="allstaff@contoso.com", mailEnabled=True, securityEnabled=False,
+                        proxyAddresses=["SMTP:allstaff@contoso.com"], description="Every employee")
+    directory.add_group("IT admins", mail="itadmins@contoso.com", mailEnabled=True, securityEnabled=True)
+    directory.add_group("Laptop policy")  # a security group without mail
+    directory.add_group("Board", mail="board@contoso.com", mailEnabled=True, securityEnabled=False,
+                        groupTypes=["Unified"], hideFromAddressLists=True)
+
+
+def _change_groups(source: Tenant) -> None:
+    directory = source.directory
+    by_name = {group["displayName"]: group["id"] for group in directory.groups}
+    directory.update_group(by_name["Project Falcon"], displayName="Project Falcon (closed)")
+    directory.delete_group(by_name["Support"])
 
 
 def _sync(host: Any, stores: Stores, cloud: SimCloud, title: str) -> dict[str, int]:
@@ -95,7 +122,12 @@ def _sync(host: Any, stores: Stores, cloud: SimCloud, title: str) -> dict[str, i
     print(f"\n{title}: run {run.run_id}, {'full round' if run.full else 'incremental'}, {seconds:.1f} s")
     rows: list[list[object]] = [[f"contacts {name}", n] for name, n in sorted(outcomes.items())]
     rows.append(["users unchanged", run.counts.get("unchanged", 0)])
-    rows += [[f"users skipped: {k.removeprefix('skipped_')}", n] for k, n in sorted(run.counts.items()) if k.startswith("skipped_")]
+    rows += [[f"groups {k.removeprefix('groups_')}", n] for k, n in sorted(run.counts.items())
+             if k.startswith("groups_") and n and not k.startswith("groups_skipped_")]
+    rows += [[f"groups skipped: {k.removeprefix('groups_skipped_')}", n] for k, n in sorted(run.counts.items())
+             if k.startswith("groups_skipped_")]
+    rows += [[f"users skipped: {k.removeprefix('skipped_')}", n] for k, n in sorted(run.counts.items())
+             if k.startswith("skipped_")]
     rows.append(["ops failed and poisoned", report.poisoned])
     rows.append(["Graph requests", cloud.counts["graph"]])
     rows.append(["Exchange requests", cloud.counts["exchange"]])
@@ -128,9 +160,22 @@ def _check(pair: TenantPair, source: Tenant, target: Tenant, stores: Stores) -> 
                 value = country_code(value) or value  # Exchange answers with the country's name
             if value != str(desired.get(name) or ""):
                 mismatched.append(f"{user['id']}: {name} is {actual.get(name)!r}, expected {desired.get(name)!r}")
+    mapper_of_groups = GroupMapper(pair)
+    for group in source.directory.groups:
+        decision = decide_group_scope(pair, group)
+        if not decision.in_scope:
+            continue
+        expected += 1
+        desired = mapper_of_groups.map(group, decision.address).contact
+        actual = by_anchor.get(pair.anchor(group["id"]))
+        if actual is None:
+            mismatched.append(f"group {group['id']}: no contact")
+            continue
+        mismatched += [f"group {group['id']}: {name} is {actual.get(name)!r}, expected {desired.get(name)!r}"
+                       for name in ("DisplayName", "Notes") if str(actual.get(name) or "") != desired[name]]
     extra = len(by_anchor) - expected
     untouched = all(c.get(anchor_attribute) in (None, "") for c in target.exchange.contacts() if c["Name"].startswith("partner-"))
-    print(f"\ncheck: {expected} in-scope users, {len(by_anchor)} ctcs contacts, {len(conflicts)} conflicts reported, "
+    print(f"\ncheck: {expected} in-scope users and groups, {len(by_anchor)} ctcs contacts, {len(conflicts)} conflicts reported, "
           f"{len(mismatched)} attribute mismatches, {max(extra, 0)} extra contacts, "
           f"contacts ctcs did not create untouched: {'yes' if untouched else 'NO'}")
     for line in mismatched[:10]:
@@ -157,6 +202,8 @@ def demo(users: int = 2000, changes: int = 80, seed: int = 1) -> int:
                 host = LocalHost()
                 _sync(host, stores, cloud, "First sync")
                 done = Counter(what for what, _ in mutate(source.directory, random.Random(seed), changes))
+                _change_groups(source)
+                done.update({"group renamed": 1, "group deleted": 1})
                 print(f"\nsource changes: {', '.join(f'{n} {what}' for what, n in sorted(done.items()))}")
                 _sync(host, stores, cloud, "Incremental sync")
                 cloud.reset_counts()

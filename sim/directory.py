@@ -17,7 +17,10 @@ later with their own `/groups/delta` without touching the user path.
     directory.add_users(users, copy=False)      # bulk load (100,000 users in a few seconds); the dicts become the directory's
 
 Groups (read by `/groups/delta` and `/groups/{id}/transitiveMembers`, see sim.groups):
-    gid = directory.add_group("Sales")                      # -> id (or pass group_id=)
+    gid = directory.add_group("Sales")                      # -> id (or pass group_id=); a security group without mail
+    gid = directory.add_group("Sales team", mail="sales@contoso.com", mailEnabled=True, securityEnabled=False,
+                              groupTypes=["Unified"], description="...", proxyAddresses=["SMTP:sales@contoso.com"])
+    directory.update_group(gid, description="...", hideFromAddressLists=True)   # None clears a property
     directory.add_member(gid, uid); directory.add_member(gid, other_gid)   # users or groups (nesting)
     directory.remove_member(gid, uid); directory.rename_group(gid, "Sales EMEA")
     directory.delete_group(gid)                             # gone: delta says @removed reason "deleted"
@@ -49,6 +52,13 @@ USER_PROPERTIES = frozenset(
         "manager", "identities", "imAddresses", "ageGroup", "legalAgeGroupClassification", "mySite", "aboutMe",
     }
 )
+
+
+# Group properties a test may set (besides displayName, and members through add_member).
+GROUP_SETTABLE = frozenset({
+    "displayName", "description", "mail", "mailEnabled", "securityEnabled", "groupTypes", "proxyAddresses",
+    "mailNickname", "visibility", "hideFromAddressLists",
+})
 
 
 def _copied(user: dict[str, Any]) -> dict[str, Any]:
@@ -253,14 +263,35 @@ class Directory:
             group = self._groups.get(group_id)
             return copy.deepcopy(group) if group is not None else None
 
-    def add_group(self, display_name: str, *, group_id: str | None = None) -> str:
+    def add_group(self, display_name: str, *, group_id: str | None = None, **properties: Any) -> str:
+        """A group; without properties a security group without mail (what membership scoping uses)."""
         group_id = group_id or str(uuid.uuid4())
+        unknown = set(properties) - GROUP_SETTABLE
+        if unknown:
+            raise ValueError(f"not Graph group properties: {sorted(unknown)}")
         with self.lock:
             if group_id in self._groups or group_id in self._users:
                 raise ValueError(f"object {group_id} already exists")
-            self._groups[group_id] = {"id": group_id, "displayName": display_name, "members": {}}
-            self._record(group_id, "upsert", {"displayName"}, object_type="group")
+            group = {"id": group_id, "displayName": display_name, "mailEnabled": False, "securityEnabled": True,
+                     "groupTypes": [], **copy.deepcopy(properties), "members": {}}
+            self._groups[group_id] = group
+            self._record(group_id, "upsert", {"displayName", *properties}, object_type="group")
         return group_id
+
+    def update_group(self, group_id: str, **properties: Any) -> None:
+        """Change group properties; None clears one. `hideFromAddressLists` is kept by Exchange, not the directory:
+        its change is in the log but no groups/delta `$select` can name it, so delta rounds do not report it."""
+        unknown = set(properties) - GROUP_SETTABLE
+        if unknown:
+            raise ValueError(f"cannot set {sorted(unknown)} on a group")
+        with self.lock:
+            group = self._groups[group_id]
+            for name, value in properties.items():
+                if value is None:
+                    group.pop(name, None)
+                else:
+                    group[name] = copy.deepcopy(value)
+            self._record(group_id, "upsert", set(properties), object_type="group")
 
     def rename_group(self, group_id: str, display_name: str) -> None:
         with self.lock:

@@ -39,7 +39,8 @@ from sim.delta import (
     graph_handler,
 )
 from sim.directory import USER_PROPERTIES, Directory
-from sim.groups import GROUP_ROLES, group_routes
+from sim.groups import get_group as groups_get
+from sim.groups import group_authorizer, group_routes
 
 if TYPE_CHECKING:
     from sim.cloud import SimCloud
@@ -244,12 +245,7 @@ def get_user(request: Request, directory: Directory) -> dict[str, Any]:
 
 
 def get_group(request: Request, directory: Directory) -> dict[str, Any]:
-    group = directory.get_group(request.path_params["group_id"])
-    if group is None:
-        raise GraphError(404, "Request_ResourceNotFound",
-                         f"Resource '{request.path_params['group_id']}' does not exist or one of its queried "
-                         "reference-property objects are not present.")
-    return {"id": group["id"], "displayName": group.get("displayName")}
+    return groups_get(directory, request.path_params["group_id"], request.query_params.get("$select"))
 
 
 def build_graph_app(cloud: SimCloud) -> Starlette:
@@ -259,5 +255,5 @@ def build_graph_app(cloud: SimCloud) -> Starlette:
         *users, *group_routes(cloud),
         Route("/v1.0/users", graph_handler(cloud, "users", read_users, list_users)),
         Route("/v1.0/users/{user_id}", graph_handler(cloud, "users/id", read_users, get_user)),
-        Route("/v1.0/groups/{group_id}", graph_handler(cloud, "groups/id", graph_authorizer(cloud, GROUP_ROLES), get_group)),
+        Route("/v1.0/groups/{group_id}", graph_handler(cloud, "groups/id", group_authorizer(cloud), get_group)),
     ])

@@ -21,6 +21,7 @@ from datetime import datetime
 
 from sync.app.planning import source_select
 from sync.contract.pairs import TenantPair
+from sync.contract.vocabulary import ObjectKind
 from sync.core.scope import decide_scope
 from sync.core.source import Source
 from sync.core.target import Recipient, Target
@@ -57,9 +58,11 @@ def free_address(
         return True  # the holder moved away since Exchange refused the address: try again
     if not all(r.anchor(attribute).startswith(pair.anchor_prefix) for r in holding):
         return False
+    source_ids = [holder.anchor(attribute)[len(pair.anchor_prefix):] for holder in holding]
+    if any(contacts.get(pair.id, source_id).kind is not ObjectKind.USER for source_id in source_ids):
+        return False  # a group's contact (issue 15): its address is the group's, never parked by a user's op
     source = open_source(pair)
-    for holder in holding:
-        source_id = holder.anchor(attribute)[len(pair.anchor_prefix):]
+    for source_id in source_ids:
         if _still_has(pair, source, source_id, address):
             return False
     for holder in holding:

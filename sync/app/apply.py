@@ -103,7 +103,7 @@ def apply_op(
             result, update = _apply_partial(op, row, pair, target)
         else:
             result = _apply_moving(op, row, pair, target, contacts, open_source)
-            update = _row_update(op, row, result)
+            update = replace(_row_update(op, row, result), kind=op.object_kind)  # the row says whose contact it is
     except CreationQuotaReached as error:
         _release(contacts, row)
         raise (quota.refused(organization, error) if quota is not None else error) from error

@@ -43,6 +43,7 @@ REQUIRED_ROLES: dict[Side, tuple[tuple[str, ...], ...]] = {
     Side.SOURCE_EXCHANGE: (("Exchange.ManageAsApp",),),
 }
 GROUP_ROLES = ("GroupMember.Read.All", "Group.Read.All", "Directory.Read.All")
+GROUP_PROPERTY_ROLES = ("Group.Read.All", "Directory.Read.All")  # groups as contacts read mail properties
 
 
 @dataclass
@@ -119,10 +120,15 @@ class _SideTest:
 
     @property
     def required_roles(self) -> tuple[tuple[str, ...], ...]:
-        scope = self.probe.pair.scope
-        if self.side is Side.SOURCE and (scope.include_groups or scope.exclude_groups):
-            return (*REQUIRED_ROLES[self.side], GROUP_ROLES)
-        return REQUIRED_ROLES[self.side]
+        pair = self.probe.pair
+        roles = REQUIRED_ROLES[self.side]
+        if self.side is not Side.SOURCE:
+            return roles
+        if pair.scope.include_groups or pair.scope.exclude_groups:
+            roles = (*roles, GROUP_ROLES)
+        if pair.syncs_groups:
+            roles = (*roles, GROUP_PROPERTY_ROLES)
+        return roles
 
     def passed(self, name: str, detail: str, *, credentials: bool = True) -> None:
         self.report.checks.append(Check(self.side.value, name, True, detail, credentials=credentials))

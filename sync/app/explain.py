@@ -1,7 +1,9 @@
-"""`python -m sync explain`: why is this person (not) in the target's address list?
+"""`python -m sync explain`: why is this person (or group) (not) in the target's address list?
 
 Reads the user from the source, runs the same scope and mapping the planner runs, and puts the answer next to
-what the state table says was last done for that user.
+what the state table says was last done for that user. For a pair whose `objects` include groups, a key that is no
+user (a group's object id, or the address its contact was made with) is looked up as a group and explained by the
+groups' scope and mapping.
 """
 
 from __future__ import annotations
@@ -10,10 +12,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sync.app import group_round
+from sync.app.group_contacts import GroupContactCapable
 from sync.app.planning import source_select
 from sync.app.runtime import Runtime
 from sync.contract.pairs import TenantPair
-from sync.contract.vocabulary import ContactStatus
+from sync.contract.vocabulary import ContactStatus, ObjectKind
+from sync.core.group_mapping import GroupMapper
+from sync.core.group_scope import GROUP_SKIP_REASONS, decide_group_scope
 from sync.core.mapping import ContactMapper
 from sync.core.scope import SKIP_REASONS, decide_scope
 from sync.state.contacts import ContactRow
@@ -32,6 +37,7 @@ class Explanation:
     warnings: list[str] = field(default_factory=list)
     state: dict[str, Any] = field(default_factory=dict)
     verdict: str = ""
+    kind: ObjectKind = ObjectKind.USER  # what `user` holds: the source user, or (kind group) the source group
 
 
 def _state_of(row: ContactRow) -> dict[str, Any]:
@@ -63,9 +69,10 @@ def _current(explanation: Explanation, row: ContactRow, pair: TenantPair) -> str
     if not explanation.found:
         if status and status != ContactStatus.DELETED:
             return "the user no longer exists in the source: the next full run removes the contact"
-        return "no such user in the source tenant"
+        return "no such user" + (" or group" if pair.syncs_groups else "") + " in the source tenant"
     if not explanation.in_scope:
-        why = SKIP_REASONS.get(explanation.reason, explanation.reason)
+        reasons = GROUP_SKIP_REASONS if explanation.kind is ObjectKind.GROUP else SKIP_REASONS
+        why = reasons.get(explanation.reason, explanation.reason)
         if status in (ContactStatus.OK, ContactStatus.FAILED, ContactStatus.CONFLICT):
             action = "hides" if pair.deletion.mode != "delete" else "removes"
             return f"out of scope ({why}): the next run {action} the contact"
@@ -98,9 +105,27 @@ def explain(rt: Runtime, pair_id: str, key: str) -> Explanation:
         if decision.in_scope:
             mapped = ContactMapper(pair).map(user, decision.address)
             explanation.desired, explanation.warnings = mapped.contact, mapped.warnings
+    elif pair.syncs_groups:
+        row = _explain_group(rt, pair, key, row, explanation)
     explanation.state = _state_of(row)
     explanation.verdict = _verdict(explanation, row, pair)
     return explanation
+
+
+def _explain_group(rt: Runtime, pair: TenantPair, key: str, row: ContactRow, explanation: Explanation) -> ContactRow:
+    """No user has this key: the group with this object id (or whose contact has this address), if any."""
+    source = rt.open_source(pair)
+    group_id = row.source_id if row.status and row.kind is ObjectKind.GROUP else key.strip().lower()
+    group = source.group_contact_reader().find_group(group_id) if isinstance(source, GroupContactCapable) else None
+    if group is None:
+        return row
+    explanation.found, explanation.user, explanation.kind = True, dict(group), ObjectKind.GROUP
+    decision = decide_group_scope(pair, group)
+    explanation.in_scope, explanation.reason, explanation.rule = decision.in_scope, decision.reason or "", decision.detail
+    if decision.in_scope:
+        mapped = GroupMapper(pair).map(group, decision.address)
+        explanation.desired, explanation.warnings = mapped.contact, mapped.warnings
+    return rt.stores.contacts.get(pair.id, str(group["id"]))
 
 
 def _row_by_key(rt: Runtime, pair: TenantPair, key: str) -> ContactRow:

@@ -17,8 +17,18 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from sync.app import group_round
+from sync.app.group_contacts import (
+    LEFT_OBJECTS,
+    KindRound,
+    drop_users,
+    managed_count,
+    needs_groups_round,
+    preview_groups,
+    run_groups_round,
+    split_rows,
+)
 from sync.app.quarantine import quarantine_for_credentials
-from sync.app.rounds import OnPage, RoundProgress, StreamedRound
+from sync.app.rounds import OnPage, RoundProgress, StreamedRound, version_now
 from sync.app.runtime import Runtime
 from sync.contract.ops import OpKind
 from sync.contract.pair_runs import PairRunRequest, RunKind
@@ -44,6 +54,7 @@ class RunResult:
     quarantine_reason: str = ""
     details: list[str] = field(default_factory=list)
     queued: int = 0  # ops this run queued
+    groups_plan: Plan | None = None  # the groups round's plan (pairs whose objects include groups)
 
     @property
     def outcome(self) -> RunOutcome:
@@ -92,26 +103,38 @@ def read_round(rt: Runtime, pair: TenantPair, delta_link: str | None) -> DeltaRo
 class _Planned:
     plan: Plan
     round: DeltaRound
+    groups: KindRound | None = None
 
 
 def _plan(rt: Runtime, pair: TenantPair, run_id: str, *, full: bool) -> _Planned:
     """The dry run's plan: the whole round in memory, planned at once (it writes nothing, so it needs no checkpoint)."""
     status = rt.stores.pair_state.get(pair.id)
-    stale_definition = status.definition_hash not in ("", definition_hash(pair))
-    groups = group_round.load(rt.stores.groups, pair)  # None unless the pair scopes by group
-    use_link = not (full or status.force_full or stale_definition or group_round.needs_full_round(pair, groups)) \
-        and status.delta_link
-    round_ = read_round(rt, pair, status.delta_link if use_link else None)
-    state = rt.stores.contacts.summaries(pair.id)
-    round_, memberships = group_round.scope_round(rt.open_source(pair), pair, round_, groups, state, source_select(pair))
+    user_rows, group_rows = split_rows(rt.stores.contacts.summaries(pair.id))
+    managed = managed_count(user_rows) + managed_count(group_rows)
     visibility = rt.open_visibility(pair)  # the source's own Exchange, when the pair grants it
     hidden_ids = visibility.hidden_ids() if visibility is not None else None
     version = time.time_ns() // 1000
-    plan = plan_pair(
-        pair, round_, state, version=version, run_id=run_id, retry_kept=round_.full, now=datetime.now(UTC),
-        hidden_ids=hidden_ids, memberships=memberships,
-    )
-    return _Planned(plan, round_)
+    if pair.syncs_users:
+        stale_definition = status.definition_hash not in ("", definition_hash(pair))
+        groups = group_round.load(rt.stores.groups, pair)  # None unless the pair scopes by group
+        use_link = not (full or status.force_full or stale_definition or group_round.needs_full_round(pair, groups)) \
+            and status.delta_link
+        round_ = read_round(rt, pair, status.delta_link if use_link else None)
+        round_, memberships = group_round.scope_round(rt.open_source(pair), pair, round_, groups, user_rows,
+                                                      source_select(pair))
+        plan = plan_pair(
+            pair, round_, user_rows, version=version, run_id=run_id, retry_kept=round_.full, now=datetime.now(UTC),
+            hidden_ids=hidden_ids, memberships=memberships,
+        )
+    else:
+        round_ = DeltaRound(full=True)
+        plan = plan_pair(pair, round_, user_rows, version=version, run_id=run_id, managed=managed,
+                         sweep_reason=LEFT_OBJECTS)
+    groups_round = None
+    if needs_groups_round(pair, group_rows):
+        groups_round = preview_groups(rt, pair, run_id, group_rows, version=version, full=full or status.force_full,
+                                      hidden=hidden_ids, managed=managed)
+    return _Planned(plan, round_, groups_round)
 
 
 def preview(rt: Runtime, pair_id: str, *, full: bool = False) -> RunResult:
@@ -122,7 +145,14 @@ def preview(rt: Runtime, pair_id: str, *, full: bool = False) -> RunResult:
     planned = _plan(rt, pair, run.run_id, full=full)
     plan, round_ = planned.plan, planned.round
     run.full, run.counts, run.graph_requests, run.outcome = round_.full, plan.counts(), round_.requests, RunOutcome.PREVIEWED
-    return RunResult(run, plan, unsafe_reason(plan, pair) or "")
+    reason = unsafe_reason(plan, pair) or ""
+    groups = planned.groups
+    if groups is not None:
+        run.counts.update(groups.plan.counts())
+        run.graph_requests += groups.requests
+        removals = plan.count(OpKind.DELETE) + plan.count(OpKind.HIDE)
+        reason = reason or unsafe_reason(groups.plan, pair, earlier_removals=removals) or ""
+    return RunResult(run, plan, reason, groups_plan=groups.plan if groups is not None else None)
 
 
 def run_pair(
@@ -211,6 +241,8 @@ def _run_with_lease(
 ) -> RunResult:
     stores = rt.stores
     prepared = dict(prepare(pair, run)) if prepare is not None else {}
+    if not pair.syncs_users:
+        return _run_groups_only(rt, pair, run, allow_deletes=allow_deletes, full=full, started=started)
     streamed = StreamedRound(rt, pair, run, source_select(pair), definition_hash(pair), full=full,
                              allow_deletes=allow_deletes, budget_seconds=budget_seconds, keep_ops=keep_ops,
                              on_page=on_page, started=started)
@@ -224,13 +256,79 @@ def _run_with_lease(
     if progress.quarantine_reason:
         stores.pair_state.record_run(pair.id, run_id=run.run_id, outcome=RunOutcome.QUARANTINED, delta_link=None)
         return RunResult(run, progress.plan, progress.quarantine_reason, queued=progress.queued)
+    groups: KindRound | None = None
+    if progress.finished and needs_groups_round(pair, streamed.group_rows):
+        # The users round is queued and its deltaLink saved: the groups round follows under the same lease.
+        managed = progress.plan.managed + managed_count(streamed.group_rows)
+        groups = run_groups_round(
+            rt, pair, run, streamed.group_rows, version=version_now(), full=full or run.full,
+            allow_deletes=progress.deletes_allowed, hidden=streamed.hidden, managed=managed,
+            earlier_removals=progress.plan.count(OpKind.DELETE) + progress.plan.count(OpKind.HIDE))
+        _record_groups(run, groups, users_queued=progress.round_queued)
+        if groups.quarantine_reason:
+            stores.pair_state.record_run(pair.id, run_id=run.run_id, outcome=RunOutcome.QUARANTINED, delta_link=None)
+            return RunResult(run, progress.plan, groups.quarantine_reason, queued=progress.queued,
+                             groups_plan=groups.plan)
+        stores.pair_state.record_run(pair.id, run_id=run.run_id, outcome=run.outcome, delta_link=None)
     if progress.finished and progress.deletes_allowed and stores.pair_state.get(pair.id).gate_quarantined:
-        stores.pair_state.release_quarantine(pair.id)
-        log.warning("pair %s: safety gate quarantine released (allow_deletes)", pair.id,
-                    extra={"pair_id": pair.id, "run_id": run.run_id, "outcome": "released",
-                           "quarantine_kind": QuarantineKind.GATE.value})
+        _release_gate(rt, pair, run)
     elif not progress.finished:
         stores.pair_state.record_run(pair.id, run_id=run.run_id, outcome=run.outcome, delta_link=None)
+    _log_run(pair, run, started)
+    queued = progress.queued + (groups.queued if groups else 0)
+    return RunResult(run, progress.plan, queued=queued, groups_plan=groups.plan if groups else None)
+
+
+def _run_groups_only(rt: Runtime, pair: TenantPair, run: RunRecord, *, allow_deletes: bool, full: bool,
+                     started: float) -> RunResult:
+    """A pair whose `objects` are groups only: its users' contacts (if it had any) go, then the groups round."""
+    stores = rt.stores
+    user_rows, group_rows = split_rows(stores.contacts.summaries(pair.id))
+    managed = managed_count(user_rows) + managed_count(group_rows)
+    run.outcome = RunOutcome.NO_CHANGES
+    users = drop_users(rt, pair, run, user_rows, version=version_now(), allow_deletes=allow_deletes, managed=managed)
+    run.counts = users.plan.counts()
+    plan, reason, queued = users.plan, users.quarantine_reason, users.queued
+    groups: KindRound | None = None
+    if not reason:
+        groups = run_groups_round(rt, pair, run, group_rows, version=version_now(), full=full, allow_deletes=allow_deletes,
+                                  hidden=_hidden(rt, pair), managed=managed, earlier_removals=users.removals)
+        _record_groups(run, groups, users_queued=users.queued)
+        reason, queued = groups.quarantine_reason, queued + groups.queued
+    run.full = full or (groups is not None and groups.full)
+    if reason:
+        run.outcome, run.error = RunOutcome.QUARANTINED, reason
+    stores.pair_state.record_run(pair.id, run_id=run.run_id, outcome=run.outcome, delta_link=None)
+    if not reason and allow_deletes and stores.pair_state.get(pair.id).gate_quarantined:
+        _release_gate(rt, pair, run)
+    _log_run(pair, run, started)
+    return RunResult(run, plan, reason, queued=queued, groups_plan=groups.plan if groups else None)
+
+
+def _hidden(rt: Runtime, pair: TenantPair) -> frozenset[str] | None:
+    visibility = rt.open_visibility(pair)
+    return visibility.hidden_ids() if visibility is not None else None
+
+
+def _record_groups(run: RunRecord, groups: KindRound, *, users_queued: int) -> None:
+    """The run's counts hold the groups round's beside the users' (prefixed `groups_`); the outcome says whether
+    anything was queued at all."""
+    run.counts = {**run.counts, **groups.plan.counts()}
+    run.graph_requests += groups.requests
+    if groups.quarantine_reason:
+        run.outcome, run.error = RunOutcome.QUARANTINED, groups.quarantine_reason
+    elif run.outcome in (RunOutcome.NO_CHANGES, RunOutcome.PLANNED):
+        run.outcome = RunOutcome.PLANNED if users_queued or groups.queued else RunOutcome.NO_CHANGES
+
+
+def _release_gate(rt: Runtime, pair: TenantPair, run: RunRecord) -> None:
+    rt.stores.pair_state.release_quarantine(pair.id)
+    log.warning("pair %s: safety gate quarantine released (allow_deletes)", pair.id,
+                extra={"pair_id": pair.id, "run_id": run.run_id, "outcome": "released",
+                       "quarantine_kind": QuarantineKind.GATE.value})
+
+
+def _log_run(pair: TenantPair, run: RunRecord, started: float) -> None:
     log.info(
         "pair %s run %s: %s",
         pair.id,
@@ -239,7 +337,6 @@ def _run_with_lease(
         extra={"pair_id": pair.id, "run_id": run.run_id, "round_id": run.round_id, "counts": run.counts,
                "full": run.full, "pages": run.pages, "seconds": round(time.monotonic() - started, 3)},
     )
-    return RunResult(run, progress.plan, queued=progress.queued)
 
 
 def _record(run: RunRecord, progress: RoundProgress) -> None:

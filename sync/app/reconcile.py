@@ -59,6 +59,7 @@ class ReconcileFindings:
     busy: int = 0  # rows an op held while the reconcile wanted to correct them (the next reconcile looks again)
     duplicates_removed: int = 0
     gate_reason: str = ""
+    rebuild_skipped: int = 0  # lost rows of a pair that syncs groups: left to the rounds to adopt by anchor
 
     def counts(self) -> dict[str, int]:
         c = self.comparison
@@ -150,6 +151,12 @@ def repair_state(rt: Runtime, pair: TenantPair, *, run_id: str, allow_deletes: b
         writes.append((rows[source_id], {"status": ContactStatus.RELEASED.value, "last_error": why, "repaired_at": now,
                                          "repair": why, "last_op": "reconcile:released", "last_run_id": run_id}))
     pending = set(rt.stores.contacts.pending_ids(pair.id)) if c.rebuilt else set()
+    if pair.syncs_groups:
+        # The target cannot tell a group's contact from a user's (same anchor form): a row rebuilt for a group's
+        # contact as a user's would be swept by the users' full round. Lost rows of such pairs are left to the
+        # rounds, whose creates adopt their contacts by anchor.
+        findings.rebuild_skipped = len(c.rebuilt)
+        c.rebuilt.clear()
     for source_id, contact in {**c.rebuilt, **c.relinked}.items():
         if source_id in pending:
             findings.busy += 1  # its first op is being applied right now: it writes the row itself

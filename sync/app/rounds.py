@@ -31,6 +31,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from sync.app import group_round
+from sync.app.group_contacts import split_rows
 from sync.app.page_writer import PageWriter
 from sync.app.runtime import Runtime
 from sync.contract.ops import ContactOp, OpKind
@@ -104,6 +105,12 @@ class StreamedRound:
     _groups: group_round.GroupRound | None = None
     _leaving_here: dict[str, str] = field(default_factory=dict)  # removals this invocation's pages held back
     _current: RoundState | None = None  # the round as far as this invocation has planned it
+    group_rows: dict[str, StateSummary] = field(default_factory=dict)  # groups' rows: the groups round plans those
+
+    @property
+    def hidden(self) -> frozenset[str] | None:
+        """Whom the source's Exchange hides (None: not granted), as read when the round started."""
+        return self._hidden
 
     # -- the round to work on ------------------------------------------------------------------------------------
     def run_round(self) -> RoundProgress:
@@ -112,7 +119,8 @@ class StreamedRound:
         round_ = self._round_to_work_on(status)
         progress = RoundProgress(round_.round_id, round_.full, Plan(self.pair.id, self.run.run_id, round_.version,
                                                                   round_.full))
-        self._state = stores.contacts.summaries(self.pair.id)
+        # A users round sees users' rows only: its full-round sweep must not take group contacts for vanished users.
+        self._state, self.group_rows = split_rows(stores.contacts.summaries(self.pair.id))
         visibility = self.rt.open_visibility(self.pair)  # the source's own Exchange, when the pair grants it
         self._hidden = visibility.hidden_ids() if visibility is not None else None
         try:

@@ -20,6 +20,7 @@ from sync.state.targets import MEMBER_SECONDS
 
 MAX_PROBLEMS = 100
 RECENT_RUNS = 5
+GROUPS = "groups_"  # how ContactStateStore.status_counts tells groups' rows from users'
 
 
 def pair_status(rt: Runtime, pair_id: str) -> dict[str, Any]:
@@ -27,13 +28,21 @@ def pair_status(rt: Runtime, pair_id: str) -> dict[str, Any]:
     stores = rt.stores
     pair = stores.pairs.get(pair_id)
     state = stores.pair_state.get(pair_id)
-    counts = stores.contacts.status_counts(pair_id)
-    poisoned = counts.pop("poisoned", 0)
+    all_counts = stores.contacts.status_counts(pair_id)
+    group_counts = {name.removeprefix(GROUPS): n for name, n in all_counts.items() if name.startswith(GROUPS)}
+    counts = {name: n for name, n in all_counts.items() if not name.startswith(GROUPS)}
+    poisoned = counts.pop("poisoned", 0) + group_counts.pop("poisoned", 0)
     problems = [
-        {"source_id": row.source_id, "status": row.status, "error": row.last_error, "last_op": row.last_op}
+        {"source_id": row.source_id, "kind": row.kind.value, "status": row.status, "error": row.last_error,
+         "last_op": row.last_op}
         for status in (ContactStatus.CONFLICT, ContactStatus.FAILED, ContactStatus.RELEASED)
         for row in stores.contacts.rows(pair_id, status=status)
     ]
+    queued = counts.get(ContactStatus.QUEUED, 0) + group_counts.get(ContactStatus.QUEUED, 0)
+    groups: dict[str, Any] = {}
+    if pair.syncs_groups or group_counts:
+        # Pairs that sync groups: their group contacts by status, apart from the users' (`contacts`).
+        groups = {"group_contacts": group_counts, "has_groups_delta_link": bool(state.groups_delta_link)}
     return {
         "pair": pair_id,
         "enabled": pair.enabled,
@@ -48,8 +57,9 @@ def pair_status(rt: Runtime, pair_id: str) -> dict[str, Any]:
                            "repaired": dict(state.reconcile_counts), "next_due_at": state.reconcile_due_at or None}
         if state.reconcile_at else None,
         "contacts": dict(counts),
-        "waiting": {"creates_queued": counts.get(ContactStatus.QUEUED, 0), "poisoned": poisoned},
-        "exchange": target_status(rt, pair.target.organization, creates_waiting=counts.get(ContactStatus.QUEUED, 0)),
+        **groups,
+        "waiting": {"creates_queued": queued, "poisoned": poisoned},
+        "exchange": target_status(rt, pair.target.organization, creates_waiting=queued),
         "recent_runs": [
             {
                 "run_id": run.run_id,

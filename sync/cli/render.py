@@ -15,6 +15,9 @@ from sync.app.reconcile import REPAIR_KINDS, ReconcileFindings
 from sync.cli.console import table
 from sync.contract.ops import OpKind
 from sync.contract.pairs import TenantPair
+from sync.contract.vocabulary import ObjectKind
+from sync.core.group_scope import GROUP_SKIP_REASONS, group_kind
+from sync.core.plan import Plan
 from sync.core.scope import SKIP_REASONS
 
 SAMPLE_ROWS = 20
@@ -36,19 +39,27 @@ def pairs_table(pairs: Sequence[TenantPair]) -> None:
 def plan_json(result: RunResult) -> dict[str, Any]:
     plan = result.plan
     assert plan is not None
-    return {
+    groups = result.groups_plan
+    body: dict[str, Any] = {
         "pair": plan.pair_id,
         "full": plan.full,
         "counts": plan.counts(),
         "warnings": dict(plan.warnings),
         "unsafe": result.quarantine_reason or None,
         "graph_requests": result.run.graph_requests,
-        "ops": [
-            {"kind": op.kind.value, "source_id": op.source_id, "reason": op.reason, "contact": op.contact}
-            for op in plan.ops
-        ],
+        "ops": _ops_json(plan),
         "skipped": [{"source_id": s.source_id, "name": s.name, "reason": s.reason} for s in plan.skips],
     }
+    if groups is not None:  # pairs whose objects include groups (or that still have group contacts)
+        body["groups"] = {"full": groups.full, "counts": {k.removeprefix("groups_"): n for k, n in groups.counts().items()},
+                          "ops": _ops_json(groups),
+                          "skipped": [{"source_id": s.source_id, "name": s.name, "reason": s.reason} for s in groups.skips]}
+    return body
+
+
+def _ops_json(plan: Plan) -> list[dict[str, Any]]:
+    return [{"kind": op.kind.value, "source_id": op.source_id, "reason": op.reason, "contact": op.contact}
+            for op in plan.ops]
 
 
 def plan_tables(result: RunResult) -> None:
@@ -78,8 +89,28 @@ def plan_tables(result: RunResult) -> None:
             print(f"  {reason}: {SKIP_REASONS.get(reason, reason)}")
     for warning, count in sorted(plan.warnings.items()):
         print(f"warning: {warning} for {count} user(s)")
+    if result.groups_plan is not None:
+        _group_plan_table(result.groups_plan)
     if result.quarantine_reason:
         print(f"\nSAFETY GATE: {result.quarantine_reason}. A run would quarantine the pair instead of deleting.")
+
+
+def _group_plan_table(plan: Plan) -> None:
+    print(f"\nGroups: {'full round (every group)' if plan.full else 'changes since the last run'}\n")
+    rows: list[list[object]] = [[kind.value, plan.count(kind)] for kind in OpKind]
+    rows.append(["unchanged", plan.unchanged])
+    rows += [[f"kept ({status}, unchanged since it failed)", n] for status, n in sorted(plan.kept.items())]
+    rows += [[f"skipped: {reason}", n] for reason, n in sorted(plan.skipped_by_reason.items())]
+    table(["what", "groups"], rows)
+    if plan.ops:
+        print()
+        table(["op", "group id", "display name", "reason"],
+              [[op.kind.value, op.source_id, (op.contact or {}).get("DisplayName", ""), op.reason]
+               for op in plan.ops[:SAMPLE_ROWS]])
+        if len(plan.ops) > SAMPLE_ROWS:
+            print(f"... and {len(plan.ops) - SAMPLE_ROWS} more (use --json for all)")
+    for reason in sorted(plan.skipped_by_reason):
+        print(f"  {reason}: {GROUP_SKIP_REASONS.get(reason, reason)}")
 
 
 def run_summary(result: RunResult, drained: DrainReport) -> None:
@@ -93,6 +124,11 @@ def run_summary(result: RunResult, drained: DrainReport) -> None:
         rows.append(["poisoned (see status, then replay-poison)", drained.poisoned])
     if drained.parked:
         rows.append(["parked (the pair's credentials fail; kept untried)", drained.parked])
+    groups = result.groups_plan
+    if groups is not None:  # applied outcomes above count users and groups together; planned, apart
+        rows += [[f"groups: {kind.value} (planned)", groups.count(kind)] for kind in OpKind if groups.count(kind)]
+        rows.append(["groups: unchanged (not queued)", groups.unchanged])
+        rows += [[f"groups: skipped: {reason}", n] for reason, n in sorted(groups.skipped_by_reason.items())]
     table(["outcome", "count"], rows)
     print(
         f"graph requests: {result.run.graph_requests}   planning: {result.run.seconds:.1f} s   "
@@ -123,7 +159,7 @@ def status_tables(report: Mapping[str, Any]) -> None:
         [
             [
                 s["pair"], s["enabled"], s["last_run"]["at"], s["last_run"]["outcome"],
-                s["contacts"].get("ok", 0), s["contacts"].get("conflict", 0), s["contacts"].get("failed", 0),
+                _with_groups(s, "ok"), _with_groups(s, "conflict"), _with_groups(s, "failed"),
                 s["waiting"]["creates_queued"], s["waiting"]["poisoned"],
                 f"{s['quarantine_kind']}: {s['quarantine_reason']}" if s["quarantine_reason"] else "",
             ]
@@ -170,10 +206,22 @@ def status_tables(report: Mapping[str, Any]) -> None:
             ])
 
 
+def _with_groups(status: Mapping[str, Any], word: str) -> object:
+    """A status column: the users' count, and the groups' beside it when the pair has group contacts."""
+    users = status["contacts"].get(word, 0)
+    groups = status.get("group_contacts")
+    return users if groups is None else f"{users} + {groups.get(word, 0)} groups"
+
+
 def explanation_text(explanation: Explanation) -> None:
     user = explanation.user
     print(f"pair {explanation.pair_id}, user {explanation.key!r}")
-    if explanation.found:
+    if explanation.found and explanation.kind is ObjectKind.GROUP:
+        print(f"  source group: {user.get('displayName', '')} <{user.get('mail') or 'no mail'}> "
+              f"(id {user.get('id')}, {group_kind(user)})")
+        scope = "in scope" if explanation.in_scope else f"out of scope: {explanation.reason}"
+        print(f"  scope       : {scope}" + (f" ({explanation.rule})" if explanation.rule else ""))
+    elif explanation.found:
         enabled = "enabled" if user.get("accountEnabled") is not False else "disabled"
         print(f"  source user : {user.get('displayName', '')} <{user.get('mail') or 'no mail'}> "
               f"(id {user.get('id')}, {user.get('userType') or 'Member'}, {enabled})")

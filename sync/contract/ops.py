@@ -2,7 +2,8 @@
 
 Fields added within schema 1 are optional and left out at their default, so older messages still decode:
 `partial` (an update that carries only some parameters, merged into the applied contact: manager links) and
-`manager_id` (the source id of the user's manager as planned, recorded in the state row).
+`manager_id` (the source id of the user's manager as planned, recorded in the state row) and `object` ("group" for a
+group's contact; absent for a user's, so users' messages are exactly what they were).
 
 A message carries one op, or a batch of one pair's ops, `{"schema": 1, "batch": [op, op, ...]}`: a planner that
 queues hundreds of ops at once packs them, because a queue takes messages one request at a time (Azurite here serves
@@ -20,6 +21,7 @@ from dataclasses import asdict, dataclass
 from enum import StrEnum
 from typing import Any
 
+from sync.contract.vocabulary import ObjectKind
 from sync.errors import BadOpMessage
 
 SCHEMA_VERSION = 1
@@ -30,7 +32,7 @@ BATCH_HEAD = f'{{"schema":{SCHEMA_VERSION},"batch":'  # how every batch message 
 _ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 PARTIAL_PARAMETERS = frozenset({"Manager"})  # what a partial update may carry: never the address, name or anchor
 _FIELDS = {"schema", "pair_id", "run_id", "kind", "source_id", "version", "reason", "contact", "hash", "partial",
-           "manager_id"}
+           "manager_id", "object"}
 
 
 class OpKind(StrEnum):
@@ -66,9 +68,13 @@ class ContactOp:
     hash: str = ""  # of the full contact; "" for a partial update (the worker hashes the merged contact)
     partial: bool = False  # an update of PARTIAL_PARAMETERS only, merged into the contact as applied
     manager_id: str = ""  # the source id of the user's manager, as planned ("" = none)
+    object_kind: ObjectKind = ObjectKind.USER  # a user's or a group's contact (message field "object", left out for users)
 
     def to_json(self) -> str:
         body = {"schema": SCHEMA_VERSION, **asdict(self), "kind": self.kind.value}
+        body.pop("object_kind")
+        if self.object_kind is not ObjectKind.USER:
+            body["object"] = self.object_kind.value
         for name, default in (("contact", None), ("partial", False), ("manager_id", "")):
             if body[name] == default:
                 body.pop(name)
@@ -123,6 +129,10 @@ def decode_op(text: str | bytes) -> ContactOp:
     contact = body.get("contact")
     partial = _field(body, "partial", bool) if "partial" in body else False
     manager_id = _field(body, "manager_id", str) if "manager_id" in body else ""
+    try:
+        object_kind = ObjectKind(body.get("object", ObjectKind.USER.value))
+    except ValueError:
+        raise BadOpMessage(f"contact operation field 'object' must be one of {', '.join(ObjectKind)}") from None
     if manager_id and not _ID.match(manager_id):
         raise BadOpMessage("contact operation field 'manager_id' has characters or a length that are not allowed")
     if not kind.carries_contact:
@@ -148,6 +158,7 @@ def decode_op(text: str | bytes) -> ContactOp:
         hash=str(body.get("hash") or ""),
         partial=partial,
         manager_id=manager_id,
+        object_kind=object_kind,
     )
 
 

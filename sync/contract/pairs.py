@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from sync.contract.clouds import NAMED_CLOUDS, CloudEndpoints
 from sync.contract.filters import Clause, clause_problem, normalise_operator
+from sync.contract.groupattrs import GROUP_ATTRIBUTES, GROUP_TYPES, GroupType
 from sync.contract.userattrs import CONTACT_PARAMETERS, SOURCE_ATTRIBUTES
 from sync.errors import PairValidationError
 
@@ -202,6 +203,72 @@ class Deletion(_Strict):
     max_delete_percent: float = Field(10, ge=0, le=100)
 
 
+class GroupFilterClause(_Strict):
+    attribute: str
+    operator: str
+    value: str | None = None
+
+    @model_validator(mode="after")
+    def _well_formed(self) -> GroupFilterClause:
+        if self.attribute not in GROUP_ATTRIBUTES:
+            raise ValueError(f"attribute {self.attribute!r} is not a source group attribute ctcs can read "
+                             f"({', '.join(sorted(GROUP_ATTRIBUTES))})")
+        problem = clause_problem(self.attribute, self.operator, self.value)
+        if problem:
+            raise ValueError(problem)
+        return self
+
+    def clause(self) -> Clause:
+        return Clause(self.attribute, normalise_operator(self.operator), self.value)
+
+
+class GroupScope(_Strict):
+    """Which source groups become contacts (pairs whose `objects` include "groups"), and their display name."""
+
+    include_types: list[GroupType] = list(GROUP_TYPES)
+    include_groups: list[Guid] = []
+    exclude_groups: list[Guid] = []
+    include_domains: list[Domain] = []
+    exclude_domains: list[Domain] = []
+    honor_hidden_from_gal: bool = True
+    filters: list[GroupFilterClause] | list[list[GroupFilterClause]] = []
+    display_name: str = Field("{displayName}", min_length=1, max_length=1024)
+
+    @property
+    def filter_groups(self) -> list[list[Clause]]:
+        if not self.filters:
+            return []
+        if isinstance(self.filters[0], GroupFilterClause):
+            return [[item.clause() for item in self.filters if isinstance(item, GroupFilterClause)]]
+        return [[item.clause() for item in group] for group in self.filters if isinstance(group, list)]
+
+    @field_validator("include_domains", "exclude_domains")
+    @classmethod
+    def _lower(cls, domains: list[str]) -> list[str]:
+        return [domain.lower() for domain in domains]
+
+    @field_validator("include_groups", "exclude_groups")
+    @classmethod
+    def _lower_ids(cls, ids: list[str]) -> list[str]:
+        return [group_id.lower() for group_id in ids]
+
+    @field_validator("include_types")
+    @classmethod
+    def _some_type(cls, types: list[str]) -> list[str]:
+        if not types:
+            raise ValueError(f"must name at least one of {', '.join(GROUP_TYPES)}")
+        return list(dict.fromkeys(types))
+
+    @field_validator("display_name")
+    @classmethod
+    def _display_template(cls, template: str) -> str:
+        _check_template(template, GROUP_ATTRIBUTES, "source group attribute")
+        return template
+
+
+ObjectName = Literal["users", "groups"]
+
+
 class TenantPair(_Strict):
     id: str = Field(pattern=r"^[a-z0-9-]{3,40}$", description="3 to 40 lower-case letters, digits and -")
     enabled: bool = True
@@ -213,6 +280,25 @@ class TenantPair(_Strict):
     conflicts: Literal["skip", "adopt_contacts"] = "skip"
     # How often a reconcile round compares the target's owned contacts with ContactState and the source (hours).
     reconcile_hours: int = Field(24, ge=1, le=24 * 90)
+    objects: list[ObjectName] = ["users"]
+    groups: GroupScope = GroupScope()
+
+    @field_validator("objects")
+    @classmethod
+    def _objects(cls, objects: list[str]) -> list[str]:
+        if not objects:
+            raise ValueError('must name "users", "groups" or both')
+        if len(set(objects)) != len(objects):
+            raise ValueError("names an object kind twice")
+        return objects
+
+    @property
+    def syncs_users(self) -> bool:
+        return "users" in self.objects
+
+    @property
+    def syncs_groups(self) -> bool:
+        return "groups" in self.objects
 
     @property
     def anchor_prefix(self) -> str:
@@ -236,7 +322,8 @@ def template_fields(template: str) -> list[str]:
     return [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
 
 
-def _check_template(template: str) -> None:
+def _check_template(template: str, attributes: frozenset[str] = SOURCE_ATTRIBUTES,
+                    what: str = "source user attribute") -> None:
     try:
         names = template_fields(template)
     except ValueError as error:
@@ -245,8 +332,8 @@ def _check_template(template: str) -> None:
         top = name.split(".", 1)[0]
         if name == "source.name":
             continue
-        if not name or top not in SOURCE_ATTRIBUTES:
-            raise ValueError(f"names {{{name}}}, which is not a source user attribute ctcs can read")
+        if not name or top not in attributes:
+            raise ValueError(f"names {{{name}}}, which is not a {what} ctcs can read")
 
 
 # Fields whose schema is final but whose behaviour a later release brings; refusing them beats ignoring them.

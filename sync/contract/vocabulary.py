@@ -36,6 +36,13 @@ class ContactStatus(StrEnum):
         return self.live and self is not ContactStatus.RELEASED
 
 
+class ObjectKind(StrEnum):
+    """What kind of source object a contact stands for (ContactState's `kind` column; a row without one is a user's)."""
+
+    USER = "user"
+    GROUP = "group"
+
+
 class RunOutcome(StrEnum):
     """How a run (a SyncRuns row, `PairState.last_outcome`) ended."""
 

@@ -34,7 +34,7 @@ class Side(StrEnum):
     @property
     def permissions(self) -> str:
         if self is Side.SOURCE:
-            return "User.Read.All (and GroupMember.Read.All for group scoping)"
+            return "User.Read.All (and GroupMember.Read.All for group scoping, Group.Read.All for groups as contacts)"
         return "Exchange.ManageAsApp"
 
     @property

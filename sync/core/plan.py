@@ -13,10 +13,12 @@ from datetime import datetime, timedelta
 
 from sync.contract.ops import KIND_ORDER, ContactOp, OpKind
 from sync.contract.pairs import TenantPair
-from sync.contract.vocabulary import ContactStatus
+from sync.contract.vocabulary import ContactStatus, ObjectKind
+from sync.core.group_mapping import GroupMapper
+from sync.core.group_scope import decide_group_scope
 from sync.core.managers import ManagerLinks, partial_contact
 from sync.core.mapping import ContactMapper, Mapped
-from sync.core.scope import decide_scope
+from sync.core.scope import ScopeDecision, decide_scope
 from sync.core.source import DeltaRound, SourceUser
 
 # Below this many managed contacts the percentage threshold is not applied: deleting 1 of 5 is 20%.
@@ -36,9 +38,11 @@ class StateSummary:
     manager_set: bool = False  # the applied contact's Manager names the manager's contact
     queued_round: str = ""  # a `queued` row: the planning round and page that marked it
     queued_page: int = 0
+    kind: ObjectKind = ObjectKind.USER  # the source object the contact stands for
 
     def __post_init__(self) -> None:
         self.status = ContactStatus(self.status)  # a table gives back the plain string
+        self.kind = ObjectKind(self.kind or ObjectKind.USER)
 
     @property
     def live(self) -> bool:
@@ -72,6 +76,7 @@ class Plan:
     managed: int = 0  # live contacts before this plan
     ops_left_out: Counter[str] = field(default_factory=Counter)  # merged ops not kept (`merge`), by kind
     skips_left_out: Counter[str] = field(default_factory=Counter)  # merged skips not kept, by reason
+    kind: ObjectKind = ObjectKind.USER  # the objects this plan is about (a run plans users and groups apart)
 
     def count(self, kind: OpKind) -> int:
         return sum(1 for op in self.ops if op.kind is kind) + self.ops_left_out[kind.value]
@@ -101,6 +106,8 @@ class Plan:
         counts["unchanged"] = self.unchanged
         counts.update({f"skipped_{reason}": n for reason, n in sorted(self.skipped_by_reason.items())})
         counts.update({f"kept_{status}": n for status, n in sorted(self.kept.items())})
+        if self.kind is ObjectKind.GROUP:  # a run's counts hold both: users' as they always were, groups' prefixed
+            return {f"groups_{name}": n for name, n in counts.items()}
         return counts
 
 
@@ -159,13 +166,17 @@ def plan_pair(
     memberships: Mapping[str, frozenset[str]] | None = None,
     now: datetime | None = None,
     hidden_ids: frozenset[str] | None = None,
+    kind: ObjectKind = ObjectKind.USER,
+    managed: int | None = None,
+    sweep_reason: str = "not_in_source",
 ) -> Plan:
     """Every op needed to bring the target in line with the round. `retry_kept` re-plans conflict/failed rows;
     `memberships` gives each user's tracked groups (nested included) when the pair scopes by group; `now`
     decides which hidden contacts have outlived `deletion.grace_days`; `hidden_ids` are the users the source's
     Exchange hides from its address lists (None: Graph's showInAddressList decides)."""
     return plan_page(pair, round_, state, version=version, run_id=run_id, retry_kept=retry_kept,
-                     memberships=memberships, now=now, hidden_ids=hidden_ids, last=True)
+                     memberships=memberships, now=now, hidden_ids=hidden_ids, last=True, kind=kind, managed=managed,
+                     sweep_reason=sweep_reason)
 
 
 def plan_page(
@@ -182,6 +193,9 @@ def plan_page(
     now: datetime | None = None,
     hidden_ids: frozenset[str] | None = None,
     ledger: SendLedger | None = None,
+    kind: ObjectKind = ObjectKind.USER,
+    managed: int | None = None,
+    sweep_reason: str = "not_in_source",
 ) -> Plan:
     """The ops of one page of a round (`page.full` says whether the round is full).
 
@@ -190,10 +204,17 @@ def plan_page(
     always did: the removals `earlier` pages held back (unless this page shows the user again), users the source's
     Exchange hides without a Graph change, the full round's sweep of users no page showed, then the mapping (a
     Manager is linked only to a contact that stays), manager link fix-ups, and staged deletes past their grace.
-    `ledger` says which queued creates may never have reached the queue (see `SendLedger`)."""
+    `ledger` says which queued creates may never have reached the queue (see `SendLedger`).
+
+    `kind` says what the page's objects are: users, or groups (`page.users` then holds groups, scoped and mapped by
+    sync.core.group_scope and sync.core.group_mapping; the rules from here on are the same). `state` must hold the
+    rows of that kind only: a full round sweeps every row it is given. `managed` is the pair's count of managed
+    contacts for the safety gate's percentage (users and groups together); by default, those of `state`."""
     earlier = earlier or EarlierPages()
     planner = _Planner(pair, state, version=version, run_id=run_id, full=page.full, retry_kept=retry_kept,
-                       ledger=ledger or SendLedger())
+                       ledger=ledger or SendLedger(), kind=kind)
+    if managed is not None:
+        planner.plan.managed = managed
     in_scope = planner.decide(page, memberships, hidden_ids)
     here = set(page.users) | set(page.removed)
     if last:
@@ -210,7 +231,7 @@ def plan_page(
             # A full round shows every user that exists: a contact whose user it did not show has lost its source.
             for source_id, row in state.items():
                 if source_id not in seen:
-                    planner.remove(source_id, row, "not_in_source")
+                    planner.remove(source_id, row, sweep_reason)
         links = planner.map(in_scope)
         touched = seen | planner.decided | {op.source_id for op in planner.plan.ops}
         for fix in links.fixups(touched=touched):
@@ -229,17 +250,18 @@ class _Planner:
     """The decisions of one plan (`plan_page`), kept together: ops emitted, users whose removal is decided."""
 
     def __init__(self, pair: TenantPair, state: Mapping[str, StateSummary], *, version: int, run_id: str, full: bool,
-                 retry_kept: bool, ledger: SendLedger) -> None:
+                 retry_kept: bool, ledger: SendLedger, kind: ObjectKind = ObjectKind.USER) -> None:
         self.pair, self.state, self.version, self.run_id = pair, state, version, run_id
-        self.retry_kept, self.ledger = retry_kept, ledger
-        self.plan = Plan(pair.id, run_id, version, full, managed=sum(1 for row in state.values() if row.managed))
-        self.mapper = ContactMapper(pair)
+        self.retry_kept, self.ledger, self.kind = retry_kept, ledger, kind
+        self.plan = Plan(pair.id, run_id, version, full, managed=sum(1 for row in state.values() if row.managed),
+                         kind=kind)
+        self.mapper: ContactMapper | GroupMapper = GroupMapper(pair) if kind is ObjectKind.GROUP else ContactMapper(pair)
         self.decided: set[str] = set()
 
     def emit(self, kind: OpKind, source_id: str, reason: str, contact: dict[str, object] | None = None,
              digest: str = "", *, partial: bool = False, manager_id: str = "") -> None:
         self.plan.ops.append(ContactOp(self.pair.id, self.run_id, kind, source_id, self.version, reason, contact,
-                                       digest, partial, manager_id))
+                                       digest, partial, manager_id, object_kind=self.kind))
 
     def remove(self, source_id: str, row: StateSummary | None, reason: str) -> None:
         """The user is gone or out of scope: delete its contact, or hide it when deletes are staged (once)."""
@@ -262,7 +284,7 @@ class _Planner:
             row = self.state.get(source_id)
             groups = memberships.get(source_id, frozenset()) if memberships else frozenset()
             hidden = None if hidden_ids is None else source_id.lower() in hidden_ids
-            decision = decide_scope(self.pair, user, groups, hidden)
+            decision = self._scope(user, groups, hidden)
             if not decision.in_scope:
                 assert decision.reason is not None
                 if row is not None and row.live:
@@ -274,6 +296,11 @@ class _Planner:
         for source_id, reason in page.removed.items():
             self.remove(source_id, self.state.get(source_id), f"removed:{reason}")
         return in_scope
+
+    def _scope(self, obj: SourceUser, groups: frozenset[str], hidden: bool | None) -> ScopeDecision:
+        if self.kind is ObjectKind.GROUP:
+            return decide_group_scope(self.pair, obj, hidden)
+        return decide_scope(self.pair, obj, groups, hidden)
 
     def map(self, in_scope: list[tuple[str, SourceUser, str]], *, leaving: Collection[str] = ()) -> ManagerLinks:
         links = ManagerLinks.build(enabled=self.mapper.links_managers, full=self.plan.full, state=self.state,
@@ -333,10 +360,11 @@ def _purge_expired(
             planner.emit(OpKind.DELETE, source_id, f"grace_expired:{pair.deletion.grace_days}d")
 
 
-def unsafe_reason(plan: Plan, pair: TenantPair) -> str | None:
+def unsafe_reason(plan: Plan, pair: TenantPair, *, earlier_removals: int = 0) -> str | None:
     """Why the plan's removals (deletes and hides) exceed the pair's thresholds, or None when they do not.
-    A reason stops the run before anything is queued and quarantines the pair (invariant 5)."""
-    removals = sum(1 for op in plan.ops if op.kind.removes)
+    A reason stops the run before anything is queued and quarantines the pair (invariant 5). `earlier_removals`:
+    what the same run queued before (a groups round counts the users round's removals: one limit per pair)."""
+    removals = sum(1 for op in plan.ops if op.kind.removes) + earlier_removals
     limits = pair.deletion
     verb = "deletes" if pair.deletion.mode == "delete" else "removes (hides or deletes)"
     if removals > limits.max_deletes:

@@ -45,6 +45,10 @@ def mail_address(user: SourceUser) -> str:
     return ""
 
 
+def is_smtp(address: str) -> bool:
+    return bool(_SMTP.match(address)) and len(address) <= 320
+
+
 def is_guest(user: SourceUser) -> bool:
     return user.get("userType") == "Guest" or "#EXT#" in str(user.get("userPrincipalName") or "")
 
@@ -65,7 +69,7 @@ def decide_scope(
     address = mail_address(user)
     if not address:
         return ScopeDecision(False, "no_mail")
-    if not _SMTP.match(address) or len(address) > 320:
+    if not is_smtp(address):
         return ScopeDecision(False, "invalid_mail")
     domain = address.rsplit("@", 1)[1].lower()
     if domain in scope.exclude_domains:

@@ -46,6 +46,7 @@ from sync.graph.connection import (
     Sleep,
     run_sync,
 )
+from sync.graph.group_contacts import GroupContactReader
 from sync.graph.groups import GraphGroupReader
 
 __all__ = ["DEFAULT_GRAPH_RETRY", "EXPIRED_TOKEN_CODES", "RETRY_STATUSES", "GraphSource", "HttpClientFactory", "Sleep"]
@@ -107,6 +108,10 @@ class GraphSource(GraphConnection):
     def group_reader(self) -> GraphGroupReader:
         """A reader of the same tenant's group membership, with this source's credential and retry policy."""
         return GraphGroupReader(self._credential, **self._connection_args())
+
+    def group_contact_reader(self) -> GroupContactReader:
+        """A reader of the same tenant's groups as contacts (groups/delta with mail properties, hide flags)."""
+        return GroupContactReader(self._credential, **self._connection_args())
 
     async def _find_user(self, key: str, select: tuple[str, ...]) -> dict[str, Any] | None:
         """By object id: a `users/delta` round filtered to that id, so the user comes exactly as a planning round

@@ -20,13 +20,13 @@ from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, Re
 from azure.data.tables import TableClient, TableEntity, UpdateMode
 
 from sync.contract.ops import ContactOp
-from sync.contract.vocabulary import ContactStatus
+from sync.contract.vocabulary import ContactStatus, ObjectKind
 from sync.core.plan import StateSummary
 from sync.state.entities import as_int, int64, iso, now_utc, quote, text
 from sync.state.parallel import run_all
 
 SUMMARY_COLUMNS = ["RowKey", "status", "hash", "version", "guid", "hidden_at", "manager_id", "manager_set",
-                   "queued_round", "queued_page"]
+                   "queued_round", "queued_page", "kind"]
 NOTES_SUFFIX = "~delivery"  # partition of the delivery notes beside a pair's rows
 POISONED_OP_SUFFIX = ":poisoned"  # last_op of a row whose op ended in the poison queue
 TRANSACTION_SIZE = 100  # entities per Table Storage batch (same partition)
@@ -53,6 +53,7 @@ class ContactRow:
     repaired_at: str = ""  # when a reconcile round last repaired this user's contact or row
     repair: str = ""  # ... and what it repaired, in admin words
     etag: str | None = None  # None: the row does not exist yet
+    kind: ObjectKind = ObjectKind.USER  # column `kind`, written for groups only (a row without one is a user's)
 
     def claimed_by_other(self, version: int, now: datetime) -> bool:
         return bool(
@@ -80,6 +81,12 @@ class RowUpdate:
     hidden_at: str = ""
     manager_id: str = ""  # the source id of the user's manager, as planned
     manager_set: bool = False  # the applied contact's Manager names the manager's contact
+    kind: ObjectKind = ObjectKind.USER
+
+
+def _kind_column(kind: ObjectKind) -> dict[str, str]:
+    """The `kind` column as a row carries it: only groups' rows have one, so users' rows stay as they always were."""
+    return {"kind": kind.value} if kind is not ObjectKind.USER else {}
 
 
 def _row(pair_id: str, entity: TableEntity) -> ContactRow:
@@ -104,6 +111,7 @@ def _row(pair_id: str, entity: TableEntity) -> ContactRow:
         repaired_at=entity.get("repaired_at", ""),
         repair=entity.get("repair", ""),
         etag=entity.metadata.get("etag"),
+        kind=ObjectKind(entity.get("kind") or ObjectKind.USER),
     )
 
 
@@ -127,6 +135,7 @@ class ContactStateStore:
                 bool(e.get("manager_set", False)),
                 e.get("queued_round") or "",
                 as_int(e.get("queued_page")),
+                ObjectKind(e.get("kind") or ObjectKind.USER),
             )
             for e in entities
             if e.get("status")
@@ -140,7 +149,7 @@ class ContactStateStore:
             if row.status:
                 hidden_at = datetime.fromisoformat(row.hidden_at) if row.hidden_at else None
                 found[source_id] = StateSummary(row.status, row.hash, row.version, row.guid, hidden_at, row.manager_id,
-                                                row.manager_set)
+                                                row.manager_set, kind=row.kind)
         return found
 
     def is_empty(self, pair_id: str) -> bool:
@@ -170,14 +179,16 @@ class ContactStateStore:
 
     def status_counts(self, pair_id: str) -> Counter[str]:
         """Rows per status ("pending": claimed by an op that has not committed yet), and under "poisoned" how many
-        of the `failed` rows are ops that ended in the poison queue (one paged query)."""
-        entities = self.table.query_entities(f"PartitionKey eq '{quote(pair_id)}'", select=["status", "last_op"])
+        of the `failed` rows are ops that ended in the poison queue (one paged query). Groups' rows are counted
+        apart, under `groups_<status>` (and `groups_poisoned`)."""
+        entities = self.table.query_entities(f"PartitionKey eq '{quote(pair_id)}'", select=["status", "last_op", "kind"])
         counts: Counter[str] = Counter()
         for entity in entities:
             status = entity.get("status") or "pending"
-            counts[status] += 1
+            prefix = "groups_" if entity.get("kind") == ObjectKind.GROUP else ""
+            counts[prefix + status] += 1
             if status == ContactStatus.FAILED and str(entity.get("last_op") or "").endswith(POISONED_OP_SUFFIX):
-                counts["poisoned"] += 1
+                counts[prefix + "poisoned"] += 1
         return counts
 
     def claim(self, row: ContactRow, version: int, seconds: int, *, now: datetime | None = None) -> ContactRow:
@@ -224,6 +235,7 @@ class ContactStateStore:
             "claim_until": "",
             "repaired_at": row.repaired_at,  # REPLACE keeps only what is written: the last repair stays told
             "repair": row.repair,
+            **_kind_column(update.kind),
         }
         try:
             self.table.update_entity(
@@ -258,7 +270,7 @@ class ContactStateStore:
             latest[op.source_id] = {
                 "PartitionKey": pair_id, "RowKey": op.source_id, "status": ContactStatus.QUEUED.value, "hash": op.hash,
                 "manager_id": op.manager_id, "last_op": "create:queued", "last_run_id": op.run_id, "updated_at": now,
-                "queued_round": round_id, "queued_page": page,
+                "queued_round": round_id, "queued_page": page, **_kind_column(op.object_kind),
             }
         entities = list(latest.values())
         chunks = [entities[start:start + TRANSACTION_SIZE] for start in range(0, len(entities), TRANSACTION_SIZE)]

@@ -123,6 +123,9 @@ class PairStatus:
     reconcile_run_id: str = ""
     reconcile_counts: Mapping[str, int] = field(default_factory=dict)  # what it repaired, per kind
     reconcile_due_at: str = ""  # when the timer asks for the next one ("" = not scheduled yet)
+    groups_delta_link: str = ""  # groups-as-contacts: the groups/delta deltaLink (apart from membership scoping's)
+    groups_definition: str = ""  # the groups section and mapping of the last groups round; a change: a full round
+    groups_round: str = ""  # a groups round whose creates were marked and may not all be on the queue
 
     @property
     def quarantined(self) -> bool:
@@ -170,6 +173,9 @@ def _status(pair_id: str, entity: TableEntity | None) -> PairStatus:
         reconcile_run_id=entity.get("reconcile_run_id", ""),
         reconcile_counts=json.loads(entity.get("reconcile_counts") or "{}"),
         reconcile_due_at=entity.get("reconcile_due_at", ""),
+        groups_delta_link=entity.get("groups_delta_link", ""),
+        groups_definition=entity.get("groups_definition", ""),
+        groups_round=entity.get("groups_round", ""),
     )
 
 
@@ -295,6 +301,16 @@ class PairStateStore:
                 continue  # changed meanwhile (a full-round request, a quarantine): read again
         raise LeaseLost(f"pair {pair_id!r}: its state kept changing while run {owner} saved its round")
 
+    # groups-as-contacts: a groups round is planned and queued whole, after the users round, under the same lease ------
+    def begin_groups_round(self, pair_id: str, owner: str, round_id: str) -> None:
+        """Its creates are about to be marked `queued`: until `finish_groups_round`, they may not be on the queue."""
+        self._merge_as_owner(pair_id, owner, lambda entity: {"groups_round": round_id})
+
+    def finish_groups_round(self, pair_id: str, owner: str, *, delta_link: str, definition: str) -> None:
+        """Every op of the groups round is queued: keep its deltaLink (invariant 4)."""
+        self._merge_as_owner(pair_id, owner, lambda entity: {
+            "groups_round": "", "groups_delta_link": text(delta_link), "groups_definition": definition})
+
     def quarantine(self, pair_id: str, reason: str) -> None:
         """The safety gate stopped the pair (kind `gate`): an admin releases it."""
         self._merge(pair_id, quarantine_reason=text(reason, 2000), quarantined_at=iso(now_utc()),
@@ -332,7 +348,7 @@ class PairStateStore:
 
     def request_full_round(self, pair_id: str) -> None:
         """Drop the deltaLink so the next run reads every user (and sweeps what is gone)."""
-        self._merge(pair_id, delta_link="", force_full=True, full_requested_at=iso(now_utc()))
+        self._merge(pair_id, delta_link="", groups_delta_link="", force_full=True, full_requested_at=iso(now_utc()))
 
     def record_reconcile(self, pair_id: str, *, run_id: str, at: str, counts: Mapping[str, int], due_at: str) -> None:
         """The reconcile that just ran (status shows it) and when the next one is due."""

@@ -17,6 +17,7 @@ WELL_KNOWN_IDS = {
     "Microsoft Graph": "00000003-0000-0000-c000-000000000000",
     "User.Read.All": "df021288-bdef-4463-88db-98f22de89214",
     "GroupMember.Read.All": "98830695-27a2-44f7-8c18-0c3ebc9698f6",
+    "Group.Read.All": "5b567255-7703-4780-807c-7be8301ae99b",
     "Office 365 Exchange Online": "00000002-0000-0ff1-ce00-000000000000",
     "Exchange.ManageAsApp": "dc50a0fb-09a3-484d-be87-e023b12c6440",
     "Exchange Recipient Administrator": "31392ffb-586c-42d1-9346-e59415a2cc4e",
