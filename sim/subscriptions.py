@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import json
 import random
+import ssl
 import threading
 import time
 import uuid
@@ -237,7 +238,7 @@ class SubscriptionService:
         token = f"Validation: Testing client application reachability for subscription Request-Id: {uuid.uuid4()}"
         self.stats["validations"] += 1
         try:
-            async with httpx.AsyncClient(verify=self.cloud.ca_bundle_path, timeout=self.validation_timeout) as client:
+            async with httpx.AsyncClient(verify=self._tls(), timeout=self.validation_timeout) as client:
                 answer = await client.post(url, params={"validationToken": token}, content=b"",
                                            headers={"Content-Type": "text/plain"})
         except httpx.HTTPError as error:
@@ -345,11 +346,14 @@ class SubscriptionService:
                     with self._lock:
                         self._pending.append(pending)
 
+    def _tls(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=self.cloud.ca_bundle_path)
+
     def _post(self, url: str, items: list[dict[str, Any]]) -> int:
         self.stats["posts"] += 1
         self.stats["items"] += len(items)
         try:
-            with httpx.Client(verify=self.cloud.ca_bundle_path, timeout=30) as client:
+            with httpx.Client(verify=self._tls(), timeout=30) as client:
                 return client.post(url, json={"value": items}).status_code
         except httpx.HTTPError:
             return 0
