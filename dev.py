@@ -7,6 +7,7 @@
     python3 dev.py bench     the planning benchmark (100,000 users)
     python3 dev.py bench exchange   a first load of 10,000 users into a realistic Exchange (before/after issue 12)
     python3 dev.py bench planning-e2e   100,000 users and 50 pairs through the Functions path, before and after
+    python3 dev.py bench notifications  latency of 100 changes: change notifications against the timer alone
 
 Each command first installs what it needs: a virtual environment in .venv with requirements-dev.txt, and
 Azurite (npm, pinned) in .tools. Later runs reuse both and reinstall only when the requirements change.
@@ -92,6 +93,8 @@ def main(argv: list[str]) -> int:
             return run(PYTHON, "benchmarks/exchange_benchmark.py", *rest[1:], env=env)
         if rest[:1] == ["planning-e2e"]:
             return run(PYTHON, "benchmarks/planning_e2e.py", *rest[1:], env=env)
+        if rest[:1] == ["notifications"]:
+            return run(PYTHON, "benchmarks/notification_latency.py", *rest[1:], env=env)
         return run(PYTHON, "benchmarks/plan_benchmark.py", *rest, env=env)
     code = run(PYTHON, "-m", "pytest", *rest, env=env)
     if code == 5:
