@@ -168,6 +168,7 @@ def scenario(cloud: SimCloud, mode: str, args: argparse.Namespace,
     for thread in threads:
         thread.join(timeout=30)
     if mode == "notifications":
+        print(f"  Graph: {dict(cloud.subscriptions.stats)}")
         delivered = list(cloud.subscriptions.delivered)
         for change in changes:
             after = [moment for moment, item in delivered
@@ -176,6 +177,11 @@ def scenario(cloud: SimCloud, mode: str, args: argparse.Namespace,
     runs = rt.stores.runs.recent(made.pair.id, limit=500)
     by_trigger = {str(t): sum(1 for r in runs if r.trigger == t) for t in sorted({str(r.trigger) for r in runs})}
     print(f"  runs: {len(runs)} (by trigger: {by_trigger})")
+    if args.verbose:
+        first = min(r.started for r in runs)
+        for r in sorted(runs, key=lambda r: r.started):
+            print(f"    +{(r.started - first).total_seconds():7.1f} s  {r.trigger:<12} {r.outcome:<10} "
+                  f"{r.seconds:5.1f} s  {dict(r.counts)}")
     host.close()
     return changes, host
 
@@ -187,6 +193,7 @@ def main() -> None:
     parser.add_argument("--graph-delay", type=float, default=15.0, help="seconds from a change to Graph's POST")
     parser.add_argument("--timer-scale", type=float, default=5.0)
     parser.add_argument("--only", choices=("notifications", "timer"))
+    parser.add_argument("--verbose", action="store_true", help="print every run of the pair")
     args = parser.parse_args()
     with SimCloud.trusted(realistic_graph=True, seed=17) as cloud:
         cloud.subscriptions.delay, cloud.subscriptions.jitter = args.graph_delay, 1.0

@@ -92,20 +92,32 @@ def ensure_pair(rt: Runtime, pair: TenantPair, *, now: datetime | None = None) -
     now = now or now_utc()
     wanted = wanted_resources(pair)
     rows = {row.resource: row for row in rt.stores.subscriptions.of_pair(pair.id)}
-    graph: GraphSubscriptions | None = None
+    graph = _Opener(rt, pair)
     done = []
     for resource in wanted:
         row = rows.get(resource)
         action = _due(row, now)
         if action == "kept":
             continue
-        graph = graph or rt.open_subscriptions(pair)
-        done.append(_renew_or_create(rt, graph, pair, resource, row if action == "renew" else None, now))
+        done.append(_renew_or_create(rt, graph, pair, resource, row, renew=action == "renew", now=now))
     for resource, row in rows.items():
         if resource not in wanted:
-            graph = graph or rt.open_subscriptions(pair)
             done.append(_delete(rt, graph, pair.id, row))
     return done
+
+
+class _Opener:
+    """The pair's Graph subscriptions client, opened on first use (most timer passes need none), so that a
+    credential that cannot even be opened fails inside the per-resource handling and is recorded there."""
+
+    def __init__(self, rt: Runtime, pair: TenantPair) -> None:
+        self.rt, self.pair = rt, pair
+        self._graph: GraphSubscriptions | None = None
+
+    def __call__(self) -> GraphSubscriptions:
+        if self._graph is None:
+            self._graph = self.rt.open_subscriptions(self.pair)
+        return self._graph
 
 
 def _due(row: SubscriptionRow | None, now: datetime) -> str:
@@ -119,18 +131,18 @@ def _due(row: SubscriptionRow | None, now: datetime) -> str:
     return "renew" if datetime.fromisoformat(row.expires_at) - now < RENEW_BEFORE else "kept"
 
 
-def _renew_or_create(rt: Runtime, graph: GraphSubscriptions, pair: TenantPair, resource: str,
-                     row: SubscriptionRow | None, now: datetime) -> Maintained:
+def _renew_or_create(rt: Runtime, graph: _Opener, pair: TenantPair, resource: str, row: SubscriptionRow | None, *,
+                     renew: bool, now: datetime) -> Maintained:
     store = rt.stores.subscriptions
     expires = now + LIFETIME
     try:
-        if row is not None:
-            renewed = graph.renew(row.subscription_id, resource, expires_at=expires)
+        if renew and row is not None:
+            renewed = graph().renew(row.subscription_id, resource, expires_at=expires)
             if renewed is not None:
                 store.renewed(pair.id, resource, expires_at=iso(renewed.expires_at))
                 return Maintained(pair.id, resource, "renewed")
         client_state = secrets.token_urlsafe(CLIENT_STATE_BYTES)
-        made = graph.create(resource, notification_url=rt.tuning.notification_url,
+        made = graph().create(resource, notification_url=rt.tuning.notification_url,
                             lifecycle_url=rt.tuning.notification_url, client_state=client_state, expires_at=expires)
         store.created(pair.id, resource, made.id, client_state=client_state, expires_at=iso(made.expires_at))
         log.info("pair %s: change notifications on %s until %s", pair.id, resource, iso(made.expires_at),
@@ -151,17 +163,14 @@ def _admin_words(resource: str, error: Exception) -> str:
 
 def remove_pair(rt: Runtime, pair: TenantPair) -> list[Maintained]:
     """Delete the pair's subscriptions in Graph and forget them (disabled, removed, notifications off)."""
-    rows = rt.stores.subscriptions.of_pair(pair.id)
-    if not rows:
-        return []
-    graph = rt.open_subscriptions(pair)
-    return [_delete(rt, graph, pair.id, row) for row in rows]
+    graph = _Opener(rt, pair)
+    return [_delete(rt, graph, pair.id, row) for row in rt.stores.subscriptions.of_pair(pair.id)]
 
 
-def _delete(rt: Runtime, graph: GraphSubscriptions, pair_id: str, row: SubscriptionRow) -> Maintained:
+def _delete(rt: Runtime, graph: _Opener, pair_id: str, row: SubscriptionRow) -> Maintained:
     if row.subscription_id:
         try:
-            graph.delete(row.subscription_id, row.resource)
+            graph().delete(row.subscription_id, row.resource)
         except Exception as error:  # Graph drops it when it expires; the route rejects what it sends meanwhile
             log.warning("pair %s: could not delete its subscription on %s: %s", pair_id, row.resource, error)
     rt.stores.subscriptions.drop(pair_id, row.resource)

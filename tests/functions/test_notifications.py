@@ -6,6 +6,7 @@ reauthorization-required subscriptions are renewed or made again; a disabled pai
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -20,7 +21,9 @@ from sync.cli import main as cli
 from sync.contract.vocabulary import RunTrigger, SubscriptionState
 from sync.state.entities import iso, now_utc
 
-from .conftest import PAIR_ID, Sync
+from tests.support.sim_pairs import sim_pair
+
+from .conftest import PAIR_ID, SECRET, SECRET_ENV, Sync
 
 DELAY_SECONDS = 1  # CTCS_NOTIFICATION_DELAY_SECONDS in these tests
 
@@ -210,3 +213,31 @@ def test_notifications_off_means_no_subscription(notified: Notified, monkeypatch
     function_app._runtime.clear()
     notified.sync.host.fire_timer()
     assert notified.subscriptions == [] and notified.sync.rt.stores.subscriptions.of_pair(PAIR_ID) == []
+
+
+def test_a_subscription_graph_refuses_is_reported_once_and_the_pair_keeps_syncing(
+    notified: Notified, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A group-scoped pair subscribes to `groups` too, which needs Group.Read.All; its app has only
+    GroupMember.Read.All: the users subscription works, the groups one is `failed` with the reason, said once."""
+    sync = notified.sync
+    made = sim_pair(sync.cloud, secret=SECRET, secret_env=SECRET_ENV, pair_id="grouped-pair",
+                    scope={"include_groups": ["00000000-0000-0000-0000-000000000000"]})
+    gid = made.source.directory.add_group("Sales", group_id="00000000-0000-0000-0000-000000000000")
+    for n in range(3):
+        made.source.directory.add_member(gid, made.source.directory.add_user(
+            {"displayName": f"Seller {n}", "mail": f"seller{n}@{made.source.domain}",
+             "userPrincipalName": f"seller{n}@{made.source.domain}"}))
+    sync.rt.stores.pairs.add(made.pair)
+    with caplog.at_level(logging.INFO, logger="ctcs"):
+        for _ in range(2):
+            sync.host.fire_timer()
+    rows = {row.resource: row for row in sync.rt.stores.subscriptions.of_pair("grouped-pair")}
+    assert rows["users"].state == SubscriptionState.ACTIVE and rows["groups"].state == SubscriptionState.FAILED
+    assert "Group.Read.All" in rows["groups"].error and "keeps syncing" in rows["groups"].error
+    said = [r for r in caplog.records if "could not be set up" in r.getMessage()]
+    assert len(said) == 1, "once, not at every timer run"
+    sync.host.drain_queue(deadline_seconds=60)
+    assert len([c for c in made.target.exchange.contacts() if str(c.get("CustomAttribute15")).startswith("ctcs|")]) == 3
+    for sub in sync.cloud.subscriptions.all(made.source.tenant_id):
+        sync.cloud.subscriptions.expire(sub.id)
