@@ -20,7 +20,6 @@ from sync.app.status import status_report
 from sync.cli import main as cli
 from sync.contract.vocabulary import RunTrigger, SubscriptionState
 from sync.state.entities import iso, now_utc
-
 from tests.support.sim_pairs import sim_pair
 
 from .conftest import PAIR_ID, SECRET, SECRET_ENV, Sync
