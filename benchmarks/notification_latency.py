@@ -100,26 +100,27 @@ def anchor_titles(target: Tenant) -> dict[str, str]:
 
 def watch(changes: list[Change], target: Tenant, stop: threading.Event) -> None:
     while not stop.is_set():
+        made = list(changes)  # the changes made so far (the list grows while the watcher runs)
         titles = anchor_titles(target)
         now = time.monotonic()
-        for change in changes:
+        for change in made:
             if change.done is None and titles.get(change.user_id) == change.title:
                 change.done = now
         time.sleep(0.2)
 
 
-def make_changes(source: Tenant, count: int, spread: float, rng: random.Random, label: str) -> list[Change]:
-    """`count` users each get a new title at seeded moments over `spread` seconds (returns when all are made)."""
+def make_changes(source: Tenant, changes: list[Change], count: int, spread: float, rng: random.Random,
+                 label: str) -> None:
+    """`count` users each get a new title at seeded moments over `spread` seconds. Each change joins `changes` as it
+    is made, so the watcher times it from then (not from the end of the spread)."""
     users = rng.sample([u["id"] for u in source.directory.users], count)
     moments = sorted(rng.uniform(0, spread) for _ in users)
     start = time.monotonic()
-    changes = []
     for n, (uid, moment) in enumerate(zip(users, moments, strict=True)):
         time.sleep(max(0.0, start + moment - time.monotonic()))
         title = f"{label} title {n}"
         changes.append(Change(uid, title, time.monotonic()))
         source.directory.update_user(uid, jobTitle=title)
-    return changes
 
 
 def wait_all_done(changes: list[Change], timeout: float) -> None:
@@ -160,8 +161,7 @@ def scenario(cloud: SimCloud, mode: str, args: argparse.Namespace,
     for thread in threads:
         thread.start()
     spread = args.spread if mode == "notifications" else args.spread / args.timer_scale
-    made_changes = make_changes(made.source, args.changes, spread, rng, mode)
-    changes.extend(made_changes)
+    make_changes(made.source, changes, args.changes, spread, rng, mode)
     print(f"  {len(changes)} changes made over {spread:.0f} s", flush=True)
     wait_all_done(changes, timeout=600)
     stop.set()
@@ -174,6 +174,12 @@ def scenario(cloud: SimCloud, mode: str, args: argparse.Namespace,
             after = [moment for moment, item in delivered
                      if item.get("resourceData", {}).get("id") == change.user_id and moment >= change.at]
             change.delivered = min(after) if after else None
+    if args.verbose and changes:
+        zero = changes[0].at
+        print("  slowest changes (seconds after the first change: made, Graph delivered, contact correct):")
+        for change in sorted(changes, key=lambda c: -((c.done or 0) - c.at))[:8]:
+            posted = f"{change.delivered - zero:6.1f}" if change.delivered else "     -"
+            print(f"    {change.at - zero:6.1f} {posted} {(change.done or 0) - zero:6.1f}")
     runs = rt.stores.runs.recent(made.pair.id, limit=500)
     by_trigger = {str(t): sum(1 for r in runs if r.trigger == t) for t in sorted({str(r.trigger) for r in runs})}
     print(f"  runs: {len(runs)} (by trigger: {by_trigger})")
@@ -202,10 +208,10 @@ def main() -> None:
             print(f"with change notifications (Graph posts {args.graph_delay:g}-{2 * args.graph_delay:g} s after a "
                   "change):", flush=True)
             changes, _ = scenario(cloud, "notifications", args)
-            done = [c for c in changes if c.done is not None]
-            print(f"  change -> contact correct:           {percentiles([c.done - c.at for c in done])}")
+            done = [(c, c.done) for c in changes if c.done is not None]
+            print(f"  change -> contact correct:           {percentiles([at - c.at for c, at in done])}")
             print(f"  Graph's delivery -> contact correct: "
-                  f"{percentiles([c.done - c.delivered for c in done if c.delivered is not None and c.done])}")
+                  f"{percentiles([at - c.delivered for c, at in done if c.delivered is not None])}")
             print(f"  not correct within 10 minutes: {len(changes) - len(done)}", flush=True)
         if args.only in (None, "timer"):
             period = TIMER_PERIOD / args.timer_scale
