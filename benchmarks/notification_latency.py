@@ -211,7 +211,9 @@ def main() -> None:
             done = [(c, c.done) for c in changes if c.done is not None]
             print(f"  change -> contact correct:           {percentiles([at - c.at for c, at in done])}")
             print(f"  Graph's delivery -> contact correct: "
-                  f"{percentiles([at - c.delivered for c, at in done if c.delivered is not None])}")
+                  f"{percentiles([max(0.0, at - c.delivered) for c, at in done if c.delivered is not None])}")
+            print("  (0: the contact was correct before its own notification arrived: a run that an earlier one "
+                  "started read it)")
             print(f"  not correct within 10 minutes: {len(changes) - len(done)}", flush=True)
         if args.only in (None, "timer"):
             period = TIMER_PERIOD / args.timer_scale
