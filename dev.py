@@ -9,6 +9,7 @@
     python3 dev.py bench planning-e2e   100,000 users and 50 pairs through the Functions path, before and after
     python3 dev.py bench reconcile   reconcile rounds of 10,000 contacts: idle, after a lost ContactState, and before
     python3 dev.py bench groups     2,000 source groups as contacts: requests per run, hide flags per GET or $batch
+    python3 dev.py bench notifications  latency of 100 changes: change notifications against the timer alone
 
 Each command first installs what it needs: a virtual environment in .venv with requirements-dev.txt, and
 Azurite (npm, pinned) in .tools. Later runs reuse both and reinstall only when the requirements change.
@@ -98,6 +99,8 @@ def main(argv: list[str]) -> int:
             return run(PYTHON, "benchmarks/planning_e2e.py", *rest[1:], env=env)
         if rest[:1] == ["reconcile"]:
             return run(PYTHON, "benchmarks/reconcile_benchmark.py", *rest[1:], env=env)
+        if rest[:1] == ["notifications"]:
+            return run(PYTHON, "benchmarks/notification_latency.py", *rest[1:], env=env)
         return run(PYTHON, "benchmarks/plan_benchmark.py", *rest, env=env)
     code = run(PYTHON, "-m", "pytest", *rest, env=env)
     if code == 5:

@@ -10,6 +10,7 @@
     pairs_sync_user     POST /api/pairs/{id}/users/{user}/sync   provision one user now, each step shown
     pairs_list          GET  /api/pairs                definitions (secret references only) and status
     pairs_show          GET  /api/pairs/{id}           one pair
+    graph_notifications POST /api/notifications        Graph change notifications (anonymous: clientState is the check)
 
 Retries, throttling and the poison queue are sized in host.json (see docs/host-settings.md). Everything here can
 be driven without the host: `sim/host.py` plays its part over Azurite.
@@ -24,10 +25,12 @@ import azure.functions as func
 from azure.functions.queue import QueueMessage
 
 from sync.api import handlers as http_api
+from sync.api import notifications as graph_api
 from sync.app.delivery import deliver, keep_poisoned
 from sync.app.fanout import request_runs, run_requested
 from sync.app.retest import retest_quarantined
 from sync.app.runtime import Runtime
+from sync.app.subscriptions import keep_subscriptions
 from sync.contract.vocabulary import RunTrigger
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
@@ -55,6 +58,12 @@ def sync_timer(timer: func.TimerRequest) -> None:
     log.info("timer asked for %d planning run(s)", sum(1 for r in requested if r.queued),
              extra={"requested": [r.pair_id for r in requested if r.queued],
                     "not_due": {r.pair_id: r.why_not for r in requested if not r.queued}})
+    # After the requests, so planning never waits for Graph: renew subscriptions due, make missing ones, drop those
+    # of disabled pairs (or all of them when change notifications are off).
+    kept = [m for m in keep_subscriptions(runtime()) if m.action != "kept"]
+    if kept:
+        log.info("timer maintained %d change-notification subscription(s)", len(kept),
+                 extra={"subscriptions": [f"{m.pair_id}/{m.resource}: {m.action}" for m in kept]})
 
 
 @app.queue_trigger(arg_name="message", queue_name="%CTCS_PAIR_RUNS_QUEUE%", connection="AzureWebJobsStorage")
@@ -122,3 +131,12 @@ def pairs_list(req: func.HttpRequest) -> func.HttpResponse:
 def pairs_show(req: func.HttpRequest) -> func.HttpResponse:
     pair_id, params = req.route_params.get("id", ""), dict(req.params)
     return _http(http_api.respond(lambda: http_api.show_pair(runtime(), pair_id, params)))
+
+
+@app.route(route="notifications", methods=[func.HttpMethod.POST], auth_level=func.AuthLevel.ANONYMOUS)
+def graph_notifications(req: func.HttpRequest) -> func.HttpResponse:
+    """Graph's change notifications and lifecycle events, and its validation handshake. No function key: Graph
+    posts to the URL it was given, and a key there would sit in every source tenant's subscription; each item's
+    clientState is checked instead, and an accepted item only asks for a delta round (sync.api.notifications)."""
+    answer = graph_api.receive(runtime(), dict(req.params), req.get_body())
+    return func.HttpResponse(answer.text, status_code=answer.status, mimetype=answer.mimetype)

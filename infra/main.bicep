@@ -79,6 +79,18 @@ param pairRunsQueueName string = 'pair-runs'
 @description('Seconds one planner invocation works before it hands the rest of a round on (app setting CTCS_PLANNER_BUDGET_SECONDS); keep it well under host.json functionTimeout (10 minutes).')
 param plannerBudgetSeconds int = 240
 
+@allowed(['auto', 'on', 'off'])
+@description('Graph change notifications start a pair\'s run within seconds of a change (app setting CTCS_CHANGE_NOTIFICATIONS); auto is on in Azure.')
+param changeNotifications string = 'auto'
+
+@description('Public HTTPS address of the notification route (app setting CTCS_NOTIFICATION_URL); empty: https://<the app\'s host name>/api/notifications.')
+param notificationUrl string = ''
+
+@minValue(0)
+@maxValue(60)
+@description('Seconds from the first change notification of a burst to the pair\'s run (app setting CTCS_NOTIFICATION_DELAY_SECONDS).')
+param notificationDelaySeconds int = 5
+
 @minValue(60)
 @description('Seconds a planning run holds a pair\'s lease (app setting CTCS_LEASE_SECONDS).')
 param leaseSeconds int = 600
@@ -250,6 +262,9 @@ var ctcsAppSettings = {
   CTCS_PAIR_RUNS_QUEUE: pairRunsQueueName
   CTCS_PLANNER_BUDGET_SECONDS: string(plannerBudgetSeconds)
   CTCS_LEASE_SECONDS: string(leaseSeconds)
+  CTCS_CHANGE_NOTIFICATIONS: changeNotifications
+  CTCS_NOTIFICATION_URL: notificationUrl
+  CTCS_NOTIFICATION_DELAY_SECONDS: string(notificationDelaySeconds)
   CTCS_EXCHANGE_MAX_CONCURRENCY: string(exchangeMaxConcurrency)
   CTCS_LOOKUP_BATCH: string(lookupBatch)
   CTCS_QUOTA_BACKOFF_SECONDS: quotaBackoffSeconds
@@ -312,6 +327,9 @@ output CTCS_OPS_QUEUE string = opsQueueName
 output CTCS_PAIR_RUNS_QUEUE string = pairRunsQueueName
 output CTCS_PLANNER_BUDGET_SECONDS string = string(plannerBudgetSeconds)
 output CTCS_LEASE_SECONDS string = string(leaseSeconds)
+output CTCS_CHANGE_NOTIFICATIONS string = changeNotifications
+output CTCS_NOTIFICATION_URL string = notificationUrl
+output CTCS_NOTIFICATION_DELAY_SECONDS string = string(notificationDelaySeconds)
 output CTCS_EXCHANGE_MAX_CONCURRENCY string = string(exchangeMaxConcurrency)
 output CTCS_LOOKUP_BATCH string = string(lookupBatch)
 output CTCS_QUOTA_BACKOFF_SECONDS string = quotaBackoffSeconds

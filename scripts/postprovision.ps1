@@ -53,6 +53,9 @@ $values = [ordered]@{
     CTCS_LOOKUP_BATCH                     = Get-Value 'CTCS_LOOKUP_BATCH' '16'
     CTCS_QUOTA_BACKOFF_SECONDS            = Get-Value 'CTCS_QUOTA_BACKOFF_SECONDS' '900,3600,14400'
     CTCS_RUN_WAIT_SECONDS                 = Get-Value 'CTCS_RUN_WAIT_SECONDS' '120'
+    CTCS_CHANGE_NOTIFICATIONS             = Get-Value 'CTCS_CHANGE_NOTIFICATIONS' 'auto'
+    CTCS_NOTIFICATION_URL                 = Get-Value 'CTCS_NOTIFICATION_URL'
+    CTCS_NOTIFICATION_DELAY_SECONDS       = Get-Value 'CTCS_NOTIFICATION_DELAY_SECONDS' '5'
     CTCS_LEASE_SECONDS                    = Get-Value 'CTCS_LEASE_SECONDS' '600'
 }
 

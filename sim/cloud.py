@@ -32,6 +32,7 @@ from sim.exchange import build_exchange_app
 from sim.exchange_limits import ExchangeLimits, ExchangeProfile
 from sim.faults import Faults, RequestCounts
 from sim.graph import GraphLatency, build_graph_app
+from sim.subscriptions import SubscriptionService
 from sim.tenant import Tenant
 from sim.tokens import Forbidden, TokenClaims, TokenRejected, TokenSigner
 
@@ -61,7 +62,7 @@ class _QuietShutdown(logging.Filter):
 logging.getLogger("uvicorn.error").addFilter(_QuietShutdown())
 
 
-class _Listener:
+class Listener:
     """One uvicorn server on a pre-bound loopback socket, run in a daemon thread."""
 
     def __init__(self, name: str, certfile: str, keyfile: str) -> None:
@@ -121,7 +122,8 @@ class SimCloud:
         self._tmpdir = tempfile.mkdtemp(prefix="ctcs-sim-")
         tls = make_server_tls(self._tmpdir)
         self.ca_bundle_path: str = tls.ca_bundle_path
-        self._listeners = {name: _Listener(name, tls.certfile, tls.keyfile) for name in ("authority", "graph", "exchange")}
+        self.tls_files: tuple[str, str] = (tls.certfile, tls.keyfile)  # for other loopback listeners (sim.host)
+        self._listeners = {name: Listener(name, tls.certfile, tls.keyfile) for name in ("authority", "graph", "exchange")}
         self.endpoints: dict[str, str] = {name: listener.url for name, listener in self._listeners.items()}
         self.lock = threading.RLock()
         self.counts = RequestCounts()
@@ -138,6 +140,8 @@ class SimCloud:
         self.hosting_tenant_id = str(uuid.uuid4())
         self.managed_identities: dict[str, ManagedIdentity] = {}
         self.managed_identity = self.add_managed_identity()
+        # Graph's change-notification subscriptions and their delivery thread (sim.subscriptions).
+        self.subscriptions = SubscriptionService(self, seed=seed)
         self._started = False
 
     # lifecycle -------------------------------------------------------------------------------------------------
@@ -158,9 +162,11 @@ class SimCloud:
             listener.start(apps[name])
         for listener in self._listeners.values():
             listener.wait_started(timeout=10)
+        self.subscriptions.start()
         self._started = True
 
     def stop(self) -> None:
+        self.subscriptions.stop()
         for listener in self._listeners.values():
             listener.stop()
         self._started = False

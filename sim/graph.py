@@ -256,4 +256,5 @@ def build_graph_app(cloud: SimCloud) -> Starlette:
         Route("/v1.0/users", graph_handler(cloud, "users", read_users, list_users)),
         Route("/v1.0/users/{user_id}", graph_handler(cloud, "users/id", read_users, get_user)),
         Route("/v1.0/groups/{group_id}", graph_handler(cloud, "groups/id", group_authorizer(cloud), get_group)),
+        *cloud.subscriptions.routes(),
     ])

@@ -24,7 +24,9 @@ What it copies from the host, and where the numbers come from:
   what they do feeds the ops queue. `fire_timer` runs them right after the timer function, as the host would pick
   the timer's messages up within seconds; `run_planner=False` leaves them queued.
 - HTTP requests are matched against each HTTP function's route template and methods; the function key is not
-  checked (auth level FUNCTION is the host's business).
+  checked (auth level FUNCTION is the host's business). `call_http` calls a route in-process; `listen(tls_files)`
+  also serves the routes on a real loopback HTTPS listener (`https://127.0.0.1:PORT/api/...`), which is how the
+  simulated Graph reaches the notification route (validation handshake, notifications); `close()` stops it.
 """
 
 from __future__ import annotations
@@ -57,7 +59,13 @@ from azure.functions.queue import QueueMessage
 from azure.functions.timer import TimerRequest
 from azure.storage.queue import QueueClient
 from azure.storage.queue import QueueMessage as StorageMessage
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
+from sim.cloud import Listener
 from sync.settings import setting
 from sync.state.storage import shared_transport
 
@@ -200,6 +208,7 @@ class LocalHost:
         self.timers: dict[str, FunctionBuilder] = {}
         self.queues: dict[str, tuple[FunctionBuilder, QueueClient]] = {}  # queue name → trigger, raw client
         self.routes: list[_Route] = []
+        self._listeners: list[Listener] = []
         for builder in vars(self.app).values():
             if isinstance(builder, FunctionBuilder):
                 self._index(builder)
@@ -402,3 +411,28 @@ class LocalHost:
         headers = {"Content-Type": f"{response.mimetype}; charset={response.charset}", **dict(response.headers)}
         return HttpReply(response.status_code, response.get_body(), headers)
 
+
+    def listen(self, tls_files: tuple[str, str]) -> str:
+        """Serve the HTTP routes over loopback HTTPS (certificate and key, e.g. `SimCloud.tls_files`, whose CA the
+        simulated Graph trusts) as the host serves them at `https://<app>/api/...`; returns the base URL."""
+        listener = Listener("functions-host", *tls_files)
+
+        async def endpoint(request: Request) -> Response:
+            body = await request.body()
+            reply = await run_in_threadpool(
+                self.call_http, request.method, request.path_params["path"], dict(request.query_params),
+                body=body, headers=dict(request.headers),
+            )
+            return Response(reply.body, status_code=reply.status,
+                            media_type=reply.headers.get("Content-Type", "application/octet-stream"))
+
+        methods = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+        listener.start(Starlette(routes=[Route("/api/{path:path}", endpoint, methods=methods)]))
+        listener.wait_started(timeout=10)
+        self._listeners.append(listener)
+        return listener.url
+
+    def close(self) -> None:
+        for listener in self._listeners:
+            listener.stop()
+        self._listeners.clear()

@@ -138,6 +138,25 @@ SETTINGS: tuple[Setting, ...] = (
         "How long `python -m sync run` waits for operations Exchange deferred before it stops with exit code 4.",
     ),
     Setting(
+        "CTCS_CHANGE_NOTIFICATIONS",
+        "auto",
+        "Graph change notifications start a pair's run within seconds of a change in the source: `on`, `off`, or "
+        "`auto` (on in Azure, where the platform sets WEBSITE_HOSTNAME; off locally unless set). The timer keeps "
+        "running as the safety net either way.",
+    ),
+    Setting(
+        "CTCS_NOTIFICATION_URL",
+        None,
+        "Public HTTPS address of the notification route that Graph posts to. Unset in Azure: "
+        "`https://<WEBSITE_HOSTNAME>/api/notifications`. Set it locally (a tunnel) or behind a custom domain.",
+    ),
+    Setting(
+        "CTCS_NOTIFICATION_DELAY_SECONDS",
+        "5",
+        "How long after the first change notification of a burst the pair's delta round starts; the notifications "
+        "of the burst share that one run.",
+    ),
+    Setting(
         "CTCS_LEASE_SECONDS",
         "600",
         "How long a planning run holds a pair's lease; a crashed run frees the pair after this.",
@@ -210,6 +229,9 @@ class Tuning:
     quota_backoff: tuple[int, ...] = _default_steps("CTCS_QUOTA_BACKOFF_SECONDS")
     run_wait_seconds: int = _default_int("CTCS_RUN_WAIT_SECONDS")
     planner_budget_seconds: int = _default_int("CTCS_PLANNER_BUDGET_SECONDS")
+    change_notifications: bool = False  # off unless the settings turn it on (tests and the CLI make their own)
+    notification_url: str = ""  # where Graph posts change notifications (empty: nowhere, so none are asked for)
+    notification_delay_seconds: int = _default_int("CTCS_NOTIFICATION_DELAY_SECONDS")
 
     @classmethod
     def from_settings(cls, environ: Mapping[str, str] | None = None) -> Tuning:
@@ -221,7 +243,36 @@ class Tuning:
             quota_backoff=steps_setting("CTCS_QUOTA_BACKOFF_SECONDS", environ),
             run_wait_seconds=int_setting("CTCS_RUN_WAIT_SECONDS", environ, minimum=0),
             planner_budget_seconds=int_setting("CTCS_PLANNER_BUDGET_SECONDS", environ, minimum=1),
+            change_notifications=notifications_on(environ),
+            notification_url=notification_url(environ),
+            notification_delay_seconds=int_setting("CTCS_NOTIFICATION_DELAY_SECONDS", environ, minimum=0),
         )
+
+
+def _platform_hostname(environ: Mapping[str, str] | None) -> str:
+    """WEBSITE_HOSTNAME: set by App Service / Azure Functions on every instance (not an app setting of ours)."""
+    return (os.environ if environ is None else environ).get("WEBSITE_HOSTNAME", "").strip()
+
+
+def notifications_on(environ: Mapping[str, str] | None = None) -> bool:
+    raw = required_setting("CTCS_CHANGE_NOTIFICATIONS", environ).lower()
+    if raw not in ("auto", "on", "off", "true", "false", "1", "0"):
+        raise ConfigError(f"app setting CTCS_CHANGE_NOTIFICATIONS must be auto, on or off, not {raw!r}")
+    if raw == "auto":
+        return bool(_platform_hostname(environ))
+    return raw in ("on", "true", "1")
+
+
+def notification_url(environ: Mapping[str, str] | None = None) -> str:
+    """The notification route's public address: the setting, else derived from the platform's host name."""
+    explicit = setting("CTCS_NOTIFICATION_URL", environ) or ""
+    if explicit:
+        if not explicit.lower().startswith("https://"):
+            raise ConfigError(f"app setting CTCS_NOTIFICATION_URL must be an https:// address (Graph posts only to HTTPS), "
+                              f"not {explicit!r}")
+        return explicit
+    host = _platform_hostname(environ)
+    return f"https://{host}/api/notifications" if host else ""
 
 
 def load_local_settings(path: Path, environ: MutableMapping[str, str] | None = None) -> list[str]:

@@ -10,6 +10,8 @@ Routes (auth level FUNCTION, JSON in and out, every error as `{"error": "..."}` 
     GET  /api/pairs                                                 every pair: definition and status
     GET  /api/pairs/{id}                                            one pair: definition and status
 
+(`POST /api/notifications`, where Graph posts change notifications, is anonymous and answers text: sync.api.notifications.)
+
 Definitions carry secret references (`kv:`, `env:`, `file:`) only, never values. The per-run log line that
 the timer and resync both write (`log_run`) lives here too, so both triggers log runs the same way.
 """

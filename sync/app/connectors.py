@@ -12,6 +12,7 @@ from sync.exchange.contacts import ExchangeTarget
 from sync.exchange.lookup import MAX_KEYS
 from sync.exchange.pacing import OrgPacer
 from sync.exchange.visibility import SourceVisibility
+from sync.graph.subscriptions import GraphSubscriptions
 from sync.graph.users import GraphSource
 from sync.identity.credentials import CredentialCache, shared_credentials
 from sync.identity.secrets import SecretResolver
@@ -22,6 +23,13 @@ def open_source(pair: TenantPair, resolver: SecretResolver, *, credentials: Cred
     # Not `or`: an empty cache is falsy (it has a length).
     cache = credentials if credentials is not None else shared_credentials
     return GraphSource(cache.for_source(pair, resolver), graph_endpoint=pair.source.endpoints.graph)
+
+
+def open_subscriptions(pair: TenantPair, resolver: SecretResolver, *,
+                       credentials: CredentialCache | None = None) -> GraphSubscriptions:
+    """The source tenant's change-notification subscriptions, with the pair's source credential."""
+    cache = credentials if credentials is not None else shared_credentials
+    return GraphSubscriptions(cache.for_source(pair, resolver), graph_endpoint=pair.source.endpoints.graph)
 
 
 def open_target(

@@ -25,8 +25,9 @@ from datetime import datetime, timedelta
 from sync.app.planning import RunResult, run_pair
 from sync.app.reconcile import reconcile_pair, spread_due_at
 from sync.app.runtime import Runtime
+from sync.app.subscriptions import maintain_pair
 from sync.contract.pair_runs import PairRunRequest, RunKind, decode_run_request
-from sync.contract.vocabulary import RunOutcome, RunTrigger
+from sync.contract.vocabulary import RunOutcome, RunTrigger, SubscriptionState
 from sync.errors import BadRunRequest, PairNotFound
 from sync.state.entities import iso, now_utc
 from sync.state.pair_state import PairStatus
@@ -101,6 +102,8 @@ def run_requested(rt: Runtime, body: str | bytes) -> RunResult | None:
         if request.kind is RunKind.CONTINUE and (status.round is None or status.round.round_id != request.round_id):
             log.info("pair %s: round %s has ended; nothing to continue", request.pair_id, request.round_id)
             return None
+        if request.trigger is RunTrigger.NOTIFICATION and not _notification_run_starts(rt, request.pair_id):
+            return None
         if request.kind is RunKind.RECONCILE or (request.kind is RunKind.PLAN and _state_lost(rt, request.pair_id)):
             result, _ = reconcile_pair(rt, request.pair_id, allow_deletes=request.allow_deletes,
                                        budget_seconds=rt.tuning.planner_budget_seconds, keep_ops=False)
@@ -111,7 +114,10 @@ def run_requested(rt: Runtime, body: str | bytes) -> RunResult | None:
     except PairNotFound:
         log.warning("pair %s no longer exists; dropping its planning request", request.pair_id)
         return None
-    if result.outcome is RunOutcome.LEASE_HELD and request.kind is RunKind.CONTINUE:
+    if result.outcome is RunOutcome.LEASE_HELD and (request.kind is RunKind.CONTINUE
+                                                    or request.trigger is RunTrigger.NOTIFICATION):
+        # A continue must not leave its round waiting; a notification's change may be newer than what the run
+        # holding the lease reads, so its run comes after that one.
         rt.stores.pair_runs.send(request, delay_seconds=_until_lease_ends(rt, request.pair_id))
     return result
 
@@ -130,6 +136,22 @@ def _state_lost(rt: Runtime, pair_id: str) -> bool:
     except Exception as error:  # the planning run meets the same failure and records it in its run (invariant 7)
         log.warning("pair %s: could not check the target for contacts of a lost state: %s", pair_id, error)
         return False
+
+
+def _notification_run_starts(rt: Runtime, pair_id: str) -> bool:
+    """A notification run is starting: later notifications ask for another run, and the subscriptions a lifecycle
+    event marked are renewed or made again first (the route itself never calls Graph). A disabled pair is left
+    alone (its subscriptions go at the next timer)."""
+    rt.stores.pair_state.disarm_notification_run(pair_id)
+    if not rt.stores.pairs.get(pair_id).enabled:
+        log.info("pair %s is disabled; dropping its notification run", pair_id)
+        return False
+    if any(row.state != SubscriptionState.ACTIVE for row in rt.stores.subscriptions.of_pair(pair_id)):
+        try:
+            maintain_pair(rt, pair_id)
+        except Exception:  # planning still goes on; the row keeps the error and the timer tries again
+            log.exception("pair %s: could not renew its change-notification subscriptions", pair_id)
+    return True
 
 
 def _until_lease_ends(rt: Runtime, pair_id: str) -> int:

@@ -25,11 +25,13 @@ from sync.state.stores import Stores
 
 if TYPE_CHECKING:
     from sync.app.probe import ConnectionProbe
+    from sync.graph.subscriptions import GraphSubscriptions
 
 SourceFactory = Callable[[TenantPair], Source]
 TargetFactory = Callable[[TenantPair], Target]
 VisibilityFactory = Callable[[TenantPair], SourceVisibility | None]
 ProbeFactory = Callable[[TenantPair], "ConnectionProbe"]
+SubscriptionsFactory = Callable[[TenantPair], "GraphSubscriptions"]
 PAIR_CACHE_SECONDS = 60.0
 QUARANTINE_CACHE_SECONDS = 10.0  # how stale the worker's view of a credentials quarantine may be
 
@@ -40,6 +42,12 @@ def _no_probe(pair: TenantPair) -> ConnectionProbe:
     raise ConfigError("this runtime has no connection probe (in-memory tenants): a connection test needs real edges")
 
 
+def _no_subscriptions(pair: TenantPair) -> GraphSubscriptions:
+    from sync.errors import ConfigError
+
+    raise ConfigError("this runtime has no Graph subscriptions (in-memory tenants): change notifications need real edges")
+
+
 @dataclass
 class Runtime:
     stores: Stores
@@ -48,6 +56,7 @@ class Runtime:
     open_visibility: VisibilityFactory = lambda pair: None
     tuning: Tuning = field(default_factory=Tuning)
     open_probe: ProbeFactory = _no_probe  # fresh edges for connection tests
+    open_subscriptions: SubscriptionsFactory = _no_subscriptions  # the source's change-notification subscriptions
     reset_credentials: Callable[[], None] = lambda: None  # forget cached credentials and secrets (after a fix)
     instance_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     _targets: dict[str, tuple[str, Target]] = field(default_factory=dict, repr=False)
@@ -60,7 +69,7 @@ class Runtime:
 
     @classmethod
     def from_settings(cls, environ: Mapping[str, str] | None = None) -> Runtime:
-        from sync.app.connectors import open_source, open_source_visibility, open_target
+        from sync.app.connectors import open_source, open_source_visibility, open_subscriptions, open_target
         from sync.app.probe import open_probe
         from sync.identity.credentials import shared_credentials
         from sync.identity.secrets import SecretResolver
@@ -83,6 +92,7 @@ class Runtime:
             tuning=Tuning.from_settings(environ),
             open_probe=lambda pair: open_probe(pair, environ=None if environ is None else dict(environ)),
             reset_credentials=reset_credentials,
+            open_subscriptions=lambda pair: open_subscriptions(pair, resolver),
         )
         return rt
 

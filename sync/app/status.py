@@ -76,6 +76,15 @@ def pair_status(rt: Runtime, pair_id: str) -> dict[str, Any]:
             for run in stores.runs.recent(pair_id, limit=RECENT_RUNS)
         ],
         "problems": problems[:MAX_PROBLEMS],
+        "subscriptions": [
+            {
+                "resource": row.resource, "state": row.state, "expires_at": row.expires_at or None,
+                "renewed_at": row.renewed_at or None, "notifications_accepted": row.accepted,
+                "notifications_rejected": row.rejected, "last_notification_at": row.last_notification_at or None,
+                "error": row.error or None,
+            }
+            for row in stores.subscriptions.of_pair(pair_id)
+        ],
     }
 
 
@@ -133,4 +142,11 @@ def queue_depths(rt: Runtime) -> dict[str, int]:
 def status_report(rt: Runtime, pair_ids: list[str] | None = None) -> dict[str, Any]:
     """Every pair (or the ones named) and the shared queues: what `status --json` prints."""
     ids = pair_ids if pair_ids is not None else [pair.id for pair in rt.stores.pairs.list()]
-    return {"pairs": [pair_status(rt, pair_id) for pair_id in ids], "queues": queue_depths(rt)}
+    return {"pairs": [pair_status(rt, pair_id) for pair_id in ids], "queues": queue_depths(rt),
+            "notifications": notification_status(rt)}
+
+
+def notification_status(rt: Runtime) -> dict[str, Any]:
+    """Whether change notifications are on, where Graph posts them, and how many named no subscription of ours."""
+    return {"enabled": rt.tuning.change_notifications and bool(rt.tuning.notification_url),
+            "url": rt.tuning.notification_url or None, "rejected_unmatched": rt.stores.subscriptions.unmatched()}

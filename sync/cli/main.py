@@ -31,10 +31,11 @@ from sync.app.retest import lift_credentials_quarantine
 from sync.app.rounds import RoundProgress
 from sync.app.runtime import Runtime
 from sync.app.status import status_report
+from sync.app.subscriptions import remove_pair
 from sync.cli import render
 from sync.cli.console import Progress, Ticker
 from sync.contract.ops import OpKind
-from sync.contract.pairs import load_pair_file
+from sync.contract.pairs import TenantPair, load_pair_file
 from sync.contract.vocabulary import ContactStatus, RunOutcome, RunTrigger
 from sync.errors import ConfigError, CtcsError, PairNotFound
 from sync.settings import load_local_settings
@@ -100,11 +101,25 @@ def _pairs_show(args: argparse.Namespace, runtime: Callable[[], Runtime]) -> int
 def _pairs_enable(args: argparse.Namespace, runtime: Callable[[], Runtime]) -> int:
     pair = runtime().stores.pairs.set_enabled(args.id, args.enabled)
     print(f"pair {pair.id} {'enabled' if pair.enabled else 'disabled'}")
+    if not pair.enabled:
+        _drop_subscriptions(runtime(), pair)
     return EXIT_OK
+
+
+def _drop_subscriptions(rt: Runtime, pair: TenantPair) -> None:
+    """Stop Graph's change notifications for the pair now (the timer would, within minutes)."""
+    try:
+        dropped = remove_pair(rt, pair)
+    except CtcsError as error:
+        print(f"its change-notification subscriptions stay until they expire: {error}", file=sys.stderr)
+        return
+    if dropped:
+        print(f"deleted its change-notification subscription(s) on {', '.join(m.resource for m in dropped)}")
 
 
 def _pairs_remove(args: argparse.Namespace, runtime: Callable[[], Runtime]) -> int:
     stores = runtime().stores
+    _drop_subscriptions(runtime(), stores.pairs.get(args.id))
     stores.pairs.remove(args.id)
     stores.pair_state.forget(args.id)
     stores.round_pages.forget(args.id)

@@ -171,6 +171,17 @@ def status_tables(report: Mapping[str, Any]) -> None:
         f"\nqueues (all pairs): {queues['ops']} ops waiting, {queues['poison']} in the poison queue, "
         f"{queues['failed']} kept for replay-poison, {queues['parked']} parked (pairs quarantined for their credentials)"
     )
+    notes = report.get("notifications") or {}
+    print(f"change notifications: {'on, Graph posts to ' + str(notes.get('url')) if notes.get('enabled') else 'off'}"
+          + (f"; {notes['rejected_unmatched']} rejected for naming no subscription of ours"
+             if notes.get("rejected_unmatched") else ""))
+    for s in statuses:
+        for sub in s.get("subscriptions", []):
+            print(
+                f"  {s['pair']} / {sub['resource']}: {sub['state']}, expires {sub['expires_at'] or '-'}, "
+                f"{sub['notifications_accepted']} accepted, {sub['notifications_rejected']} rejected, last "
+                f"{sub['last_notification_at'] or 'never'}" + (f"; {sub['error']}" if sub["error"] else "")
+            )
     for s in statuses:
         pause = s["exchange"]["creation_quota_pause"]
         if pause:

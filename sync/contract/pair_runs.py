@@ -5,8 +5,8 @@
 
 The timer puts one `plan` request per due pair on the queue, the HTTP resync hands the rest of a long round over the
 same way, and a planner invocation that runs out of time sends itself a `continue` request naming its round. Change
-notifications (later) add a trigger, and reconcile rounds a kind; a planner that does not know a kind or trigger
-refuses the message (`BadRunRequest`) rather than guess. The round's checkpoint (its nextLink) is not in the message:
+notifications send `plan` with trigger `notification` (delayed, one per burst); reconcile rounds will add a kind; a
+planner that does not know a kind or trigger refuses the message (`BadRunRequest`) rather than guess. The round's checkpoint (its nextLink) is not in the message:
 PairState holds it, so a late or repeated message can never take a round backwards.
 """
 

@@ -72,6 +72,7 @@ class RunTrigger(StrEnum):
     RETEST = "retest"  # the timer re-testing the connection of a pair quarantined for its credentials
     ON_DEMAND = "on_demand"  # python -m sync run --user / POST /api/pairs/{id}/users/{user}/sync: one user now
     RECONCILE = "reconcile"  # a reconcile round: the target's owned contacts compared with state and source
+    NOTIFICATION = "notification"  # a Graph change notification (or a lifecycle event) said the source changed
 
 
 class QuarantineKind(StrEnum):
@@ -79,3 +80,12 @@ class QuarantineKind(StrEnum):
 
     GATE = "gate"  # the safety gate: too many deletes; an admin releases it (`run --allow-deletes`)
     CREDENTIALS = "credentials"  # authentication or permission failed; a passing connection test releases it
+
+
+class SubscriptionState(StrEnum):
+    """How a pair's Graph change-notification subscription stands (`status`, the subscription rows)."""
+
+    ACTIVE = "active"  # created or renewed; Graph sends notifications until it expires
+    REAUTHORIZE = "reauthorize"  # Graph asked (reauthorizationRequired): the next maintenance renews it
+    REMOVED = "removed"  # Graph removed it (subscriptionRemoved) or it expired: the next maintenance makes a new one
+    FAILED = "failed"  # the last create or renewal failed; its error says why and the timer tries again

@@ -167,7 +167,7 @@ class GraphConnection:
                 raise SourceError(f"msgraph-sdk returned no response for {what}")
             status = response.status_code
             if 200 <= status < 300:
-                return json_page(response, what)
+                return json_page(response, what) if response.content else {}  # 204 (a DELETE) has no body
             code, message = graph_error(response)
             if status == 410 or (status == 400 and code.lower() in EXPIRED_TOKEN_CODES):
                 raise DeltaTokenExpired(f"the delta token is no longer valid (HTTP {status} {code}): a full round is needed")

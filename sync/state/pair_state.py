@@ -362,5 +362,33 @@ class PairStateStore:
         with contextlib.suppress(ResourceNotFoundError):
             self.table.delete_entity(PARTITION, pair_id)
 
+    # change notifications: one run per burst ---------------------------------------------------------------------
+    def arm_notification_run(self, pair_id: str, *, pending_seconds: int, now: datetime | None = None) -> bool:
+        """True for the one caller that should ask for the pair's notification run: none is pending. The mark
+        (`notify_pending_until`) is guarded by the row's ETag, so notifications handled at the same moment on
+        several instances arm it once. It lapses after `pending_seconds` in case the request was never sent."""
+        now = now or now_utc()
+        for _ in range(5):
+            entity = self._entity(pair_id)
+            pending = "" if entity is None else entity.get("notify_pending_until", "")
+            if pending and datetime.fromisoformat(pending) > now:
+                return False
+            fields = {"PartitionKey": PARTITION, "RowKey": pair_id,
+                      "notify_pending_until": iso(now + timedelta(seconds=pending_seconds))}
+            try:
+                if entity is None:
+                    self.table.create_entity(fields)
+                else:
+                    self.table.update_entity(fields, mode=UpdateMode.MERGE, etag=entity.metadata["etag"],
+                                             match_condition=MatchConditions.IfNotModified)
+                return True
+            except (ResourceExistsError, ResourceModifiedError, ResourceNotFoundError):
+                continue  # another request armed it (or the row changed): look again
+        return False
+
+    def disarm_notification_run(self, pair_id: str) -> None:
+        """The notification run is starting: notifications from now on ask for another run."""
+        self._merge(pair_id, notify_pending_until="")
+
     def _merge(self, pair_id: str, **fields: object) -> None:
         self.table.upsert_entity({"PartitionKey": PARTITION, "RowKey": pair_id, **fields}, mode=UpdateMode.MERGE)

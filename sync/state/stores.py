@@ -14,6 +14,7 @@ from sync.state.queues import FAILED_SUFFIX, PARKED_SUFFIX, POISON_SUFFIX, OpQue
 from sync.state.round_pages import RoundPageStore
 from sync.state.runs import RunStore
 from sync.state.storage import StorageAccount
+from sync.state.subscriptions import SubscriptionStore
 from sync.state.targets import TargetStateStore
 
 
@@ -31,6 +32,7 @@ class Stores:
     pair_runs: PairRunQueue  # requests to plan one pair (the planner's trigger)
     round_pages: RoundPageStore  # what each page of a round in progress saw (in the PairState table)
     parked: OpQueue  # ops of pairs quarantined for their credentials, until a connection test passes
+    subscriptions: SubscriptionStore  # each pair's Graph change-notification subscriptions (in the PairState table)
 
     @classmethod
     def open(cls, account: StorageAccount, environ: Mapping[str, str] | None = None) -> Stores:
@@ -50,6 +52,7 @@ class Stores:
             pair_runs=PairRunQueue(account.queue(required_setting("CTCS_PAIR_RUNS_QUEUE", environ))).ensure(),
             round_pages=RoundPageStore(pair_state),
             parked=OpQueue(account.queue(queue_name + PARKED_SUFFIX)).ensure(),
+            subscriptions=SubscriptionStore(pair_state),
         )
 
     @classmethod

@@ -28,6 +28,7 @@ def test_the_app_has_exactly_these_functions(bindings: dict[str, dict[str, Any]]
     assert set(bindings) == {
         "sync_timer", "plan_pair_run", "apply_contact_op", "record_poisoned_op", "pairs_resync", "pairs_list",
         "pairs_show", "pairs_test", "pairs_sync_user", "pairs_reconcile",
+        "graph_notifications",
     }
     assert {b["scriptFile"] for b in bindings.values()} == {"function_app.py"}
 
@@ -65,6 +66,14 @@ def test_http_routes_need_a_function_key(bindings: dict[str, dict[str, Any]], na
     assert binding["route"] == route and binding["methods"] == [method]
     assert binding["authLevel"] == "FUNCTION"
     assert {"direction": "OUT", "type": "http", "name": "$return"} in bindings[name]["bindings"]
+
+
+def test_only_the_graph_notification_route_is_anonymous(bindings: dict[str, dict[str, Any]]) -> None:
+    """Graph posts to the URL it was given and cannot send a key header: clientState is that route's check."""
+    anonymous = {name for name in bindings if trigger(bindings, name).get("authLevel") == "ANONYMOUS"}
+    assert anonymous == {"graph_notifications"}
+    binding = trigger(bindings, "graph_notifications")
+    assert binding["route"] == "notifications" and binding["methods"] == ["POST"]
 
 
 def test_each_function_builds_again_the_same_way() -> None:

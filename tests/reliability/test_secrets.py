@@ -1,17 +1,21 @@
 """Invariant 6: no secret value (client secret, private key, certificate body, bearer token) appears in any log
 line at DEBUG (ctcs, azure, msal, httpx, ...), exception message, table row or queue message, through a demo-sized
-sync and the fault scenarios: throttling, 503s, a lost delta token, a poisoned op and its replay, a wrong secret."""
+sync and the fault scenarios: throttling, 503s, a lost delta token, a poisoned op and its replay, a wrong secret;
+with change notifications on, the subscription's clientState is one of the secrets (a forged notification and a
+lifecycle event included)."""
 
 from __future__ import annotations
 
 import json
 import logging
 import re
+import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
+import function_app
 from sim import SimCloud
 from sim.generator import generate_users, mutate
 from sync.app.delivery import replay_poison
@@ -87,6 +91,26 @@ def test_no_secret_reaches_logs_errors_tables_or_queues(
     assert sync.rt.stores.runs.recent("wrong-secret")[0].outcome == "quarantined"
     assert sync.rt.stores.pair_state.get("wrong-secret").quarantine_reason.startswith("source: wrong or expired client secret")
 
+    # Change notifications on (the route on a loopback listener): each subscription's clientState is a secret too.
+    # The healthy pair subscribes; changes are notified, one is forged, a lifecycle event asks for a renewal.
+    base = sync.host.listen(cloud.tls_files)
+    monkeypatch.setenv("CTCS_CHANGE_NOTIFICATIONS", "on")
+    monkeypatch.setenv("CTCS_NOTIFICATION_URL", f"{base}/api/notifications")
+    monkeypatch.setenv("CTCS_NOTIFICATION_DELAY_SECONDS", "0")
+    function_app._runtime.clear()
+    sync.plan()
+    [subscription] = cloud.subscriptions.all(sync.source.tenant_id)
+    mutate(sync.source.directory, __import__("random").Random(4), 5)
+    deadline = time.monotonic() + 20
+    while sync.rt.stores.subscriptions.of_pair(sync.pair.id)[0].accepted == 0 and time.monotonic() < deadline:
+        time.sleep(0.1)  # Graph's notifications of the changes reach the route
+    assert cloud.subscriptions.forge(f"{base}/api/notifications", subscription_id=subscription.id,
+                                     client_state="guess") == 202
+    assert cloud.subscriptions.lifecycle(subscription.id, "reauthorizationRequired") == 202
+    sync.drain()
+    assert sync.rt.stores.subscriptions.of_pair(sync.pair.id)[0].rejected == 1
+    assert sync.rt.stores.subscriptions.of_pair("wrong-secret") == []  # quarantined for its credentials: none
+
     for route in ("/api/pairs", f"/api/pairs/{sync.pair.id}"):
         outputs.append(sync.host.call_http("GET", route).body.decode())
     outputs.append(sync.host.call_http("POST", f"/api/pairs/{sync.pair.id}/resync", {"full": "true"}).body.decode())
@@ -98,7 +122,8 @@ def test_no_secret_reaches_logs_errors_tables_or_queues(
     secrets = {"client secret": [credentials.secret], "wrong client secret": [wrong_secret],
                "private key": _pem_bodies(credentials.private_pem.split(b"-----BEGIN CERTIFICATE-----")[0]),
                "certificate body": _pem_bodies(credentials.certificate_pem), "access token": sorted(set(tokens)),
-               "token signature": sorted({t.rsplit(".", 1)[1] for t in tokens})}
+               "token signature": sorted({t.rsplit(".", 1)[1] for t in tokens}),
+               "clientState": [subscription.client_state]}
     assert tokens and secrets["private key"] and secrets["certificate body"]
     places: dict[str, list[str]] = {
         "log": [_log_text(r) for r in caplog.records],
@@ -113,6 +138,9 @@ def test_no_secret_reaches_logs_errors_tables_or_queues(
     leaks += [f"bearer/JWT in {where}: {text[:200]!r}" for where, texts in places.items() for text in texts
               if JWT.search(text) or BEARER.search(text)]
     assert not leaks, "\n".join(leaks[:10])
+    for sub in cloud.subscriptions.all(sync.source.tenant_id):
+        cloud.subscriptions.expire(sub.id)
+    sync.host.close()
     record(log_records=len(caplog.records), table_rows=sum(len(v) for k, v in places.items() if k.startswith("table")),
            queue_messages=sum(len(v) for k, v in places.items() if k.startswith("queue")),
            tokens_issued=len(set(tokens)), contacts=len(sync.ours()), first_sync_ops=first.completed, leaks=0)
