@@ -58,7 +58,7 @@ def test_a_new_user_in_scope_is_created_now_with_each_step(setup: Setup, synced:
 
     directory.update_user(new, jobTitle="Lead")
     done = provision_user(rt, synced.pair.id, new)  # by object id; an update sends only what changed
-    assert done.result == "updated" and done.exchange_calls == {"Set-Contact": 1}
+    assert done.result == "updated" and done.exchange_calls == {"Get-Recipient": 1, "Set-Contact": 1}, "the owner check, then the write"
     again = provision_user(rt, synced.pair.id, new)
     assert again.result == Result.UNCHANGED and again.exchange_calls == {}
 
@@ -76,7 +76,7 @@ def test_out_of_scope_with_the_reason(setup: Setup, synced: SimPair, capsys: pyt
     synced_user = directory.users[0]["id"]
     directory.update_user(synced_user, accountEnabled=False)  # has a contact: provisioning removes it
     removed = provision_user(rt, synced.pair.id, synced_user)
-    assert removed.result == "deleted" and removed.exchange_calls == {"Remove-MailContact": 1}
+    assert removed.result == "deleted" and removed.exchange_calls == {"Get-Recipient": 1, "Remove-MailContact": 1}
     assert len(ours(synced)) == 1
 
 

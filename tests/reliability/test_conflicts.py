@@ -31,7 +31,9 @@ def test_an_address_held_by_another_recipient_is_a_conflict_naming_it_and_not_re
         assert name in row.last_error, f"the error names the holder: {row.last_error}"
         assert sync.contacts_of(user) == []
     conflicted = set(users[:4])
-    assert exchange_counts(sync.cloud)["New-MailContact"] == 4 + 1, "4 others, and the soft-deleted holder's refusal"
+    # A soft-deleted mailbox is invisible to Get-Recipient, so after its refusal the worker cannot tell it from a holder
+    # that just moved away (issue 13's address moves): it tries once more, then records the conflict.
+    assert exchange_counts(sync.cloud)["New-MailContact"] == 4 + 2, "4 others, and the soft-deleted holder's 2 refusals"
     sync.assert_in_step(absent=conflicted)
     sync.assert_untouched(before)
     api = sync.host.call_http("GET", f"/api/pairs/{sync.pair.id}").json
