@@ -113,7 +113,10 @@ def test_an_interrupted_page_is_planned_again_and_loses_nothing(
     for op in ops:
         rt.stores.ops.send(op)
     report = drain(rt, concurrency=4)
-    assert report.outcomes == {"created": USERS, "stale": len(twice)}
+    # Each copy sent twice is applied once: the other is stale or, when the first copy's claim lapsed on a loaded
+    # machine before it committed, adopts the very contact by its anchor. One contact per user either way (invariant 3).
+    assert report.outcomes["created"] + report.outcomes.get("adopted", 0) == USERS
+    assert sum(report.outcomes.values()) == USERS + len(twice) and not report.failed
     assert len(target.contacts()) == USERS
 
 
