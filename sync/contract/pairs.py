@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import string
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -136,6 +137,15 @@ class FilterClause(_Strict):
 Domain = Annotated[str, Field(pattern=r"^[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$")]
 
 
+def or_of_ands(filters: Sequence[FilterClause | GroupFilterClause] | Sequence[list[Any]]) -> list[list[Clause]]:
+    """Scoping filters as OR-of-ANDs (users' and groups' alike): one flat list is a single AND group."""
+    if not filters:
+        return []
+    if not isinstance(filters[0], list):
+        return [[item.clause() for item in filters if not isinstance(item, list)]]
+    return [[item.clause() for item in group] for group in filters if isinstance(group, list)]
+
+
 class Scope(_Strict):
     include_groups: list[Guid] = []
     exclude_groups: list[Guid] = []
@@ -149,11 +159,7 @@ class Scope(_Strict):
     @property
     def filter_groups(self) -> list[list[Clause]]:
         """The filters as OR-of-ANDs: one flat list is a single AND group."""
-        if not self.filters:
-            return []
-        if isinstance(self.filters[0], FilterClause):
-            return [[item.clause() for item in self.filters if isinstance(item, FilterClause)]]
-        return [[item.clause() for item in group] for group in self.filters if isinstance(group, list)]
+        return or_of_ands(self.filters)
 
     @field_validator("include_domains", "exclude_domains")
     @classmethod
@@ -236,11 +242,7 @@ class GroupScope(_Strict):
 
     @property
     def filter_groups(self) -> list[list[Clause]]:
-        if not self.filters:
-            return []
-        if isinstance(self.filters[0], GroupFilterClause):
-            return [[item.clause() for item in self.filters if isinstance(item, GroupFilterClause)]]
-        return [[item.clause() for item in group] for group in self.filters if isinstance(group, list)]
+        return or_of_ands(self.filters)
 
     @field_validator("include_domains", "exclude_domains")
     @classmethod
