@@ -26,11 +26,11 @@ from azure.functions.queue import QueueMessage
 
 from sync.api import handlers as http_api
 from sync.api import notifications as graph_api
-from sync.app.delivery import deliver, keep_poisoned
-from sync.app.fanout import request_runs, run_requested
-from sync.app.retest import retest_quarantined
+from sync.app.admin.retest import retest_quarantined
+from sync.app.planner.fanout import request_runs, run_requested
+from sync.app.planner.subscriptions import keep_subscriptions
 from sync.app.runtime import Runtime
-from sync.app.subscriptions import keep_subscriptions
+from sync.app.worker.delivery import deliver, keep_poisoned
 from sync.contract.vocabulary import RunTrigger
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)

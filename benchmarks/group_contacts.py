@@ -24,8 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sim import SimCloud, Tenant
 from sim.azurite import CONNECTION_STRING
-from sync.app.drain import drain
-from sync.app.planning import run_pair
+from sync.app.admin.drain import drain
+from sync.app.planner.run import run_pair
 from sync.app.runtime import Runtime
 from sync.contract.pairs import parse_pair
 from sync.contract.vocabulary import RunTrigger

@@ -28,8 +28,8 @@ from sim.azurite import CONNECTION_STRING
 from sim.countries import country_name
 from sim.generator import load_users
 from sim.host import LocalHost
-from sync.app.planning import run_pair
-from sync.app.reconcile import reconcile_pair
+from sync.app.planner.reconcile import reconcile_pair
+from sync.app.planner.run import run_pair
 from sync.contract.vocabulary import RunTrigger
 from sync.core.mapping import ContactMapper
 from sync.core.scope import decide_scope

@@ -112,7 +112,7 @@ def test_architecture_names_every_sync_package_and_module() -> None:
 
 def test_every_sync_name_in_architecture_can_be_imported() -> None:
     names = sorted(set(DOTTED_NAME.findall(ARCHITECTURE_PROSE)))
-    assert "sync.app.planning.run_pair" in names and "function_app.apply_contact_op" in names
+    assert "sync.app.planner.run.run_pair" in names and "function_app.apply_contact_op" in names
     broken = []
     for name in names:
         try:

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import pytest
 
-from sync.app.delivery import record_poison, replay_poison
-from sync.app.drain import drain
-from sync.app.planning import preview, run_pair, source_select
+from sync.app.admin.drain import drain
+from sync.app.planner.run import preview, run_pair
 from sync.app.runtime import Runtime
+from sync.app.worker.delivery import record_poison, replay_poison
 from sync.contract.ops import ContactOp, OpKind
 from sync.contract.vocabulary import RunTrigger
+from sync.core.source import source_select
 from sync.errors import TargetTransient
 from tests.support.factories import make_pair, make_user
 from tests.support.memory_source import MemorySource

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from sync.app.drain import drain
-from sync.app.explain import explain
-from sync.app.planning import run_pair
+from sync.app.admin.drain import drain
+from sync.app.admin.explain import explain
+from sync.app.planner.run import run_pair
 from sync.app.runtime import Runtime
 from sync.cli.main import main
 from sync.contract.vocabulary import RunTrigger

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from sync.app.planning import source_select
 from sync.core.scope import decide_scope
+from sync.core.source import source_select
 from sync.errors import PairValidationError
 from tests.support.factories import make_pair, make_user
 

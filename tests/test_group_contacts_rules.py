@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from sync.app.group_contacts import needs_groups_round, split_rows
+from sync.app.planner.group_contacts import needs_groups_round, split_rows
 from sync.contract.ops import ContactOp, OpKind, decode_op
 from sync.contract.vocabulary import ContactStatus, ObjectKind
 from sync.core.group_mapping import GroupMapper

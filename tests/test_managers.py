@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from sync.app.apply import Outcome, apply_op
+from sync.app.worker.apply import Outcome, apply_op
 from sync.contract.ops import ContactOp, OpKind, decode_op
 from sync.core.managers import reported_manager
 from sync.core.mapping import ContactMapper, contact_hash, contact_name

@@ -8,10 +8,10 @@ import json
 
 import pytest
 
-from sync.app.delivery import deliver
-from sync.app.drain import drain
-from sync.app.planning import run_pair
+from sync.app.admin.drain import drain
+from sync.app.planner.run import run_pair
 from sync.app.runtime import Runtime
+from sync.app.worker.delivery import deliver
 from sync.contract.ops import (
     MAX_BATCH_BYTES,
     ContactOp,

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from sync.app.page_writer import PageWriter
+from sync.app.planner.page_writer import PageWriter
 
 
 def test_checkpoints_follow_page_order_even_when_a_later_page_writes_faster() -> None:

@@ -33,7 +33,7 @@ def paged(objects: list[dict[str, object]], size: int, *, full: bool) -> list[De
 
 
 def plan_in_pages(pair: object, pages: list[DeltaRound], state: dict[str, StateSummary], **kwargs: object) -> list[Plan]:
-    """What sync.app.rounds does, without the I/O: each page but the last holds its removals back."""
+    """What sync.app.planner.rounds does, without the I/O: each page but the last holds its removals back."""
     seen: set[str] = set()
     leaving: dict[str, str] = {}
     placed: set[str] = set()

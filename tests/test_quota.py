@@ -1,5 +1,5 @@
 """The creation quota's pause: the pure arithmetic (sync.core.quota), the gate every worker instance shares through
-the TargetState table on Azurite (sync.app.quota_gate), and what the delivery policy makes of it."""
+the TargetState table on Azurite (sync.app.worker.quota_gate), and what the delivery policy makes of it."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from sync.app.quota_gate import QuotaGate
+from sync.app.worker.quota_gate import QuotaGate
 from sync.core import quota
 from sync.core.delivery_policy import MAX_DEFER_SECONDS, Verdict, decide
 from sync.core.quota import Admission, QuotaPause

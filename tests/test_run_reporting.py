@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from sync.app.drain import drain
-from sync.app.planning import run_pair
+from sync.app.admin.drain import drain
+from sync.app.planner.run import run_pair
 from sync.app.runtime import Runtime
 from sync.cli import main as cli
 from sync.contract.vocabulary import RunOutcome, RunTrigger

@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from sync.app.drain import drain
-from sync.app.planning import run_pair
+from sync.app.admin.drain import drain
+from sync.app.planner.run import run_pair
 from sync.app.runtime import Runtime
 from sync.contract.ops import OpKind
 from sync.contract.vocabulary import RunTrigger

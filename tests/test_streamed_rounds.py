@@ -1,4 +1,4 @@
-"""Streamed, checkpointed rounds on Azurite with an in-memory source that pages (sync.app.rounds): a round planned page
+"""Streamed, checkpointed rounds on Azurite with an in-memory source that pages (sync.app.planner.rounds): a round planned page
 by page over several invocations ends like one planned at once; an interrupted round resumes at its checkpoint and
 sends what the interrupted page may not have sent, with the same versions; an expired checkpoint restarts the round;
 removals wait for the last page, where the safety gate counts the whole round."""
@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from sync.app.drain import drain
-from sync.app.planning import RunResult, run_pair
+from sync.app.admin.drain import drain
+from sync.app.planner.run import RunResult, run_pair
 from sync.app.runtime import Runtime
 from sync.contract.ops import ContactOp, OpKind, decode_batch, decode_op, is_batch
 from sync.contract.pair_runs import RunKind, decode_run_request

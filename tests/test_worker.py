@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from sync.app.apply import Applied, Outcome, apply_op
+from sync.app.worker.apply import Applied, Outcome, apply_op
 from sync.contract.ops import ContactOp, OpKind
 from sync.contract.pairs import TenantPair
 from sync.core.mapping import ContactMapper

@@ -25,12 +25,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sync.app.connection_test import check_connection
-from sync.app.planning import RunResult, run_pair
-from sync.app.provision import Result, provision_user
-from sync.app.retest import lift_credentials_quarantine
+from sync.app.admin.connection_test import check_connection
+from sync.app.admin.provision import Result, provision_user
+from sync.app.admin.retest import lift_credentials_quarantine
+from sync.app.admin.status import pair_status, queue_depths
+from sync.app.planner.run import RunResult, run_pair
 from sync.app.runtime import Runtime
-from sync.app.status import pair_status, queue_depths
 from sync.contract.pair_runs import PairRunRequest, RunKind
 from sync.contract.vocabulary import RunOutcome, RunTrigger
 from sync.errors import CtcsError, PairNotFound

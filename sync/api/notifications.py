@@ -6,7 +6,7 @@
 Graph cannot send a header of ours, only what is in the URL it was given, so the route is anonymous and each
 item's `clientState` (a secret per subscription, compared with its stored hash) is the check. A forged or
 unauthenticated call is harmless: it is answered 202 like Graph's, its items are counted as rejected and nothing
-else happens, and even an accepted item only starts a delta round. See sync.app.notifications for the rest.
+else happens, and even an accepted item only starts a delta round. See sync.app.notifications.intake for the rest.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from sync.app.notifications import NotNotifications, accept_notifications, validation_answer
+from sync.app.notifications.intake import NotNotifications, accept_notifications, validation_answer
 from sync.app.runtime import Runtime
 
 log = logging.getLogger("ctcs.http")

@@ -3,7 +3,7 @@
 Whoever meets the failure first (a planning run reading the source, the worker applying an op, `pairs test`)
 records it once: the reason is the diagnosis (cause and fix in an admin's words) of the side that failed, and the
 timer tests the connection again on a back-off (`sync.core.quarantine`). While quarantined, the pair plans nothing
-and its ops wait untried in the `-parked` queue; `sync.app.retest` lifts the quarantine when a test passes and
+and its ops wait untried in the `-parked` queue; `sync.app.admin.retest` lifts the quarantine when a test passes and
 moves them back. The safety gate's quarantine (kind `gate`) is separate: only an admin releases that one.
 """
 

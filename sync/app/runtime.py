@@ -1,7 +1,8 @@
 """Wiring: the stores plus a source and a target per pair. Triggers, the CLI and tests all go through this.
 
 A Runtime is one worker instance (a Functions worker process, a CLI run): it has an `instance_id`, one `OrgPacer`
-per target organisation it calls (their shares of the organisation's pace are per instance), and one `QuotaGate`.
+per target organisation it calls (their shares of the organisation's pace are per instance), and the objects a job
+keeps once per instance (`per_instance`: the worker's creation-quota gate).
 """
 
 from __future__ import annotations
@@ -11,9 +12,8 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar, cast
 
-from sync.app.quota_gate import QuotaGate
 from sync.contract.pairs import TenantPair
 from sync.core.pacing import PaceRules
 from sync.core.source import Source
@@ -32,6 +32,7 @@ TargetFactory = Callable[[TenantPair], Target]
 VisibilityFactory = Callable[[TenantPair], SourceVisibility | None]
 ProbeFactory = Callable[[TenantPair], "ConnectionProbe"]
 SubscriptionsFactory = Callable[[TenantPair], "GraphSubscriptions"]
+Part = TypeVar("Part")
 PAIR_CACHE_SECONDS = 60.0
 QUARANTINE_CACHE_SECONDS = 10.0  # how stale the worker's view of a credentials quarantine may be
 
@@ -63,7 +64,7 @@ class Runtime:
     _pairs: dict[str, tuple[float, TenantPair]] = field(default_factory=dict, repr=False)
     _quarantines: dict[str, tuple[float, str]] = field(default_factory=dict, repr=False)
     _pacers: dict[str, OrgPacer] = field(default_factory=dict, repr=False)
-    _quota: list[QuotaGate] = field(default_factory=list, repr=False)
+    _parts: dict[str, object] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _targets_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -96,13 +97,13 @@ class Runtime:
         )
         return rt
 
-    @property
-    def quota(self) -> QuotaGate:
-        """The creation-quota gate of this instance (one per process: its cache serves every pair)."""
+    def per_instance(self, name: str, make: Callable[[], Part]) -> Part:
+        """The instance's one `name` (made by `make` on first use, then shared by every pair and thread): for
+        example the worker's creation-quota gate, whose cache serves every pair."""
         with self._lock:
-            if not self._quota:
-                self._quota.append(QuotaGate(self.stores.targets, backoff=self.tuning.quota_backoff))
-            return self._quota[0]
+            if name not in self._parts:
+                self._parts[name] = make()
+            return cast(Part, self._parts[name])
 
     def pacer(self, organization: str) -> OrgPacer | None:
         """This instance's slots for calls to `organization` (None when pacing is turned off)."""

@@ -20,18 +20,18 @@ from pathlib import Path
 
 from azure.core.exceptions import AzureError
 
-from sync.app.connection_test import ConnectionReport, check_connection
-from sync.app.delivery import replay_poison
-from sync.app.drain import drain
-from sync.app.explain import explain
-from sync.app.planning import preview, record_applied, run_pair
-from sync.app.provision import Result, provision_user
-from sync.app.reconcile import preview_reconcile, reconcile_pair
-from sync.app.retest import lift_credentials_quarantine
-from sync.app.rounds import RoundProgress
+from sync.app.admin.connection_test import ConnectionReport, check_connection
+from sync.app.admin.drain import drain
+from sync.app.admin.explain import explain
+from sync.app.admin.provision import Result, provision_user
+from sync.app.admin.retest import lift_credentials_quarantine
+from sync.app.admin.status import status_report
+from sync.app.planner.reconcile import preview_reconcile, reconcile_pair
+from sync.app.planner.rounds import RoundProgress
+from sync.app.planner.run import preview, record_applied, run_pair
+from sync.app.planner.subscriptions import remove_pair
 from sync.app.runtime import Runtime
-from sync.app.status import status_report
-from sync.app.subscriptions import remove_pair
+from sync.app.worker.delivery import replay_poison
 from sync.cli import render
 from sync.cli.console import Progress, Ticker
 from sync.contract.ops import OpKind

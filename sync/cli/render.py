@@ -1,4 +1,4 @@
-"""What the CLI shows: plans, run summaries, pair status and explanations, as tables (status data: sync.app.status)."""
+"""What the CLI shows: plans, run summaries, pair status and explanations, as tables (status data: sync.app.admin.status)."""
 
 from __future__ import annotations
 
@@ -6,12 +6,12 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sync.app.connection_test import ConnectionReport
-from sync.app.drain import DrainReport
-from sync.app.explain import Explanation
-from sync.app.planning import RunResult
-from sync.app.provision import Provisioned
-from sync.app.reconcile import REPAIR_KINDS, ReconcileFindings
+from sync.app.admin.connection_test import ConnectionReport
+from sync.app.admin.drain import DrainReport
+from sync.app.admin.explain import Explanation
+from sync.app.admin.provision import Provisioned
+from sync.app.planner.reconcile import REPAIR_KINDS, ReconcileFindings
+from sync.app.planner.run import RunResult
 from sync.cli.console import table
 from sync.contract.ops import OpKind
 from sync.contract.pairs import TenantPair

@@ -8,7 +8,7 @@ group's contact; absent for a user's, so users' messages are exactly what they w
 A message carries one op, or a batch of one pair's ops, `{"schema": 1, "batch": [op, op, ...]}`: a planner that
 queues hundreds of ops at once packs them, because a queue takes messages one request at a time (Azurite here serves
 a few hundred requests a second, Azure Storage 2,000 messages a second per queue) while a message holds 64 KiB. The
-worker never applies a batch: it first splits it into single-op messages on the same queue (`sync.app.batches`),
+worker never applies a batch: it first splits it into single-op messages on the same queue (`sync.app.worker.batches`),
 so every op is retried, deferred and poisoned on its own, exactly as if it had been sent alone.
 """
 

@@ -7,6 +7,8 @@ contract (`status --json`, `GET /api/pairs`, the ContactState and SyncRuns table
 
 from __future__ import annotations
 
+import secrets
+from datetime import datetime
 from enum import StrEnum
 
 
@@ -89,3 +91,8 @@ class SubscriptionState(StrEnum):
     REAUTHORIZE = "reauthorize"  # Graph asked (reauthorizationRequired): the next maintenance renews it
     REMOVED = "removed"  # Graph removed it (subscriptionRemoved) or it expired: the next maintenance makes a new one
     FAILED = "failed"  # the last create or renewal failed; its error says why and the timer tries again
+
+
+def new_run_id(now: datetime) -> str:
+    """A run's id: when it started, to the second, and six random hex digits (SyncRuns rows sort by it)."""
+    return f"{now:%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"

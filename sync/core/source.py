@@ -10,6 +10,9 @@ from collections.abc import Generator, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from sync.contract.pairs import TenantPair, template_fields
+from sync.contract.userattrs import BASE_SELECT
+
 SourceUser = Mapping[str, Any]
 """A user as Graph returns it: property name → value (`id` always present)."""
 
@@ -105,3 +108,16 @@ def read_whole_round(source: Source, link: str | None, select: tuple[str, ...]) 
             if page.delta_link is not None:
                 folded.delta_link = page.delta_link
     return folded
+
+
+def source_select(pair: TenantPair) -> tuple[str, ...]:
+    """Exactly the user properties mapping and scope read: the base set plus what templates name."""
+    names = list(BASE_SELECT)
+    wanted = [name for template in (pair.contact.display_name, *pair.contact.attributes.values())
+              for name in template_fields(template)]
+    wanted += [clause.attribute for group in pair.scope.filter_groups for clause in group]
+    for name in wanted:
+        top = name.split(".", 1)[0]
+        if top != "source" and top not in names:
+            names.append(top)
+    return tuple(names)

@@ -9,7 +9,7 @@
   with an explicit `$select`, never from delta or a list, so each changed Microsoft 365 group costs one such read;
   they go 20 to a JSON `$batch` request (Graph's limit), so 100 changed groups cost 5 requests and an idle round none.
 
-The deltaLink is the caller's to keep (per pair, apart from the membership-scoping state of sync.app.group_round).
+The deltaLink is the caller's to keep (per pair, apart from the membership-scoping state of sync.app.planner.group_round).
 """
 
 from __future__ import annotations

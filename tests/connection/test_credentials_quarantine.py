@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from sim.tenant import RegisteredCertificate
-from sync.app.planning import run_pair
-from sync.app.retest import retest_quarantined
+from sync.app.admin.retest import retest_quarantined
+from sync.app.planner.run import run_pair
 from sync.cli import main as cli
 from sync.contract.vocabulary import QuarantineKind, RunOutcome, RunTrigger
 from tests.support.sim_pairs import SimPair

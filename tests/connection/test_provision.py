@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from sync.app.provision import Result, provision_user
+from sync.app.admin.provision import Result, provision_user
 from sync.cli import main as cli
 from tests.support.sim_pairs import SimPair
 

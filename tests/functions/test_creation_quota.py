@@ -13,8 +13,8 @@ from collections.abc import Iterator
 import pytest
 
 import function_app
+from sync.app.admin.status import status_report
 from sync.app.runtime import Runtime
-from sync.app.status import status_report
 from sync.cli import main as cli
 
 from .conftest import PAIR_ID, Sync

@@ -16,7 +16,7 @@ import pytest
 
 import function_app
 from sim.subscriptions import SimSubscription
-from sync.app.status import status_report
+from sync.app.admin.status import status_report
 from sync.cli import main as cli
 from sync.contract.vocabulary import RunTrigger, SubscriptionState
 from sync.state.entities import iso, now_utc

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from sync.app.delivery import deliver
+from sync.app.worker.delivery import deliver
 from sync.core.delivery_policy import MAX_DEFER_SECONDS, defer_seconds
 
 from .conftest import PAIR_ID, Sync

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from sync.app.explain import explain
-from sync.app.status import pair_status
+from sync.app.admin.explain import explain
+from sync.app.admin.status import pair_status
 
 from .conftest import PAIR_ID, GroupContacts
 
@@ -112,7 +112,7 @@ def test_explain_and_status_speak_of_groups(gc: GroupContacts) -> None:
 
 
 def test_plan_shows_the_groups_round_and_writes_nothing(gc: GroupContacts, capsys: pytest.CaptureFixture[str]) -> None:
-    from sync.app.planning import preview
+    from sync.app.planner.run import preview
     from sync.cli.render import plan_json, plan_tables
 
     adele = gc.user("adele")

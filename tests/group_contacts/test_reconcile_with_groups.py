@@ -3,8 +3,8 @@ from a user's, so a lost ContactState must not turn group contacts into orphans 
 
 from __future__ import annotations
 
-from sync.app.drain import drain
-from sync.app.reconcile import reconcile_pair
+from sync.app.admin.drain import drain
+from sync.app.planner.reconcile import reconcile_pair
 
 from .conftest import PAIR_ID, GroupContacts
 

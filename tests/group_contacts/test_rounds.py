@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from sync.app.drain import drain
-from sync.app.planning import run_pair
+from sync.app.admin.drain import drain
+from sync.app.planner.run import run_pair
 from sync.contract.vocabulary import RunTrigger
 from sync.state.queues import OpQueue
 

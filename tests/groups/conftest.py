@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from sim import SimCloud, Tenant
-from sync.app.drain import drain
-from sync.app.planning import RunResult, run_pair
+from sync.app.admin.drain import drain
+from sync.app.planner.run import RunResult, run_pair
 from sync.app.runtime import Runtime
 from sync.contract.pairs import TenantPair, parse_pair
 from sync.contract.vocabulary import RunTrigger

@@ -39,7 +39,7 @@ def test_exclude_only_scope_keeps_everyone_else(gs: GroupSync) -> None:
 
 
 def test_explain_names_the_group_rule(gs: GroupSync) -> None:
-    from sync.app.explain import explain
+    from sync.app.admin.explain import explain
 
     u = gs.add_users(3)
     sales, contractors = gs.group("Sales", [u[0], u[1]]), gs.group("Contractors", [u[1]])

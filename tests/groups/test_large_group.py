@@ -3,7 +3,7 @@ scope is decided, on the first round and when hundreds of members change at once
 
 from __future__ import annotations
 
-from sync.app.planning import run_pair
+from sync.app.planner.run import run_pair
 from sync.contract.vocabulary import RunTrigger
 
 from .conftest import PAIR_ID, GroupSync

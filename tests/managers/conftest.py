@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from sim import SimCloud, Tenant
-from sync.app.drain import DrainReport, drain
-from sync.app.planning import RunResult, run_pair
+from sync.app.admin.drain import DrainReport, drain
+from sync.app.planner.run import RunResult, run_pair
 from sync.app.runtime import Runtime
 from sync.contract.pairs import TenantPair
 from sync.contract.vocabulary import RunTrigger

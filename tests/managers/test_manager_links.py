@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from sync.app.delivery import handle_message
-from sync.app.planning import RunResult, run_pair
+from sync.app.planner.run import RunResult, run_pair
+from sync.app.worker.delivery import handle_message
 from sync.contract.ops import ContactOp
 from sync.contract.vocabulary import RunTrigger
 from sync.core.mapping import contact_name

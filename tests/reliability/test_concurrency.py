@@ -9,8 +9,8 @@ import time
 from collections.abc import Callable
 
 from sim.host import HttpReply
-from sync.app.delivery import deliver
 from sync.app.runtime import Runtime
+from sync.app.worker.delivery import deliver
 
 from .conftest import SyncPair, exchange_counts
 

@@ -8,7 +8,7 @@ import time
 import uuid
 from typing import Any
 
-from sync.app.reconcile import preview_reconcile, reconcile_pair
+from sync.app.planner.reconcile import preview_reconcile, reconcile_pair
 from sync.contract.vocabulary import RunOutcome, RunTrigger
 
 from .conftest import SyncPair, exchange_counts

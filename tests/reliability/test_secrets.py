@@ -18,7 +18,7 @@ import pytest
 import function_app
 from sim import SimCloud
 from sim.generator import generate_users, mutate
-from sync.app.delivery import replay_poison
+from sync.app.worker.delivery import replay_poison
 from sync.cli import main as cli
 
 from .conftest import Credentials, SyncPair, stored_text

@@ -13,8 +13,8 @@ from collections.abc import Callable
 import pytest
 
 from sim.generator import generate_users, mutate
-from sync.app.drain import drain
-from sync.app.planning import run_pair
+from sync.app.admin.drain import drain
+from sync.app.planner.run import run_pair
 from sync.contract.vocabulary import RunTrigger
 
 from .conftest import SyncPair

@@ -1,7 +1,7 @@
 """From queue message to Exchange: the worker's entry point (`deliver`), the poison record and `replay_poison`.
 
 What a delivery's failure leads to is decided once, in `sync.core.delivery_policy`; the CLI's in-process drain
-(`sync.app.drain`) follows the same decisions.
+(`sync.app.admin.drain`) follows the same decisions.
 """
 
 from __future__ import annotations
@@ -11,13 +11,13 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from sync.app.apply import Applied, Outcome, apply_op
-from sync.app.batches import split_batch
-from sync.app.planning import new_run_id
 from sync.app.quarantine import quarantine_for_credentials
 from sync.app.runtime import Runtime
+from sync.app.worker.apply import Applied, Outcome, apply_op
+from sync.app.worker.batches import split_batch
+from sync.app.worker.quota_gate import quota_gate
 from sync.contract.ops import ContactOp, decode_op, is_batch
-from sync.contract.vocabulary import RunOutcome, RunTrigger
+from sync.contract.vocabulary import RunOutcome, RunTrigger, new_run_id
 from sync.core.delivery_policy import MAX_DEQUEUE_COUNT, Decision, Verdict, decide
 from sync.errors import BadOpMessage, PairNotFound, PairParked
 from sync.state.contacts import POISONED_OP_SUFFIX
@@ -45,7 +45,7 @@ def handle_message(rt: Runtime, body: str | bytes) -> tuple[ContactOp, Applied]:
         raise PairParked(f"pair {pair.id} is quarantined for its credentials: {quarantined}")
     target = rt.target(pair)
     calls_before = _thread_counts(target)
-    applied = apply_op(op, pair=pair, target=target, contacts=rt.stores.contacts, quota=rt.quota,
+    applied = apply_op(op, pair=pair, target=target, contacts=rt.stores.contacts, quota=quota_gate(rt),
                        open_source=rt.open_source)
     calls_after = _thread_counts(target)
     log.info(
@@ -183,7 +183,7 @@ def deliver(rt: Runtime, body: str | bytes, *, dequeue_count: int) -> str:
     - retry, or poison on the last delivery: the cause is noted on the user's row and the error raised; the host
       retries after `visibilityTimeout` and moves the message to `<queue>-poison` after `maxDequeueCount`.
     Permanent outcomes (conflict, rejected) are recorded in ContactState by `apply_op` and returned.
-    A batch of ops is split into single-op messages ("split", sync.app.batches); a storage error raises (the host
+    A batch of ops is split into single-op messages ("split", sync.app.worker.batches); a storage error raises (the host
     delivers the batch again), a malformed batch goes to the poison queue whole.
     """
     started = time.monotonic()

@@ -1,23 +1,22 @@
 """A planning run of one pair: read the source, plan, pass the safety gate, queue the ops, keep the deltaLink.
 
 The planner function (fed by the timer through the `pair-runs` queue), the HTTP resync and `python -m sync run` all
-come through `run_pair`, which works on the pair's round page by page (sync.app.rounds) under the pair's lease. With
+come through `run_pair`, which works on the pair's round page by page (sync.app.planner.rounds) under the pair's lease. With
 a budget it stops after the page on which the budget ran out and asks for the rest with a `continue` request on the
-`pair-runs` queue (sync.app.fanout); without one (the CLI) it plans the whole round. `preview` is the dry run.
+`pair-runs` queue (sync.app.planner.fanout); without one (the CLI) it plans the whole round. `preview` is the dry run.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import secrets
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from sync.app import group_round
-from sync.app.group_contacts import (
+from sync.app.planner import group_round
+from sync.app.planner.group_contacts import (
     LEFT_OBJECTS,
     KindRound,
     drop_users,
@@ -27,17 +26,16 @@ from sync.app.group_contacts import (
     run_groups_round,
     split_rows,
 )
+from sync.app.planner.rounds import OnPage, RoundProgress, StreamedRound, version_now
 from sync.app.quarantine import quarantine_for_credentials
-from sync.app.rounds import OnPage, RoundProgress, StreamedRound, version_now
 from sync.app.runtime import Runtime
 from sync.contract.ops import OpKind
 from sync.contract.pair_runs import PairRunRequest, RunKind
-from sync.contract.pairs import TenantPair, template_fields
-from sync.contract.userattrs import BASE_SELECT
-from sync.contract.vocabulary import QuarantineKind, RunOutcome, RunTrigger
+from sync.contract.pairs import TenantPair
+from sync.contract.vocabulary import QuarantineKind, RunOutcome, RunTrigger, new_run_id
 from sync.core.diagnosis import Side, is_credentials_failure
 from sync.core.plan import Plan, plan_pair, unsafe_reason
-from sync.core.source import DeltaRound, read_whole_round
+from sync.core.source import DeltaRound, read_whole_round, source_select
 from sync.errors import CtcsError, DeltaTokenExpired, LeaseHeld, LeaseLost, TargetError
 from sync.state.entities import iso, now_utc
 from sync.state.runs import RunRecord
@@ -59,23 +57,6 @@ class RunResult:
     @property
     def outcome(self) -> RunOutcome:
         return self.run.outcome
-
-
-def new_run_id(now: datetime) -> str:
-    return f"{now:%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
-
-
-def source_select(pair: TenantPair) -> tuple[str, ...]:
-    """Exactly the user properties mapping and scope read: the base set plus what templates name."""
-    names = list(BASE_SELECT)
-    wanted = [name for template in (pair.contact.display_name, *pair.contact.attributes.values())
-              for name in template_fields(template)]
-    wanted += [clause.attribute for group in pair.scope.filter_groups for clause in group]
-    for name in wanted:
-        top = name.split(".", 1)[0]
-        if top != "source" and top not in names:
-            names.append(top)
-    return tuple(names)
 
 
 def definition_hash(pair: TenantPair) -> str:

@@ -19,11 +19,10 @@ import logging
 from collections.abc import Callable
 from datetime import datetime
 
-from sync.app.planning import source_select
 from sync.contract.pairs import TenantPair
 from sync.contract.vocabulary import ObjectKind
 from sync.core.scope import decide_scope
-from sync.core.source import Source
+from sync.core.source import Source, source_select
 from sync.core.target import Recipient, Target
 from sync.errors import RowBusy, TargetNotFound
 from sync.state.contacts import ClaimLost, ContactStateStore

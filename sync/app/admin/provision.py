@@ -22,19 +22,18 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sync.app import group_round
-from sync.app.apply import Applied, apply_op
-from sync.app.planning import new_run_id, source_select
+from sync.app.planner import group_round
 from sync.app.quarantine import quarantine_for_credentials
 from sync.app.runtime import Runtime
+from sync.app.worker.apply import Applied, apply_op
 from sync.contract.ops import ContactOp
 from sync.contract.pairs import TenantPair
-from sync.contract.vocabulary import RunOutcome, RunTrigger
+from sync.contract.vocabulary import RunOutcome, RunTrigger, new_run_id
 from sync.core.diagnosis import is_credentials_failure
 from sync.core.managers import reported_manager
 from sync.core.plan import plan_pair
 from sync.core.scope import SKIP_REASONS, decide_scope
-from sync.core.source import DeltaRound
+from sync.core.source import DeltaRound, source_select
 from sync.errors import CtcsError
 from sync.state.runs import RunRecord
 

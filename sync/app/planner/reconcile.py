@@ -8,7 +8,7 @@
         ├─ rows corrected (ETag-guarded): drift → the target's values, missing → tombstone or `released`,
         │  lost rows rebuilt from the target, rows relinked to the contact that carries their anchor
         ├─ duplicates removed (the listing showed them with our anchor; counted against the safety gate)
-        └─ a full round against the source (sync.app.planning.run_pair with this as its `prepare`): it updates
+        └─ a full round against the source (sync.app.planner.run.run_pair with this as its `prepare`): it updates
            what drifted (the worker sends only the parameters that differ), creates what was deleted by hand, and
            removes orphans through the safety gate, all as ordinary ops
 
@@ -27,7 +27,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sync.app.planning import RunResult, run_pair
+from sync.app.planner.run import RunResult, run_pair
 from sync.app.runtime import Runtime
 from sync.contract.ops import ContactOp, OpKind
 from sync.contract.pairs import TenantPair

@@ -26,10 +26,11 @@ from datetime import datetime, timedelta
 
 from azure.storage.queue import QueueMessage
 
-from sync.app.apply import Applied, Outcome
-from sync.app.batches import split_batch
-from sync.app.delivery import handle_message, note_failed_delivery, park, record_poison
 from sync.app.runtime import Runtime
+from sync.app.worker.apply import Applied, Outcome
+from sync.app.worker.batches import split_batch
+from sync.app.worker.delivery import handle_message, note_failed_delivery, park, record_poison
+from sync.app.worker.quota_gate import quota_gate
 from sync.contract.ops import ContactOp, decode_op, is_batch, pair_of_message
 from sync.contract.vocabulary import ContactStatus
 from sync.core.delivery_policy import Verdict, decide, default_backoff
@@ -214,7 +215,7 @@ class _Drain:
             pair = self.rt.pair(self.pair_id or "")
         except PairNotFound:
             return None
-        return self.rt.quota.pause(pair.target.organization)
+        return quota_gate(self.rt).pause(pair.target.organization)
 
 
 def drain(

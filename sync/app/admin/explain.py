@@ -11,9 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from sync.app import group_round
-from sync.app.group_contacts import GroupContactCapable
-from sync.app.planning import source_select
+from sync.app.planner import group_round
+from sync.app.planner.group_contacts import GroupContactCapable
 from sync.app.runtime import Runtime
 from sync.contract.pairs import TenantPair
 from sync.contract.vocabulary import ContactStatus, ObjectKind
@@ -21,6 +20,7 @@ from sync.core.group_mapping import GroupMapper
 from sync.core.group_scope import GROUP_SKIP_REASONS, decide_group_scope
 from sync.core.mapping import ContactMapper
 from sync.core.scope import SKIP_REASONS, decide_scope
+from sync.core.source import source_select
 from sync.state.contacts import ContactRow
 
 

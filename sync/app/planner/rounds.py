@@ -3,7 +3,7 @@
     page k:  read (the next page is already on its way) → plan (pure, sync.core.plan.plan_page) → mark the creates
              `queued` (with round and page) → send the ops → record what the page saw → checkpoint: the round's
              link becomes page k's nextLink, in PairState, with the lease renewed. The writes of two pages may be
-             under way at once; checkpoints are saved in page order (sync.app.page_writer).
+             under way at once; checkpoints are saved in page order (sync.app.planner.page_writer).
     last:    the page with the deltaLink also does what needs the whole round: the removals earlier pages held back,
              users hidden in the source's Exchange, the full round's sweep, manager link fix-ups, expired staged
              deletes; the safety gate counts all of it; then the ops are queued and the deltaLink saved (invariant 4)
@@ -30,9 +30,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
-from sync.app import group_round
-from sync.app.group_contacts import split_rows
-from sync.app.page_writer import PageWriter
+from sync.app.planner import group_round
+from sync.app.planner.group_contacts import split_rows
+from sync.app.planner.page_writer import PageWriter
 from sync.app.runtime import Runtime
 from sync.contract.ops import ContactOp, OpKind
 from sync.contract.pairs import TenantPair

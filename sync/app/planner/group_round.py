@@ -12,7 +12,7 @@ read by id (50 per request) and added to the round, so joining or leaving a grou
 Leavers that never had a contact are not read. The new graph and deltaLinks ride on the round and are saved by
 `commit` only after its ops are queued (invariant 4).
 
-A streamed round (sync.app.rounds) reads its groups once, when it starts (`begin`): the new graph is saved as the
+A streamed round (sync.app.planner.rounds) reads its groups once, when it starts (`begin`): the new graph is saved as the
 round's pending graph, so every invocation of the round plans with the same memberships, and the membership-only
 users are read after its last page (`membership_only_users`), leaving out the users its pages showed. `promote`
 makes the pending graph current once the last page is queued.

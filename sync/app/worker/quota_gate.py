@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
+from sync.app.runtime import Runtime
 from sync.core import quota
 from sync.core.quota import Admission, QuotaPause
 from sync.errors import CreationQuotaReached
@@ -140,3 +141,8 @@ class QuotaGate:
     def _remember(self, key: str, pause: QuotaPause) -> None:
         with self._lock:
             self._cache[key] = _Cached(pause, time.monotonic())
+
+
+def quota_gate(rt: Runtime) -> QuotaGate:
+    """The creation-quota gate of this instance (one per process: its cache serves every pair)."""
+    return rt.per_instance("quota_gate", lambda: QuotaGate(rt.stores.targets, backoff=rt.tuning.quota_backoff))

@@ -3,7 +3,7 @@ contacts (invariant 1).
 
 Outcomes that need no retry (applied, stale, conflict, rejected) are returned; errors worth retrying
 (`TargetTransient`, `TargetThrottled`, `RowBusy`, `ManagerNotFound`) and `CreationQuotaReached` (creates wait for
-the target's creation quota, `sync.app.quota_gate`) are raised for the queue to defer or redeliver the op. An op
+the target's creation quota, `sync.app.worker.quota_gate`) are raised for the queue to defer or redeliver the op. An op
 that raises gives up its claim on the user's row first, so a newer op of that user never waits for it.
 
 A partial update (a manager link, see sync.core.managers) is merged into the contact as applied and the state row keeps
@@ -21,8 +21,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sync.app.address_moves import SourceOpener, free_address
-from sync.app.quota_gate import QuotaGate
+from sync.app.worker.address_moves import SourceOpener, free_address
+from sync.app.worker.quota_gate import QuotaGate
 from sync.contract.ops import ContactOp, OpKind
 from sync.contract.pairs import TenantPair
 from sync.contract.vocabulary import ContactStatus
@@ -74,7 +74,7 @@ def apply_op(
     """Apply `op` unless a newer one won; record the result in ContactState. With `quota`, a create waits (raises
     `CreationQuotaReached`) while the target organisation's creation quota is spent, before it claims the row. With
     `open_source`, an address held by another of the pair's own contacts whose user gave it up is freed first
-    (sync.app.address_moves)."""
+    (sync.app.worker.address_moves)."""
     organization = pair.target.organization
     admitted = quota is None
     for _ in range(3):

@@ -22,11 +22,11 @@ from typing import Any
 
 from azure.core.exceptions import ClientAuthenticationError
 
-from sync.app.planning import source_select
 from sync.app.probe import ConnectionProbe
 from sync.app.runtime import Runtime
 from sync.contract.pairs import TenantPair
 from sync.core.diagnosis import Diagnosis, Side, consent_fix, diagnose
+from sync.core.source import source_select
 from sync.errors import CredentialUnusable, SourceError, TargetError
 from sync.exchange.contacts import ExchangeTarget
 from sync.identity.tokens import token_roles

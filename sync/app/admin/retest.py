@@ -14,7 +14,7 @@ import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sync.app.connection_test import ConnectionReport, check_connection
+from sync.app.admin.connection_test import ConnectionReport, check_connection
 from sync.app.quarantine import move_parked_back
 from sync.app.runtime import Runtime
 from sync.contract.vocabulary import QuarantineKind
