@@ -21,8 +21,9 @@ from azure.data.tables import TableServiceClient
 
 from sim import azurite
 from sim.generator import generate_users
+from sync.contract.summaries import StateSummary
 from sync.core.mapping import ContactMapper
-from sync.core.plan import StateSummary, plan_pair
+from sync.core.plan import plan_pair
 from sync.core.scope import decide_scope
 from sync.core.source import DeltaRound
 from sync.state.contacts import ContactStateStore

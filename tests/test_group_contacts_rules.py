@@ -9,10 +9,11 @@ import pytest
 
 from sync.app.planner.group_contacts import needs_groups_round, split_rows
 from sync.contract.ops import ContactOp, OpKind, decode_op
+from sync.contract.summaries import StateSummary
 from sync.contract.vocabulary import ContactStatus, ObjectKind
 from sync.core.group_mapping import GroupMapper
 from sync.core.group_scope import decide_group_scope, group_kind
-from sync.core.plan import StateSummary, plan_pair, unsafe_reason
+from sync.core.plan import plan_pair, unsafe_reason
 from sync.core.source import DeltaRound
 from sync.errors import PairValidationError
 from tests.support.factories import make_pair

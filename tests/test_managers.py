@@ -11,9 +11,10 @@ import pytest
 
 from sync.app.worker.apply import Outcome, apply_op
 from sync.contract.ops import ContactOp, OpKind, decode_op
+from sync.contract.summaries import StateSummary
 from sync.core.managers import reported_manager
 from sync.core.mapping import ContactMapper, contact_hash, contact_name
-from sync.core.plan import Plan, StateSummary, plan_pair
+from sync.core.plan import Plan, plan_pair
 from sync.core.source import DeltaRound
 from sync.errors import BadOpMessage, ManagerNotFound, PairValidationError
 from sync.state.stores import Stores

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from sync.contract.ops import OpKind
+from sync.contract.summaries import StateSummary
 from sync.core.mapping import ContactMapper
-from sync.core.plan import StateSummary, plan_pair, unsafe_reason
+from sync.core.plan import plan_pair, unsafe_reason
 from sync.core.source import DeltaRound
 from tests.support.factories import make_pair, make_user
 

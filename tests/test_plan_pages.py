@@ -8,8 +8,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from sync.contract.ops import OpKind
+from sync.contract.summaries import StateSummary
 from sync.core.mapping import ContactMapper
-from sync.core.plan import EarlierPages, Plan, SendLedger, StateSummary, plan_page, plan_pair
+from sync.core.plan import EarlierPages, Plan, SendLedger, plan_page, plan_pair
 from sync.core.source import DeltaRound
 from tests.support.factories import make_pair, make_user
 

@@ -10,8 +10,9 @@ from sync.app.admin.drain import drain
 from sync.app.planner.run import run_pair
 from sync.app.runtime import Runtime
 from sync.contract.ops import OpKind
+from sync.contract.summaries import StateSummary
 from sync.contract.vocabulary import RunTrigger
-from sync.core.plan import StateSummary, plan_pair, unsafe_reason
+from sync.core.plan import plan_pair, unsafe_reason
 from sync.core.source import DeltaRound
 from tests.support.factories import make_pair, make_user
 from tests.support.memory_source import MemorySource

@@ -30,7 +30,7 @@ MANAGER_DELTA = "manager@delta"
 
 
 class LinkRow(Protocol):
-    """What link planning reads of a state row (`sync.core.plan.StateSummary` has it)."""
+    """What link planning reads of a state row (`sync.contract.summaries.StateSummary` has it)."""
 
     @property
     def status(self) -> str: ...

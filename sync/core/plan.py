@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 
 from sync.contract.ops import KIND_ORDER, ContactOp, OpKind
 from sync.contract.pairs import TenantPair
+from sync.contract.summaries import StateSummary
 from sync.contract.vocabulary import ContactStatus, ObjectKind
 from sync.core.group_mapping import GroupMapper
 from sync.core.group_scope import decide_group_scope
@@ -23,36 +24,6 @@ from sync.core.source import DeltaRound, SourceUser
 
 # Below this many managed contacts the percentage threshold is not applied: deleting 1 of 5 is 20%.
 MIN_CONTACTS_FOR_PERCENT_GATE = 10
-
-
-@dataclass(slots=True)
-class StateSummary:
-    """What planning needs to know of one ContactState row."""
-
-    status: ContactStatus
-    hash: str
-    version: int
-    guid: str = ""
-    hidden_at: datetime | None = None  # when a staged delete hid the contact
-    manager_id: str = ""  # the source id of the user's manager as last planned ("" = none)
-    manager_set: bool = False  # the applied contact's Manager names the manager's contact
-    queued_round: str = ""  # a `queued` row: the planning round and page that marked it
-    queued_page: int = 0
-    kind: ObjectKind = ObjectKind.USER  # the source object the contact stands for
-
-    def __post_init__(self) -> None:
-        self.status = ContactStatus(self.status)  # a table gives back the plain string
-        self.kind = ObjectKind(self.kind or ObjectKind.USER)
-
-    @property
-    def live(self) -> bool:
-        """A contact exists (or may exist) in the target for this user."""
-        return self.status is not ContactStatus.DELETED
-
-    @property
-    def managed(self) -> bool:
-        """A contact ctcs made (or tried to) exists for this user; a queued create does not count yet."""
-        return self.status.ours and self.status is not ContactStatus.QUEUED
 
 
 @dataclass

@@ -20,8 +20,8 @@ from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, Re
 from azure.data.tables import TableClient, TableEntity, UpdateMode
 
 from sync.contract.ops import ContactOp
+from sync.contract.summaries import StateSummary
 from sync.contract.vocabulary import ContactStatus, ObjectKind
-from sync.core.plan import StateSummary
 from sync.state.entities import as_int, int64, iso, now_utc, quote, text
 from sync.state.parallel import run_all
 

@@ -28,9 +28,10 @@ from sync.app.runtime import Runtime
 from sync.contract.groupattrs import GROUP_SELECT
 from sync.contract.ops import OpKind
 from sync.contract.pairs import TenantPair
+from sync.contract.summaries import StateSummary
 from sync.contract.vocabulary import ObjectKind, QuarantineKind, RunOutcome
 from sync.core.group_scope import group_kind
-from sync.core.plan import Plan, SendLedger, StateSummary, plan_page, unsafe_reason
+from sync.core.plan import Plan, SendLedger, plan_page, unsafe_reason
 from sync.core.scope import mail_address
 from sync.core.source import DeltaRound
 from sync.errors import DeltaTokenExpired, SourceError

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from sync.contract.pairs import TenantPair
+from sync.contract.summaries import StateSummary
 from sync.core.group_graph import (
     GroupGraph,
     GroupNode,
@@ -35,7 +36,6 @@ from sync.core.group_graph import (
     changed_users,
     scope_groups,
 )
-from sync.core.plan import StateSummary
 from sync.core.source import DeltaRound, Source, SourceUser
 from sync.errors import DeltaTokenExpired, SourceError
 from sync.state.groups import DeltaBatch, GroupScopeState, GroupStore

@@ -36,8 +36,9 @@ from sync.app.planner.page_writer import PageWriter
 from sync.app.runtime import Runtime
 from sync.contract.ops import ContactOp, OpKind
 from sync.contract.pairs import TenantPair
+from sync.contract.summaries import StateSummary
 from sync.contract.vocabulary import ContactStatus, QuarantineKind, RunOutcome
-from sync.core.plan import EarlierPages, Plan, SendLedger, StateSummary, plan_page, unsafe_reason
+from sync.core.plan import EarlierPages, Plan, SendLedger, plan_page, unsafe_reason
 from sync.core.source import DeltaPage, DeltaRound, Source
 from sync.errors import DeltaTokenExpired, SourceError
 from sync.state.entities import iso, now_utc
