@@ -1,6 +1,6 @@
 """Every app setting ctcs reads, in one registry.
 
-The README's settings table, `local.settings.sample.json` and the Bicep app settings are checked against
+The settings table of docs/settings.md, `local.settings.sample.json` and the Bicep app settings are checked against
 `SETTINGS` by tests, so a setting that is read anywhere must be declared here first.
 """
 

@@ -1,6 +1,6 @@
-"""docs/architecture.md and the README's "Project layout" stay in step with the code: every package and module they
-name exists, every package and module of sync/ is named, every function the data paths name can be imported, and
-every "invariant N" a comment cites is one of the seven the document defines."""
+"""docs/architecture.md, its "Project layout" included (moved there from the README), stays in step with the code:
+every package and module it names exists, every package and module of sync/ is named, every function the data paths
+name can be imported, and every "invariant N" a comment cites is one of the seven the document defines."""
 
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ from sync.core.plan import plan_pair
 
 ROOT = Path(__file__).resolve().parent.parent
 SYNC = ROOT / "sync"
-README = (ROOT / "README.md").read_text(encoding="utf-8")
 ARCHITECTURE = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
 # The prose only: a fenced block (the floors diagram) would pair its backticks with the text's.
 ARCHITECTURE_PROSE = re.sub(r"^```.*?^```$", "", ARCHITECTURE, flags=re.MULTILINE | re.DOTALL)
@@ -53,9 +52,9 @@ def sync_modules() -> list[str]:
 
 
 def layout_paths() -> list[str]:
-    """The paths in the first column of the README's "Project layout" table."""
+    """The paths in the first column of the "Project layout" table (docs/architecture.md)."""
     paths = []
-    for line in section(README, "Project layout").splitlines():
+    for line in section(ARCHITECTURE, "Project layout").splitlines():
         cells = line.split("|")
         if len(cells) < 3 or set(cells[1].strip()) <= {"-"} or cells[1].strip() == "path":
             continue
@@ -94,13 +93,13 @@ def test_every_path_in_the_project_layout_exists() -> None:
     paths = layout_paths()
     assert "sync/core/" in paths and "function_app.py" in paths  # the table was found and read
     missing = [path for path in paths if not (ROOT / path).exists()]
-    assert missing == [], f"README 'Project layout' names paths that do not exist: {missing}"
+    assert missing == [], f"docs/architecture.md 'Project layout' names paths that do not exist: {missing}"
 
 
 def test_every_sync_package_is_in_the_project_layout() -> None:
     named = set(layout_paths())
     unnamed = [package for package in sync_packages() if package not in named]
-    assert unnamed == [], f"add these packages to the README's 'Project layout' table: {unnamed}"
+    assert unnamed == [], f"add these packages to the 'Project layout' table of docs/architecture.md: {unnamed}"
 
 
 def test_architecture_names_every_sync_package_and_module() -> None:
