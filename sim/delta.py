@@ -1,5 +1,6 @@
 """What the simulated Microsoft Graph delta endpoints share: `users/delta` (sim.graph) and `groups/delta` (sim.groups)
-follow the same reference protocol (graph-delta.md) and differ only in their resource, `$select` and paging.
+follow the same protocol (Microsoft Graph's delta query documentation) and differ only in their resource, `$select`
+and paging.
 
 Tokens ($skiptoken / $deltatoken) are opaque: base64url JSON + an HMAC, so an edited token is "garbled" (400
 syncStateInvalid). Every payload names its tenant ("t") and resource ("k"), so a token taken to another tenant or to

@@ -1,5 +1,6 @@
 """How hard the simulated Exchange Online pushes back: per-cmdlet latency, a per-tenant concurrency cap, a request
-budget with `Rate-Limit-*` headers, a creation quota and the `$batch` endpoint (exchange-admin-api.md, "Limits").
+budget with `Rate-Limit-*` headers, a creation quota and the `$batch` endpoint (what a first load meets in Exchange
+Online).
 
     ExchangeProfile()                        # the default: everything off, answers at once (fast suite and demo)
     ExchangeProfile.realistic()              # the switch the benchmark uses; scale=0.1 → a tenth of real latency

@@ -1,4 +1,4 @@
-"""Microsoft Graph `users/delta` over the directory, following the reference protocol (graph-delta.md); the group
+"""Microsoft Graph `users/delta` over the directory, following Graph's delta query protocol; the group
 endpoints (`groups/delta`, `transitiveMembers`) live in sim.groups and are served by the same app.
 
 Tokens, rounds, `$filter`, delta faults and the request pipeline are shared with `groups/delta` (sim.delta); what is

@@ -1,4 +1,4 @@
-"""Microsoft Graph `groups/delta` and `groups/{id}/transitiveMembers` over the directory (graph-delta.md, "Groups").
+"""Microsoft Graph `groups/delta` and `groups/{id}/transitiveMembers` over the directory (as Graph documents them).
 
 `groups/delta?$filter=id eq 'g1' or id eq 'g2'&$select=displayName,members` tracks membership: each group comes with
 `members@delta`, every current member on the first round and only the changes (removals carry `@removed`) later.
@@ -48,7 +48,7 @@ if TYPE_CHECKING:
 GROUP_PROPERTIES = ("id", "displayName", "members", "description", "mail", "mailEnabled", "securityEnabled", "groupTypes",
                     "proxyAddresses", "mailNickname", "visibility", "hideFromAddressLists")
 GROUP_ROLES = ("GroupMember.Read.All", "Group.Read.All", "Directory.Read.All")
-# Group properties beyond the basic ones: the reference (graph-notifications-and-groups.md) names Group.Read.All as the
+# Group properties beyond the basic ones: Microsoft's group resource documentation names Group.Read.All as the
 # permission that reads them; GroupMember.Read.All is enough for membership only. A request whose $select names one
 # of these needs one of PROPERTY_ROLES.
 MAIL_PROPERTIES = frozenset({"description", "mail", "proxyAddresses", "mailNickname", "visibility", "hideFromAddressLists"})

@@ -7,7 +7,7 @@
     PATCH  /v1.0/subscriptions/{id}       renew (a new expirationDateTime); 404 once expired or removed
     DELETE /v1.0/subscriptions/{id}       204; 404 when it is not there
 
-What Graph does and the simulator copies (reference: graph-notifications-and-groups.md): `changeType` `updated`
+What Graph does and the simulator copies (Microsoft Graph's change notification documentation): `changeType` `updated`
 (creation and soft deletion arrive as `updated`) and `deleted` (permanent deletion); a lifetime of at most 41,760
 minutes for directory resources (more is refused; less than 45 minutes becomes 45); `clientState` of at most 128
 characters echoed in every item; an HTTPS notificationUrl; the permission of the resource (`User.Read.All` or

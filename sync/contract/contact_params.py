@@ -1,4 +1,4 @@
-"""Exchange mail contact parameters, and which cmdlet sets each (reference: exchange-admin-api.md, "Mail contact cmdlets").
+"""Exchange mail contact parameters, and which cmdlet sets each (Microsoft's reference of each mail contact cmdlet).
 
 Both sides of the contract use these names: the pair file's `contact.attributes`, the planner's desired contact, the
 op message and the Exchange edge.
@@ -12,7 +12,7 @@ from typing import Any
 ContactParams = Mapping[str, Any]
 """Contact parameters by their cmdlet parameter name (`DisplayName`, `Company`, `CustomAttribute15`, ...)."""
 
-# Which cmdlet sets which contact parameter (reference: exchange-admin-api.md, "Mail contact cmdlets").
+# Which cmdlet sets which contact parameter (the parameters Microsoft's reference lists for each cmdlet).
 NEW_MAIL_CONTACT_PARAMS = frozenset({"Name", "ExternalEmailAddress", "Alias", "DisplayName", "FirstName", "LastName", "Initials"})
 SET_MAIL_CONTACT_PARAMS = frozenset(
     {"DisplayName", "ExternalEmailAddress", "Alias", "EmailAddresses", "HiddenFromAddressListsEnabled", "MailTip"}

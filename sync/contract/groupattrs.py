@@ -1,6 +1,6 @@
 """Names on the group side of the mapping: Graph group properties ctcs reads for groups-as-contacts.
 
-`groups/delta` returns these with `$select` (reference: graph-notifications-and-groups.md, "Groups as sources");
+`groups/delta` returns these with `$select` (Microsoft Graph's group resource and group delta documentation);
 `hideFromAddressLists` is not among them: Graph returns it only from `GET /groups/{id}` with an explicit `$select`,
 so ctcs reads it separately, and only for the Microsoft 365 groups a round shows (`sync.graph.groups`).
 """

@@ -1,4 +1,4 @@
-"""The tenant pair definition: the JSON contract of DESIGN.md, validated.
+"""The tenant pair definition: the JSON contract of docs/design.md, validated.
 
 `parse_pair(data)` returns a `TenantPair` or raises `PairValidationError` listing every problem with its field
 path. Secret values never pass through here: credential fields hold references (`kv:`, `env:`, `file:`), and

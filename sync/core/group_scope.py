@@ -1,6 +1,6 @@
 """Which source groups get a contact (pure). Every "no" carries a reason an admin can act on, like user scope.
 
-The kind of a group follows Graph (reference: graph-notifications-and-groups.md): `groupTypes` containing `Unified`
+The kind of a group follows Graph's group resource documentation: `groupTypes` containing `Unified`
 is a Microsoft 365 group; otherwise `mailEnabled` and `securityEnabled` tell a distribution list (mail, not
 security) from a mail-enabled security group (both). A security group without mail has nothing to write to.
 """

@@ -23,7 +23,7 @@ from sync.core.source import SourceUser
 
 DesiredContact = dict[str, Any]
 
-# The default mapping of exchange-admin-api.md, "Mapping from an Entra user" (DisplayName comes from the pair;
+# The default mapping (docs/pair-file.md, "Default mapping"; DisplayName comes from the pair;
 # Manager, a link rather than a template, is added by `ContactMapper.map`).
 DEFAULT_TEMPLATES: dict[str, str] = {
     "FirstName": "{givenName}",

@@ -82,6 +82,6 @@ class Target(Protocol):
         ...
 
 
-# Contact parameters Get-Recipient does not return (reference: exchange-admin-api.md, "Listing owned contacts"):
+# Contact parameters Get-Recipient does not return (docs/reconcile.md; Microsoft's Get-Recipient reference):
 # a reconcile reads them with one Get-Contact for a contact changed behind ctcs's back.
 UNLISTED_PARAMETERS = frozenset({"Initials", "MobilePhone", "HomePhone", "Fax", "StreetAddress", "MailTip"})

@@ -1,7 +1,8 @@
 """Reading Exchange admin API failures: the shapes the admin API reports a failed cmdlet in, and their classes.
 
-The admin API reports a failed cmdlet in several shapes (exchange-admin-api.md, "Errors"). `read_failure` tries
-them in the documented order and `to_target_error` classifies the result into the tree of `sync.errors`:
+The admin API reports a failed cmdlet in several shapes (as the ExchangeOnlineManagement module and other public
+clients of the endpoint read them). `read_failure` tries them in this order and `to_target_error` classifies the
+result into the tree of `sync.errors`:
 
     JSON string in error.details[0].message   {"Message": ..., "TypeName": "...NotFoundException"}
     pipe string                               Ex6F9304|Microsoft....ManagementObjectNotFoundException|text

@@ -2,7 +2,7 @@
 
 azure-identity caches and refreshes tokens inside each credential object, so the credential must outlive a single
 call: `CredentialCache` keeps them for the life of the process (a Functions worker serves many invocations).
-Kinds (DESIGN.md, `credential.type`):
+Kinds (docs/design.md, `credential.type`):
 
 - `client_secret`: `ClientSecretCredential`.
 - `certificate`: `CertificateCredential` from PEM or PFX bytes, with an optional password reference.

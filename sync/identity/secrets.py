@@ -1,6 +1,6 @@
 """Resolve the secret references of a pair definition: `kv:<name>`, `env:<NAME>`, `file:<path>`.
 
-Pair files hold references, never values (DESIGN.md, "Tenant pair definition"). `SecretResolver` turns a
+Pair files hold references, never values (docs/design.md, "Tenant pair definition"). `SecretResolver` turns a
 reference into its value at run time. Every error (`CredentialUnusable`, a `ConfigError`) names the reference and
 what is wrong with it, never the value; the resolver's repr never shows what it has cached
 (invariant 6).
