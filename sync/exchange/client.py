@@ -2,8 +2,8 @@
 module uses), on httpx.
 
 Every cmdlet is one `POST {exchange}/adminapi/beta/{tenant}/InvokeCommand` with the headers the admin API
-expects (exchange-admin-api.md, "Call"); listings follow `@odata.nextLink` with the same body. Failures become
-the typed errors of `sync.errors` (see `sync.exchange.errors`).
+expects (those the ExchangeOnlineManagement module sends); listings follow `@odata.nextLink` with the same body.
+Failures become the typed errors of `sync.errors` (see `sync.exchange.errors`).
 
 Retrying happens here, within bounds: throttling and transient failures are retried per call with backoff that
 honours Retry-After, up to `retry` (a `RetryPolicy`); then the error is raised so the queue can defer the op.
