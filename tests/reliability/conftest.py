@@ -10,7 +10,7 @@ the contacts the source calls for (sync.scope + sync.mapping) and compares every
 simulated Exchange holds, and `SyncPair.unowned()` snapshots every recipient ctcs did not create so a test can show
 they were never touched.
 
-Numbers a scenario wants in the README's reliability table go through the `record` fixture; with
+Numbers a scenario wants in the reliability table (docs/reliability.md) go through the `record` fixture; with
 CTCS_RELIABILITY_RESULTS=<file> they are written there as JSON when the package finishes.
 """
 
@@ -86,7 +86,7 @@ def _clean_cloud(request: pytest.FixtureRequest) -> Iterator[None]:
     yield from clean_cloud(request, seed=0)
 
 
-# --- results for the README -------------------------------------------------------------------------------------------
+# --- results for docs/reliability.md ----------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="package", autouse=True)
@@ -100,7 +100,7 @@ def _write_results() -> Iterator[None]:
 
 @pytest.fixture
 def record(request: pytest.FixtureRequest) -> Callable[..., None]:
-    """`record(key=value, ...)`: numbers of this scenario for the README table."""
+    """`record(key=value, ...)`: numbers of this scenario for the table of docs/reliability.md."""
 
     def put(**values: Any) -> None:
         _RESULTS.setdefault(request.node.name, {}).update(values)
