@@ -9,7 +9,7 @@ from sync.app.admin.drain import drain
 from sync.app.planner.run import preview, run_pair
 from sync.app.runtime import Runtime
 from sync.app.worker.delivery import record_poison, replay_poison
-from sync.contract.ops import ContactOp, OpKind
+from sync.contract.ops import ContactOp, OpKind, decode_message
 from sync.contract.vocabulary import RunTrigger
 from sync.core.source import source_select
 from sync.errors import TargetTransient
@@ -170,7 +170,7 @@ def test_bad_message_goes_straight_to_poison(rt: Runtime) -> None:
     rt.stores.ops.send_text("{not json")
     report = drain(rt, concurrency=1)
     assert report.poisoned == 1 and rt.stores.poison.approximate_count() == 1
-    assert record_poison(rt, "{not json") is None
+    assert record_poison(rt, decode_message("{not json")) is None
 
 
 def test_ops_of_a_removed_pair_are_dropped(rt: Runtime) -> None:

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from sync.contract.ops import ContactOp, OpKind, decode_op
+from sync.contract.ops import ContactOp, OpKind, decode_batch, decode_message, decode_op, encode_batches
 from sync.errors import BadOpMessage
 
 OP = ContactOp("contoso-to-fabrikam", "run-1", OpKind.UPDATE, "0000-1", 1_732_000_000_000_000, "changed",
@@ -55,3 +55,50 @@ def test_bad_messages_are_refused_with_a_reason(message: str | bytes, complaint:
     with pytest.raises(BadOpMessage) as caught:
         decode_op(message)
     assert complaint in str(caught.value)
+
+
+def test_a_message_is_decoded_once_into_its_op_and_kept_as_it_came() -> None:
+    text = OP.to_json()
+    message = decode_message(text.encode())
+    assert message.op == OP and message.text == text and message.require_op() == OP
+    assert message.pair_id == OP.pair_id and not message.is_batch and message.error is None
+
+
+@pytest.mark.parametrize("length", ["short", "long"])
+def test_a_batch_message_holds_its_ops_and_is_not_one_op(length: str) -> None:
+    [short] = encode_batches([OP, ContactOp(OP.pair_id, "run-1", OpKind.DELETE, "u2", 5, "removed:deleted")])
+    big = ContactOp(OP.pair_id, "run-1", OpKind.UPDATE, "u3", 5, "changed", {"Name": "n", "Notes": "n" * 30_000})
+    [long] = encode_batches([big, big], max_bytes=100_000)
+    text = short if length == "short" else long
+    message = decode_message(text)
+    assert message.is_batch and list(message.batch) == decode_batch(text) and message.op is None
+    assert message.pair_id == OP.pair_id and message.text == text
+    with pytest.raises(BadOpMessage) as caught:
+        message.require_op()
+    with pytest.raises(BadOpMessage) as single:
+        decode_op(text)
+    assert str(caught.value) == str(single.value), "what it says of a batch as one op is what decode_op says"
+
+
+@pytest.mark.parametrize(
+    "text",
+    ['{"schema":1,"batch":[]}', '{"schema":1,"batch":{}}', '{"schema":1,"batch":[1]}', '{"schema":1,"batch":[,'],
+)
+def test_a_malformed_batch_keeps_both_reasons(text: str) -> None:
+    """The worker reports why it is not a batch; a caller that applies single ops (the drain) why it is not an op."""
+    message = decode_message(text)
+    assert message.is_batch and not message.batch and message.op is None and message.pair_id is None
+    with pytest.raises(BadOpMessage) as as_batch:
+        decode_batch(text)
+    with pytest.raises(BadOpMessage) as as_op:
+        decode_op(text)
+    assert str(message.batch_error) == str(as_batch.value) and str(message.error) == str(as_op.value)
+
+
+@pytest.mark.parametrize(("body", "complaint"), [(b"\xff\xfe", "not UTF-8"), ("not json", "not JSON")])
+def test_a_message_that_is_not_an_op_says_why_and_is_kept_as_text(body: str | bytes, complaint: str) -> None:
+    message = decode_message(body)
+    assert message.op is None and not message.is_batch and complaint in str(message.error)
+    assert message.text == (body.decode("utf-8", "replace") if isinstance(body, bytes) else body)
+    with pytest.raises(BadOpMessage, match=complaint):
+        message.require_op()

@@ -220,6 +220,78 @@ def decode_batch(text: str | bytes) -> list[ContactOp]:
     return ops
 
 
+@dataclass(frozen=True)
+class OpMessage:
+    """One message of the ops queue, decoded once where it enters ctcs (`sync.app.worker.delivery.deliver`,
+    `keep_poisoned`, the CLI's drain): one op, a batch of ops, or why it is neither. Nothing past the entry point
+    decodes it again: everything after it reads `op` or `batch`.
+
+    `text` is the message exactly as it came, kept only to send it on unchanged (deferred, parked, poisoned, kept in
+    `-failed`); nothing reads an op out of it."""
+
+    text: str
+    op: ContactOp | None = None
+    batch: tuple[ContactOp, ...] = ()  # a valid batch: its ops, in order (never empty)
+    error: BadOpMessage | None = None  # why it is not one op (None when `op` is set)
+    batch_error: BadOpMessage | None = None  # a message that begins as a batch but is not a valid one: why
+
+    @property
+    def is_batch(self) -> bool:
+        """It begins as a batch of ops (valid or not)."""
+        return bool(self.batch) or self.batch_error is not None
+
+    @property
+    def pair_id(self) -> str | None:
+        """The pair of its op or batch; None when it is neither."""
+        if self.op is not None:
+            return self.op.pair_id
+        return self.batch[0].pair_id if self.batch else None
+
+    def require_op(self) -> ContactOp:
+        """The op; `BadOpMessage` (why it is not one) when the message is not a single op."""
+        if self.op is None:
+            raise self.error or BadOpMessage("the message holds no contact operation")
+        return self.op
+
+
+def decode_message(body: str | bytes) -> OpMessage:
+    """An ops-queue message, as it came, into an `OpMessage`: the body becomes text once (bytes that are not UTF-8
+    are kept with replacement characters, and are not an op) and is decoded once, as a batch when it begins as one,
+    else as a single op. A batch that is not a valid one is also read as a single op (which it never is), so the
+    reason a caller that applies single ops gives is the one `decode_op` gives."""
+    undecodable: BadOpMessage | None = None
+    if isinstance(body, bytes):
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError:
+            text = body.decode("utf-8", "replace")
+            undecodable = BadOpMessage("contact operation is not UTF-8 text")
+    else:
+        text = body
+    batch_error: BadOpMessage | None = None
+    if is_batch(text):
+        try:
+            ops = tuple(decode_batch(text))
+        except BadOpMessage as bad:
+            batch_error = bad
+        else:
+            return OpMessage(text, batch=ops, error=_valid_batch_as_op(text))
+    if undecodable is not None:
+        return OpMessage(text, error=undecodable, batch_error=batch_error)
+    try:
+        return OpMessage(text, op=decode_op(text), batch_error=batch_error)
+    except BadOpMessage as bad:
+        return OpMessage(text, error=bad, batch_error=batch_error)
+
+
+def _valid_batch_as_op(text: str) -> BadOpMessage:
+    """What `decode_op` says of a valid batch message, without reading it again: its first check that fails is the
+    length, else the field `batch` (a valid batch is a schema-1 object of exactly `schema` and `batch`)."""
+    if len(text) > MAX_MESSAGE_CHARS:
+        return BadOpMessage(f"contact operation is {len(text)} characters, more than {MAX_MESSAGE_CHARS}")
+    return BadOpMessage("contact operation has unknown field(s): batch")
+
+
 def pair_of_message(text: str | bytes) -> str | None:
     """The pair an ops-queue message belongs to (a single op or a batch); None when it is neither."""
     try:

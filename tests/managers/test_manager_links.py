@@ -8,7 +8,7 @@ import pytest
 
 from sync.app.planner.run import RunResult, run_pair
 from sync.app.worker.delivery import handle_message
-from sync.contract.ops import ContactOp
+from sync.contract.ops import ContactOp, decode_message
 from sync.contract.vocabulary import RunTrigger
 from sync.core.mapping import contact_name
 from sync.errors import ManagerNotFound
@@ -103,12 +103,12 @@ def test_a_manager_exchange_cannot_resolve_is_retried_not_failed(linked: Linked)
     run_pair(linked.rt, linked.pair.id, trigger=RunTrigger.CLI)
     [message] = linked.rt.stores.ops.receive(max_messages=1, visibility_timeout=60)
     with pytest.raises(ManagerNotFound) as missing:  # transient: the queue delivers it again
-        handle_message(linked.rt, message.content)
+        handle_message(linked.rt, decode_message(message.content))
     assert missing.value.manager == contact_name(boss)
     row = linked.rt.stores.contacts.get(linked.pair.id, report)
     assert row.status == "ok" and not row.manager_set and row.guid == linked.contact(report)["Guid"]
     # It is back: the next delivery of the same op links the report.
     linked.target.exchange.add_recipient("MailContact", boss_contact["Name"], boss_contact["PrimarySmtpAddress"])
-    handle_message(linked.rt, message.content)
+    handle_message(linked.rt, decode_message(message.content))
     assert linked.contact(report)["Manager"] == contact_name(boss)
     assert linked.rt.stores.contacts.get(linked.pair.id, report).manager_set

@@ -31,11 +31,11 @@ from sync.app.worker.apply import Applied, Outcome
 from sync.app.worker.batches import split_batch
 from sync.app.worker.delivery import handle_message, note_failed_delivery, park, record_poison
 from sync.app.worker.quota_gate import quota_gate
-from sync.contract.ops import ContactOp, decode_op, is_batch, pair_of_message
+from sync.contract.ops import ContactOp, OpMessage, decode_message
 from sync.contract.vocabulary import ContactStatus
 from sync.core.delivery_policy import Verdict, decide, default_backoff
 from sync.core.quota import QuotaPause
-from sync.errors import BadOpMessage, PairNotFound
+from sync.errors import PairNotFound
 from sync.state.entities import now_utc
 
 log = logging.getLogger("ctcs.drain")
@@ -74,15 +74,18 @@ class DrainReport:
         return sum(self.outcomes.values())
 
 
-def _pair_of(message: QueueMessage) -> str | None:
-    return pair_of_message(message.content)
+@dataclass(frozen=True)
+class _Received:
+    """A message the drain received: the queue's handle (to delete, defer or give it back) and what it holds,
+    decoded once as it came off the queue."""
 
+    handle: QueueMessage
+    message: OpMessage
 
-def _key(message: QueueMessage) -> str:
-    try:
-        return decode_op(message.content).key
-    except BadOpMessage:
-        return f"message:{message.id}"
+    @property
+    def key(self) -> str:
+        op = self.message.op
+        return op.key if op is not None else f"message:{self.handle.id}"
 
 
 @dataclass
@@ -96,62 +99,63 @@ class _Drain:
     idle_since: float | None = None
     counted_at: float = 0.0
     pending: int = 0  # the pair's creates still queued (ContactState `queued`), as last counted
-    running: dict[Future[tuple[ContactOp, Applied]], QueueMessage] = field(default_factory=dict)
+    running: dict[Future[tuple[ContactOp, Applied]], _Received] = field(default_factory=dict)
 
     def give_back_unstarted(self) -> None:
-        for future, message in list(self.running.items()):
+        for future, received in list(self.running.items()):
             if future.cancelled():
-                self.rt.stores.ops.make_visible(message)
+                self.rt.stores.ops.make_visible(received.handle)
             else:
                 try:
                     future.exception()  # let it finish, then settle it as usual
-                    self.settle(message, future)
+                    self.settle(received, future)
                 except BaseException as error:  # a second Ctrl-C: leave it, it reappears after its timeout
                     log.debug("left an op unsettled: %s", type(error).__name__)
                     break
 
-    def mine(self, message: QueueMessage) -> bool:
+    def mine(self, received: _Received) -> bool:
         if self.pair_id is None:
             return True
-        pair = _pair_of(message)
+        pair = received.message.pair_id
         if pair is None or pair == self.pair_id:  # a message that is not an op is everyone's: poison it
             return True
-        self.rt.stores.ops.send_text(message.content, delay_seconds=OTHER_PAIR_DELAY_SECONDS)
-        self.rt.stores.ops.delete(message)
+        self.rt.stores.ops.send_text(received.message.text, delay_seconds=OTHER_PAIR_DELAY_SECONDS)
+        self.rt.stores.ops.delete(received.handle)
         self.report.passed_over += 1
         return False
 
-    def settle(self, message: QueueMessage, future: Future[tuple[ContactOp, Applied]]) -> str:
+    def settle(self, received: _Received, future: Future[tuple[ContactOp, Applied]]) -> str:
         queue = self.rt.stores.ops
-        key = _key(message)
+        handle, message = received.handle, received.message
+        key = received.key
         self.waiting.pop(key, None)
         try:
             _, applied = future.result()
         except Exception as error:
-            count = message.dequeue_count or 1
+            count = handle.dequeue_count or 1
             decision = decide(error, dequeue_count=count, backoff=self.backoff)
             if decision.verdict is Verdict.PARK:
-                park(self.rt, message.content, decision, error)
-                queue.delete(message, missing_ok=True)
+                park(self.rt, message, decision, error)
+                queue.delete(handle, missing_ok=True)
                 self.report.parked += 1
                 return "parked"
             if decision.verdict is Verdict.DEFER:
-                queue.send_text(message.content, delay_seconds=decision.delay_seconds)
-                queue.delete(message, missing_ok=True)
+                queue.send_text(message.text, delay_seconds=decision.delay_seconds)
+                queue.delete(handle, missing_ok=True)
             elif decision.verdict is Verdict.RETRY:
-                note_failed_delivery(self.rt, message.content, decision)
-                queue.defer(message, decision.delay_seconds)
+                note_failed_delivery(self.rt, message, decision)
+                queue.defer(handle, decision.delay_seconds)
             else:
                 log.error("op moved to the poison queue: %s", decision.reason)
-                self.rt.stores.poison.send_text(message.content)
-                queue.delete(message, missing_ok=True)
-                record_poison(self.rt, message.content, error=decision.reason)
+                self.rt.stores.poison.send_text(message.text)
+                queue.delete(handle, missing_ok=True)
+                record_poison(self.rt, message, error=decision.reason)
                 self.report.poisoned += 1
                 return "poisoned"
             self.waiting[key] = (time.monotonic() + decision.delay_seconds, decision.reason)
             self.report.deferred += 1
             return ""
-        queue.delete(message, missing_ok=True)
+        queue.delete(handle, missing_ok=True)
         self.report.outcomes[applied.outcome.value] += 1
         return applied.outcome.value
 
@@ -254,15 +258,17 @@ def _loop(
         received_own = False
         if len(running) < concurrency:
             messages = queue.receive(max_messages=min(32, concurrency * 2), visibility_timeout=RECEIVE_VISIBILITY_SECONDS)
-            for message in messages:
-                if state.mine(message):
+            for handle in messages:
+                # The one decoding of this message: a batch, an op, or why it is neither (then it is poisoned).
+                received = _Received(handle, decode_message(handle.content))
+                if state.mine(received):
                     received_own = True
-                    if is_batch(message.content) and pair_of_message(message.content) is not None:
-                        split_batch(rt, message.content)  # its ops come back as messages of their own
-                        queue.delete(message)
+                    if received.message.batch:
+                        split_batch(rt, received.message.batch)  # its ops come back as messages of their own
+                        queue.delete(handle)
                         state.report.split += 1
                         continue
-                    running[pool.submit(handle_message, rt, message.content)] = message
+                    running[pool.submit(handle_message, rt, received.message)] = received
         if not running:
             if state.finished(received_own):
                 break

@@ -9,17 +9,18 @@ only once.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 from sync.app.runtime import Runtime
-from sync.contract.ops import decode_batch
+from sync.contract.ops import ContactOp
 
 log = logging.getLogger("ctcs.worker")
 
 
-def split_batch(rt: Runtime, body: str | bytes) -> int:
-    """Send each op of a batch message to the ops queue as its own message; returns how many. Raises
-    `BadOpMessage` for a malformed batch (nothing is sent) and the storage error when sending fails."""
-    ops = decode_batch(body)
+def split_batch(rt: Runtime, ops: Sequence[ContactOp]) -> int:
+    """Send each op of a batch (as its message decoded it: `OpMessage.batch`, never empty) to the ops queue as its
+    own message; returns how many. Raises the storage error when sending fails. A malformed batch never gets here:
+    its entry point sends it to the poison queue whole."""
     rt.stores.ops.send_texts([op.to_json() for op in ops])
     log.info("split a batch of %d ops of pair %s (run %s)", len(ops), ops[0].pair_id, ops[0].run_id,
              extra={"pair_id": ops[0].pair_id, "run_id": ops[0].run_id, "outcome": "split", "ops": len(ops)})

@@ -16,7 +16,7 @@ from sync.app.runtime import Runtime
 from sync.app.worker.apply import Applied, Outcome, apply_op
 from sync.app.worker.batches import split_batch
 from sync.app.worker.quota_gate import quota_gate
-from sync.contract.ops import ContactOp, decode_op, is_batch
+from sync.contract.ops import ContactOp, OpMessage, decode_message
 from sync.contract.vocabulary import RunOutcome, RunTrigger, new_run_id
 from sync.core.delivery_policy import MAX_DEQUEUE_COUNT, Decision, Verdict, decide
 from sync.errors import BadOpMessage, PairNotFound, PairParked
@@ -29,11 +29,11 @@ log = logging.getLogger("ctcs.worker")
 POISONED = "failed on every delivery"
 
 
-def handle_message(rt: Runtime, body: str | bytes) -> tuple[ContactOp, Applied]:
-    """Apply one queued op. Raises `BadOpMessage` (never retry), `TargetTransient`/`TargetThrottled`/`RowBusy`/
-    `CreationQuotaReached` (defer or retry later), `PairParked` (the pair is quarantined for its credentials: nothing
-    is tried) or `TargetAuthError`."""
-    op = decode_op(body)
+def handle_message(rt: Runtime, message: OpMessage) -> tuple[ContactOp, Applied]:
+    """Apply one queued op. Raises `BadOpMessage` (the message is not an op: never retry), `TargetTransient`/
+    `TargetThrottled`/`RowBusy`/`CreationQuotaReached` (defer or retry later), `PairParked` (the pair is quarantined
+    for its credentials: nothing is tried) or `TargetAuthError`."""
+    op = message.require_op()
     started = time.monotonic()
     try:
         pair = rt.pair(op.pair_id)
@@ -75,27 +75,26 @@ def _thread_counts(target: object) -> tuple[int, int]:
     return counts() if callable(counts) else (0, 0)
 
 
-def note_failed_delivery(rt: Runtime, body: str | bytes, decision: Decision) -> None:
+def note_failed_delivery(rt: Runtime, message: OpMessage, decision: Decision) -> None:
     """Keep the cause of a failed delivery on the user's row, so that a poisoned op reports why it failed."""
     try:
-        op = decode_op(body)
+        op = message.require_op()
         rt.stores.contacts.note_delivery_error(op.pair_id, op.source_id, op.version, decision.reason)
     except Exception as error:  # the failure being reported matters more than this note
         log.debug("could not note the delivery error: %s", error)
 
 
-def record_poison(rt: Runtime, body: str | bytes, *, error: str = "") -> ContactOp | None:
+def record_poison(rt: Runtime, message: OpMessage, *, error: str = "") -> ContactOp | None:
     """A message gave up: mark its user failed with the cause, so status shows it. The message itself is kept
     elsewhere (the poison or `-failed` queue). `error` is the cause when the caller knows it; otherwise the cause
     the last failed delivery noted on the row is used."""
-    try:
-        op = decode_op(body)
-    except BadOpMessage as bad:
-        log.error("poison message is not a contact operation: %s", bad)
+    op = message.op
+    if op is None:
+        log.error("poison message is not a contact operation: %s", message.error)
         return None
     cause = error or rt.stores.contacts.delivery_error(op.pair_id, op.source_id, op.version) or "no cause was recorded"
-    message = f"{POISONED} ({cause}); kept for replay-poison"
-    rt.stores.contacts.record_failure(op.pair_id, op.source_id, error=message, op=f"{op.kind.value}{POISONED_OP_SUFFIX}",
+    failure = f"{POISONED} ({cause}); kept for replay-poison"
+    rt.stores.contacts.record_failure(op.pair_id, op.source_id, error=failure, op=f"{op.kind.value}{POISONED_OP_SUFFIX}",
                                       run_id=op.run_id)
     log.error("op %s ended in the poison queue: %s", op.key, cause,
               extra={"pair_id": op.pair_id, "run_id": op.run_id, "op_kind": op.kind.value, "source_id": op.source_id,
@@ -132,8 +131,9 @@ def keep_poisoned(rt: Runtime, body: str | bytes, *, error: str = "") -> Contact
     ContactState row `failed` with the cause its last delivery noted, and writes a SyncRuns row with trigger `poison`.
     """
     text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
-    rt.stores.failed.send_text(text)
-    op = record_poison(rt, text, error=error)
+    message = decode_message(text)  # the one decoding of this message
+    rt.stores.failed.send_text(message.text)
+    op = record_poison(rt, message, error=error)
     if op is not None:
         now = datetime.now(UTC)
         row = rt.stores.contacts.get(op.pair_id, op.source_id)
@@ -146,25 +146,23 @@ def keep_poisoned(rt: Runtime, body: str | bytes, *, error: str = "") -> Contact
     return op
 
 
-def park(rt: Runtime, body: str | bytes, decision: Decision, error: BaseException) -> None:
+def park(rt: Runtime, message: OpMessage, decision: Decision, error: BaseException) -> None:
     """Keep an op of a pair whose credentials fail, untried, in the `-parked` queue (sent without expiry, before
     the delivery succeeds: invariant 2); a new credentials failure quarantines the pair first."""
-    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
-    if decision.quarantine:
+    if decision.quarantine and message.op is not None:
         try:
-            pair = rt.pair(decode_op(text).pair_id)
-        except (BadOpMessage, PairNotFound):
+            pair = rt.pair(message.op.pair_id)
+        except PairNotFound:
             pass
         else:
             quarantine_for_credentials(rt, pair, error)
-    rt.stores.parked.send_text(text)
+    rt.stores.parked.send_text(message.text)
 
 
-def op_fields(body: str | bytes) -> dict[str, Any]:
+def op_fields(message: OpMessage) -> dict[str, Any]:
     """Log fields of a message (pair, run, op kind, source object id); empty when it is not an op."""
-    try:
-        op = decode_op(body)
-    except BadOpMessage:
+    op = message.op
+    if op is None:
         return {}
     return {"pair_id": op.pair_id, "run_id": op.run_id, "op_kind": op.kind.value, "source_id": op.source_id}
 
@@ -187,36 +185,36 @@ def deliver(rt: Runtime, body: str | bytes, *, dequeue_count: int) -> str:
     delivers the batch again), a malformed batch goes to the poison queue whole.
     """
     started = time.monotonic()
-    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
-    if is_batch(text):
-        try:
-            split_batch(rt, text)
-        except BadOpMessage as bad:
-            log.error("not a valid batch of operations, sent to the poison queue: %s", bad, extra={"outcome": "bad"})
-            rt.stores.poison.send_text(text)
+    message = decode_message(body)  # the one decoding of this message: everything below reads `message`
+    if message.is_batch:
+        if message.batch_error is not None:
+            log.error("not a valid batch of operations, sent to the poison queue: %s", message.batch_error,
+                      extra={"outcome": "bad"})
+            rt.stores.poison.send_text(message.text)
             return "bad"
+        split_batch(rt, message.batch)
         return "split"
     try:
-        _, applied = handle_message(rt, body)
+        _, applied = handle_message(rt, message)
     except Exception as error:
         decision = decide(error, dequeue_count=dequeue_count)
-        fields = {**op_fields(body), "dequeue_count": dequeue_count, "error_class": type(error).__name__,
+        fields = {**op_fields(message), "dequeue_count": dequeue_count, "error_class": type(error).__name__,
                   "duration_ms": round((time.monotonic() - started) * 1000)}
         if decision.verdict is Verdict.POISON and isinstance(error, BadOpMessage):
             log.error("not a contact operation, sent to the poison queue: %s", error, extra={**fields, "outcome": "bad"})
-            rt.stores.poison.send_text(text)
+            rt.stores.poison.send_text(message.text)
             return "bad"
         if decision.verdict is Verdict.PARK:
-            park(rt, body, decision, error)
+            park(rt, message, decision, error)
             log.info("op parked: %s", decision.reason, extra={**fields, "outcome": "parked"})
             return "parked"
         if decision.verdict is Verdict.DEFER:
-            rt.stores.ops.send_text(text, delay_seconds=decision.delay_seconds)
+            rt.stores.ops.send_text(message.text, delay_seconds=decision.delay_seconds)
             log.warning("op deferred %s s: %s", decision.delay_seconds, decision.reason,
                         extra={**fields, "outcome": "deferred", "defer_seconds": decision.delay_seconds})
             return "deferred"
         last = decision.verdict is Verdict.POISON
-        note_failed_delivery(rt, body, decision)
+        note_failed_delivery(rt, message, decision)
         log.warning(
             "op failed (delivery %s of %s%s): %s", dequeue_count, MAX_DEQUEUE_COUNT,
             ", next stop the poison queue" if last else ", will be retried", decision.reason,
