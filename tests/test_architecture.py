@@ -4,6 +4,7 @@ name can be imported, and every "invariant N" a comment cites is one of the seve
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import importlib
 import io
@@ -158,3 +159,54 @@ def test_names_resolve_through_modules_attributes_and_dataclass_fields() -> None
         resolve("sync.core.plan.no_such_function")
     with pytest.raises(AttributeError):
         resolve("sync.no_such_package.module")
+
+
+STATE_COLUMN_HELPERS = {"int64", "text"}  # sync.state.entities: how a value becomes a table column
+FIELD_LEVEL_WRITERS = {"repair", "add_rows"}  # ContactStateStore methods that merge whatever columns they are given
+
+
+def table_field_building(source: str, path: str) -> list[str]:
+    """Where a module builds table fields itself: it imports a column helper of sync.state.entities (or the module
+    whole) or calls a store's field-level writer."""
+    found = []
+    for node in ast.walk(ast.parse(source, filename=path)):
+        if isinstance(node, ast.ImportFrom) and node.module == "sync.state.entities":
+            found += [f"{path}:{node.lineno} imports {alias.name}" for alias in node.names
+                      if alias.name in STATE_COLUMN_HELPERS | {"*"}]
+        elif isinstance(node, ast.ImportFrom) and node.module == "sync.state":
+            found += [f"{path}:{node.lineno} imports sync.state.entities" for alias in node.names
+                      if alias.name == "entities"]
+        elif isinstance(node, ast.Import):
+            found += [f"{path}:{node.lineno} imports sync.state.entities" for alias in node.names
+                      if alias.name == "sync.state.entities"]
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in FIELD_LEVEL_WRITERS:
+            found.append(f"{path}:{node.lineno} calls .{node.func.attr}()")
+    return found
+
+
+def test_app_code_changes_state_through_named_verbs_not_table_fields() -> None:
+    """Issue 21: sync/app passes domain values to named verbs of sync.state (`park_holder`, `correct` with a
+    `Correction`, ...); turning them into table fields (Int64 columns, cut text, JSON) is the state floor's job."""
+    found = [
+        building
+        for path in sorted((SYNC / "app").rglob("*.py"))
+        for building in table_field_building(path.read_text(encoding="utf-8"), path.relative_to(ROOT).as_posix())
+    ]
+    assert found == [], f"use (or add) a verb of sync.state instead of building table fields: {found}"
+
+
+def test_table_field_building_is_found_however_it_is_spelled() -> None:
+    source = (
+        "from sync.state.entities import iso, int64\n"
+        "from sync.state.entities import text as cut\n"
+        "from sync.state import entities\n"
+        "import sync.state.entities\n"
+        "contacts.repair(row, {'hash': ''})\n"
+        "rt.stores.contacts.add_rows('p', [])\n"
+        "from sync.state.entities import now_utc\n"
+        "contacts.correct(row, correction)\n"
+    )
+    assert table_field_building(source, "x.py") == [
+        "x.py:1 imports int64", "x.py:2 imports text", "x.py:3 imports sync.state.entities",
+        "x.py:4 imports sync.state.entities", "x.py:5 calls .repair()", "x.py:6 calls .add_rows()",
+    ]

@@ -84,6 +84,55 @@ class RowUpdate:
     kind: ObjectKind = ObjectKind.USER
 
 
+def _json_column(value: Mapping[str, Any]) -> str:
+    """A contact as a row's `applied` column: compact JSON, cut to what a string property holds."""
+    return text(json.dumps(value, ensure_ascii=False, separators=(",", ":")))
+
+
+@dataclass(frozen=True)
+class Correction:
+    """What a reconcile corrects in one row, named by what it found: made only by the constructors below, which turn
+    domain values into the row's columns; `ContactStateStore.correct` merges it into a row the reconcile read,
+    `add_corrected` writes rows that did not exist. Every correction says when it was made (`updated_at`,
+    `repaired_at`) and what it repaired, in admin words (`repair`), so status can tell it."""
+
+    columns: Mapping[str, Any]
+
+    @classmethod
+    def drift_set_back(cls, applied: Mapping[str, Any], *, shown_again: bool, repair: str, at: str) -> Correction:
+        """The contact was changed by hand: what the target holds now counts as applied and the hash is cleared, so
+        the round sends only what differs from the source. `shown_again`: a staged delete shown again by hand now
+        counts as a shown contact (status `ok`)."""
+        columns = {"updated_at": at, "applied": _json_column(applied), "hash": "", "repaired_at": at, "repair": repair}
+        if shown_again:
+            columns["status"] = ContactStatus.OK.value
+        return cls(columns)
+
+    @classmethod
+    def deleted_by_hand(cls, *, repair: str, at: str) -> Correction:
+        """The contact is gone from the target: a tombstone (no Guid, nothing applied, no hash), so the round
+        creates it again."""
+        return cls({"updated_at": at, "status": ContactStatus.DELETED.value, "guid": "", "applied": "", "hash": "",
+                    "repaired_at": at, "repair": repair})
+
+    @classmethod
+    def released(cls, why: str, *, run_id: str, at: str) -> Correction:
+        """The contact lost this pair's anchor (an admin took it over): `released`, never written again; `why` is
+        both its last error and the repair told."""
+        return cls({"updated_at": at, "status": ContactStatus.RELEASED.value, "last_error": why, "repaired_at": at,
+                    "repair": why, "last_op": "reconcile:released", "last_run_id": run_id})
+
+    @classmethod
+    def rebuilt(cls, *, guid: str, applied: Mapping[str, Any], hash: str, hidden: bool, repair: str,
+                at: str) -> Correction:
+        """A row rebuilt from the target's contact `guid` (lost, or naming another contact): `applied` is what the
+        contact holds, `hash` its hash; `hidden`: hidden by a staged delete (status `hidden`, since `at`)."""
+        status = ContactStatus.HIDDEN if hidden else ContactStatus.OK
+        return cls({"updated_at": at, "status": status.value, "guid": guid, "applied": _json_column(applied),
+                    "hash": hash, "hidden_at": at if hidden else "", "last_error": "", "repaired_at": at,
+                    "last_op": "reconcile:rebuilt", "repair": repair})
+
+
 def _kind_column(kind: ObjectKind) -> dict[str, str]:
     """The `kind` column as a row carries it: only groups' rows have one, so users' rows stay as they always were."""
     return {"kind": kind.value} if kind is not ObjectKind.USER else {}
@@ -277,9 +326,31 @@ class ContactStateStore:
         submit_transactions(self.table, chunks)
         return len(entities)
 
-    def repair(self, row: ContactRow, fields: Mapping[str, Any]) -> bool:
+    def correct(self, row: ContactRow, correction: Correction) -> bool:
         """Merge a reconcile's correction into a row it read (ETag-guarded; a row created since it was read is not
         overwritten). False when the row changed meanwhile or an op holds it: the next reconcile looks again."""
+        return self.repair(row, correction.columns)
+
+    def add_corrected(self, pair_id: str, corrections: Sequence[tuple[str, Correction]]) -> int:
+        """Rows a reconcile rebuilt from the target, by source id (none existed when it read the table), merged in
+        transactions of 100, four at a time."""
+        return self.add_rows(pair_id, [{"RowKey": source_id, **correction.columns}
+                                       for source_id, correction in corrections])
+
+    def park_holder(self, row: ContactRow, *, guid: str, temporary_address: str) -> bool:
+        """End an address move's claim on the row of the contact `guid` it parked on `temporary_address`. When the
+        row names that contact and records what was applied to it, the temporary address counts as applied and the
+        hash is cleared, so the contact's own op (or the next plan) sends the real address. ETag-guarded by the
+        claim; False when the row changed meanwhile."""
+        fields: dict[str, Any] = {"claim_version": int64(0), "claim_until": ""}
+        if row.guid.lower() == guid.lower() and row.applied:
+            fields["applied"] = _json_column({**row.applied, "ExternalEmailAddress": temporary_address})
+            fields["hash"] = ""
+        return self.repair(row, fields)
+
+    def repair(self, row: ContactRow, fields: Mapping[str, Any]) -> bool:
+        """Merge columns into a row that was read (ETag-guarded; a row created since it was read is not overwritten):
+        what `correct` and `park_holder` write. False when the row changed meanwhile or an op holds it."""
         entity = {"PartitionKey": row.pair_id, "RowKey": row.source_id, **fields}
         try:
             if row.etag is None:

@@ -20,12 +20,10 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any
 
 from sync.app.planner.run import RunResult, run_pair
 from sync.app.runtime import Runtime
@@ -37,8 +35,8 @@ from sync.core.plan import Plan, unsafe_reason
 from sync.core.reconcile import KnownRow, TargetComparison, compare_target, in_applied_form
 from sync.core.target import UNLISTED_PARAMETERS, Recipient, Target
 from sync.errors import TargetNotFound
-from sync.state.contacts import ContactRow
-from sync.state.entities import iso, now_utc, text
+from sync.state.contacts import ContactRow, Correction
+from sync.state.entities import iso, now_utc
 from sync.state.runs import RunRecord
 
 log = logging.getLogger("ctcs.reconcile")
@@ -134,22 +132,19 @@ def repair_state(rt: Runtime, pair: TenantPair, *, run_id: str, allow_deletes: b
     now = iso(now_utc())
     contacts = rt.stores.contacts
     c = findings.comparison
-    writes: list[tuple[ContactRow, dict[str, Any]]] = []
+    writes: list[tuple[ContactRow, Correction]] = []
     for source_id, values in c.drifted.items():
         row = rows[source_id]
-        fields = {"applied": _json({**row.applied, **in_applied_form(values)}), "hash": "", "repaired_at": now,
-                  "repair": f"changed by hand ({', '.join(sorted(values))}); set back"}
-        if row.status is ContactStatus.HIDDEN and values.get("HiddenFromAddressListsEnabled") is False:
-            # A staged delete shown again by hand: as a shown contact, the round hides it again (its user is gone or
-            # out of scope) through the safety gate, or shows it with current values when the user is back.
-            fields["status"] = ContactStatus.OK.value
-        writes.append((row, fields))
+        # A staged delete shown again by hand: as a shown contact, the round hides it again (its user is gone or
+        # out of scope) through the safety gate, or shows it with current values when the user is back.
+        shown_again = row.status is ContactStatus.HIDDEN and values.get("HiddenFromAddressListsEnabled") is False
+        held = {**row.applied, **in_applied_form(values)}
+        repair = f"changed by hand ({', '.join(sorted(values))}); set back"
+        writes.append((row, Correction.drift_set_back(held, shown_again=shown_again, repair=repair, at=now)))
     for source_id in findings.deleted_by_hand:
-        writes.append((rows[source_id], {"status": ContactStatus.DELETED.value, "guid": "", "applied": "", "hash": "",
-                                         "repaired_at": now, "repair": "deleted by hand; created again"}))
+        writes.append((rows[source_id], Correction.deleted_by_hand(repair="deleted by hand; created again", at=now)))
     for source_id, why in findings.released.items():
-        writes.append((rows[source_id], {"status": ContactStatus.RELEASED.value, "last_error": why, "repaired_at": now,
-                                         "repair": why, "last_op": "reconcile:released", "last_run_id": run_id}))
+        writes.append((rows[source_id], Correction.released(why, run_id=run_id, at=now)))
     pending = set(rt.stores.contacts.pending_ids(pair.id)) if c.rebuilt else set()
     if pair.syncs_groups:
         # The target cannot tell a group's contact from a user's (same anchor form): a row rebuilt for a group's
@@ -163,17 +158,16 @@ def repair_state(rt: Runtime, pair: TenantPair, *, run_id: str, allow_deletes: b
             continue
         row = rows.get(source_id) or ContactRow(pair.id, source_id)
         writes.append((row, _rebuilt(pair, source_id, contact, now, relinked=source_id in c.relinked)))
-    new_rows = [(row, fields) for row, fields in writes if row.etag is None]
     # Rows that do not exist yet (a lost table: thousands) go in transactions of 100; the rest one by one, each
     # guarded by the ETag the reconcile read (an op that committed meanwhile wins; the next reconcile looks again).
-    contacts.add_rows(pair.id, [{"RowKey": row.source_id, "updated_at": now, **fields} for row, fields in new_rows])
-    for row, fields in writes:
+    contacts.add_corrected(pair.id, [(row.source_id, correction) for row, correction in writes if row.etag is None])
+    for row, correction in writes:
         if row.etag is None:
             continue
         if row.claim_version and row.claim_until and datetime.fromisoformat(row.claim_until) > now_utc():
             findings.busy += 1  # an op is applying to it right now; the next reconcile looks again
             continue
-        if not contacts.repair(row, {"updated_at": now, **fields}):
+        if not contacts.correct(row, correction):
             findings.busy += 1
     _remove_duplicates(rt, pair, findings, allow_deletes=allow_deletes)
     log.info("pair %s reconcile %s: %s", pair.id, run_id, findings.counts(),
@@ -247,7 +241,7 @@ def _changed_after(when_changed: str, updated_at: str) -> bool:
         return False
 
 
-def _rebuilt(pair: TenantPair, source_id: str, contact: Recipient, now: str, *, relinked: bool) -> dict[str, Any]:
+def _rebuilt(pair: TenantPair, source_id: str, contact: Recipient, now: str, *, relinked: bool) -> Correction:
     """A row from the target's contact: what it holds counts as applied, in the shape of a desired contact, and its
     hash is that contact's hash. So a contact that holds what the source wants plans nothing at all (a lost table of
     10,000 rows costs no Exchange write), and one that differs gets an update with only the differing parameters."""
@@ -257,11 +251,10 @@ def _rebuilt(pair: TenantPair, source_id: str, contact: Recipient, now: str, *, 
                 **dict.fromkeys(sorted(UNLISTED_PARAMETERS), ""), **in_applied_form(contact.values)}
     applied = {name: observed.get(name, "") for name in ContactMapper(pair).parameters()}
     hidden = bool(applied.get("HiddenFromAddressListsEnabled")) and not pair.contact.hidden_from_gal
-    status = ContactStatus.HIDDEN if hidden else ContactStatus.OK  # hidden by a staged delete of a leaver
-    return {"status": status.value, "guid": contact.guid, "applied": _json(applied),
-            "hash": "" if hidden else contact_hash(applied), "hidden_at": now if hidden else "", "last_error": "",
-            "repaired_at": now, "last_op": "reconcile:rebuilt",
-            "repair": "state named another contact; relinked" if relinked else "state was missing; rebuilt from the target"}
+    return Correction.rebuilt(  # hidden: by a staged delete of a leaver
+        guid=contact.guid, applied=applied, hash="" if hidden else contact_hash(applied), hidden=hidden, at=now,
+        repair="state named another contact; relinked" if relinked else "state was missing; rebuilt from the target",
+    )
 
 
 def _remove_duplicates(rt: Runtime, pair: TenantPair, findings: ReconcileFindings, *, allow_deletes: bool) -> None:
@@ -280,7 +273,3 @@ def _remove_duplicates(rt: Runtime, pair: TenantPair, findings: ReconcileFinding
         with contextlib.suppress(TargetNotFound):  # gone already: as good as removed
             target.delete(duplicate.guid)  # the listing showed it with this pair's anchor (invariant 1)
         findings.duplicates_removed += 1
-
-
-def _json(value: Mapping[str, Any]) -> str:
-    return text(json.dumps(value, ensure_ascii=False, separators=(",", ":")))

@@ -14,7 +14,6 @@ not carry this pair's anchor (invariant 1).
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from datetime import datetime
@@ -26,7 +25,7 @@ from sync.core.source import Source, source_select
 from sync.core.target import Recipient, Target
 from sync.errors import RowBusy, TargetNotFound
 from sync.state.contacts import ClaimLost, ContactStateStore
-from sync.state.entities import int64, now_utc, text
+from sync.state.entities import now_utc
 
 log = logging.getLogger("ctcs.worker")
 
@@ -104,13 +103,8 @@ def _park(pair: TenantPair, target: Target, contacts: ContactStateStore, holder:
     except BaseException:
         contacts.release(row)
         raise
-    fields: dict[str, object] = {"claim_version": int64(0), "claim_until": ""}
-    if row.guid.lower() == holder.guid.lower() and row.applied:
-        # Its own op (or the next plan) sees the temporary address as applied and sends the real one.
-        fields["applied"] = text(json.dumps({**row.applied, "ExternalEmailAddress": temporary}, ensure_ascii=False,
-                                            separators=(",", ":")))
-        fields["hash"] = ""
-    if not contacts.repair(row, fields):
+    # Its own op (or the next plan) sees the temporary address as applied and sends the real one.
+    if not contacts.park_holder(row, guid=holder.guid, temporary_address=temporary):
         contacts.release(row)
     log.info("pair %s: contact %s gave up its address for another of the pair's contacts (parked on %s)",
              pair.id, holder.name, temporary)
