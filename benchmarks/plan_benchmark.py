@@ -23,7 +23,7 @@ from sim import azurite
 from sim.generator import generate_users
 from sync.contract.summaries import StateSummary
 from sync.core.mapping import ContactMapper
-from sync.core.plan import plan_pair
+from sync.core.plan import Baseline, PlanOptions, plan_pair
 from sync.core.scope import decide_scope
 from sync.core.source import DeltaRound
 from sync.state.contacts import ContactStateStore
@@ -60,11 +60,11 @@ def bench_planning(round_: DeltaRound, state: dict[str, StateSummary]) -> tuple[
     for _ in range(3):
         gc.collect()
         started = time.perf_counter()
-        plan = plan_pair(PAIR, round_, state, version=1, run_id="bench")
+        plan = plan_pair(PAIR, round_, Baseline(state), PlanOptions(1, "bench"))
         best = min(best, time.perf_counter() - started)
     gc.collect()
     tracemalloc.start()
-    plan_pair(PAIR, round_, state, version=1, run_id="bench")
+    plan_pair(PAIR, round_, Baseline(state), PlanOptions(1, "bench"))
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     return len(round_.users) / best, peak, plan.counts()

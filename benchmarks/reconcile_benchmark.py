@@ -29,6 +29,7 @@ from sim.countries import country_name
 from sim.generator import load_users
 from sim.host import LocalHost
 from sync.app.planner.reconcile import reconcile_pair
+from sync.app.planner.rounds import Invocation
 from sync.app.planner.run import run_pair
 from sync.contract.vocabulary import RunTrigger
 from sync.core.mapping import ContactMapper
@@ -111,7 +112,8 @@ def main() -> None:
               f"(bound for an idle reconcile: ceil({seeded:,} / {page:,}) + 2 = {math.ceil(seeded / page) + 2} calls)")
         if os.environ.get("CTCS_BENCH_RECONCILE_BEFORE", "1") == "1":
             measure("before (no reconcile): lost ContactState recovered by a full round", cloud, rt, host,
-                    lambda: run_pair(rt, made.pair.id, trigger=RunTrigger.CLI, full=True, keep_ops=False))
+                    lambda: run_pair(rt, made.pair.id, trigger=RunTrigger.CLI, full=True,
+                                     invocation=Invocation(keep_ops=False)))
             rt.stores.contacts.forget_pair(made.pair.id)
             rt.stores.pair_state.forget(made.pair.id)
         measure("after: lost ContactState recovered by a reconcile", cloud, rt, host,

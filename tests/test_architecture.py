@@ -161,6 +161,46 @@ def test_names_resolve_through_modules_attributes_and_dataclass_fields() -> None
         resolve("sync.no_such_package.module")
 
 
+MAX_PARAMETERS = 8  # issue 21: a longer list is grouped into small context objects (frozen dataclasses)
+
+
+def parameter_count(function: ast.FunctionDef | ast.AsyncFunctionDef) -> int:
+    """Every parameter a caller may pass (positional, keyword-only, *args, **kwargs), a leading self or cls aside."""
+    arguments = function.args
+    positional = [*arguments.posonlyargs, *arguments.args]
+    if positional and positional[0].arg in ("self", "cls"):
+        positional = positional[1:]
+    return len(positional) + len(arguments.kwonlyargs) + (arguments.vararg is not None) + (arguments.kwarg is not None)
+
+
+def long_parameter_lists(source: str, path: str) -> list[str]:
+    return [
+        f"{path}:{node.lineno} {node.name} ({parameter_count(node)})"
+        for node in ast.walk(ast.parse(source, filename=path))
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and parameter_count(node) > MAX_PARAMETERS
+    ]
+
+
+def test_no_function_in_sync_takes_more_than_eight_parameters() -> None:
+    found = [
+        long
+        for path in sorted(SYNC.rglob("*.py"))
+        for long in long_parameter_lists(path.read_text(encoding="utf-8"), path.relative_to(ROOT).as_posix())
+    ]
+    assert found == [], f"group these parameters into a small context object (at most {MAX_PARAMETERS}): {found}"
+
+
+def test_the_parameter_count_leaves_out_self_and_counts_the_rest() -> None:
+    source = (
+        "class C:\n    def m(self, a, b, /, c, *args, d, **kwargs): ...\n"
+        "def f(a, b, c, d, e, f, g, h, i): ...\n"
+        "def g(self_, a): ...\n"
+    )
+    assert long_parameter_lists(source, "x.py") == ["x.py:3 f (9)"]
+    functions = [node for node in ast.walk(ast.parse(source)) if isinstance(node, ast.FunctionDef)]
+    assert {node.name: parameter_count(node) for node in functions} == {"m": 6, "f": 9, "g": 2}
+
+
 STATE_COLUMN_HELPERS = {"int64", "text"}  # sync.state.entities: how a value becomes a table column
 FIELD_LEVEL_WRITERS = {"repair", "add_rows"}  # ContactStateStore methods that merge whatever columns they are given
 

@@ -13,7 +13,7 @@ from sync.contract.summaries import StateSummary
 from sync.contract.vocabulary import ContactStatus, ObjectKind
 from sync.core.group_mapping import GroupMapper
 from sync.core.group_scope import decide_group_scope, group_kind
-from sync.core.plan import plan_pair, unsafe_reason
+from sync.core.plan import Baseline, PlanOptions, plan_pair, unsafe_reason
 from sync.core.source import DeltaRound
 from sync.errors import PairValidationError
 from tests.support.factories import make_pair
@@ -107,10 +107,10 @@ def test_a_users_round_never_sweeps_group_rows_and_groups_plan_apart() -> None:
     users, groups = split_rows(rows)
     assert set(users) == {"u1"} and set(groups) == {TEAM} and needs_groups_round(make_pair(), groups)
     assert not needs_groups_round(make_pair(), {})
-    users_plan = plan_pair(pair, DeltaRound(full=True), users, version=2, run_id="r")
+    users_plan = plan_pair(pair, DeltaRound(full=True), Baseline(users), PlanOptions(2, "r"))
     assert [op.source_id for op in users_plan.ops] == ["u1"]
-    groups_plan = plan_pair(pair, DeltaRound(users={LIST: group(LIST)}, full=True), groups, version=2, run_id="r",
-                            kind=ObjectKind.GROUP, managed=2)
+    groups_plan = plan_pair(pair, DeltaRound(users={LIST: group(LIST)}, full=True), Baseline(groups, managed=2),
+                            PlanOptions(2, "r", kind=ObjectKind.GROUP))
     assert {(op.kind, op.source_id, op.object_kind) for op in groups_plan.ops} == {
         (OpKind.DELETE, TEAM, ObjectKind.GROUP), (OpKind.CREATE, LIST, ObjectKind.GROUP)}
     counts = groups_plan.counts()

@@ -14,7 +14,7 @@ from sync.contract.ops import ContactOp, OpKind, decode_op
 from sync.contract.summaries import StateSummary
 from sync.core.managers import reported_manager
 from sync.core.mapping import ContactMapper, contact_hash, contact_name
-from sync.core.plan import Plan, plan_pair
+from sync.core.plan import Baseline, Plan, PlanOptions, plan_pair
 from sync.core.source import DeltaRound
 from sync.errors import BadOpMessage, ManagerNotFound, PairValidationError
 from sync.state.stores import Stores
@@ -50,7 +50,7 @@ def row(user: dict[str, Any], status: str = "ok", *, manager_id: str = "", linke
 
 
 def plan(round_: DeltaRound, state: dict[str, StateSummary], pair: Any = PAIR) -> Plan:
-    return plan_pair(pair, round_, state, version=100, run_id="run-1")
+    return plan_pair(pair, round_, Baseline(state), PlanOptions(100, "run-1"))
 
 
 def ops_by_user(result: Plan) -> dict[str, ContactOp]:

@@ -7,7 +7,7 @@ import pytest
 from sync.contract.ops import OpKind
 from sync.contract.summaries import StateSummary
 from sync.core.mapping import ContactMapper
-from sync.core.plan import plan_pair, unsafe_reason
+from sync.core.plan import Baseline, Plan, PlanOptions, plan_pair, unsafe_reason
 from sync.core.source import DeltaRound
 from tests.support.factories import make_pair, make_user
 
@@ -27,8 +27,9 @@ def applied_row(user: dict[str, object], status: str = "ok") -> StateSummary:
     return StateSummary(status, mapped.hash, 1, "guid-" + str(user["id"]))
 
 
-def plan(round_: DeltaRound, state: dict[str, StateSummary] | None = None, **kwargs: object):  # type: ignore[no-untyped-def]
-    return plan_pair(PAIR, round_, state or {}, version=100, run_id="run-1", **kwargs)  # type: ignore[arg-type]
+def plan(round_: DeltaRound, state: dict[str, StateSummary] | None = None, *, retry_kept: bool = False,
+         hidden_ids: frozenset[str] | None = None) -> Plan:
+    return plan_pair(PAIR, round_, Baseline(state or {}, hidden_ids=hidden_ids), PlanOptions(100, "run-1", retry_kept=retry_kept))
 
 
 def kinds(result) -> list[tuple[str, str, str]]:  # type: ignore[no-untyped-def]
@@ -141,7 +142,7 @@ def test_safety_gate(managed: int, deletes: int, limits: dict[str, int], unsafe:
     users = [make_user(n) for n in range(managed)]
     state = {str(u["id"]): StateSummary("ok", "h", 1, "g") for u in users}
     round_ = round_of(removed={str(u["id"]): "deleted" for u in users[:deletes]})
-    result = plan_pair(pair, round_, state, version=1, run_id="r")
+    result = plan_pair(pair, round_, Baseline(state), PlanOptions(1, "r"))
     assert result.count(OpKind.DELETE) == deletes
     reason = unsafe_reason(result, pair)
     assert (reason is not None) is unsafe

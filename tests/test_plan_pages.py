@@ -8,9 +8,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from sync.contract.ops import OpKind
+from sync.contract.pairs import TenantPair
 from sync.contract.summaries import StateSummary
 from sync.core.mapping import ContactMapper
-from sync.core.plan import EarlierPages, Plan, SendLedger, plan_page, plan_pair
+from sync.core.plan import Baseline, EarlierPages, Plan, PlanOptions, SendLedger, plan_page, plan_pair
 from sync.core.source import DeltaRound
 from tests.support.factories import make_pair, make_user
 
@@ -33,7 +34,8 @@ def paged(objects: list[dict[str, object]], size: int, *, full: bool) -> list[De
     return pages
 
 
-def plan_in_pages(pair: object, pages: list[DeltaRound], state: dict[str, StateSummary], **kwargs: object) -> list[Plan]:
+def plan_in_pages(pair: TenantPair, pages: list[DeltaRound], state: dict[str, StateSummary], *,
+                  now: datetime | None = None) -> list[Plan]:
     """What sync.app.planner.rounds does, without the I/O: each page but the last holds its removals back."""
     seen: set[str] = set()
     leaving: dict[str, str] = {}
@@ -41,8 +43,8 @@ def plan_in_pages(pair: object, pages: list[DeltaRound], state: dict[str, StateS
     plans = []
     for index, page in enumerate(pages):
         last = index == len(pages) - 1
-        plan = plan_page(pair, page, state, version=100 + index, run_id="r", last=last,  # type: ignore[arg-type]
-                         earlier=EarlierPages(seen, dict(leaving), placed), retry_kept=page.full, **kwargs)  # type: ignore[arg-type]
+        plan = plan_page(pair, page, Baseline(state), PlanOptions(100 + index, "r", retry_kept=page.full, now=now),
+                         last=last, earlier=EarlierPages(seen, dict(leaving), placed))
         if not last:
             here = set(page.users) | set(page.removed)
             for source_id in here:
@@ -73,7 +75,7 @@ def test_a_round_planned_page_by_page_makes_the_ops_of_the_whole_round(full: boo
     ]
     whole = DeltaRound(full=full)
     whole.add_page(objects)
-    at_once = plan_pair(PAIR, whole, state, version=100, run_id="r", retry_kept=full)
+    at_once = plan_pair(PAIR, whole, Baseline(state), PlanOptions(100, "r", retry_kept=full))
     pages = plan_in_pages(PAIR, paged(objects, 3, full=full), state)
     assert summary(pages) == summary([at_once])
     assert all(not op.kind.removes for plan in pages[:-1] for op in plan.ops), "removals wait for the last page"
@@ -134,8 +136,8 @@ def test_the_send_ledger_decides_which_queued_creates_go_out_again(
     user = make_user(1)
     page = DeltaRound(full=full)
     page.add_page([user])
-    plan = plan_page(PAIR, page, {str(user["id"]): queued(user, *marked)}, version=7, run_id="r", last=False,
-                     retry_kept=full, ledger=ledger)
+    plan = plan_page(PAIR, page, Baseline({str(user["id"]): queued(user, *marked)}),
+                     PlanOptions(7, "r", retry_kept=full, ledger=ledger), last=False)
     if expected == "kept":
         assert plan.ops == [] and plan.kept["queued"] == 1
     else:

@@ -12,7 +12,7 @@ from sync.app.runtime import Runtime
 from sync.contract.ops import OpKind
 from sync.contract.summaries import StateSummary
 from sync.contract.vocabulary import RunTrigger
-from sync.core.plan import plan_pair, unsafe_reason
+from sync.core.plan import Baseline, PlanOptions, plan_pair, unsafe_reason
 from sync.core.source import DeltaRound
 from tests.support.factories import make_pair, make_user
 from tests.support.memory_source import MemorySource
@@ -23,7 +23,7 @@ NOW = datetime(2026, 11, 22, tzinfo=UTC)
 
 def planned(mode: str, round_: DeltaRound, state: dict[str, StateSummary], **deletion: object) -> list[tuple[str, str]]:
     pair = make_pair(deletion={"mode": mode, **deletion})
-    plan = plan_pair(pair, round_, state, version=9, run_id="r", now=NOW)
+    plan = plan_pair(pair, round_, Baseline(state), PlanOptions(9, "r", now=NOW))
     return [(op.kind.value, op.reason) for op in plan.ops]
 
 
@@ -67,7 +67,7 @@ def test_hides_count_against_the_safety_gate() -> None:
     round_ = DeltaRound()
     for n in range(3):
         round_.add_removal(f"u{n}", "deleted")
-    plan = plan_pair(pair, round_, state, version=1, run_id="r")
+    plan = plan_pair(pair, round_, Baseline(state), PlanOptions(1, "r"))
     assert plan.count(OpKind.HIDE) == 3
     assert "removes (hides or deletes) 3 contacts" in (unsafe_reason(plan, pair) or "")
 

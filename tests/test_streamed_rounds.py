@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from sync.app.admin.drain import drain
+from sync.app.planner.rounds import Invocation
 from sync.app.planner.run import RunResult, run_pair
 from sync.app.runtime import Runtime
 from sync.contract.ops import ContactOp, OpKind, decode_batch, decode_op, is_batch
@@ -40,7 +41,7 @@ def rt(memory_runtime: Runtime, paged: MemorySource) -> Runtime:
 
 def step(rt: Runtime, **kwargs: Any) -> RunResult:
     """One planner invocation that stops after its first page (a budget of 0 s)."""
-    return run_pair(rt, PAIR.id, trigger=RunTrigger.TIMER, budget_seconds=0, **kwargs)
+    return run_pair(rt, PAIR.id, trigger=RunTrigger.TIMER, invocation=Invocation(budget_seconds=0), **kwargs)
 
 
 def until_done(rt: Runtime, **kwargs: Any) -> list[RunResult]:

@@ -29,6 +29,7 @@ from sync.app.admin.connection_test import check_connection
 from sync.app.admin.provision import Result, provision_user
 from sync.app.admin.retest import lift_credentials_quarantine
 from sync.app.admin.status import pair_status, queue_depths
+from sync.app.planner.rounds import Invocation
 from sync.app.planner.run import RunResult, run_pair
 from sync.app.runtime import Runtime
 from sync.contract.pair_runs import PairRunRequest, RunKind
@@ -129,7 +130,7 @@ def resync(rt: Runtime, pair_id: str, params: Mapping[str, str]) -> ApiResponse:
         rt.stores.pair_state.request_full_round(pair.id)  # so the next run is full even if this one finds the lease held
     budget = min(RESYNC_INLINE_SECONDS, rt.tuning.planner_budget_seconds)
     result = run_pair(rt, pair.id, trigger=RunTrigger.HTTP, full=full, allow_deletes=allow_deletes,
-                      budget_seconds=budget, keep_ops=False)
+                      invocation=Invocation(budget, keep_ops=False))
     log_run(result)
     run = result.run
     body = {

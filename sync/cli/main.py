@@ -27,7 +27,7 @@ from sync.app.admin.provision import Result, provision_user
 from sync.app.admin.retest import lift_credentials_quarantine
 from sync.app.admin.status import status_report
 from sync.app.planner.reconcile import preview_reconcile, reconcile_pair
-from sync.app.planner.rounds import RoundProgress
+from sync.app.planner.rounds import Invocation, RoundProgress
 from sync.app.planner.run import preview, record_applied, run_pair
 from sync.app.planner.subscriptions import remove_pair
 from sync.app.runtime import Runtime
@@ -157,7 +157,7 @@ def _run(args: argparse.Namespace, runtime: Callable[[], Runtime]) -> int:
                         force=progress.finished)
 
     result = run_pair(rt, args.pair, trigger=RunTrigger.CLI, full=args.full, allow_deletes=args.allow_deletes,
-                      on_page=on_page)
+                      invocation=Invocation(on_page=on_page))
     planning.finish()
     if result.outcome is RunOutcome.QUARANTINED and rt.stores.pair_state.get(args.pair).credentials_quarantined:
         print(f"pair {args.pair} is quarantined for its credentials: {result.run.error}", file=sys.stderr)

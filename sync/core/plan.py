@@ -126,47 +126,43 @@ class EarlierPages:
     placed: Collection[str] = ()  # ids that got a create, update or restore
 
 
-def plan_pair(
-    pair: TenantPair,
-    round_: DeltaRound,
-    state: Mapping[str, StateSummary],
-    *,
-    version: int,
-    run_id: str,
-    retry_kept: bool = False,
-    memberships: Mapping[str, frozenset[str]] | None = None,
-    now: datetime | None = None,
-    hidden_ids: frozenset[str] | None = None,
-    kind: ObjectKind = ObjectKind.USER,
-    managed: int | None = None,
-    sweep_reason: str = "not_in_source",
-) -> Plan:
-    """Every op needed to bring the target in line with the round. `retry_kept` re-plans conflict/failed rows;
-    `memberships` gives each user's tracked groups (nested included) when the pair scopes by group; `now`
-    decides which hidden contacts have outlived `deletion.grace_days`; `hidden_ids` are the users the source's
-    Exchange hides from its address lists (None: Graph's showInAddressList decides)."""
-    return plan_page(pair, round_, state, version=version, run_id=run_id, retry_kept=retry_kept,
-                     memberships=memberships, now=now, hidden_ids=hidden_ids, last=True, kind=kind, managed=managed,
-                     sweep_reason=sweep_reason)
+@dataclass(frozen=True)
+class Baseline:
+    """What a page is planned against: the pair's state rows of the page's kind, and what the run knows beside the
+    page. A full round sweeps every row of `state`, so it must hold the rows of that kind only."""
+
+    state: Mapping[str, StateSummary]
+    memberships: Mapping[str, frozenset[str]] | None = None  # each user's tracked groups, nested included (group scoping)
+    hidden_ids: frozenset[str] | None = None  # whom the source's Exchange hides (None: Graph's showInAddressList decides)
+    managed: int | None = None  # the pair's managed contacts for the gate's percentage (users and groups); None: `state`'s
+
+
+@dataclass(frozen=True)
+class PlanOptions:
+    """How a run plans: the version and run id its ops carry, and the rules it plans by."""
+
+    version: int
+    run_id: str
+    retry_kept: bool = False  # re-plan conflict/failed rows (a full round does)
+    now: datetime | None = None  # decides which hidden contacts have outlived `deletion.grace_days` (None: none purged)
+    ledger: SendLedger = field(default_factory=SendLedger)  # which queued creates may never have reached the queue
+    kind: ObjectKind = ObjectKind.USER  # the page's objects: users, or groups
+    sweep_reason: str = "not_in_source"  # why a full round removes a contact whose object it did not show
+
+
+def plan_pair(pair: TenantPair, round_: DeltaRound, baseline: Baseline, options: PlanOptions) -> Plan:
+    """Every op needed to bring the target in line with a whole round (a round of one page: `plan_page`'s last)."""
+    return plan_page(pair, round_, baseline, options, last=True)
 
 
 def plan_page(
     pair: TenantPair,
     page: DeltaRound,
-    state: Mapping[str, StateSummary],
+    baseline: Baseline,
+    options: PlanOptions,
     *,
-    version: int,
-    run_id: str,
     last: bool,
     earlier: EarlierPages | None = None,
-    retry_kept: bool = False,
-    memberships: Mapping[str, frozenset[str]] | None = None,
-    now: datetime | None = None,
-    hidden_ids: frozenset[str] | None = None,
-    ledger: SendLedger | None = None,
-    kind: ObjectKind = ObjectKind.USER,
-    managed: int | None = None,
-    sweep_reason: str = "not_in_source",
 ) -> Plan:
     """The ops of one page of a round (`page.full` says whether the round is full).
 
@@ -175,18 +171,16 @@ def plan_page(
     always did: the removals `earlier` pages held back (unless this page shows the user again), users the source's
     Exchange hides without a Graph change, the full round's sweep of users no page showed, then the mapping (a
     Manager is linked only to a contact that stays), manager link fix-ups, and staged deletes past their grace.
-    `ledger` says which queued creates may never have reached the queue (see `SendLedger`).
+    `options.ledger` says which queued creates may never have reached the queue (see `SendLedger`).
 
-    `kind` says what the page's objects are: users, or groups (`page.users` then holds groups, scoped and mapped by
-    sync.core.group_scope and sync.core.group_mapping; the rules from here on are the same). `state` must hold the
-    rows of that kind only: a full round sweeps every row it is given. `managed` is the pair's count of managed
-    contacts for the safety gate's percentage (users and groups together); by default, those of `state`."""
+    `options.kind` says what the page's objects are: users, or groups (`page.users` then holds groups, scoped and
+    mapped by sync.core.group_scope and sync.core.group_mapping; the rules from here on are the same)."""
+    state, hidden_ids, now = baseline.state, baseline.hidden_ids, options.now
     earlier = earlier or EarlierPages()
-    planner = _Planner(pair, state, version=version, run_id=run_id, full=page.full, retry_kept=retry_kept,
-                       ledger=ledger or SendLedger(), kind=kind)
-    if managed is not None:
-        planner.plan.managed = managed
-    in_scope = planner.decide(page, memberships, hidden_ids)
+    planner = _Planner(pair, state, options, full=page.full)
+    if baseline.managed is not None:
+        planner.plan.managed = baseline.managed
+    in_scope = planner.decide(page, baseline.memberships, hidden_ids)
     here = set(page.users) | set(page.removed)
     if last:
         for source_id, reason in earlier.leaving.items():
@@ -202,7 +196,7 @@ def plan_page(
             # A full round shows every user that exists: a contact whose user it did not show has lost its source.
             for source_id, row in state.items():
                 if source_id not in seen:
-                    planner.remove(source_id, row, sweep_reason)
+                    planner.remove(source_id, row, options.sweep_reason)
         links = planner.map(in_scope)
         touched = seen | planner.decided | {op.source_id for op in planner.plan.ops}
         for fix in links.fixups(touched=touched):
@@ -220,12 +214,12 @@ def plan_page(
 class _Planner:
     """The decisions of one plan (`plan_page`), kept together: ops emitted, users whose removal is decided."""
 
-    def __init__(self, pair: TenantPair, state: Mapping[str, StateSummary], *, version: int, run_id: str, full: bool,
-                 retry_kept: bool, ledger: SendLedger, kind: ObjectKind = ObjectKind.USER) -> None:
-        self.pair, self.state, self.version, self.run_id = pair, state, version, run_id
-        self.retry_kept, self.ledger, self.kind = retry_kept, ledger, kind
-        self.plan = Plan(pair.id, run_id, version, full, managed=sum(1 for row in state.values() if row.managed),
-                         kind=kind)
+    def __init__(self, pair: TenantPair, state: Mapping[str, StateSummary], options: PlanOptions, *, full: bool) -> None:
+        self.pair, self.state, self.version, self.run_id = pair, state, options.version, options.run_id
+        self.retry_kept, self.ledger, self.kind = options.retry_kept, options.ledger, options.kind
+        kind = options.kind
+        self.plan = Plan(pair.id, options.run_id, options.version, full,
+                         managed=sum(1 for row in state.values() if row.managed), kind=kind)
         self.mapper: ContactMapper | GroupMapper = GroupMapper(pair) if kind is ObjectKind.GROUP else ContactMapper(pair)
         self.decided: set[str] = set()
 

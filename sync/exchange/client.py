@@ -25,6 +25,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
@@ -54,13 +55,25 @@ NAME_EXISTS = "ADObjectAlreadyExistsException"
 TOKEN_FAILURE_MEMO_SECONDS = 60.0
 
 
+@dataclass(frozen=True)
+class CallBounds:
+    """How often and how long the client tries one call: `retry` for throttling and transient failures,
+    `not_found_retries` waits of `not_found_delay` (growing) for the replication lag after a create, and `timeout`
+    per HTTP request of the httpx client the AdminApiClient makes itself (a client passed in keeps its own)."""
+
+    retry: RetryPolicy = DEFAULT_EXCHANGE_RETRY
+    not_found_retries: int = 4
+    not_found_delay: float = 2.0
+    timeout: float = 100.0
+
+
 class AdminApiClient:
     """Cmdlets against one organisation.
 
     `tenant` is the tenant id (or `xxx.onmicrosoft.com`) in the URL; `organization` the `.onmicrosoft.com` domain
-    of the anchor mailbox header. `not_found_retries`/`not_found_delay` bound the replication-lag retries after a
-    create. `sleep` waits between retries (tests pass a recorder). `pacer` paces the calls (None: every call goes
-    out at once, as the caller's threads make them).
+    of the anchor mailbox header. `bounds` bound the retries and waits (`CallBounds`). `sleep` waits between
+    retries (tests pass a recorder). `pacer` paces the calls (None: every call goes out at once, as the caller's
+    threads make them).
     """
 
     def __init__(
@@ -71,26 +84,24 @@ class AdminApiClient:
         tenant: str,
         organization: str,
         client: httpx.Client | None = None,
-        retry: RetryPolicy = DEFAULT_EXCHANGE_RETRY,
-        not_found_retries: int = 4,
-        not_found_delay: float = 2.0,
+        bounds: CallBounds | None = None,
         sleep: Callable[[float], object] = time.sleep,
-        timeout: float = 100.0,
         pacer: OrgPacer | None = None,
     ) -> None:
         if not tenant or not organization:
             raise ValueError("tenant and organization are required")
+        bounds = bounds or CallBounds()
         self._credential = credential
         self.endpoint = exchange_endpoint.rstrip("/")
         self.url = f"{self.endpoint}/adminapi/beta/{tenant}/InvokeCommand"
         self.organization = organization
-        self.retry = retry
-        self.not_found_retries = not_found_retries
-        self.not_found_delay = not_found_delay
+        self.retry = bounds.retry
+        self.not_found_retries = bounds.not_found_retries
+        self.not_found_delay = bounds.not_found_delay
         self._sleep = sleep
         self.pacer = pacer
         self._owns_client = client is None
-        self._client = client if client is not None else httpx.Client(timeout=timeout)
+        self._client = client if client is not None else httpx.Client(timeout=bounds.timeout)
         self._scope = f"{self.endpoint}/.default"
         self._origin = _origin(self.endpoint)
         self.requests: collections.Counter[str] = collections.Counter()

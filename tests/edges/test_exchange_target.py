@@ -24,7 +24,7 @@ from sync.errors import (
     TargetThrottled,
     TargetTransient,
 )
-from sync.exchange.client import SYSTEM_MAILBOX, AdminApiClient
+from sync.exchange.client import SYSTEM_MAILBOX, AdminApiClient, CallBounds
 from sync.exchange.contacts import ExchangeTarget
 from sync.identity.credentials import CredentialCache
 from sync.identity.secrets import SecretResolver
@@ -69,7 +69,7 @@ def pair(source_tenant: Tenant, target_tenant: Tenant, exo_client_id: str,
 def make_target(cloud: SimCloud, pair: TenantPair, resolver: SecretResolver, credentials: CredentialCache,
                 recorder: Recorder) -> Callable[..., ExchangeTarget]:
     def build(**options: Any) -> ExchangeTarget:
-        options.setdefault("retry", POLICY)
+        options.setdefault("bounds", CallBounds(retry=POLICY))
         options.setdefault("sleep", recorder.sleep)
         options.setdefault("client", recorder.client())
         return ExchangeTarget(AdminApiClient(credentials.for_target(pair, resolver), exchange_endpoint=cloud.endpoints["exchange"],
@@ -385,7 +385,7 @@ def test_replication_lag_after_create_is_waited_out(
         waits.append(seconds)
         time.sleep(seconds)
 
-    target = make_target(sleep=sleep, not_found_delay=0.4, not_found_retries=4)
+    target = make_target(sleep=sleep, bounds=CallBounds(POLICY, not_found_retries=4, not_found_delay=0.4))
     recipient = target.create(contact(pair))
     assert stored(target_tenant, recipient.guid)[ANCHOR_ATTR] == recipient.anchor(ANCHOR_ATTR)
     assert waits and target.requests["Set-MailContact"] == len(waits) + 1

@@ -15,7 +15,7 @@ from sim import SimCloud, Tenant
 from sync.contract.pairs import TenantPair
 from sync.core.pacing import LocalPaceBoard, PaceRules
 from sync.core.retry import RetryPolicy
-from sync.exchange.client import AdminApiClient
+from sync.exchange.client import AdminApiClient, CallBounds
 from sync.exchange.contacts import ExchangeTarget
 from sync.exchange.lookup import MAX_FILTER_CHARS, LookupKey, RecipientLookup
 from sync.exchange.pacing import OrgPacer
@@ -119,7 +119,8 @@ def test_paced_calls_stay_under_the_tenants_concurrency_cap(
     target_tenant.exchange.limits.configure(concurrency_cap=4, latency={"*": 0.03})
     pacer = OrgPacer(target_tenant.domain, board=LocalPaceBoard(), instance="me", rules=PaceRules(maximum=10),
                      report_seconds=0.2)
-    client = api(pacer=pacer, retry=RetryPolicy(max_retries=8, max_wait_seconds=60, base_delay=0.1, max_delay=1))
+    bounds = CallBounds(retry=RetryPolicy(max_retries=8, max_wait_seconds=60, base_delay=0.1, max_delay=1))
+    client = api(pacer=pacer, bounds=bounds)
 
     def worker() -> None:
         for _ in range(25):
@@ -134,7 +135,7 @@ def test_paced_calls_stay_under_the_tenants_concurrency_cap(
     assert calls - refused == 300, "every call answered in the end"
     assert refused <= 0.03 * calls, (refused, calls)
     assert pacer.limit in (3, 4) and target_tenant.exchange.limits.stats.peak_in_flight <= 4
-    unpaced = api(retry=RetryPolicy(max_retries=8, max_wait_seconds=60, base_delay=0.1, max_delay=1))
+    unpaced = api(bounds=bounds)
     cloud.reset_counts()
 
     def flood() -> None:

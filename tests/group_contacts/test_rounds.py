@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from sync.app.admin.drain import drain
+from sync.app.planner.rounds import Invocation
 from sync.app.planner.run import run_pair
 from sync.contract.vocabulary import RunTrigger
 from sync.state.queues import OpQueue
@@ -23,7 +24,7 @@ def test_the_groups_round_follows_the_last_page_of_a_streamed_users_round(gc: Gr
     gc.use_pair(objects=["users", "groups"])
     outcomes = []
     for _ in range(10):
-        result = run_pair(gc.rt, PAIR_ID, trigger=RunTrigger.TIMER, budget_seconds=0)
+        result = run_pair(gc.rt, PAIR_ID, trigger=RunTrigger.TIMER, invocation=Invocation(budget_seconds=0))
         outcomes.append(result.outcome)
         if result.outcome != "continued":
             break

@@ -31,7 +31,7 @@ from sync.contract.pairs import TenantPair
 from sync.contract.vocabulary import RunOutcome, RunTrigger, new_run_id
 from sync.core.diagnosis import is_credentials_failure
 from sync.core.managers import reported_manager
-from sync.core.plan import plan_pair
+from sync.core.plan import Baseline, PlanOptions, plan_pair
 from sync.core.scope import SKIP_REASONS, decide_scope
 from sync.core.source import DeltaRound, source_select
 from sync.errors import CtcsError
@@ -131,8 +131,8 @@ def _provision(rt: Runtime, pair: TenantPair, key: str, done: Provisioned) -> No
                       in_scope=False, reason=decision.reason, rule=decision.detail)
     manager = reported_manager(user) if user is not None else None
     state = rt.stores.contacts.summaries_of(pair.id, [source_id, *([manager] if manager else [])])
-    plan = plan_pair(pair, round_, state, version=time.time_ns() // 1000, run_id=done.run_id, retry_kept=True,
-                     now=datetime.now(UTC), hidden_ids=hidden_ids, memberships=memberships)
+    plan = plan_pair(pair, round_, Baseline(state, memberships=memberships, hidden_ids=hidden_ids),
+                     PlanOptions(time.time_ns() // 1000, done.run_id, retry_kept=True, now=datetime.now(UTC)))
     ops = [op for op in plan.ops if op.source_id == source_id]
     for op in ops:
         if op.contact:

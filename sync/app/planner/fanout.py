@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sync.app.planner.reconcile import reconcile_pair, spread_due_at
+from sync.app.planner.rounds import Invocation
 from sync.app.planner.run import RunResult, run_pair
 from sync.app.planner.subscriptions import maintain_pair
 from sync.app.runtime import Runtime
@@ -109,8 +110,8 @@ def run_requested(rt: Runtime, body: str | bytes) -> RunResult | None:
                                        budget_seconds=rt.tuning.planner_budget_seconds, keep_ops=False)
             return result
         result = run_pair(rt, request.pair_id, trigger=request.trigger, full=request.full,
-                          allow_deletes=request.allow_deletes, budget_seconds=rt.tuning.planner_budget_seconds,
-                          keep_ops=False)
+                          allow_deletes=request.allow_deletes,
+                          invocation=Invocation(rt.tuning.planner_budget_seconds, keep_ops=False))
     except PairNotFound:
         log.warning("pair %s no longer exists; dropping its planning request", request.pair_id)
         return None

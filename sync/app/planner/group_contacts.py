@@ -31,7 +31,7 @@ from sync.contract.pairs import TenantPair
 from sync.contract.summaries import StateSummary
 from sync.contract.vocabulary import ObjectKind, QuarantineKind, RunOutcome
 from sync.core.group_scope import group_kind
-from sync.core.plan import Plan, SendLedger, plan_page, unsafe_reason
+from sync.core.plan import Baseline, Plan, PlanOptions, SendLedger, plan_pair, unsafe_reason
 from sync.core.scope import mail_address
 from sync.core.source import DeltaRound
 from sync.errors import DeltaTokenExpired, SourceError
@@ -94,9 +94,19 @@ def needs_groups_round(pair: TenantPair, group_rows: Mapping[str, StateSummary])
     return pair.syncs_groups or any(row.live for row in group_rows.values())
 
 
+@dataclass(frozen=True)
+class GroupsBaseline:
+    """What a groups round is planned against: the pair's group rows, and what the run learned before it."""
+
+    rows: Mapping[str, StateSummary]
+    hidden: frozenset[str] | None  # whom the source's Exchange hides (None: not granted)
+    managed: int  # the pair's managed contacts, users and groups together: one safety gate per pair
+    earlier_removals: int = 0  # what the run's users round removed (the gate counts it too)
+
+
 def run_groups_round(
-    rt: Runtime, pair: TenantPair, run: RunRecord, group_rows: Mapping[str, StateSummary], *, version: int,
-    full: bool, allow_deletes: bool, hidden: frozenset[str] | None, earlier_removals: int, managed: int,
+    rt: Runtime, pair: TenantPair, run: RunRecord, baseline: GroupsBaseline, *, version: int, full: bool,
+    allow_deletes: bool,
 ) -> KindRound:
     """Read, plan, gate and queue the pair's groups round (the caller holds the lease)."""
     stores = rt.stores
@@ -113,11 +123,11 @@ def run_groups_round(
     else:
         delta, sweep = DeltaRound(full=True, delta_link=status.groups_delta_link), LEFT_OBJECTS
     ledger = SendLedger(round_id, 0, {status.groups_round: 0} if status.groups_round else {})
-    plan = plan_page(pair, delta, group_rows, version=version, run_id=run.run_id, last=True, retry_kept=delta.full,
-                     now=datetime.now(UTC), hidden_ids=hidden, ledger=ledger, kind=ObjectKind.GROUP, managed=managed,
-                     sweep_reason=sweep)
+    plan = plan_pair(pair, delta, Baseline(baseline.rows, hidden_ids=baseline.hidden, managed=baseline.managed),
+                     PlanOptions(version, run.run_id, retry_kept=delta.full, now=datetime.now(UTC), ledger=ledger,
+                                 kind=ObjectKind.GROUP, sweep_reason=sweep))
     result = KindRound(plan, requests=requests, full=delta.full and pair.syncs_groups)
-    reason = unsafe_reason(plan, pair, earlier_removals=earlier_removals)
+    reason = unsafe_reason(plan, pair, earlier_removals=baseline.earlier_removals)
     if reason and not allow_deletes:
         _quarantine(rt, pair, run, f"{reason} (groups round)", result)
         return result
@@ -145,9 +155,9 @@ def preview_groups(rt: Runtime, pair: TenantPair, run_id: str, group_rows: Mappi
         requests = reader.requests
     else:
         delta, sweep = DeltaRound(full=True), LEFT_OBJECTS
-    plan = plan_page(pair, delta, group_rows, version=version, run_id=run_id, last=True, retry_kept=delta.full,
-                     now=datetime.now(UTC), hidden_ids=hidden, kind=ObjectKind.GROUP, managed=managed,
-                     sweep_reason=sweep)
+    plan = plan_pair(pair, delta, Baseline(group_rows, hidden_ids=hidden, managed=managed),
+                     PlanOptions(version, run_id, retry_kept=delta.full, now=datetime.now(UTC), kind=ObjectKind.GROUP,
+                                 sweep_reason=sweep))
     return KindRound(plan, requests=requests)
 
 
@@ -157,8 +167,8 @@ def drop_users(
 ) -> KindRound:
     """A pair whose `objects` leave users out: their contacts go (through the gate), and the users deltaLink is
     dropped, so naming users again starts with a full round."""
-    plan = plan_page(pair, DeltaRound(full=True), user_rows, version=version, run_id=run.run_id, last=True,
-                     managed=managed, sweep_reason=LEFT_OBJECTS)
+    plan = plan_pair(pair, DeltaRound(full=True), Baseline(user_rows, managed=managed),
+                     PlanOptions(version, run.run_id, sweep_reason=LEFT_OBJECTS))
     result = KindRound(plan)
     if not user_rows:
         return result  # a pair that never synced users: nothing to write

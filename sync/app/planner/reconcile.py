@@ -25,6 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
+from sync.app.planner.rounds import Invocation
 from sync.app.planner.run import RunResult, run_pair
 from sync.app.runtime import Runtime
 from sync.contract.ops import ContactOp, OpKind
@@ -98,7 +99,7 @@ def reconcile_pair(
         return findings.counts()
 
     result = run_pair(rt, pair_id, trigger=trigger, full=True, allow_deletes=allow_deletes,
-                      budget_seconds=budget_seconds, keep_ops=keep_ops, prepare=prepare)
+                      invocation=Invocation(budget_seconds, keep_ops=keep_ops), prepare=prepare)
     if found and result.outcome is not RunOutcome.FAILED:
         now = now_utc()
         due = now + timedelta(hours=pairs[0].reconcile_hours)

@@ -38,7 +38,7 @@ from sync.contract.ops import ContactOp, OpKind
 from sync.contract.pairs import TenantPair
 from sync.contract.summaries import StateSummary
 from sync.contract.vocabulary import ContactStatus, QuarantineKind, RunOutcome
-from sync.core.plan import EarlierPages, Plan, SendLedger, plan_page, unsafe_reason
+from sync.core.plan import Baseline, EarlierPages, Plan, PlanOptions, SendLedger, plan_page, unsafe_reason
 from sync.core.source import DeltaPage, DeltaRound, Source
 from sync.errors import DeltaTokenExpired, SourceError
 from sync.state.entities import iso, now_utc
@@ -51,6 +51,15 @@ log = logging.getLogger("ctcs.planning")
 
 MAX_RESTARTS = 2  # expired checkpoints one invocation restarts its round for; one more fails the run
 OnPage = Callable[["RoundProgress"], None]
+
+
+@dataclass(frozen=True)
+class Invocation:
+    """How far one planner invocation goes on its round, and what it hands back."""
+
+    budget_seconds: float | None = None  # stop after the page on which this ran out (None: read the whole round)
+    keep_ops: bool = True  # the result's plan keeps every op (the CLI shows them); else counts only, whatever the size
+    on_page: OnPage | None = None  # told after every page (the CLI's progress)
 
 
 @dataclass
@@ -97,9 +106,7 @@ class StreamedRound:
     definition: str
     full: bool = False
     allow_deletes: bool = False
-    budget_seconds: float | None = None
-    keep_ops: bool = True
-    on_page: OnPage | None = None
+    invocation: Invocation = field(default_factory=Invocation)
     started: float = field(default_factory=time.monotonic)
     _state: dict[str, StateSummary] = field(default_factory=dict)
     _hidden: frozenset[str] | None = None
@@ -217,13 +224,13 @@ class StreamedRound:
                     if page.last:
                         writer.flush()  # the pages before are recorded and checkpointed: the last page reads them
                         self._finish(source, round_, page, stored_groups, progress)
-                        if self.on_page is not None:
-                            self.on_page(progress)
+                        if self.invocation.on_page is not None:
+                            self.invocation.on_page(progress)
                         return progress
                     round_ = self._current = self._page(round_, page, progress, writer)
-                    if self.on_page is not None:
-                        self.on_page(progress)
-                    if self.budget_seconds is not None and time.monotonic() - self.started >= self.budget_seconds:
+                    if self.invocation.on_page is not None:
+                        self.invocation.on_page(progress)
+                    if self.invocation.budget_seconds is not None and time.monotonic() - self.started >= self.invocation.budget_seconds:
                         writer.flush()
                         log.info("pair %s: round %s handed on at page %d after %.0f s", self.pair.id,
                                  round_.round_id, round_.page, time.monotonic() - self.started)
@@ -256,7 +263,7 @@ class StreamedRound:
 
         writer.submit(writes, lambda: self._save(advanced))
         progress.queued += len(plan.ops)
-        progress.plan.merge(plan, keep_ops=self.keep_ops)
+        progress.plan.merge(plan, keep_ops=self.invocation.keep_ops)
         return advanced
 
     def _finish(self, source: Source, round_: RoundState, page: DeltaPage,
@@ -284,14 +291,14 @@ class StreamedRound:
                                          abandoned=_trimmed({**round_.abandoned, round_.round_id: round_.page}))
             stores.round_pages.forget(self.pair.id)
             progress.quarantine_reason = reason
-            progress.plan.merge(plan, keep_ops=self.keep_ops)
+            progress.plan.merge(plan, keep_ops=self.invocation.keep_ops)
             log.warning("pair %s quarantined: %s", self.pair.id, reason,
                         extra={"pair_id": self.pair.id, "run_id": self.run.run_id,
                                "outcome": RunOutcome.QUARANTINED.value, "quarantine_kind": QuarantineKind.GATE.value,
                                "reason": reason})
             return
         self._queue(round_, plan.ops, progress)
-        progress.plan.merge(plan, keep_ops=self.keep_ops)
+        progress.plan.merge(plan, keep_ops=self.invocation.keep_ops)
         progress.round_queued = int(round_.counts.get("queued", 0)) + len(plan.ops)
         group_round.promote(stores.groups, self.pair, round_.round_id)
         stores.pair_state.finish_round(
@@ -301,12 +308,11 @@ class StreamedRound:
         stores.round_pages.forget(self.pair.id)
 
     def _plan(self, round_: RoundState, delta: DeltaRound, *, last: bool, earlier: EarlierPages) -> Plan:
-        return plan_page(
-            self.pair, delta, self._state, version=round_.version + round_.page, run_id=self.run.run_id, last=last,
-            earlier=earlier, retry_kept=round_.full, memberships=self._groups.memberships if self._groups else None,
-            now=datetime.now(UTC), hidden_ids=self._hidden,
-            ledger=SendLedger(round_.round_id, round_.page, round_.abandoned),
-        )
+        baseline = Baseline(self._state, memberships=self._groups.memberships if self._groups else None,
+                            hidden_ids=self._hidden)
+        options = PlanOptions(round_.version + round_.page, self.run.run_id, retry_kept=round_.full,
+                              now=datetime.now(UTC), ledger=SendLedger(round_.round_id, round_.page, round_.abandoned))
+        return plan_page(self.pair, delta, baseline, options, last=last, earlier=earlier)
 
     def _queue(self, round_: RoundState, ops: list[ContactOp], progress: RoundProgress) -> None:
         self._remember_creates(round_, ops)

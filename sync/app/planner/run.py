@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from sync.app.planner import group_round
 from sync.app.planner.group_contacts import (
     LEFT_OBJECTS,
+    GroupsBaseline,
     KindRound,
     drop_users,
     managed_count,
@@ -26,7 +27,7 @@ from sync.app.planner.group_contacts import (
     run_groups_round,
     split_rows,
 )
-from sync.app.planner.rounds import OnPage, RoundProgress, StreamedRound, version_now
+from sync.app.planner.rounds import Invocation, RoundProgress, StreamedRound, version_now
 from sync.app.quarantine import quarantine_for_credentials
 from sync.app.runtime import Runtime
 from sync.contract.ops import OpKind
@@ -34,7 +35,7 @@ from sync.contract.pair_runs import PairRunRequest, RunKind
 from sync.contract.pairs import TenantPair
 from sync.contract.vocabulary import QuarantineKind, RunOutcome, RunTrigger, new_run_id
 from sync.core.diagnosis import Side, is_credentials_failure
-from sync.core.plan import Plan, plan_pair, unsafe_reason
+from sync.core.plan import Baseline, Plan, PlanOptions, plan_pair, unsafe_reason
 from sync.core.source import DeltaRound, read_whole_round, source_select
 from sync.errors import CtcsError, DeltaTokenExpired, LeaseHeld, LeaseLost, TargetError
 from sync.state.entities import iso, now_utc
@@ -103,14 +104,12 @@ def _plan(rt: Runtime, pair: TenantPair, run_id: str, *, full: bool) -> _Planned
         round_ = read_round(rt, pair, status.delta_link if use_link else None)
         round_, memberships = group_round.scope_round(rt.open_source(pair), pair, round_, groups, user_rows,
                                                       source_select(pair))
-        plan = plan_pair(
-            pair, round_, user_rows, version=version, run_id=run_id, retry_kept=round_.full, now=datetime.now(UTC),
-            hidden_ids=hidden_ids, memberships=memberships,
-        )
+        plan = plan_pair(pair, round_, Baseline(user_rows, memberships=memberships, hidden_ids=hidden_ids),
+                         PlanOptions(version, run_id, retry_kept=round_.full, now=datetime.now(UTC)))
     else:
         round_ = DeltaRound(full=True)
-        plan = plan_pair(pair, round_, user_rows, version=version, run_id=run_id, managed=managed,
-                         sweep_reason=LEFT_OBJECTS)
+        plan = plan_pair(pair, round_, Baseline(user_rows, managed=managed),
+                         PlanOptions(version, run_id, sweep_reason=LEFT_OBJECTS))
     groups_round = None
     if needs_groups_round(pair, group_rows):
         groups_round = preview_groups(rt, pair, run_id, group_rows, version=version, full=full or status.force_full,
@@ -143,16 +142,15 @@ def run_pair(
     trigger: RunTrigger,
     full: bool = False,
     allow_deletes: bool = False,
-    budget_seconds: float | None = None,
-    keep_ops: bool = True,
-    on_page: OnPage | None = None,
+    invocation: Invocation | None = None,
     prepare: Prepare | None = None,
 ) -> RunResult:
-    """Plan one pair's round (or the part of it `budget_seconds` allows) and queue its ops. Returns the run; errors of
-    this pair are recorded, not raised (invariant 7). A run that stops before the round's end (outcome `continued`)
-    has asked for the rest on the `pair-runs` queue by the time this returns. `keep_ops` keeps every op in the result's plan (the
-    CLI shows them); without it only counts are kept, whatever the round's size. `prepare` runs under the lease
-    before the round (a reconcile corrects the state there); the counts it returns join the run's."""
+    """Plan one pair's round (or the part of it `invocation.budget_seconds` allows) and queue its ops. Returns the run;
+    errors of this pair are recorded, not raised (invariant 7). A run that stops before the round's end (outcome
+    `continued`) has asked for the rest on the `pair-runs` queue by the time this returns. `invocation.keep_ops`
+    keeps every op in the result's plan (the CLI shows them); without it only counts are kept, whatever the round's
+    size. `prepare` runs under the lease before the round (a reconcile corrects the state there); the counts it
+    returns join the run's."""
     stores = rt.stores
     now = datetime.now(UTC)
     pair = stores.pairs.get(pair_id)
@@ -172,7 +170,7 @@ def run_pair(
         return RunResult(run)
     try:
         result = _run_with_lease(rt, pair, run, allow_deletes=allow_deletes, full=full, started=started,
-                                 budget_seconds=budget_seconds, keep_ops=keep_ops, on_page=on_page, prepare=prepare)
+                                 invocation=invocation or Invocation(), prepare=prepare)
     except LeaseLost as lost:
         run.outcome, run.error = RunOutcome.LEASE_HELD, str(lost)
         log.warning("pair %s run %s stopped: %s", pair.id, run.run_id, lost)
@@ -218,15 +216,14 @@ def _quarantined_for_credentials(rt: Runtime, pair: TenantPair, run: RunRecord, 
 
 def _run_with_lease(
     rt: Runtime, pair: TenantPair, run: RunRecord, *, allow_deletes: bool, full: bool, started: float,
-    budget_seconds: float | None, keep_ops: bool, on_page: OnPage | None, prepare: Prepare | None = None,
+    invocation: Invocation, prepare: Prepare | None = None,
 ) -> RunResult:
     stores = rt.stores
     prepared = dict(prepare(pair, run)) if prepare is not None else {}
     if not pair.syncs_users:
         return _run_groups_only(rt, pair, run, allow_deletes=allow_deletes, full=full, started=started)
     streamed = StreamedRound(rt, pair, run, source_select(pair), definition_hash(pair), full=full,
-                             allow_deletes=allow_deletes, budget_seconds=budget_seconds, keep_ops=keep_ops,
-                             on_page=on_page, started=started)
+                             allow_deletes=allow_deletes, invocation=invocation, started=started)
     progress = streamed.run_round()
     _record(run, progress)
     if prepare is not None:
@@ -241,10 +238,10 @@ def _run_with_lease(
     if progress.finished and needs_groups_round(pair, streamed.group_rows):
         # The users round is queued and its deltaLink saved: the groups round follows under the same lease.
         managed = progress.plan.managed + managed_count(streamed.group_rows)
-        groups = run_groups_round(
-            rt, pair, run, streamed.group_rows, version=version_now(), full=full or run.full,
-            allow_deletes=progress.deletes_allowed, hidden=streamed.hidden, managed=managed,
-            earlier_removals=progress.plan.count(OpKind.DELETE) + progress.plan.count(OpKind.HIDE))
+        removals = progress.plan.count(OpKind.DELETE) + progress.plan.count(OpKind.HIDE)
+        baseline = GroupsBaseline(streamed.group_rows, streamed.hidden, managed, earlier_removals=removals)
+        groups = run_groups_round(rt, pair, run, baseline, version=version_now(), full=full or run.full,
+                                  allow_deletes=progress.deletes_allowed)
         _record_groups(run, groups, users_queued=progress.round_queued)
         if groups.quarantine_reason:
             stores.pair_state.record_run(pair.id, run_id=run.run_id, outcome=RunOutcome.QUARANTINED, delta_link=None)
@@ -272,8 +269,8 @@ def _run_groups_only(rt: Runtime, pair: TenantPair, run: RunRecord, *, allow_del
     plan, reason, queued = users.plan, users.quarantine_reason, users.queued
     groups: KindRound | None = None
     if not reason:
-        groups = run_groups_round(rt, pair, run, group_rows, version=version_now(), full=full, allow_deletes=allow_deletes,
-                                  hidden=_hidden(rt, pair), managed=managed, earlier_removals=users.removals)
+        baseline = GroupsBaseline(group_rows, _hidden(rt, pair), managed, earlier_removals=users.removals)
+        groups = run_groups_round(rt, pair, run, baseline, version=version_now(), full=full, allow_deletes=allow_deletes)
         _record_groups(run, groups, users_queued=users.queued)
         reason, queued = groups.quarantine_reason, queued + groups.queued
     run.full = full or (groups is not None and groups.full)
