@@ -130,8 +130,9 @@ def keep_poisoned(rt: Runtime, body: str | bytes, *, error: str = "") -> Contact
     and the copy is made twice, which is harmless (an op applies once, by version). Recording marks the user's
     ContactState row `failed` with the cause its last delivery noted, and writes a SyncRuns row with trigger `poison`.
     """
+    # Text once (bytes that are not UTF-8 with replacement characters): what `-failed` keeps is what is decoded, once.
     text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
-    message = decode_message(text)  # the one decoding of this message
+    message = decode_message(text)
     rt.stores.failed.send_text(message.text)
     op = record_poison(rt, message, error=error)
     if op is not None:
