@@ -24,12 +24,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol, runtime_checkable
 
+from sync.app.planner.sinks import Sink
 from sync.app.runtime import Runtime
 from sync.contract.groupattrs import GROUP_SELECT
 from sync.contract.ops import OpKind
 from sync.contract.pairs import TenantPair
 from sync.contract.summaries import StateSummary
-from sync.contract.vocabulary import ObjectKind, QuarantineKind, RunOutcome
+from sync.contract.vocabulary import ObjectKind
 from sync.core.group_scope import group_kind
 from sync.core.plan import Baseline, Plan, PlanOptions, SendLedger, plan_pair, unsafe_reason
 from sync.core.scope import mail_address
@@ -106,9 +107,10 @@ class GroupsBaseline:
 
 def run_groups_round(
     rt: Runtime, pair: TenantPair, run: RunRecord, baseline: GroupsBaseline, *, version: int, full: bool,
-    allow_deletes: bool,
+    allow_deletes: bool, sink: Sink,
 ) -> KindRound:
-    """Read, plan, gate and queue the pair's groups round (the caller holds the lease)."""
+    """Read, plan, gate and queue the pair's groups round (with a `StoreSink` the caller holds the lease; a `DrySink`
+    reads Graph and writes nothing)."""
     stores = rt.stores
     status = stores.pair_state.get(pair.id)
     definition = groups_definition(pair)
@@ -122,48 +124,29 @@ def run_groups_round(
         sweep = "not_in_source"
     else:
         delta, sweep = DeltaRound(full=True, delta_link=status.groups_delta_link), LEFT_OBJECTS
-    ledger = SendLedger(round_id, 0, {status.groups_round: 0} if status.groups_round else {})
+    unsent = status.groups_round and sink.continues  # a groups round that died before its deltaLink was saved
+    ledger = SendLedger(round_id, 0, {status.groups_round: 0} if unsent else {})
     plan = plan_pair(pair, delta, Baseline(baseline.rows, hidden_ids=baseline.hidden, managed=baseline.managed),
                      PlanOptions(version, run.run_id, retry_kept=delta.full, now=datetime.now(UTC), ledger=ledger,
                                  kind=ObjectKind.GROUP, sweep_reason=sweep))
     result = KindRound(plan, requests=requests, full=delta.full and pair.syncs_groups)
     reason = unsafe_reason(plan, pair, earlier_removals=baseline.earlier_removals)
     if reason and not allow_deletes:
-        _quarantine(rt, pair, run, f"{reason} (groups round)", result)
+        result.quarantine_reason = f"{reason} (groups round)"
+        sink.quarantine(result.quarantine_reason)  # invariant 5: nothing queued, the deltaLink stays
         return result
-    creates = [op for op in plan.ops if op.kind is OpKind.CREATE]
-    if creates:
-        stores.pair_state.begin_groups_round(pair.id, run.run_id, round_id)
-        stores.contacts.mark_queued(pair.id, creates, round_id=round_id, page=0)
+    if any(op.kind is OpKind.CREATE for op in plan.ops):
+        sink.begin_groups_round(round_id)
     if plan.ops:
-        stores.ops.send_all(plan.ops)
+        sink.queue(plan.ops, round_id=round_id, page=0)
     result.queued = len(plan.ops)
-    stores.pair_state.finish_groups_round(pair.id, run.run_id, delta_link=delta.delta_link or "",
-                                          definition=definition if pair.syncs_groups else "")
+    sink.finish_groups_round(delta_link=delta.delta_link or "", definition=definition if pair.syncs_groups else "")
     return result
 
 
-def preview_groups(rt: Runtime, pair: TenantPair, run_id: str, group_rows: Mapping[str, StateSummary], *,
-                   version: int, full: bool, hidden: frozenset[str] | None, managed: int) -> KindRound:
-    """The groups round's plan as a run would make it now (the dry run): reads Graph, writes nothing."""
-    status = rt.stores.pair_state.get(pair.id)
-    requests = 0
-    if pair.syncs_groups:
-        reader = _reader(rt, pair)
-        link = "" if full or status.groups_definition != groups_definition(pair) else status.groups_delta_link
-        delta, sweep = _read(reader, pair, link), "not_in_source"
-        requests = reader.requests
-    else:
-        delta, sweep = DeltaRound(full=True), LEFT_OBJECTS
-    plan = plan_pair(pair, delta, Baseline(group_rows, hidden_ids=hidden, managed=managed),
-                     PlanOptions(version, run_id, retry_kept=delta.full, now=datetime.now(UTC), kind=ObjectKind.GROUP,
-                                 sweep_reason=sweep))
-    return KindRound(plan, requests=requests)
-
-
 def drop_users(
-    rt: Runtime, pair: TenantPair, run: RunRecord, user_rows: Mapping[str, StateSummary], *, version: int,
-    allow_deletes: bool, managed: int,
+    pair: TenantPair, run: RunRecord, user_rows: Mapping[str, StateSummary], *, version: int, allow_deletes: bool,
+    managed: int, sink: Sink,
 ) -> KindRound:
     """A pair whose `objects` leave users out: their contacts go (through the gate), and the users deltaLink is
     dropped, so naming users again starts with a full round."""
@@ -174,11 +157,11 @@ def drop_users(
         return result  # a pair that never synced users: nothing to write
     reason = unsafe_reason(plan, pair)
     if reason and not allow_deletes:
-        _quarantine(rt, pair, run, reason, result)
+        result.quarantine_reason = reason
+        sink.quarantine(reason)
         return result
-    rt.stores.ops.send_all(plan.ops)
+    sink.drop_users(plan.ops, outcome=run.outcome)
     result.queued = len(plan.ops)
-    rt.stores.pair_state.record_run(pair.id, run_id=run.run_id, outcome=run.outcome, delta_link="")
     return result
 
 
@@ -203,12 +186,3 @@ def _read(reader: GroupContactSource, pair: TenantPair, link: str) -> DeltaRound
     for group_id, hidden in reader.hide_flags(unified).items():
         delta.users[group_id] = {**delta.users[group_id], "hideFromAddressLists": hidden}
     return delta
-
-
-def _quarantine(rt: Runtime, pair: TenantPair, run: RunRecord, reason: str, result: KindRound) -> None:
-    """Invariant 5: nothing of the round is queued and its deltaLink stays, so a release re-plans the same removals."""
-    rt.stores.pair_state.quarantine(pair.id, reason)
-    result.quarantine_reason = reason
-    log.warning("pair %s quarantined: %s", pair.id, reason,
-                extra={"pair_id": pair.id, "run_id": run.run_id, "outcome": RunOutcome.QUARANTINED.value,
-                       "quarantine_kind": QuarantineKind.GATE.value, "reason": reason})

@@ -9,13 +9,13 @@ Per run of a pair with `scope.include_groups` / `scope.exclude_groups`:
 
 Users whose scope groups changed but who are not in the users round (membership changed, attributes did not) are
 read by id (50 per request) and added to the round, so joining or leaving a group creates or removes the contact.
-Leavers that never had a contact are not read. The new graph and deltaLinks ride on the round and are saved by
-`commit` only after its ops are queued (invariant 4).
+Leavers that never had a contact are not read. The new graph and deltaLinks become current only after the round's
+ops are queued (invariant 4).
 
 A streamed round (sync.app.planner.rounds) reads its groups once, when it starts (`begin`): the new graph is saved as the
 round's pending graph, so every invocation of the round plans with the same memberships, and the membership-only
 users are read after its last page (`membership_only_users`), leaving out the users its pages showed. `promote`
-makes the pending graph current once the last page is queued.
+makes the pending graph current once the last page is queued. The dry run reads the same way and saves nothing.
 """
 
 from __future__ import annotations
@@ -61,14 +61,6 @@ class GroupCapableSource(Protocol):
     def group_reader(self) -> GroupReader: ...
 
 
-@dataclass
-class GroupScopedRound(DeltaRound):
-    """A users round plus the group state to save once its ops are queued; `changed_groups` None = every group."""
-
-    pending: GroupScopeState | None = None
-    changed_groups: set[str] | None = None
-
-
 def uses_groups(pair: TenantPair) -> bool:
     return bool(pair.scope.include_groups or pair.scope.exclude_groups)
 
@@ -84,56 +76,12 @@ def needs_full_round(pair: TenantPair, stored: GroupScopeState | None) -> bool:
     return stored is None or stored.roots != scope_groups(pair.scope.include_groups, pair.scope.exclude_groups)
 
 
-def scope_round(
-    source: Source,
-    pair: TenantPair,
-    round_: DeltaRound,
-    stored: GroupScopeState | None,
-    state: Mapping[str, StateSummary],
-    select: tuple[str, ...],
-) -> tuple[DeltaRound, Memberships | None]:
-    """The round with membership-only changes added, and each user's scope groups (None without group scoping)."""
-    if not uses_groups(pair):
-        return round_, None
-    if not isinstance(source, GroupCapableSource):
-        raise SourceError("the pair scopes by group but its source cannot read group membership")
-    reader = source.group_reader()
-    roots = scope_groups(pair.scope.include_groups, pair.scope.exclude_groups)
-    pending, changed = None, None
-    if not (round_.full or needs_full_round(pair, stored)):
-        assert stored is not None
-        try:
-            pending, changed = _incremental(reader, stored, roots)
-        except DeltaTokenExpired as expired:
-            log.warning("pair %s: groups delta token no longer valid (%s); rebuilding the membership graph", pair.id, expired)
-    if pending is None:
-        pending = _rebuild(reader, roots)
-    after = pending.graph.memberships(roots)
-    scoped = GroupScopedRound(round_.users, round_.removed, round_.delta_link, round_.full, round_.requests,
-                              pending=pending, changed_groups=changed)
-    if not round_.full and stored is not None:
-        moved = changed_users(stored.graph.memberships(roots), after) - set(round_.users) - set(round_.removed)
-        wanted = {user for user in moved if _live(state, user) or _in_group_scope(pair, after.get(user, frozenset()))}
-        if wanted:
-            for user in reader.users_by_id(wanted, select).users.values():
-                scoped.add_user(user)
-            log.info("pair %s: %d users changed scope groups only; %d read by id", pair.id, len(moved), len(wanted))
-    scoped.requests += reader.requests
-    return scoped, _spelled(pair, after)
-
-
 def stored_memberships(store: GroupStore, pair: TenantPair) -> Memberships | None:
     """Each user's scope groups as of the last planned run (no Graph call), for `explain`; None without groups."""
     stored = load(store, pair)
     if stored is None:
         return None
     return _spelled(pair, stored.graph.memberships(scope_groups(pair.scope.include_groups, pair.scope.exclude_groups)))
-
-
-def commit(store: GroupStore, pair_id: str, round_: DeltaRound) -> None:
-    """Save the round's membership graph and groups deltaLinks; call only once its ops are queued."""
-    if isinstance(round_, GroupScopedRound) and round_.pending is not None:
-        store.save(pair_id, round_.pending, changed=round_.changed_groups)
 
 
 def _incremental(reader: GroupReader, stored: GroupScopeState, roots: tuple[str, ...]) -> tuple[GroupScopeState, set[str]]:

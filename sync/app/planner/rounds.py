@@ -17,6 +17,9 @@ an invocation after the page it is on; the caller hands the rest of the round to
 A checkpoint whose nextLink Graph no longer accepts (expired, reset) restarts the round: the round is abandoned, with
 the page it had reached noted so its unsent creates are still sent, and a new round starts from the deltaLink (a full
 one from scratch). A deltaLink that expired turns the round full, as before.
+
+Every write goes through the round's sink (sync.app.planner.sinks): a run's `StoreSink`, or the dry run's `DrySink`
+(`python -m sync plan`), which plans the same pages the same way and writes nothing.
 """
 
 from __future__ import annotations
@@ -33,11 +36,12 @@ from datetime import UTC, datetime
 from sync.app.planner import group_round
 from sync.app.planner.group_contacts import split_rows
 from sync.app.planner.page_writer import PageWriter
+from sync.app.planner.sinks import Sink
 from sync.app.runtime import Runtime
 from sync.contract.ops import ContactOp, OpKind
 from sync.contract.pairs import TenantPair
 from sync.contract.summaries import StateSummary
-from sync.contract.vocabulary import ContactStatus, QuarantineKind, RunOutcome
+from sync.contract.vocabulary import ContactStatus, RunOutcome
 from sync.core.plan import Baseline, EarlierPages, Plan, PlanOptions, SendLedger, plan_page, unsafe_reason
 from sync.core.source import DeltaPage, DeltaRound, Source
 from sync.errors import DeltaTokenExpired, SourceError
@@ -104,6 +108,7 @@ class StreamedRound:
     run: RunRecord
     select: tuple[str, ...]
     definition: str
+    sink: Sink  # where its writes go: StoreSink for a run, DrySink for the dry run (sync.app.planner.sinks)
     full: bool = False
     allow_deletes: bool = False
     invocation: Invocation = field(default_factory=Invocation)
@@ -154,8 +159,9 @@ class StreamedRound:
         stale = status.definition_hash not in ("", self.definition)
         stored = group_round.load(self.rt.stores.groups, self.pair)
         want_full = self.full or status.force_full or stale or group_round.needs_full_round(self.pair, stored)
-        abandoned = dict(status.abandoned)
-        current = status.round
+        continues = self.sink.continues  # the dry run plans a new round from the deltaLink
+        abandoned = dict(status.abandoned) if continues else {}
+        current = status.round if continues else None
         if current is not None and (current.definition != self.definition or (want_full and not current.full)):
             log.warning("pair %s: round %s is given up at page %d (%s)", self.pair.id, current.round_id, current.page,
                         "the pair's scope or mapping changed" if current.definition != self.definition
@@ -170,11 +176,10 @@ class StreamedRound:
                 full_request_seen=status.full_requested_at, started_at=iso(now_utc()),
                 abandoned=_trimmed(abandoned),
             )
-            self._save(current)
-            self.rt.stores.round_pages.forget(self.pair.id, keep={current.round_id})
+            self.sink.begin_round(current)
         elif self.allow_deletes and not current.allow_deletes:
             current = replace(current, allow_deletes=True)
-            self._save(current)
+            self.sink.checkpoint(current)
         return current
 
     def _after_expiry(self, round_: RoundState, status: PairStatus, expired: DeltaTokenExpired) -> RoundState:
@@ -192,8 +197,7 @@ class StreamedRound:
                 version=version_now(), started_at=iso(now_utc()), checkpoint_at="", requests=0, counts={},
                 abandoned=_trimmed({**round_.abandoned, round_.round_id: round_.page}),
             )
-        self._save(restarted)
-        self.rt.stores.round_pages.forget(self.pair.id, keep={restarted.round_id})
+        self.sink.begin_round(restarted)
         return restarted
 
     def _group_scoping(self, source: Source, round_: RoundState, stored: GroupScopeState | None,
@@ -206,7 +210,7 @@ class StreamedRound:
         if groups is None:
             groups = group_round.begin(source, self.pair, stored, full=round_.full)
             assert groups is not None
-            group_round.stash(stores.groups, self.pair.id, round_.round_id, groups)
+            self.sink.keep_groups(round_.round_id, groups)
             progress.requests += groups.requests
         return groups
 
@@ -255,13 +259,12 @@ class StreamedRound:
         counts = Counter(round_.counts)
         counts.update({"queued": len(plan.ops), "pages": 1, "users": len(page.objects)})
         advanced = round_.next_page(page.next_link or "", requests=round_.requests + page.requests, counts=counts)
-        stores = self.rt.stores
 
         def writes() -> None:
             self._send(round_, plan.ops)
-            stores.round_pages.save(self.pair.id, round_.round_id, record)
+            self.sink.record_page(round_.round_id, record)
 
-        writer.submit(writes, lambda: self._save(advanced))
+        writer.submit(writes, lambda: self.sink.checkpoint(advanced))
         progress.queued += len(plan.ops)
         progress.plan.merge(plan, keep_ops=self.invocation.keep_ops)
         return advanced
@@ -269,9 +272,8 @@ class StreamedRound:
     def _finish(self, source: Source, round_: RoundState, page: DeltaPage,
                 stored_groups: GroupScopeState | None, progress: RoundProgress) -> None:
         """The last page: plan it with the whole round's knowledge, gate, queue, and close the round."""
-        stores = self.rt.stores
         delta = page.as_round(full=round_.full)
-        earlier = stores.round_pages.load(self.pair.id, round_.round_id, before_page=round_.page)
+        earlier = self.sink.earlier_pages(round_.round_id, round_.page)
         if self._groups is not None and not round_.full:
             seen = earlier.seen | set(delta.users) | set(delta.removed)
             extra, requests = group_round.membership_only_users(
@@ -286,26 +288,15 @@ class StreamedRound:
         progress.deletes_allowed = self.allow_deletes or round_.allow_deletes
         if reason and not progress.deletes_allowed:
             # Invariant 5: no removal is queued and the deltaLink stays, so release re-plans the same changes.
-            stores.pair_state.quarantine(self.pair.id, reason)
-            stores.pair_state.drop_round(self.pair.id, self.run.run_id,
-                                         abandoned=_trimmed({**round_.abandoned, round_.round_id: round_.page}))
-            stores.round_pages.forget(self.pair.id)
+            self.sink.stop_round(reason, abandoned=_trimmed({**round_.abandoned, round_.round_id: round_.page}))
             progress.quarantine_reason = reason
             progress.plan.merge(plan, keep_ops=self.invocation.keep_ops)
-            log.warning("pair %s quarantined: %s", self.pair.id, reason,
-                        extra={"pair_id": self.pair.id, "run_id": self.run.run_id,
-                               "outcome": RunOutcome.QUARANTINED.value, "quarantine_kind": QuarantineKind.GATE.value,
-                               "reason": reason})
             return
         self._queue(round_, plan.ops, progress)
         progress.plan.merge(plan, keep_ops=self.invocation.keep_ops)
         progress.round_queued = int(round_.counts.get("queued", 0)) + len(plan.ops)
-        group_round.promote(stores.groups, self.pair, round_.round_id)
-        stores.pair_state.finish_round(
-            self.pair.id, self.run.run_id, run_id=self.run.run_id, outcome=progress.outcome, delta_link=page.delta_link or "",
-            definition=self.definition, full_request_seen=round_.full_request_seen,
-        )
-        stores.round_pages.forget(self.pair.id)
+        self.sink.finish_round(round_, outcome=progress.outcome, delta_link=page.delta_link or "",
+                               definition=self.definition)
 
     def _plan(self, round_: RoundState, delta: DeltaRound, *, last: bool, earlier: EarlierPages) -> Plan:
         baseline = Baseline(self._state, memberships=self._groups.memberships if self._groups else None,
@@ -321,10 +312,7 @@ class StreamedRound:
 
     def _send(self, round_: RoundState, ops: list[ContactOp]) -> None:
         """Mark the creates `queued`, then send every op. The page's checkpoint follows only if this returns."""
-        stores = self.rt.stores
-        creates = [op for op in ops if op.kind is OpKind.CREATE]
-        stores.contacts.mark_queued(self.pair.id, creates, round_id=round_.round_id, page=round_.page)
-        stores.ops.send_all(ops)
+        self.sink.queue(ops, round_id=round_.round_id, page=round_.page)
 
     def _remember_creates(self, round_: RoundState, ops: list[ContactOp]) -> None:
         """What the table says once the creates are marked, for a later page of this invocation that shows the
@@ -337,10 +325,6 @@ class StreamedRound:
                 ContactStatus.QUEUED, op.hash, row.version if row else 0, row.guid if row else "",
                 manager_id=op.manager_id, queued_round=round_.round_id, queued_page=round_.page,
             )
-
-    def _save(self, round_: RoundState) -> None:
-        self.rt.stores.pair_state.save_round(self.pair.id, self.run.run_id, round_,
-                                             lease_seconds=self.rt.tuning.lease_seconds)
 
 
 

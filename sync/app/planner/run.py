@@ -3,7 +3,8 @@
 The planner function (fed by the timer through the `pair-runs` queue), the HTTP resync and `python -m sync run` all
 come through `run_pair`, which works on the pair's round page by page (sync.app.planner.rounds) under the pair's lease. With
 a budget it stops after the page on which the budget ran out and asks for the rest with a `continue` request on the
-`pair-runs` queue (sync.app.planner.fanout); without one (the CLI) it plans the whole round. `preview` is the dry run.
+`pair-runs` queue (sync.app.planner.fanout); without one (the CLI) it plans the whole round. `preview` is the dry run:
+the same rounds, planned the same way, with a sink that writes nothing (sync.app.planner.sinks).
 """
 
 from __future__ import annotations
@@ -15,29 +16,27 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from sync.app.planner import group_round
 from sync.app.planner.group_contacts import (
-    LEFT_OBJECTS,
     GroupsBaseline,
     KindRound,
     drop_users,
     managed_count,
     needs_groups_round,
-    preview_groups,
     run_groups_round,
     split_rows,
 )
 from sync.app.planner.rounds import Invocation, RoundProgress, StreamedRound, version_now
+from sync.app.planner.sinks import DrySink, StoreSink
 from sync.app.quarantine import quarantine_for_credentials
 from sync.app.runtime import Runtime
-from sync.contract.ops import OpKind
+from sync.contract.ops import KIND_ORDER, OpKind
 from sync.contract.pair_runs import PairRunRequest, RunKind
 from sync.contract.pairs import TenantPair
 from sync.contract.vocabulary import QuarantineKind, RunOutcome, RunTrigger, new_run_id
 from sync.core.diagnosis import Side, is_credentials_failure
-from sync.core.plan import Baseline, Plan, PlanOptions, plan_pair, unsafe_reason
-from sync.core.source import DeltaRound, read_whole_round, source_select
-from sync.errors import CtcsError, DeltaTokenExpired, LeaseHeld, LeaseLost, TargetError
+from sync.core.plan import Plan, unsafe_reason
+from sync.core.source import source_select
+from sync.errors import CtcsError, LeaseHeld, LeaseLost, TargetError
 from sync.state.entities import iso, now_utc
 from sync.state.runs import RunRecord
 
@@ -67,70 +66,39 @@ def definition_hash(pair: TenantPair) -> str:
     return hashlib.sha256(relevant.encode()).hexdigest()[:16]
 
 
-def read_round(rt: Runtime, pair: TenantPair, delta_link: str | None) -> DeltaRound:
-    """A whole round in memory (the dry run): from the deltaLink, or a full round when it is missing or expired."""
-    source = rt.open_source(pair)
-    select = source_select(pair)
-    if delta_link:
-        try:
-            return read_whole_round(source, delta_link, select)
-        except DeltaTokenExpired as expired:
-            log.warning("pair %s: delta token no longer valid (%s); starting a full round", pair.id, expired)
-    round_ = read_whole_round(source, None, select)
-    round_.full = True
-    return round_
-
-
-@dataclass
-class _Planned:
-    plan: Plan
-    round: DeltaRound
-    groups: KindRound | None = None
-
-
-def _plan(rt: Runtime, pair: TenantPair, run_id: str, *, full: bool) -> _Planned:
-    """The dry run's plan: the whole round in memory, planned at once (it writes nothing, so it needs no checkpoint)."""
-    status = rt.stores.pair_state.get(pair.id)
-    user_rows, group_rows = split_rows(rt.stores.contacts.summaries(pair.id))
-    managed = managed_count(user_rows) + managed_count(group_rows)
-    visibility = rt.open_visibility(pair)  # the source's own Exchange, when the pair grants it
-    hidden_ids = visibility.hidden_ids() if visibility is not None else None
-    version = time.time_ns() // 1000
-    if pair.syncs_users:
-        stale_definition = status.definition_hash not in ("", definition_hash(pair))
-        groups = group_round.load(rt.stores.groups, pair)  # None unless the pair scopes by group
-        use_link = not (full or status.force_full or stale_definition or group_round.needs_full_round(pair, groups)) \
-            and status.delta_link
-        round_ = read_round(rt, pair, status.delta_link if use_link else None)
-        round_, memberships = group_round.scope_round(rt.open_source(pair), pair, round_, groups, user_rows,
-                                                      source_select(pair))
-        plan = plan_pair(pair, round_, Baseline(user_rows, memberships=memberships, hidden_ids=hidden_ids),
-                         PlanOptions(version, run_id, retry_kept=round_.full, now=datetime.now(UTC)))
-    else:
-        round_ = DeltaRound(full=True)
-        plan = plan_pair(pair, round_, Baseline(user_rows, managed=managed),
-                         PlanOptions(version, run_id, sweep_reason=LEFT_OBJECTS))
-    groups_round = None
-    if needs_groups_round(pair, group_rows):
-        groups_round = preview_groups(rt, pair, run_id, group_rows, version=version, full=full or status.force_full,
-                                      hidden=hidden_ids, managed=managed)
-    return _Planned(plan, round_, groups_round)
-
-
 def preview(rt: Runtime, pair_id: str, *, full: bool = False) -> RunResult:
-    """The plan a run would make now; writes nothing (not even the deltaLink)."""
+    """The plan a run would make now, planned by the run's own pipeline (the streamed round, then the groups round)
+    with a sink that writes nothing: no lease, no run row, no mark, no op, no checkpoint, not even the deltaLink.
+    It plans a new round from the deltaLink, as `python -m sync plan` always has (a round in progress is the runs')."""
     pair = rt.stores.pairs.get(pair_id)
     now = datetime.now(UTC)
     run = RunRecord(pair.id, new_run_id(now), RunTrigger.CLI, now)
-    planned = _plan(rt, pair, run.run_id, full=full)
-    plan, round_ = planned.plan, planned.round
-    run.full, run.counts, run.graph_requests, run.outcome = round_.full, plan.counts(), round_.requests, RunOutcome.PREVIEWED
-    reason = unsafe_reason(plan, pair) or ""
-    groups = planned.groups
-    if groups is not None:
+    status = rt.stores.pair_state.get(pair.id)
+    dry = DrySink()
+    if pair.syncs_users:
+        streamed = StreamedRound(rt, pair, run, source_select(pair), definition_hash(pair), dry, full=full)
+        progress = streamed.run_round()
+        plan, reason, group_rows, hidden = progress.plan, progress.quarantine_reason, streamed.group_rows, streamed.hidden
+        plan.full = progress.full  # an expired deltaLink turned the round full
+        plan.ops.sort(key=lambda op: (KIND_ORDER[op.kind], op.source_id))  # the pages' ops in one order, as a run's
+        managed = plan.managed + managed_count(group_rows)
+        run.full, run.graph_requests = progress.full, progress.requests
+    else:
+        user_rows, group_rows = split_rows(rt.stores.contacts.summaries(pair.id))
+        managed = managed_count(user_rows) + managed_count(group_rows)
+        hidden = _hidden(rt, pair)
+        users = drop_users(pair, run, user_rows, version=version_now(), allow_deletes=False, managed=managed, sink=dry)
+        plan, reason = users.plan, unsafe_reason(users.plan, pair) or ""
+        run.full, run.graph_requests = True, 0
+    run.counts, run.outcome = plan.counts(), RunOutcome.PREVIEWED
+    groups: KindRound | None = None
+    if needs_groups_round(pair, group_rows):
+        removals = plan.count(OpKind.DELETE) + plan.count(OpKind.HIDE)
+        baseline = GroupsBaseline(group_rows, hidden, managed, earlier_removals=removals)
+        groups = run_groups_round(rt, pair, run, baseline, version=version_now(), full=full or status.force_full,
+                                  allow_deletes=False, sink=dry)
         run.counts.update(groups.plan.counts())
         run.graph_requests += groups.requests
-        removals = plan.count(OpKind.DELETE) + plan.count(OpKind.HIDE)
         reason = reason or unsafe_reason(groups.plan, pair, earlier_removals=removals) or ""
     return RunResult(run, plan, reason, groups_plan=groups.plan if groups is not None else None)
 
@@ -222,7 +190,8 @@ def _run_with_lease(
     prepared = dict(prepare(pair, run)) if prepare is not None else {}
     if not pair.syncs_users:
         return _run_groups_only(rt, pair, run, allow_deletes=allow_deletes, full=full, started=started)
-    streamed = StreamedRound(rt, pair, run, source_select(pair), definition_hash(pair), full=full,
+    sink = StoreSink(rt, pair, run)
+    streamed = StreamedRound(rt, pair, run, source_select(pair), definition_hash(pair), sink, full=full,
                              allow_deletes=allow_deletes, invocation=invocation, started=started)
     progress = streamed.run_round()
     _record(run, progress)
@@ -241,7 +210,7 @@ def _run_with_lease(
         removals = progress.plan.count(OpKind.DELETE) + progress.plan.count(OpKind.HIDE)
         baseline = GroupsBaseline(streamed.group_rows, streamed.hidden, managed, earlier_removals=removals)
         groups = run_groups_round(rt, pair, run, baseline, version=version_now(), full=full or run.full,
-                                  allow_deletes=progress.deletes_allowed)
+                                  allow_deletes=progress.deletes_allowed, sink=sink)
         _record_groups(run, groups, users_queued=progress.round_queued)
         if groups.quarantine_reason:
             stores.pair_state.record_run(pair.id, run_id=run.run_id, outcome=RunOutcome.QUARANTINED, delta_link=None)
@@ -264,13 +233,16 @@ def _run_groups_only(rt: Runtime, pair: TenantPair, run: RunRecord, *, allow_del
     user_rows, group_rows = split_rows(stores.contacts.summaries(pair.id))
     managed = managed_count(user_rows) + managed_count(group_rows)
     run.outcome = RunOutcome.NO_CHANGES
-    users = drop_users(rt, pair, run, user_rows, version=version_now(), allow_deletes=allow_deletes, managed=managed)
+    sink = StoreSink(rt, pair, run)
+    users = drop_users(pair, run, user_rows, version=version_now(), allow_deletes=allow_deletes, managed=managed,
+                       sink=sink)
     run.counts = users.plan.counts()
     plan, reason, queued = users.plan, users.quarantine_reason, users.queued
     groups: KindRound | None = None
     if not reason:
         baseline = GroupsBaseline(group_rows, _hidden(rt, pair), managed, earlier_removals=users.removals)
-        groups = run_groups_round(rt, pair, run, baseline, version=version_now(), full=full, allow_deletes=allow_deletes)
+        groups = run_groups_round(rt, pair, run, baseline, version=version_now(), full=full, allow_deletes=allow_deletes,
+                                  sink=sink)
         _record_groups(run, groups, users_queued=users.queued)
         reason, queued = groups.quarantine_reason, queued + groups.queued
     run.full = full or (groups is not None and groups.full)
