@@ -29,7 +29,7 @@ from sync.api import notifications as graph_api
 from sync.app.admin.retest import retest_quarantined
 from sync.app.planner.fanout import request_runs, run_requested
 from sync.app.planner.subscriptions import keep_subscriptions
-from sync.app.runtime import Runtime
+from sync.app.wiring.runtime import Runtime
 from sync.app.worker.delivery import deliver, keep_poisoned
 from sync.contract.vocabulary import RunTrigger
 

@@ -26,7 +26,7 @@ from sim import SimCloud, Tenant
 from sim.azurite import CONNECTION_STRING
 from sync.app.admin.drain import drain
 from sync.app.planner.run import run_pair
-from sync.app.runtime import Runtime
+from sync.app.wiring.runtime import Runtime
 from sync.contract.pairs import parse_pair
 from sync.contract.vocabulary import RunTrigger
 from sync.graph import group_contacts

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from sim import azurite as azurite_process
-from sync.app.runtime import Runtime
+from sync.app.wiring.runtime import Runtime
 from sync.state.stores import Stores
 from tests.support.memory_source import MemorySource
 from tests.support.memory_target import MemoryTarget

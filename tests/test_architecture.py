@@ -154,7 +154,7 @@ def test_citations_are_read_from_comments_and_strings_not_names() -> None:
 
 def test_names_resolve_through_modules_attributes_and_dataclass_fields() -> None:
     assert resolve("sync.core.plan.plan_pair") is plan_pair
-    assert resolve("sync.app.runtime.Runtime.open_source") is not None  # a dataclass field without a default
+    assert resolve("sync.app.wiring.runtime.Runtime.open_source") is not None  # a dataclass field without a default
     with pytest.raises(AttributeError):
         resolve("sync.core.plan.no_such_function")
     with pytest.raises(AttributeError):

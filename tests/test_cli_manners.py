@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from sync.app.runtime import Runtime
+from sync.app.wiring.runtime import Runtime
 from sync.cli import main as cli
 from sync.cli.console import columns, table
 from sync.state.stores import Stores

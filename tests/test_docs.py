@@ -133,7 +133,7 @@ def import_rules() -> tuple[dict[str, set[str]], set[str]]:
         return [[prefix + name.strip() for name in layer.split("|")] for layer in contract["layers"]]
 
     (top,) = [c for c in contracts if c["type"] == "layers" and "containers" not in c]
-    (rooms,) = [c for c in contracts if c["type"] == "layers" and "containers" in c]
+    rooms = [c for c in contracts if c["type"] == "layers" and "containers" in c]  # outer containers first
     (forbidden,) = [c for c in contracts if c["type"] == "forbidden"]
     allowed: dict[str, set[str]] = {}
 
@@ -144,11 +144,12 @@ def import_rules() -> tuple[dict[str, set[str]], set[str]]:
     for index, layer in enumerate(top_floors):
         for name in layer:
             allowed[name] = below(top_floors, index)
-    (container,) = rooms["containers"]
-    room_floors = floors(rooms, container + ".")
-    for index, layer in enumerate(room_floors):
-        for name in layer:
-            allowed[name] = below(room_floors, index) | allowed[container]
+    for contract in sorted(rooms, key=lambda contract: len(contract["containers"][0])):
+        (container,) = contract["containers"]
+        room_floors = floors(contract, container + ".")
+        for index, layer in enumerate(room_floors):
+            for name in layer:
+                allowed[name] = below(room_floors, index) | allowed[container]
     allowed["sync"] = {name for layer in top_floors for name in layer}
     return allowed, set(forbidden["forbidden_modules"])
 
@@ -187,6 +188,8 @@ def test_the_import_rules_are_read_from_pyproject() -> None:
     assert forbidden == {"sim", "tests"}
     assert allowed["sync.core"] == {"sync.contract", "sync.settings", "sync.errors"}
     assert "sync.graph" not in allowed["sync.state"]  # siblings on one floor
-    assert "sync.app.worker" not in allowed["sync.app.planner"] and "sync.app.runtime" in allowed["sync.app.planner"]
+    assert "sync.app.worker" not in allowed["sync.app.planner"] and "sync.app.wiring" in allowed["sync.app.planner"]
+    assert "sync.app.wiring.runtime" in allowed["sync.app.wiring.quarantine"]
+    assert "sync.app.wiring.quarantine" not in allowed["sync.app.wiring.runtime"]
     assert {"sync.app.planner", "sync.app.worker", "sync.core"} <= allowed["sync.app.admin"]
     assert may_import("For this. May import: `sync.errors` (below). Never `sync.core`.") == {"sync.errors"}

@@ -7,7 +7,7 @@ import pytest
 
 from sync.app.admin.drain import drain
 from sync.app.planner.run import preview, run_pair
-from sync.app.runtime import Runtime
+from sync.app.wiring.runtime import Runtime
 from sync.app.worker.delivery import record_poison, replay_poison
 from sync.contract.ops import ContactOp, OpKind, decode_message
 from sync.contract.vocabulary import RunTrigger

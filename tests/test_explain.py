@@ -9,7 +9,7 @@ import pytest
 from sync.app.admin.drain import drain
 from sync.app.admin.explain import explain
 from sync.app.planner.run import run_pair
-from sync.app.runtime import Runtime
+from sync.app.wiring.runtime import Runtime
 from sync.cli.main import main
 from sync.contract.vocabulary import RunTrigger
 from tests.support.factories import make_pair, make_user

@@ -12,7 +12,7 @@ from datetime import timedelta
 import pytest
 
 from sync.api.notifications import receive
-from sync.app.runtime import Runtime
+from sync.app.wiring.runtime import Runtime
 from sync.errors import ConfigError
 from sync.settings import Tuning, notification_url, notifications_on
 from sync.state.entities import now_utc

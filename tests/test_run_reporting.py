@@ -10,7 +10,7 @@ import pytest
 
 from sync.app.admin.drain import drain
 from sync.app.planner.run import run_pair
-from sync.app.runtime import Runtime
+from sync.app.wiring.runtime import Runtime
 from sync.cli import main as cli
 from sync.contract.vocabulary import RunOutcome, RunTrigger
 from sync.errors import TargetThrottled, TargetTransient

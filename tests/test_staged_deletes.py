@@ -8,7 +8,7 @@ import pytest
 
 from sync.app.admin.drain import drain
 from sync.app.planner.run import run_pair
-from sync.app.runtime import Runtime
+from sync.app.wiring.runtime import Runtime
 from sync.contract.ops import OpKind
 from sync.contract.summaries import StateSummary
 from sync.contract.vocabulary import RunTrigger

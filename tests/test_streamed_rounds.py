@@ -13,7 +13,7 @@ import pytest
 from sync.app.admin.drain import drain
 from sync.app.planner.rounds import Invocation
 from sync.app.planner.run import RunResult, run_pair
-from sync.app.runtime import Runtime
+from sync.app.wiring.runtime import Runtime
 from sync.contract.ops import ContactOp, OpKind, decode_batch, decode_op, is_batch
 from sync.contract.pair_runs import RunKind, decode_run_request
 from sync.contract.vocabulary import RunOutcome, RunTrigger

@@ -9,9 +9,9 @@ import pytest
 
 from sim import SimCloud, Tenant
 from sync.app.admin.drain import drain
-from sync.app.connectors import open_source, open_source_visibility, open_target
 from sync.app.planner.run import run_pair
-from sync.app.runtime import Runtime
+from sync.app.wiring.connectors import open_source, open_source_visibility, open_target
+from sync.app.wiring.runtime import Runtime
 from sync.contract.pairs import TenantPair, parse_pair
 from sync.contract.vocabulary import RunTrigger
 from sync.identity.credentials import CredentialCache

@@ -31,7 +31,7 @@ from sync.app.admin.retest import lift_credentials_quarantine
 from sync.app.admin.status import pair_status, queue_depths
 from sync.app.planner.rounds import Invocation
 from sync.app.planner.run import RunResult, run_pair
-from sync.app.runtime import Runtime
+from sync.app.wiring.runtime import Runtime
 from sync.contract.pair_runs import PairRunRequest, RunKind
 from sync.contract.vocabulary import RunOutcome, RunTrigger
 from sync.errors import CtcsError, PairNotFound

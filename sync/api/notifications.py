@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from sync.app.notifications.intake import NotNotifications, accept_notifications, validation_answer
-from sync.app.runtime import Runtime
+from sync.app.wiring.runtime import Runtime
 
 log = logging.getLogger("ctcs.http")
 

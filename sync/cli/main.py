@@ -30,7 +30,7 @@ from sync.app.planner.reconcile import preview_reconcile, reconcile_pair
 from sync.app.planner.rounds import Invocation, RoundProgress
 from sync.app.planner.run import preview, record_applied, run_pair
 from sync.app.planner.subscriptions import remove_pair
-from sync.app.runtime import Runtime
+from sync.app.wiring.runtime import Runtime
 from sync.app.worker.delivery import replay_poison
 from sync.cli import render
 from sync.cli.console import Progress, Ticker

@@ -200,4 +200,4 @@ def refuse_cross_cloud(field: str, cloud: str | pairs.CustomCloud, hosting: str)
 
 
 shared_credentials = CredentialCache()
-"""The process-wide cache `sync.app.connectors` uses by default."""
+"""The process-wide cache `sync.app.wiring.connectors` uses by default."""

@@ -20,7 +20,7 @@ import function_app
 from sim import SimCloud, make_client_certificate
 from sim.certs import ClientCertificate
 from sim.host import LocalHost
-from sync.app.runtime import Runtime
+from sync.app.wiring.runtime import Runtime
 from tests.support.sim_pairs import CertificateLogin, SimPair, clean_cloud, sim_pair
 
 SECRET_ENV = "CTCS_CONNECTION_TEST_SECRET"

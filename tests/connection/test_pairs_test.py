@@ -16,7 +16,7 @@ from azure.core.exceptions import ResourceNotFoundError
 from sim import make_client_certificate
 from sim.tenant import RegisteredCertificate
 from sync.app.admin.connection_test import ConnectionReport, check_connection
-from sync.app.probe import ConnectionProbe
+from sync.app.wiring.probe import ConnectionProbe
 from sync.cli import main as cli
 from sync.contract.pairs import parse_pair
 from sync.identity.credentials import CredentialCache

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from sim import SimCloud, Tenant, make_client_certificate
-from sync.app.connectors import open_source, open_target
+from sync.app.wiring.connectors import open_source, open_target
 from sync.contract.pairs import TenantPair
 from sync.contract.userattrs import BASE_SELECT
 from sync.exchange.contacts import ExchangeTarget

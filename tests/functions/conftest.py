@@ -18,7 +18,7 @@ import pytest
 import function_app
 from sim import SimCloud, Tenant
 from sim.host import LocalHost
-from sync.app.runtime import Runtime
+from sync.app.wiring.runtime import Runtime
 from sync.contract.pairs import TenantPair
 from tests.support.sim_pairs import sim_pair
 

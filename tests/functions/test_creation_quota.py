@@ -14,7 +14,7 @@ import pytest
 
 import function_app
 from sync.app.admin.status import status_report
-from sync.app.runtime import Runtime
+from sync.app.wiring.runtime import Runtime
 from sync.cli import main as cli
 
 from .conftest import PAIR_ID, Sync

@@ -13,7 +13,7 @@ import pytest
 from sim import SimCloud, Tenant
 from sync.app.admin.drain import DrainReport, drain
 from sync.app.planner.run import RunResult, run_pair
-from sync.app.runtime import Runtime
+from sync.app.wiring.runtime import Runtime
 from sync.contract.pairs import TenantPair
 from sync.contract.vocabulary import RunTrigger
 from tests.support.sim_pairs import sim_pair

@@ -36,7 +36,7 @@ from azure.storage.queue import QueueServiceClient
 import function_app
 from sim import SimCloud, Tenant, make_client_certificate
 from sim.host import HostReport, LocalHost
-from sync.app.runtime import Runtime
+from sync.app.wiring.runtime import Runtime
 from sync.contract.pairs import TenantPair, parse_pair
 from sync.core.mapping import ContactMapper
 from sync.core.scope import decide_scope

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 
 from sim.host import HttpReply
-from sync.app.runtime import Runtime
+from sync.app.wiring.runtime import Runtime
 from sync.app.worker.delivery import deliver
 
 from .conftest import SyncPair, exchange_counts

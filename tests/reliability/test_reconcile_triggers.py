@@ -76,7 +76,7 @@ def test_a_pair_removed_and_added_again_reconciles_first_and_creates_nothing(syn
 _KILLED_PLANNER = """
 import os, signal, sys
 from sync.app.planner.run import run_pair
-from sync.app.runtime import Runtime
+from sync.app.wiring.runtime import Runtime
 from sync.contract.vocabulary import RunTrigger
 from sync.state.queues import OpQueue
 

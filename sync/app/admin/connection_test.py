@@ -22,8 +22,8 @@ from typing import Any
 
 from azure.core.exceptions import ClientAuthenticationError
 
-from sync.app.probe import ConnectionProbe
-from sync.app.runtime import Runtime
+from sync.app.wiring.probe import ConnectionProbe
+from sync.app.wiring.runtime import Runtime
 from sync.contract.pairs import TenantPair
 from sync.core.diagnosis import Diagnosis, Side, consent_fix, diagnose
 from sync.core.source import source_select

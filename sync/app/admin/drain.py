@@ -26,7 +26,7 @@ from datetime import datetime, timedelta
 
 from azure.storage.queue import QueueMessage
 
-from sync.app.runtime import Runtime
+from sync.app.wiring.runtime import Runtime
 from sync.app.worker.apply import Applied, Outcome
 from sync.app.worker.batches import split_batch
 from sync.app.worker.delivery import handle_message, note_failed_delivery, park, record_poison

@@ -13,7 +13,7 @@ from typing import Any
 
 from sync.app.planner import group_round
 from sync.app.planner.group_contacts import GroupContactCapable
-from sync.app.runtime import Runtime
+from sync.app.wiring.runtime import Runtime
 from sync.contract.pairs import TenantPair
 from sync.contract.vocabulary import ContactStatus, ObjectKind
 from sync.core.group_mapping import GroupMapper

@@ -23,8 +23,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sync.app.planner import group_round
-from sync.app.quarantine import quarantine_for_credentials
-from sync.app.runtime import Runtime
+from sync.app.wiring.quarantine import quarantine_for_credentials
+from sync.app.wiring.runtime import Runtime
 from sync.app.worker.apply import Applied, apply_op
 from sync.contract.ops import ContactOp
 from sync.contract.pairs import TenantPair

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sync.app.admin.connection_test import ConnectionReport, check_connection
-from sync.app.quarantine import move_parked_back
-from sync.app.runtime import Runtime
+from sync.app.wiring.quarantine import move_parked_back
+from sync.app.wiring.runtime import Runtime
 from sync.contract.vocabulary import QuarantineKind
 from sync.core.quarantine import next_retest, retest_due
 

@@ -13,7 +13,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from sync.app.runtime import Runtime
+from sync.app.wiring.runtime import Runtime
 from sync.contract.vocabulary import ContactStatus
 from sync.state.pair_state import RoundState
 from sync.state.targets import MEMBER_SECONDS

@@ -29,7 +29,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from sync.app.runtime import Runtime
+from sync.app.wiring.runtime import Runtime
 from sync.contract.pair_runs import PairRunRequest, RunKind
 from sync.contract.vocabulary import RunTrigger, SubscriptionState
 from sync.state.entities import iso, now_utc

@@ -26,7 +26,7 @@ from sync.app.planner.reconcile import reconcile_pair, spread_due_at
 from sync.app.planner.rounds import Invocation
 from sync.app.planner.run import RunResult, run_pair
 from sync.app.planner.subscriptions import maintain_pair
-from sync.app.runtime import Runtime
+from sync.app.wiring.runtime import Runtime
 from sync.contract.pair_runs import PairRunRequest, RunKind, decode_run_request
 from sync.contract.vocabulary import RunOutcome, RunTrigger, SubscriptionState
 from sync.errors import BadRunRequest, PairNotFound

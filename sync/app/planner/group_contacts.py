@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol, runtime_checkable
 
 from sync.app.planner.sinks import Sink
-from sync.app.runtime import Runtime
+from sync.app.wiring.runtime import Runtime
 from sync.contract.groupattrs import GROUP_SELECT
 from sync.contract.ops import OpKind
 from sync.contract.pairs import TenantPair

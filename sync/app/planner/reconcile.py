@@ -27,7 +27,7 @@ from datetime import datetime, timedelta
 
 from sync.app.planner.rounds import Invocation
 from sync.app.planner.run import RunResult, run_pair
-from sync.app.runtime import Runtime
+from sync.app.wiring.runtime import Runtime
 from sync.contract.ops import ContactOp, OpKind
 from sync.contract.pairs import TenantPair
 from sync.contract.vocabulary import ContactStatus, RunOutcome, RunTrigger

@@ -37,7 +37,7 @@ from sync.app.planner import group_round
 from sync.app.planner.group_contacts import split_rows
 from sync.app.planner.page_writer import PageWriter
 from sync.app.planner.sinks import Sink
-from sync.app.runtime import Runtime
+from sync.app.wiring.runtime import Runtime
 from sync.contract.ops import ContactOp, OpKind
 from sync.contract.pairs import TenantPair
 from sync.contract.summaries import StateSummary

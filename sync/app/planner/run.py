@@ -27,8 +27,8 @@ from sync.app.planner.group_contacts import (
 )
 from sync.app.planner.rounds import Invocation, RoundProgress, StreamedRound, version_now
 from sync.app.planner.sinks import DrySink, StoreSink
-from sync.app.quarantine import quarantine_for_credentials
-from sync.app.runtime import Runtime
+from sync.app.wiring.quarantine import quarantine_for_credentials
+from sync.app.wiring.runtime import Runtime
 from sync.contract.ops import KIND_ORDER, OpKind
 from sync.contract.pair_runs import PairRunRequest, RunKind
 from sync.contract.pairs import TenantPair

@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 from sync.app.planner import group_round
-from sync.app.runtime import Runtime
+from sync.app.wiring.runtime import Runtime
 from sync.contract.ops import ContactOp, OpKind
 from sync.contract.pairs import TenantPair
 from sync.contract.vocabulary import QuarantineKind, RunOutcome

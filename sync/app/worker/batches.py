@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from sync.app.runtime import Runtime
+from sync.app.wiring.runtime import Runtime
 from sync.contract.ops import ContactOp
 
 log = logging.getLogger("ctcs.worker")

@@ -11,8 +11,8 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from sync.app.quarantine import quarantine_for_credentials
-from sync.app.runtime import Runtime
+from sync.app.wiring.quarantine import quarantine_for_credentials
+from sync.app.wiring.runtime import Runtime
 from sync.app.worker.apply import Applied, Outcome, apply_op
 from sync.app.worker.batches import split_batch
 from sync.app.worker.quota_gate import quota_gate

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from sync.app.runtime import Runtime
+from sync.app.wiring.runtime import Runtime
 from sync.core import quota
 from sync.core.quota import Admission, QuotaPause
 from sync.errors import CreationQuotaReached

@@ -24,7 +24,7 @@ from sync.settings import Tuning
 from sync.state.stores import Stores
 
 if TYPE_CHECKING:
-    from sync.app.probe import ConnectionProbe
+    from sync.app.wiring.probe import ConnectionProbe
     from sync.graph.subscriptions import GraphSubscriptions
 
 SourceFactory = Callable[[TenantPair], Source]
@@ -70,8 +70,8 @@ class Runtime:
 
     @classmethod
     def from_settings(cls, environ: Mapping[str, str] | None = None) -> Runtime:
-        from sync.app.connectors import open_source, open_source_visibility, open_subscriptions, open_target
-        from sync.app.probe import open_probe
+        from sync.app.wiring.connectors import open_source, open_source_visibility, open_subscriptions, open_target
+        from sync.app.wiring.probe import open_probe
         from sync.identity.credentials import shared_credentials
         from sync.identity.secrets import SecretResolver
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime
 
-from sync.app.runtime import Runtime
+from sync.app.wiring.runtime import Runtime
 from sync.contract.pairs import TenantPair
 from sync.contract.vocabulary import QuarantineKind, RunOutcome
 from sync.core.diagnosis import Side, Subject, diagnose
