@@ -10,6 +10,7 @@ import importlib
 import io
 import re
 import tokenize
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -173,6 +174,12 @@ def parameter_count(function: ast.FunctionDef | ast.AsyncFunctionDef) -> int:
     return len(positional) + len(arguments.kwonlyargs) + (arguments.vararg is not None) + (arguments.kwarg is not None)
 
 
+def findings_in(folder: Path, find: Callable[[str, str], list[str]]) -> list[str]:
+    """What `find` (source, path) reports for every module under `folder`, by repository path."""
+    return [finding for path in sorted(folder.rglob("*.py"))
+            for finding in find(path.read_text(encoding="utf-8"), path.relative_to(ROOT).as_posix())]
+
+
 def long_parameter_lists(source: str, path: str) -> list[str]:
     return [
         f"{path}:{node.lineno} {node.name} ({parameter_count(node)})"
@@ -182,11 +189,7 @@ def long_parameter_lists(source: str, path: str) -> list[str]:
 
 
 def test_no_function_in_sync_takes_more_than_eight_parameters() -> None:
-    found = [
-        long
-        for path in sorted(SYNC.rglob("*.py"))
-        for long in long_parameter_lists(path.read_text(encoding="utf-8"), path.relative_to(ROOT).as_posix())
-    ]
+    found = findings_in(SYNC, long_parameter_lists)
     assert found == [], f"group these parameters into a small context object (at most {MAX_PARAMETERS}): {found}"
 
 
@@ -227,11 +230,7 @@ def table_field_building(source: str, path: str) -> list[str]:
 def test_app_code_changes_state_through_named_verbs_not_table_fields() -> None:
     """Issue 21: sync/app passes domain values to named verbs of sync.state (`park_holder`, `correct` with a
     `Correction`, ...); turning them into table fields (Int64 columns, cut text, JSON) is the state floor's job."""
-    found = [
-        building
-        for path in sorted((SYNC / "app").rglob("*.py"))
-        for building in table_field_building(path.read_text(encoding="utf-8"), path.relative_to(ROOT).as_posix())
-    ]
+    found = findings_in(SYNC / "app", table_field_building)
     assert found == [], f"use (or add) a verb of sync.state instead of building table fields: {found}"
 
 

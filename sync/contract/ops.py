@@ -232,13 +232,8 @@ class OpMessage:
     text: str
     op: ContactOp | None = None
     batch: tuple[ContactOp, ...] = ()  # a valid batch: its ops, in order (never empty)
-    error: BadOpMessage | None = None  # why it is not one op (None when `op` is set)
-    batch_error: BadOpMessage | None = None  # a message that begins as a batch but is not a valid one: why
-
-    @property
-    def is_batch(self) -> bool:
-        """It begins as a batch of ops (valid or not)."""
-        return bool(self.batch) or self.batch_error is not None
+    error: BadOpMessage | None = None  # why it is neither one op nor a valid batch
+    is_batch: bool = False  # it begins as a batch of ops (valid or not)
 
     @property
     def pair_id(self) -> str | None:
@@ -249,47 +244,34 @@ class OpMessage:
 
     def require_op(self) -> ContactOp:
         """The op; `BadOpMessage` (why it is not one) when the message is not a single op."""
-        if self.op is None:
-            raise self.error or BadOpMessage("the message holds no contact operation")
-        return self.op
+        if self.op is not None:
+            return self.op
+        raise self.error or BadOpMessage(f"the message is a batch of {len(self.batch)} operations, not one")
 
 
 def decode_message(body: str | bytes) -> OpMessage:
-    """An ops-queue message, as it came, into an `OpMessage`: the body becomes text once (bytes that are not UTF-8
-    are kept with replacement characters, and are not an op) and is decoded once, as a batch when it begins as one,
-    else as a single op. A batch that is not a valid one is also read as a single op (which it never is), so the
-    reason a caller that applies single ops gives is the one `decode_op` gives."""
-    undecodable: BadOpMessage | None = None
+    """An ops-queue message, as it came, into an `OpMessage`: the body becomes text once and is decoded once, as a
+    batch when it begins as one, else as a single op. Bytes that are not UTF-8 are kept with replacement characters:
+    a batch is read from that text, a single op is refused as not UTF-8."""
+    undecodable = False
     if isinstance(body, bytes):
         try:
             text = body.decode("utf-8")
         except UnicodeDecodeError:
-            text = body.decode("utf-8", "replace")
-            undecodable = BadOpMessage("contact operation is not UTF-8 text")
+            text, undecodable = body.decode("utf-8", "replace"), True
     else:
         text = body
-    batch_error: BadOpMessage | None = None
     if is_batch(text):
         try:
-            ops = tuple(decode_batch(text))
+            return OpMessage(text, batch=tuple(decode_batch(text)), is_batch=True)
         except BadOpMessage as bad:
-            batch_error = bad
-        else:
-            return OpMessage(text, batch=ops, error=_valid_batch_as_op(text))
-    if undecodable is not None:
-        return OpMessage(text, error=undecodable, batch_error=batch_error)
+            return OpMessage(text, error=bad, is_batch=True)
+    if undecodable:
+        return OpMessage(text, error=BadOpMessage("contact operation is not UTF-8 text"))
     try:
-        return OpMessage(text, op=decode_op(text), batch_error=batch_error)
+        return OpMessage(text, op=decode_op(text))
     except BadOpMessage as bad:
-        return OpMessage(text, error=bad, batch_error=batch_error)
-
-
-def _valid_batch_as_op(text: str) -> BadOpMessage:
-    """What `decode_op` says of a valid batch message, without reading it again: its first check that fails is the
-    length, else the field `batch` (a valid batch is a schema-1 object of exactly `schema` and `batch`)."""
-    if len(text) > MAX_MESSAGE_CHARS:
-        return BadOpMessage(f"contact operation is {len(text)} characters, more than {MAX_MESSAGE_CHARS}")
-    return BadOpMessage("contact operation has unknown field(s): batch")
+        return OpMessage(text, error=bad)
 
 
 def pair_of_message(text: str | bytes) -> str | None:

@@ -272,7 +272,7 @@ class ContactStateStore:
             "hash": update.hash,
             "version": int64(update.version),
             "guid": update.guid,
-            "applied": text(json.dumps(applied, ensure_ascii=False, separators=(",", ":"))) if applied else "",
+            "applied": _json_column(applied) if applied else "",
             "last_error": text(update.error, 2000),
             "hidden_at": update.hidden_at,
             "manager_id": update.manager_id,

@@ -118,8 +118,7 @@ def _provision(rt: Runtime, pair: TenantPair, key: str, done: Provisioned) -> No
         round_.add_user(user)
     source_id = done.source_id
     memberships = group_round.stored_memberships(rt.stores.groups, pair) or {}
-    visibility = rt.open_visibility(pair)
-    hidden_ids = visibility.hidden_ids() if visibility is not None else None
+    hidden_ids = rt.hidden_ids(pair)
     if user is not None:
         hidden = None if hidden_ids is None else source_id.lower() in hidden_ids
         decision = decide_scope(pair, user, memberships.get(source_id, frozenset()), hidden)

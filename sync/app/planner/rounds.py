@@ -134,8 +134,7 @@ class StreamedRound:
                                                                   round_.full))
         # A users round sees users' rows only: its full-round sweep must not take group contacts for vanished users.
         self._state, self.group_rows = split_rows(stores.contacts.summaries(self.pair.id))
-        visibility = self.rt.open_visibility(self.pair)  # the source's own Exchange, when the pair grants it
-        self._hidden = visibility.hidden_ids() if visibility is not None else None
+        self._hidden = self.rt.hidden_ids(self.pair)
         try:
             source = self.rt.open_source(self.pair)
             stored_groups = group_round.load(stores.groups, self.pair)
@@ -261,7 +260,7 @@ class StreamedRound:
         advanced = round_.next_page(page.next_link or "", requests=round_.requests + page.requests, counts=counts)
 
         def writes() -> None:
-            self._send(round_, plan.ops)
+            self.sink.queue(plan.ops, round_id=round_.round_id, page=round_.page)
             self.sink.record_page(round_.round_id, record)
 
         writer.submit(writes, lambda: self.sink.checkpoint(advanced))
@@ -307,12 +306,8 @@ class StreamedRound:
 
     def _queue(self, round_: RoundState, ops: list[ContactOp], progress: RoundProgress) -> None:
         self._remember_creates(round_, ops)
-        self._send(round_, ops)
+        self.sink.queue(ops, round_id=round_.round_id, page=round_.page)  # creates marked, then every op sent
         progress.queued += len(ops)
-
-    def _send(self, round_: RoundState, ops: list[ContactOp]) -> None:
-        """Mark the creates `queued`, then send every op. The page's checkpoint follows only if this returns."""
-        self.sink.queue(ops, round_id=round_.round_id, page=round_.page)
 
     def _remember_creates(self, round_: RoundState, ops: list[ContactOp]) -> None:
         """What the table says once the creates are marked, for a later page of this invocation that shows the
@@ -325,7 +320,6 @@ class StreamedRound:
                 ContactStatus.QUEUED, op.hash, row.version if row else 0, row.guid if row else "",
                 manager_id=op.manager_id, queued_round=round_.round_id, queued_page=round_.page,
             )
-
 
 
 def _trimmed(abandoned: Mapping[str, int]) -> dict[str, int]:

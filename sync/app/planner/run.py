@@ -86,7 +86,7 @@ def preview(rt: Runtime, pair_id: str, *, full: bool = False) -> RunResult:
     else:
         user_rows, group_rows = split_rows(rt.stores.contacts.summaries(pair.id))
         managed = managed_count(user_rows) + managed_count(group_rows)
-        hidden = _hidden(rt, pair)
+        hidden = rt.hidden_ids(pair)
         users = drop_users(pair, run, user_rows, version=version_now(), allow_deletes=False, managed=managed, sink=dry)
         plan, reason = users.plan, unsafe_reason(users.plan, pair) or ""
         run.full, run.graph_requests = True, 0
@@ -240,7 +240,7 @@ def _run_groups_only(rt: Runtime, pair: TenantPair, run: RunRecord, *, allow_del
     plan, reason, queued = users.plan, users.quarantine_reason, users.queued
     groups: KindRound | None = None
     if not reason:
-        baseline = GroupsBaseline(group_rows, _hidden(rt, pair), managed, earlier_removals=users.removals)
+        baseline = GroupsBaseline(group_rows, rt.hidden_ids(pair), managed, earlier_removals=users.removals)
         groups = run_groups_round(rt, pair, run, baseline, version=version_now(), full=full, allow_deletes=allow_deletes,
                                   sink=sink)
         _record_groups(run, groups, users_queued=users.queued)
@@ -253,11 +253,6 @@ def _run_groups_only(rt: Runtime, pair: TenantPair, run: RunRecord, *, allow_del
         _release_gate(rt, pair, run)
     _log_run(pair, run, started)
     return RunResult(run, plan, reason, queued=queued, groups_plan=groups.plan if groups else None)
-
-
-def _hidden(rt: Runtime, pair: TenantPair) -> frozenset[str] | None:
-    visibility = rt.open_visibility(pair)
-    return visibility.hidden_ids() if visibility is not None else None
 
 
 def _record_groups(run: RunRecord, groups: KindRound, *, users_queued: int) -> None:

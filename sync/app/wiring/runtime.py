@@ -97,6 +97,11 @@ class Runtime:
         )
         return rt
 
+    def hidden_ids(self, pair: TenantPair) -> frozenset[str] | None:
+        """Whom the source's own Exchange hides from its address lists (None: the pair does not grant it)."""
+        visibility = self.open_visibility(pair)
+        return visibility.hidden_ids() if visibility is not None else None
+
     def per_instance(self, name: str, make: Callable[[], Part]) -> Part:
         """The instance's one `name` (made by `make` on first use, then shared by every pair and thread): for
         example the worker's creation-quota gate, whose cache serves every pair."""

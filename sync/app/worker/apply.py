@@ -15,7 +15,7 @@ not dropped as stale because of it (that op may unset the link again; the next p
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
@@ -330,28 +330,27 @@ def _verify_owner(op: ContactOp, row: ContactRow, pair: TenantPair, target: Targ
 
 
 def _delete(op: ContactOp, row: ContactRow, pair: TenantPair, target: Target) -> Applied:
-    owned = _verify_owner(op, row, pair, target)
-    if owned.released:
-        return Applied(Outcome.RELEASED, row.guid, owned.released)
-    guid = owned.guid
-    if not guid:
-        return Applied(Outcome.ALREADY_GONE)
-    try:
-        target.delete(guid)
-    except TargetNotFound:
-        return Applied(Outcome.ALREADY_GONE)
-    return Applied(Outcome.DELETED)
+    return _on_owned(op, row, pair, target, target.delete, done=Outcome.DELETED)
 
 
 def _hide(op: ContactOp, row: ContactRow, pair: TenantPair, target: Target) -> Applied:
+    def hide(guid: str) -> None:
+        target.update(guid, {"HiddenFromAddressListsEnabled": True})
+
+    return _on_owned(op, row, pair, target, hide, done=Outcome.HIDDEN)
+
+
+def _on_owned(op: ContactOp, row: ContactRow, pair: TenantPair, target: Target, write: Callable[[str], object], *,
+              done: Outcome) -> Applied:
+    """A removal (delete or hide) written only to the contact that still carries this user's anchor (invariant 1):
+    released when an admin took it over, already gone when no contact carries the anchor or it vanished meanwhile."""
     owned = _verify_owner(op, row, pair, target)
     if owned.released:
         return Applied(Outcome.RELEASED, row.guid, owned.released)
-    guid = owned.guid
-    if not guid:
+    if not owned.guid:
         return Applied(Outcome.ALREADY_GONE)
     try:
-        target.update(guid, {"HiddenFromAddressListsEnabled": True})
+        write(owned.guid)
     except TargetNotFound:
         return Applied(Outcome.ALREADY_GONE)
-    return Applied(Outcome.HIDDEN, guid)
+    return Applied(done, owned.guid if done is Outcome.HIDDEN else "")  # a hidden contact stays; a deleted one is gone

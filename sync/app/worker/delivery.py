@@ -188,8 +188,8 @@ def deliver(rt: Runtime, body: str | bytes, *, dequeue_count: int) -> str:
     started = time.monotonic()
     message = decode_message(body)  # the one decoding of this message: everything below reads `message`
     if message.is_batch:
-        if message.batch_error is not None:
-            log.error("not a valid batch of operations, sent to the poison queue: %s", message.batch_error,
+        if message.error is not None:
+            log.error("not a valid batch of operations, sent to the poison queue: %s", message.error,
                       extra={"outcome": "bad"})
             rt.stores.poison.send_text(message.text)
             return "bad"
