@@ -2,7 +2,8 @@
 
 Grammar:  expr := term ("-or" term)* ; term := factor ("-and" factor)* ;
           factor := "(" expr ")" | "-not" factor | Property op value ;  op := -eq -ne -like -notlike
-Values: 'single quoted' ('' is a quote), "double quoted", or a bare word ($true, $false, $null, numbers).
+Values: 'single quoted' ('' is a quote; U+2018, U+2019, U+201A and U+201B are single quotes too), "double
+quoted", or a bare word ($true, $false, $null, numbers).
 Comparison is case-insensitive; a list property (EmailAddresses) matches when any element does; EmailAddresses
 compares whole proxy addresses ("smtp:x@y" matches "SMTP:x@y"; a value without prefix means smtp:).
 """
@@ -21,11 +22,18 @@ FILTERABLE = frozenset(
         "Company", "Department", "Title", "Office", "City", "CountryOrRegion", "ExchangeObjectId",
     }
 )
+# Exchange (through PowerShell's tokenizer) takes five characters as a single quote: the ASCII ' and the
+# typographic U+2018, U+2019, U+201A and U+201B. Any of them opens or closes a literal, and inside a literal two
+# quote characters in a row stand for the first of them, so an undoubled U+2019 ends the literal as ' does.
+SINGLE_QUOTES = "'\u2018\u2019\u201a\u201b"
+_Q = f"[{SINGLE_QUOTES}]"
+_NOT_Q = f"[^{SINGLE_QUOTES}]"
 _TOKEN = re.compile(
-    r"\s*(?:(?P<lp>\()|(?P<rp>\))|(?P<op>-(?:eq|ne|like|notlike|and|or|not)\b)|'(?P<sq>(?:[^']|'')*)'"
-    r"|\"(?P<dq>[^\"]*)\"|(?P<word>[^\s()'\"]+))",
+    rf"\s*(?:(?P<lp>\()|(?P<rp>\))|(?P<op>-(?:eq|ne|like|notlike|and|or|not)\b)|{_Q}(?P<sq>(?:{_NOT_Q}|{_Q}{_Q})*){_Q}"
+    rf"|\"(?P<dq>[^\"]*)\"|(?P<word>[^\s()\"{SINGLE_QUOTES}]+))",
     re.IGNORECASE,
 )
+_DOUBLED_QUOTE = re.compile(f"({_Q}){_Q}")
 
 Predicate = Callable[[dict[str, Any]], bool]
 
@@ -45,7 +53,7 @@ def _tokens(text: str) -> list[tuple[str, str]]:
         kind = match.lastgroup or ""
         value = match.group(kind)
         if kind == "sq":
-            value = value.replace("''", "'")
+            value = _DOUBLED_QUOTE.sub(r"\1", value)
         elif kind == "op":
             value = value.lower()
         tokens.append((kind, value))

@@ -1,9 +1,11 @@
 """OPATH filter text for Exchange `-Filter` parameters, built so that source data can never widen a filter.
 
-Every value goes inside single quotes with `'` doubled (the only escape OPATH knows inside quotes), so a value
-such as `x' -or Name -like '*` stays one literal. Property names are never taken from data: they are checked
-against a strict pattern. `-like` patterns take a literal prefix only; a `*` inside it would be a wildcard that no
-escape can neutralise, so it is refused. A widened filter would find recipients that are not ours (invariant 1).
+Every value goes inside single quotes with each quote character doubled (the only escape OPATH knows inside
+quotes), so a value such as `x' -or Name -like '*` stays one literal. Exchange reads filters with PowerShell's
+rules, which take the typographic quotes U+2018, U+2019, U+201A and U+201B as single quotes too: each of them
+would end the literal as `'` does, so each is doubled the same way (a name written O\u2019Brien stays one value).
+Property names are never taken from data: they are checked against a strict pattern. `-like` patterns take a
+literal prefix only; a `*` inside it would be a wildcard that no escape can neutralise, so it is refused. A widened filter would find recipients that are not ours (invariant 1).
 """
 
 from __future__ import annotations
@@ -11,13 +13,15 @@ from __future__ import annotations
 import re
 
 _PROPERTY = re.compile(r"^[A-Za-z][A-Za-z0-9]{0,63}$")
+SINGLE_QUOTES = "'\u2018\u2019\u201a\u201b"  # ' and the typographic single quotes PowerShell treats alike
+_ANY_SINGLE_QUOTE = re.compile(f"([{SINGLE_QUOTES}])")
 
 
 def quote(value: str) -> str:
     """A single-quoted OPATH string literal holding exactly `value`."""
     if not isinstance(value, str):
         raise TypeError(f"OPATH values must be strings, not {type(value).__name__}")
-    return "'" + value.replace("'", "''") + "'"
+    return "'" + _ANY_SINGLE_QUOTE.sub(r"\1\1", value) + "'"
 
 
 def property_name(name: str) -> str:

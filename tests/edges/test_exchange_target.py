@@ -206,6 +206,24 @@ def test_hostile_values_do_not_widen_the_filter(
     assert [r.guid for r in found] == [exact.guid]
 
 
+@pytest.mark.parametrize("quote", ["\u2018", "\u2019", "\u201a", "\u201b"])
+def test_typographic_quotes_stay_inside_the_literal(
+    target: ExchangeTarget, target_tenant: Tenant, pair: TenantPair, quote: str
+) -> None:
+    """Exchange takes U+2018, U+2019, U+201A and U+201B as single quotes: a name or address holding one finds
+    exactly its own contact, and one that would break out of the literal finds nothing."""
+    for n in range(3):
+        target.create(contact(pair, Name=f"victim{n}", Alias=f"victim{n}", ExternalEmailAddress=f"v{n}@contoso.com"))
+    target.create(contact(pair, Name="O", Alias="o", ExternalEmailAddress="o@contoso.com"))
+    named = target.create(contact(pair, Name=f"O{quote}Brien, Pat", Alias="obrien",
+                                  ExternalEmailAddress="pat.obrien@contoso.com"))
+    found = target.find_recipients(anchor_attribute=ANCHOR_ATTR, anchor=f"ctcs|O{quote}", name=named.name,
+                                   address=f"o{quote}brien@contoso.com")
+    assert [r.guid for r in found] == [named.guid]
+    hostile = f"x{quote} -or Name -like {quote}*"
+    assert target.find_recipients(anchor_attribute=ANCHOR_ATTR, anchor=hostile, address=hostile, name=hostile) == []
+
+
 def test_find_with_nothing_to_look_for_sends_nothing(target: ExchangeTarget, cloud: SimCloud) -> None:
     assert target.find_recipients(anchor_attribute=ANCHOR_ATTR, anchor="", address="", name="") == []
     assert cloud.counts["exchange"] == 0

@@ -75,3 +75,13 @@ def test_empty_filter_is_refused() -> None:
 def test_non_string_values_are_refused() -> None:
     with pytest.raises(TypeError):
         opath.quote(5)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("quote", ["\u2018", "\u2019", "\u201a", "\u201b"])
+def test_typographic_single_quotes_are_doubled_like_the_ascii_one(quote: str) -> None:
+    from sim.opath import compile_filter
+
+    assert opath.eq("Name", f"O{quote}Brien") == f"Name -eq 'O{quote}{quote}Brien'"
+    hostile = f"x{quote} -or Name -like {quote}*"
+    matches = compile_filter(opath.eq("Name", hostile))
+    assert matches({"Name": hostile}) and not matches({"Name": "victim"})
