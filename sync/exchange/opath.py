@@ -5,7 +5,8 @@ quotes), so a value such as `x' -or Name -like '*` stays one literal. Exchange r
 rules, which take the typographic quotes U+2018, U+2019, U+201A and U+201B as single quotes too: each of them
 would end the literal as `'` does, so each is doubled the same way (a name written O\u2019Brien stays one value).
 Property names are never taken from data: they are checked against a strict pattern. `-like` patterns take a
-literal prefix only; a `*` inside it would be a wildcard that no escape can neutralise, so it is refused. A widened filter would find recipients that are not ours (invariant 1).
+literal prefix only; a `*` inside it would be a wildcard that no escape can neutralise, so it is refused. A
+widened filter would find recipients that are not ours (invariant 1).
 """
 
 from __future__ import annotations
