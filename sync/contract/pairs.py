@@ -207,6 +207,10 @@ class Deletion(_Strict):
     grace_days: int = Field(30, ge=0, le=3650)
     max_deletes: int = Field(50, ge=0)
     max_delete_percent: float = Field(10, ge=0, le=100)
+    # The limits hold per plan and over this many hours of the pair's queued removals (0: per plan only).
+    window_hours: int = Field(24, ge=0, le=24 * 30)
+    # A leaver's contact that `python -m sync adopt` took over: hidden ("hide") or as `mode` says ("follow_mode").
+    adopted: Literal["hide", "follow_mode"] = "hide"
 
 
 class GroupFilterClause(_Strict):
@@ -284,6 +288,9 @@ class TenantPair(_Strict):
     reconcile_hours: int = Field(24, ge=1, le=24 * 90)
     objects: list[ObjectName] = ["users"]
     groups: GroupScope = GroupScope()
+    # Set by the store (sync.state.pairs), never read from a pair file nor written into its JSON: which stored life of
+    # this pair id the object is. "" is a pair stored before generations existed (see docs/pair-file.md).
+    generation: str = Field("", exclude=True)
 
     @field_validator("objects")
     @classmethod
@@ -380,6 +387,9 @@ def parse_pair(data: Any, *, where: str = "pair definition") -> TenantPair:
     """Validate a decoded pair definition; every problem is reported, each with its field path."""
     if not isinstance(data, dict):
         raise PairValidationError(["(top level): must be a JSON object"], where=where)
+    if "generation" in data:
+        raise PairValidationError(["generation: set by ctcs when the pair is stored; remove it from the pair file"],
+                                  where=where)
     try:
         pair = TenantPair.model_validate(data)
     except ValidationError as error:

@@ -33,6 +33,20 @@ class Skip:
     name: str
 
 
+@dataclass(frozen=True)
+class RemovalWindow:
+    """What the pair's queued plans removed over the last `hours` (sync.state.removals keeps it): the safety gate
+    counts these with a plan's own removals, so many small plans cannot remove what one large one may not."""
+
+    hours: int = 0  # 0: no window known (the gate is per plan only)
+    hidden: int = 0  # hides queued in the window
+    deleted: int = 0  # deletes queued in the window (their contacts no longer count as managed)
+
+    @property
+    def removed(self) -> int:
+        return self.hidden + self.deleted
+
+
 @dataclass
 class Plan:
     pair_id: str
@@ -48,6 +62,7 @@ class Plan:
     ops_left_out: Counter[str] = field(default_factory=Counter)  # merged ops not kept (`merge`), by kind
     skips_left_out: Counter[str] = field(default_factory=Counter)  # merged skips not kept, by reason
     kind: ObjectKind = ObjectKind.USER  # the objects this plan is about (a run plans users and groups apart)
+    window: RemovalWindow = field(default_factory=RemovalWindow)  # what the pair removed lately
 
     def count(self, kind: OpKind) -> int:
         return sum(1 for op in self.ops if op.kind is kind) + self.ops_left_out[kind.value]
@@ -69,6 +84,7 @@ class Plan:
         self.skips_left_out.update(other.skips_left_out)
         self.unchanged += other.unchanged
         self.managed = self.managed or other.managed
+        self.window = self.window if self.window.hours else other.window
         self.kept.update(other.kept)
         self.warnings.update(other.warnings)
 
@@ -135,6 +151,8 @@ class Baseline:
     memberships: Mapping[str, frozenset[str]] | None = None  # each user's tracked groups, nested included (group scoping)
     hidden_ids: frozenset[str] | None = None  # whom the source's Exchange hides (None: Graph's showInAddressList decides)
     managed: int | None = None  # the pair's managed contacts for the gate's percentage (users and groups); None: `state`'s
+    window: RemovalWindow = field(default_factory=RemovalWindow)  # what the pair removed in its gate's window
+    adopted: frozenset[str] = frozenset()  # source ids whose contacts `python -m sync adopt` took over
 
 
 @dataclass(frozen=True)
@@ -180,6 +198,8 @@ def plan_page(
     planner = _Planner(pair, state, options, full=page.full)
     if baseline.managed is not None:
         planner.plan.managed = baseline.managed
+    planner.plan.window = baseline.window
+    planner.adopted = baseline.adopted
     in_scope = planner.decide(page, baseline.memberships, hidden_ids)
     here = set(page.users) | set(page.removed)
     if last:
@@ -204,7 +224,7 @@ def plan_page(
                          manager_id=fix.manager_id)
         if pair.deletion.mode == "hide_then_delete" and now is not None:
             placed = {op.source_id for op in planner.plan.ops} | set(earlier.placed)
-            _purge_expired(planner, pair, state, now, placed)
+            _purge_expired(planner, pair, state, now, placed | {i for i in state if planner.hides_adopted(i)})
     else:
         planner.map(in_scope, leaving=earlier.leaving.keys())
     planner.plan.ops.sort(key=lambda op: (KIND_ORDER[op.kind], op.source_id))
@@ -222,11 +242,13 @@ class _Planner:
                          managed=sum(1 for row in state.values() if row.managed), kind=kind)
         self.mapper: ContactMapper | GroupMapper = GroupMapper(pair) if kind is ObjectKind.GROUP else ContactMapper(pair)
         self.decided: set[str] = set()
+        self.adopted: frozenset[str] = frozenset()
 
     def emit(self, kind: OpKind, source_id: str, reason: str, contact: dict[str, object] | None = None,
              digest: str = "", *, partial: bool = False, manager_id: str = "") -> None:
         self.plan.ops.append(ContactOp(self.pair.id, self.run_id, kind, source_id, self.version, reason, contact,
-                                       digest, partial, manager_id, object_kind=self.kind))
+                                       digest, partial, manager_id, object_kind=self.kind,
+                                       generation=self.pair.generation))
 
     def remove(self, source_id: str, row: StateSummary | None, reason: str) -> None:
         """The user is gone or out of scope: delete its contact, or hide it when deletes are staged (once)."""
@@ -235,10 +257,15 @@ class _Planner:
         self.decided.add(source_id)
         if row.status is ContactStatus.RELEASED:
             return  # not ours any more: neither deleted nor hidden (invariant 1)
-        if self.pair.deletion.mode == "delete":
+        if self.pair.deletion.mode == "delete" and not self.hides_adopted(source_id):
             self.emit(OpKind.DELETE, source_id, reason)
         elif row.status is not ContactStatus.HIDDEN:
             self.emit(OpKind.HIDE, source_id, reason)
+
+    def hides_adopted(self, source_id: str) -> bool:
+        """A contact `python -m sync adopt` took over was the target's before ctcs: its leaver is hidden, never
+        deleted, unless the pair's `deletion.adopted` says to follow `deletion.mode`."""
+        return source_id in self.adopted and self.pair.deletion.adopted == "hide"
 
     def decide(self, page: DeltaRound, memberships: Mapping[str, frozenset[str]] | None,
                hidden_ids: frozenset[str] | None) -> list[tuple[str, SourceUser, str]]:
@@ -328,16 +355,32 @@ def _purge_expired(
 def unsafe_reason(plan: Plan, pair: TenantPair, *, earlier_removals: int = 0) -> str | None:
     """Why the plan's removals (deletes and hides) exceed the pair's thresholds, or None when they do not.
     A reason stops the run before anything is queued and quarantines the pair (invariant 5). `earlier_removals`:
-    what the same run queued before (a groups round counts the users round's removals: one limit per pair)."""
+    what the same run queued before (a groups round counts the users round's removals: one limit per pair).
+
+    The limits hold per plan and over the pair's window (`plan.window`: `deletion.window_hours`): the plan's removals
+    plus those queued in the window may not pass them either. The window's percentage is of the contacts managed
+    when it began: those managed now plus those deleted in it."""
     removals = sum(1 for op in plan.ops if op.kind.removes) + earlier_removals
-    limits = pair.deletion
     verb = "deletes" if pair.deletion.mode == "delete" else "removes (hides or deletes)"
+    over = _over_limits(removals, plan.managed, pair)
+    if over:
+        return f"plan {verb} {over}"
+    window = plan.window
+    if not window.hours or not window.removed or not removals:
+        return None
+    over = _over_limits(removals + window.removed, plan.managed + window.deleted, pair)
+    if over:
+        return (f"over the last {window.hours} h (deletion.window_hours) the pair {verb} {over}: "
+                f"{removals} in this plan, {window.removed} queued earlier in the window")
+    return None
+
+
+def _over_limits(removals: int, managed: int, pair: TenantPair) -> str | None:
+    limits = pair.deletion
     if removals > limits.max_deletes:
-        return f"plan {verb} {removals} contacts, more than deletion.max_deletes ({limits.max_deletes})"
-    if plan.managed >= MIN_CONTACTS_FOR_PERCENT_GATE and removals * 100 > limits.max_delete_percent * plan.managed:
-        percent = removals * 100 / plan.managed
-        return (
-            f"plan {verb} {removals} of {plan.managed} contacts ({percent:.1f}%), more than "
-            f"deletion.max_delete_percent ({limits.max_delete_percent:g}%)"
-        )
+        return f"{removals} contacts, more than deletion.max_deletes ({limits.max_deletes})"
+    if managed >= MIN_CONTACTS_FOR_PERCENT_GATE and removals * 100 > limits.max_delete_percent * managed:
+        percent = removals * 100 / managed
+        return (f"{removals} of {managed} contacts ({percent:.1f}%), more than "
+                f"deletion.max_delete_percent ({limits.max_delete_percent:g}%)")
     return None

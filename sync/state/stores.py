@@ -11,6 +11,7 @@ from sync.state.groups import GroupStore
 from sync.state.pair_state import PairStateStore
 from sync.state.pairs import PairStore
 from sync.state.queues import FAILED_SUFFIX, PARKED_SUFFIX, POISON_SUFFIX, OpQueue, PairRunQueue
+from sync.state.removals import RemovalLedger
 from sync.state.round_pages import RoundPageStore
 from sync.state.runs import RunStore
 from sync.state.storage import StorageAccount
@@ -33,6 +34,7 @@ class Stores:
     round_pages: RoundPageStore  # what each page of a round in progress saw (in the PairState table)
     parked: OpQueue  # ops of pairs quarantined for their credentials, until a connection test passes
     subscriptions: SubscriptionStore  # each pair's Graph change-notification subscriptions (in the PairState table)
+    removals: RemovalLedger  # what each pair's queued plans removed lately, for the gate's window (PairState)
 
     @classmethod
     def open(cls, account: StorageAccount, environ: Mapping[str, str] | None = None) -> Stores:
@@ -53,6 +55,7 @@ class Stores:
             round_pages=RoundPageStore(pair_state),
             parked=OpQueue(account.queue(queue_name + PARKED_SUFFIX)).ensure(),
             subscriptions=SubscriptionStore(pair_state),
+            removals=RemovalLedger(pair_state),
         )
 
     @classmethod

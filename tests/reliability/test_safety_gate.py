@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -66,3 +67,42 @@ def test_a_mass_removal_is_quarantined_until_released_once(
     assert len(sync.ours()) == len(remaining)
     record(contacts=len(contacts_before), removals_planned=removals, deleted_while_quarantined=0,
            http_resync_status=refused.status, deleted_after_release=deleted, gate_again=True)
+
+
+def test_leavers_in_waves_are_stopped_once_the_window_total_passes_the_limit(
+    make_sync: Callable[..., SyncPair], record: Callable[..., None]
+) -> None:
+    """Each wave passes the per-plan gate (16 of 300, the limit is 10 % = 30); the waves together do not: the gate
+    counts what the pair queued over `deletion.window_hours`, on a clock the test moves (no waiting)."""
+    sync = make_sync(deletion={"mode": "hide", "max_deletes": 1000, "max_delete_percent": 10, "window_hours": 24})
+    users = sync.add_users(300)
+    sync.sync(deadline_seconds=180)
+    clock = [datetime(2026, 1, 5, 9, 0, tzinfo=UTC)]
+    sync.rt.stores.removals.clock = lambda: clock[0]
+
+    def wave(n: int) -> None:
+        for user in users[16 * n:16 * (n + 1)]:
+            sync.source.directory.update_user(user, accountEnabled=False)
+        sync.sync()
+
+    def hidden() -> int:
+        return sum(1 for c in sync.ours() if c.get("HiddenFromAddressListsEnabled"))
+
+    wave(0)
+    clock[0] += timedelta(hours=25)  # the first wave leaves the window
+    wave(1)
+    assert hidden() == 32 and not sync.rt.stores.pair_state.get(sync.pair.id).quarantined
+    waves = 2
+    for n in range(2, 12):  # twelve waves in all, each under the per-plan limit
+        clock[0] += timedelta(minutes=30)
+        wave(n)
+        waves += 1
+        if sync.rt.stores.pair_state.get(sync.pair.id).quarantined:
+            break
+    state = sync.rt.stores.pair_state.get(sync.pair.id)
+    assert state.quarantined and waves == 3, (waves, hidden())
+    assert state.quarantine_reason == (
+        "over the last 24 h (deletion.window_hours) the pair removes (hides or deletes) 32 of 300 contacts (10.7%), "
+        "more than deletion.max_delete_percent (10%): 16 in this plan, 16 queued earlier in the window")
+    assert hidden() == 32, "the wave that crossed the window's limit removed nothing"
+    record(contacts=300, wave=16, waves_run=waves, removed_in_window=16, removed_in_all=hidden())

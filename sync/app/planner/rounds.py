@@ -42,7 +42,16 @@ from sync.contract.ops import ContactOp, OpKind
 from sync.contract.pairs import TenantPair
 from sync.contract.summaries import StateSummary
 from sync.contract.vocabulary import ContactStatus, RunOutcome
-from sync.core.plan import Baseline, EarlierPages, Plan, PlanOptions, SendLedger, plan_page, unsafe_reason
+from sync.core.plan import (
+    Baseline,
+    EarlierPages,
+    Plan,
+    PlanOptions,
+    RemovalWindow,
+    SendLedger,
+    plan_page,
+    unsafe_reason,
+)
 from sync.core.source import DeltaPage, DeltaRound, Source
 from sync.errors import DeltaTokenExpired, SourceError
 from sync.state.entities import iso, now_utc
@@ -115,6 +124,7 @@ class StreamedRound:
     started: float = field(default_factory=time.monotonic)
     _state: dict[str, StateSummary] = field(default_factory=dict)
     _hidden: frozenset[str] | None = None
+    _window: RemovalWindow = field(default_factory=RemovalWindow)  # what the pair removed in its gate's window
     _groups: group_round.GroupRound | None = None
     _leaving_here: dict[str, str] = field(default_factory=dict)  # removals this invocation's pages held back
     _current: RoundState | None = None  # the round as far as this invocation has planned it
@@ -128,13 +138,14 @@ class StreamedRound:
     # -- the round to work on ------------------------------------------------------------------------------------
     def run_round(self) -> RoundProgress:
         stores = self.rt.stores
-        status = stores.pair_state.get(self.pair.id)
+        status = stores.pair_state.get(self.pair.id).for_generation(self.pair.generation)
         round_ = self._round_to_work_on(status)
         progress = RoundProgress(round_.round_id, round_.full, Plan(self.pair.id, self.run.run_id, round_.version,
                                                                   round_.full))
         # A users round sees users' rows only: its full-round sweep must not take group contacts for vanished users.
         self._state, self.group_rows = split_rows(stores.contacts.summaries(self.pair.id))
         self._hidden = self.rt.hidden_ids(self.pair)
+        self._window = stores.removals.window(self.pair.id, self.pair.deletion.window_hours)
         try:
             source = self.rt.open_source(self.pair)
             stored_groups = group_round.load(stores.groups, self.pair)
@@ -299,7 +310,7 @@ class StreamedRound:
 
     def _plan(self, round_: RoundState, delta: DeltaRound, *, last: bool, earlier: EarlierPages) -> Plan:
         baseline = Baseline(self._state, memberships=self._groups.memberships if self._groups else None,
-                            hidden_ids=self._hidden)
+                            hidden_ids=self._hidden, window=self._window)
         options = PlanOptions(round_.version + round_.page, self.run.run_id, retry_kept=round_.full,
                               now=datetime.now(UTC), ledger=SendLedger(round_.round_id, round_.page, round_.abandoned))
         return plan_page(self.pair, delta, baseline, options, last=last, earlier=earlier)

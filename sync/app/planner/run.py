@@ -124,7 +124,7 @@ def run_pair(
     pair = stores.pairs.get(pair_id)
     run = RunRecord(pair.id, new_run_id(now), trigger, now)
     started = time.monotonic()
-    status = stores.pair_state.get(pair.id)
+    status = stores.pair_state.get(pair.id).for_generation(pair.generation)
     released_by_round = status.round is not None and status.round.allow_deletes
     # --allow-deletes releases the safety gate only; a credentials quarantine waits for a passing connection test.
     if status.credentials_quarantined or (status.quarantined and not (allow_deletes or released_by_round)):
@@ -158,12 +158,14 @@ def run_pair(
         stores.runs.save(run)
         stores.pair_state.release_lease(pair.id, run.run_id)
     if run.outcome is RunOutcome.CONTINUED:
-        _ask_for_the_rest(rt, pair.id, run)  # after the lease is free, so the next invocation can take the pair
+        _ask_for_the_rest(rt, pair, run)  # after the lease is free, so the next invocation can take the pair
     return result
 
 
-def _ask_for_the_rest(rt: Runtime, pair_id: str, run: RunRecord) -> None:
-    request = PairRunRequest(pair_id, RunKind.CONTINUE, run.trigger, round_id=run.round_id, requested_at=iso(now_utc()))
+def _ask_for_the_rest(rt: Runtime, pair: TenantPair, run: RunRecord) -> None:
+    pair_id = pair.id
+    request = PairRunRequest(pair_id, RunKind.CONTINUE, run.trigger, round_id=run.round_id, requested_at=iso(now_utc()),
+                             generation=pair.generation)
     try:
         rt.stores.pair_runs.send(request)
     except Exception as error:  # the round waits at its checkpoint: the next timer run carries it on
@@ -268,6 +270,7 @@ def _record_groups(run: RunRecord, groups: KindRound, *, users_queued: int) -> N
 
 def _release_gate(rt: Runtime, pair: TenantPair, run: RunRecord) -> None:
     rt.stores.pair_state.release_quarantine(pair.id)
+    rt.stores.removals.forget(pair.id)  # the admin saw the removals: the gate's window starts anew
     log.warning("pair %s: safety gate quarantine released (allow_deletes)", pair.id,
                 extra={"pair_id": pair.id, "run_id": run.run_id, "outcome": "released",
                        "quarantine_kind": QuarantineKind.GATE.value})

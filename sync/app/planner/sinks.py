@@ -99,6 +99,7 @@ class StoreSink:
         creates = [op for op in ops if op.kind is OpKind.CREATE]
         stores.contacts.mark_queued(self.pair.id, creates, round_id=round_id, page=page)
         stores.ops.send_all(ops)
+        stores.removals.record(self.pair.id, ops)  # the safety gate's window counts them
 
     def record_page(self, round_id: str, record: PageRecord) -> None:
         self.rt.stores.round_pages.save(self.pair.id, round_id, record)
@@ -108,7 +109,7 @@ class StoreSink:
 
     def checkpoint(self, round_: RoundState) -> None:
         self.rt.stores.pair_state.save_round(self.pair.id, self.run.run_id, round_,
-                                             lease_seconds=self.rt.tuning.lease_seconds)
+                                             lease_seconds=self.rt.tuning.lease_seconds, generation=self.pair.generation)
 
     def stop_round(self, reason: str, *, abandoned: Mapping[str, int]) -> None:
         stores = self.rt.stores
@@ -121,7 +122,7 @@ class StoreSink:
         group_round.promote(stores.groups, self.pair, round_.round_id)
         stores.pair_state.finish_round(
             self.pair.id, self.run.run_id, run_id=self.run.run_id, outcome=outcome, delta_link=delta_link,
-            definition=definition, full_request_seen=round_.full_request_seen,
+            definition=definition, full_request_seen=round_.full_request_seen, generation=self.pair.generation,
         )
         stores.round_pages.forget(self.pair.id)
 
@@ -133,14 +134,16 @@ class StoreSink:
                            "reason": reason})
 
     def begin_groups_round(self, round_id: str) -> None:
-        self.rt.stores.pair_state.begin_groups_round(self.pair.id, self.run.run_id, round_id)
+        self.rt.stores.pair_state.begin_groups_round(self.pair.id, self.run.run_id, round_id,
+                                                     generation=self.pair.generation)
 
     def finish_groups_round(self, *, delta_link: str, definition: str) -> None:
         self.rt.stores.pair_state.finish_groups_round(self.pair.id, self.run.run_id, delta_link=delta_link,
-                                                      definition=definition)
+                                                      definition=definition, generation=self.pair.generation)
 
     def drop_users(self, ops: Sequence[ContactOp], *, outcome: RunOutcome) -> None:
         self.rt.stores.ops.send_all(ops)
+        self.rt.stores.removals.record(self.pair.id, ops)
         self.rt.stores.pair_state.record_run(self.pair.id, run_id=self.run.run_id, outcome=outcome, delta_link="")
 
 
