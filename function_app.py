@@ -87,10 +87,11 @@ def apply_contact_op(message: QueueMessage) -> None:
 
 @app.queue_trigger(arg_name="message", queue_name="%CTCS_OPS_QUEUE%-poison", connection="AzureWebJobsStorage")
 def record_poisoned_op(message: QueueMessage) -> None:
-    """An op failed every delivery: the host deletes this message when we return, so `keep_poisoned` first copies
-    it to the `-failed` holding queue (replayed by `python -m sync replay-poison`), then records the failure with
-    the cause its last delivery noted on the user's row."""
-    keep_poisoned(runtime(), message.get_body())
+    """An op failed every delivery: `keep_poisoned` records the failure with the cause its last delivery noted on
+    the user's row (nothing for a message that is not an op), then copies the message to the `-failed` holding
+    queue (replayed by `python -m sync replay-poison`) before the host deletes it. On its own last delivery it never
+    raises, so nothing is moved on to `-poison-poison`."""
+    keep_poisoned(runtime(), message.get_body(), dequeue_count=message.dequeue_count or 1)
 
 
 def _http(response: http_api.ApiResponse) -> func.HttpResponse:

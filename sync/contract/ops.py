@@ -3,7 +3,9 @@
 Fields added within schema 1 are optional and left out at their default, so older messages still decode:
 `partial` (an update that carries only some parameters, merged into the applied contact: manager links) and
 `manager_id` (the source id of the user's manager as planned, recorded in the state row) and `object` ("group" for a
-group's contact; absent for a user's, so users' messages are exactly what they were).
+group's contact; absent for a user's, so users' messages are exactly what they were) and `generation` (the stored
+life of the pair that planned the op, `sync.state.pairs`; absent for a pair stored before generations existed, so a
+message without it belongs to such a pair, and the worker discards it for a pair added since).
 
 A message carries one op, or a batch of one pair's ops, `{"schema": 1, "batch": [op, op, ...]}`: a planner that
 queues hundreds of ops at once packs them, because a queue takes messages one request at a time (Azurite here serves
@@ -30,9 +32,10 @@ MAX_BATCH_BYTES = 45_000  # UTF-8 bytes of a batch message: its base64 (60,000 c
 MAX_BATCH_OPS = 100
 BATCH_HEAD = f'{{"schema":{SCHEMA_VERSION},"batch":'  # how every batch message begins
 _ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+MAX_VERSION = 2**63 - 1  # versions are kept in Int64 table properties: a larger one could never be recorded
 PARTIAL_PARAMETERS = frozenset({"Manager"})  # what a partial update may carry: never the address, name or anchor
 _FIELDS = {"schema", "pair_id", "run_id", "kind", "source_id", "version", "reason", "contact", "hash", "partial",
-           "manager_id", "object"}
+           "manager_id", "object", "generation"}
 
 
 class OpKind(StrEnum):
@@ -69,13 +72,14 @@ class ContactOp:
     partial: bool = False  # an update of PARTIAL_PARAMETERS only, merged into the contact as applied
     manager_id: str = ""  # the source id of the user's manager, as planned ("" = none)
     object_kind: ObjectKind = ObjectKind.USER  # a user's or a group's contact (message field "object", left out for users)
+    generation: str = ""  # the pair's generation when planned ("" = a pair stored before generations; left out then)
 
     def to_json(self) -> str:
         body = {"schema": SCHEMA_VERSION, **asdict(self), "kind": self.kind.value}
         body.pop("object_kind")
         if self.object_kind is not ObjectKind.USER:
             body["object"] = self.object_kind.value
-        for name, default in (("contact", None), ("partial", False), ("manager_id", "")):
+        for name, default in (("contact", None), ("partial", False), ("manager_id", ""), ("generation", "")):
             if body[name] == default:
                 body.pop(name)
         return json.dumps(body, ensure_ascii=False, separators=(",", ":"))
@@ -124,8 +128,8 @@ def decode_op(text: str | bytes) -> ContactOp:
         if not _ID.match(_field(body, name, str)):
             raise BadOpMessage(f"contact operation field {name!r} has characters or a length that are not allowed")
     version = _field(body, "version", int)
-    if version <= 0:
-        raise BadOpMessage("contact operation field 'version' must be positive")
+    if not 0 < version <= MAX_VERSION:
+        raise BadOpMessage(f"contact operation field 'version' must be from 1 to {MAX_VERSION} (a table's Int64)")
     contact = body.get("contact")
     partial = _field(body, "partial", bool) if "partial" in body else False
     manager_id = _field(body, "manager_id", str) if "manager_id" in body else ""
@@ -135,6 +139,9 @@ def decode_op(text: str | bytes) -> ContactOp:
         raise BadOpMessage(f"contact operation field 'object' must be one of {', '.join(ObjectKind)}") from None
     if manager_id and not _ID.match(manager_id):
         raise BadOpMessage("contact operation field 'manager_id' has characters or a length that are not allowed")
+    generation = _field(body, "generation", str) if "generation" in body else ""
+    if generation and not _ID.match(generation):
+        raise BadOpMessage("contact operation field 'generation' has characters or a length that are not allowed")
     if not kind.carries_contact:
         if contact is not None:
             raise BadOpMessage(f"a {kind.value} operation carries no contact")
@@ -159,6 +166,7 @@ def decode_op(text: str | bytes) -> ContactOp:
         partial=partial,
         manager_id=manager_id,
         object_kind=object_kind,
+        generation=generation,
     )
 
 

@@ -4,12 +4,18 @@ the failure and keeps the op, and `python -m sync replay-poison` applies it once
 from __future__ import annotations
 
 import base64
+import json
+import logging
+import os
 
 import pytest
+from azure.core.exceptions import ResourceNotFoundError
 from azure.functions.queue import QueueMessage
+from azure.storage.queue import QueueClient
 
 import function_app
 from sync.cli import main as cli
+from sync.contract.ops import ContactOp, OpKind
 from sync.core.delivery_policy import MAX_DEQUEUE_COUNT
 
 from .conftest import PAIR_ID, Sync
@@ -70,3 +76,59 @@ def test_the_worker_reads_the_body_the_host_decodes(sync: Sync) -> None:
     function_app.apply_contact_op(QueueMessage(id="m1", body=base64.b64encode(b"{}"), dequeue_count=1))
     [poisoned] = list(sync.rt.stores.poison.peek_all())
     assert poisoned.content == "e30="  # the undecoded text is not JSON either: it is poisoned as it came
+
+
+@pytest.mark.parametrize("change", [
+    {"version": 2**70},  # past Int64: no table can hold it
+    {"version": "17"},
+    {"source_id": 12345},
+    {"kind": ["create"]},
+])
+def test_an_undecodable_op_is_poisoned_once_and_names_no_user(
+    sync: Sync, change: dict[str, object], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A message that cannot be decoded goes to the poison queue once, is kept once, marks no user failed and no log
+    line names the user its untrusted body points at; the poison trigger never re-poisons it."""
+    first_sync(sync)
+    rt = sync.rt
+    user = sync.source.directory.users[0]["id"]
+    body = {"schema": 1, "pair_id": PAIR_ID, "run_id": "r1", "kind": "update", "source_id": user, "version": 7,
+            "reason": "changed", "contact": {"Title": "x"}, **change}
+    rt.stores.ops.send_text(json.dumps(body))
+    caplog.set_level(logging.DEBUG, logger="ctcs")
+    report = sync.host.drain_queue(deadline_seconds=30)
+    caplog.set_level(logging.CRITICAL, logger="ctcs")
+    assert report.failed_attempts == 0 and report.poisoned == 0, "never retried: no delivery can fix it"
+    assert report.poison_handled == 1 and report.poison_failed == 0, "the poison trigger handled it once"
+    assert [m.content for m in rt.stores.failed.peek_all()] == [json.dumps(body)], "kept once, as it came"
+    assert rt.stores.poison.approximate_count() == 0
+    assert poison_poison_count(rt.stores.ops.name) == 0
+    assert rt.stores.contacts.get(PAIR_ID, user).status == "ok"
+    assert [run for run in rt.stores.runs.recent(PAIR_ID) if run.trigger == "poison"] == []
+    named = [r.getMessage() for r in caplog.records if r.name.startswith("ctcs") and user in str(r.__dict__)]
+    assert named == [], "no log line names the user the untrusted body points at"
+
+
+def poison_poison_count(ops_queue: str) -> int:
+    """Messages in `<ops>-poison-poison`, where the host would put what the poison trigger failed on (0 if absent)."""
+    client = QueueClient.from_connection_string(os.environ["AzureWebJobsStorage"], f"{ops_queue}-poison-poison")  # noqa: SIM112
+    try:
+        return len(client.peek_messages(max_messages=32))
+    except ResourceNotFoundError:
+        return 0
+
+
+def test_the_poison_trigger_keeps_the_op_on_its_last_delivery_even_when_recording_fails(sync: Sync) -> None:
+    """Recording a poisoned op needs the ContactState table; when that fails the trigger raises (the host delivers
+    it again) until its last delivery, where it keeps the op in `-failed` instead of re-poisoning it."""
+    first_sync(sync)
+    rt = sync.rt
+    user = sync.source.directory.users[0]["id"]
+    op = ContactOp(pair_id=PAIR_ID, run_id="r1", kind=OpKind.UPDATE, source_id=user, version=7, reason="changed",
+                   contact={"Title": "x"})
+    rt.stores.contacts.table.delete_table()  # a real storage failure, not a stand-in
+    with pytest.raises(ResourceNotFoundError):
+        function_app.record_poisoned_op(QueueMessage(id="p1", body=op.to_json().encode(), dequeue_count=1))
+    assert rt.stores.failed.approximate_count() == 0, "not kept twice: the retry will keep it"
+    function_app.record_poisoned_op(QueueMessage(id="p1", body=op.to_json().encode(), dequeue_count=MAX_DEQUEUE_COUNT))
+    assert [m.content for m in rt.stores.failed.peek_all()] == [op.to_json()]

@@ -11,13 +11,13 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from sync.app.wiring.quarantine import quarantine_for_credentials
+from sync.app.wiring.quarantine import attempted_under, keep_parked
 from sync.app.wiring.runtime import Runtime
 from sync.app.worker.apply import Applied, Outcome, apply_op
 from sync.app.worker.batches import split_batch
 from sync.app.worker.quota_gate import quota_gate
 from sync.contract.ops import ContactOp, OpMessage, decode_message
-from sync.contract.vocabulary import RunOutcome, RunTrigger, new_run_id
+from sync.contract.vocabulary import PAIR_REPLACED, RunOutcome, RunTrigger, new_run_id
 from sync.core.delivery_policy import MAX_DEQUEUE_COUNT, Decision, Verdict, decide
 from sync.errors import BadOpMessage, PairNotFound, PairParked
 from sync.state.contacts import POISONED_OP_SUFFIX
@@ -40,13 +40,19 @@ def handle_message(rt: Runtime, message: OpMessage) -> tuple[ContactOp, Applied]
     except PairNotFound:
         log.warning("dropping op %s: pair %s no longer exists", op.key, op.pair_id)
         return op, Applied(Outcome.STALE, detail="the pair was removed")
+    if op.generation != pair.generation:
+        return op, discard_replaced(rt, op)
     quarantined = rt.credentials_quarantine(pair.id)
     if quarantined:
         raise PairParked(f"pair {pair.id} is quarantined for its credentials: {quarantined}")
-    target = rt.target(pair)
+    target, epoch = rt.target_and_epoch(pair)
     calls_before = _thread_counts(target)
-    applied = apply_op(op, pair=pair, target=target, contacts=rt.stores.contacts, quota=quota_gate(rt),
-                       open_source=rt.open_source)
+    try:
+        applied = apply_op(op, pair=pair, target=target, contacts=rt.stores.contacts, quota=quota_gate(rt),
+                           open_source=rt.open_source)
+    except Exception as error:
+        attempted_under(error, epoch)  # a failure of this client began before any later lift of the quarantine
+        raise
     calls_after = _thread_counts(target)
     log.info(
         "op %s %s: %s",
@@ -70,6 +76,16 @@ def handle_message(rt: Runtime, message: OpMessage) -> tuple[ContactOp, Applied]
     return op, applied
 
 
+def discard_replaced(rt: Runtime, op: ContactOp) -> Applied:
+    """An op planned for an earlier pair with this id (removed, or replaced with other tenants): never applied to the
+    pair that has the id now. Counted on the pair's status and logged, once per op."""
+    rt.stores.pair_state.count_discarded(op.pair_id, "ops")
+    log.warning("op %s %s: %s", op.kind.value, op.source_id, PAIR_REPLACED,
+                extra={"pair_id": op.pair_id, "run_id": op.run_id, "op_kind": op.kind.value, "source_id": op.source_id,
+                       "outcome": Outcome.DISCARDED.value, "detail": PAIR_REPLACED})
+    return Applied(Outcome.DISCARDED, detail=PAIR_REPLACED)
+
+
 def _thread_counts(target: object) -> tuple[int, int]:
     counts = getattr(target, "thread_counts", None)
     return counts() if callable(counts) else (0, 0)
@@ -89,8 +105,9 @@ def record_poison(rt: Runtime, message: OpMessage, *, error: str = "") -> Contac
     elsewhere (the poison or `-failed` queue). `error` is the cause when the caller knows it; otherwise the cause
     the last failed delivery noted on the row is used."""
     op = message.op
-    if op is None:
-        log.error("poison message is not a contact operation: %s", message.error)
+    if op is None:  # its body is untrusted: no row is marked and no id from it is logged
+        log.error("poison message is not a contact operation, kept for replay-poison: %s", message.error,
+                  extra={"outcome": "bad"})
         return None
     cause = error or rt.stores.contacts.delivery_error(op.pair_id, op.source_id, op.version) or "no cause was recorded"
     failure = f"{POISONED} ({cause}); kept for replay-poison"
@@ -115,8 +132,8 @@ def replay_poison(rt: Runtime, *, pair_id: str | None = None, limit: int = 10_00
     return moved + move_ops(rt.stores.poison, rt.stores.ops, wanted=wanted, limit=limit - moved)
 
 
-def keep_poisoned(rt: Runtime, body: str | bytes, *, error: str = "") -> ContactOp | None:
-    """The poison trigger's work: keep the op for replay, then record the failure.
+def keep_poisoned(rt: Runtime, body: str | bytes, *, error: str = "", dequeue_count: int = 1) -> ContactOp | None:
+    """The poison trigger's work: record the failure, then keep the op for replay. It never re-poisons.
 
     The Functions host hands a `<queue>-poison` message to the poison trigger and deletes it once the trigger
     returns, so the trigger itself must put the op somewhere replay can find it (invariant 2: no op is lost).
@@ -126,14 +143,30 @@ def keep_poisoned(rt: Runtime, body: str | bytes, *, error: str = "") -> Contact
     back exactly as it does from `-poison`. No trigger listens on `-failed`, so nothing is retried until an
     admin runs `python -m sync replay-poison`.
 
-    The op is copied first and recorded after: should recording fail, the host redelivers the poison message
-    and the copy is made twice, which is harmless (an op applies once, by version). Recording marks the user's
-    ContactState row `failed` with the cause its last delivery noted, and writes a SyncRuns row with trigger `poison`.
+    Recording marks the user's ContactState row `failed` with the cause its last delivery noted, and writes a
+    SyncRuns row with trigger `poison`; a message that is not an op names no user and records nothing (its body
+    is untrusted: the user it points at may be a real one). Recording comes first and the copy after, so that a
+    recording that fails and is retried never leaves two copies in `-failed`. Should recording fail on the host's
+    last delivery of this message, the failure is logged and the op is still kept: a raise then would only move it
+    to `<queue>-poison-poison`, where no trigger and no replay looks. Should the copy fail, the trigger raises
+    and the host delivers the message again (recording twice is harmless: the same row, one more run row).
     """
     # Text once (bytes that are not UTF-8 with replacement characters): what `-failed` keeps is what is decoded, once.
     text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
     message = decode_message(text)
+    try:
+        op = _record_poisoned(rt, message, error=error)
+    except Exception as failure:
+        if dequeue_count < MAX_DEQUEUE_COUNT:
+            raise
+        op = message.op
+        log.error("could not record the poisoned op %s, kept for replay-poison anyway: %s",
+                  op.key if op else "(not an op)", type(failure).__name__, extra={"outcome": "poisoned"})
     rt.stores.failed.send_text(message.text)
+    return op
+
+
+def _record_poisoned(rt: Runtime, message: OpMessage, *, error: str) -> ContactOp | None:
     op = record_poison(rt, message, error=error)
     if op is not None:
         now = datetime.now(UTC)
@@ -147,17 +180,16 @@ def keep_poisoned(rt: Runtime, body: str | bytes, *, error: str = "") -> Contact
     return op
 
 
-def park(rt: Runtime, message: OpMessage, decision: Decision, error: BaseException) -> None:
+def park(rt: Runtime, message: OpMessage, decision: Decision, error: BaseException) -> bool:
     """Keep an op of a pair whose credentials fail, untried, in the `-parked` queue (sent without expiry, before
-    the delivery succeeds: invariant 2); a new credentials failure quarantines the pair first."""
-    if decision.quarantine and message.op is not None:
-        try:
-            pair = rt.pair(message.op.pair_id)
-        except PairNotFound:
-            pass
-        else:
-            quarantine_for_credentials(rt, pair, error)
+    the delivery succeeds: invariant 2); a new credentials failure quarantines the pair first. False: the
+    quarantine was lifted meanwhile (or the failure began before the lift), and the op went back on the ops queue."""
+    op = message.op
+    if op is not None and not keep_parked(rt, op.pair_id, error, new_failure=decision.quarantine):
+        rt.stores.ops.send_text(message.text)
+        return False
     rt.stores.parked.send_text(message.text)
+    return True
 
 
 def op_fields(message: OpMessage) -> dict[str, Any]:
