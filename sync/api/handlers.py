@@ -1,6 +1,8 @@
 """The HTTP API as plain request → response functions over a `Runtime`; `function_app` only translates.
 
-Routes (auth level FUNCTION, JSON in and out, every error as `{"error": "..."}` with a 4xx/5xx status):
+Routes (auth level FUNCTION, JSON in and out, every error as `{"error": "..."}` with a 4xx/5xx status; the key a
+request presents decides its role, sync.api.keys: `read` for the GETs, `operate` for the POSTs, `dangerous` for
+`allow_deletes=true`; 401 for a key that is none of them, 403 for a lesser one):
 
     POST /api/pairs/{id}/resync[?full=true][&allow_deletes=true]   plan the pair now; ops go to the queue (a long
                                                                     round goes on in the planner: 202 `continued`)
@@ -10,7 +12,8 @@ Routes (auth level FUNCTION, JSON in and out, every error as `{"error": "..."}` 
     GET  /api/pairs                                                 every pair: definition and status
     GET  /api/pairs/{id}                                            one pair: definition and status
 
-(`POST /api/notifications`, where Graph posts change notifications, is anonymous and answers text: sync.api.notifications.)
+(`POST /api/notifications/{pair}/{token}`, where Graph posts change notifications, is anonymous and answers text:
+sync.api.notifications.)
 
 Definitions carry secret references (`kv:`, `env:`, `file:`) only, never values. The per-run log line that
 the timer and resync both write (`log_run`) lives here too, so both triggers log runs the same way.
@@ -25,6 +28,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from sync.api.keys import KeyRefused, Role, require
 from sync.app.admin.connection_test import check_connection
 from sync.app.admin.provision import Result, provision_user
 from sync.app.admin.retest import lift_credentials_quarantine
@@ -73,6 +77,8 @@ def respond(handler: Callable[[], ApiResponse]) -> ApiResponse:
     """Run a handler and turn what it raises into a JSON error: never a stack trace, never a secret (invariant 6)."""
     try:
         return handler()
+    except KeyRefused as refused:
+        return error(refused.status, str(refused))
     except BadRequest as bad:
         return error(400, str(bad))
     except PairNotFound as missing:
@@ -107,10 +113,13 @@ def check_pair_id(pair_id: str) -> str:
     return pair_id
 
 
-def resync(rt: Runtime, pair_id: str, params: Mapping[str, str]) -> ApiResponse:
+def resync(rt: Runtime, pair_id: str, params: Mapping[str, str], *, role: Role) -> ApiResponse:
     """POST /api/pairs/{id}/resync: plan the pair now (`full`: every user; `allow_deletes`: pass a quarantine once)."""
+    require(role, Role.OPERATE, "resync")
     check_params(params, ("full", "allow_deletes"))
     full, allow_deletes = flag(params, "full"), flag(params, "allow_deletes")
+    if allow_deletes:
+        require(role, Role.DANGEROUS, "resync with allow_deletes=true")
     pair = rt.stores.pairs.get(check_pair_id(pair_id))
     state = rt.stores.pair_state.get(pair.id)
     if state.credentials_quarantined:
@@ -151,11 +160,14 @@ def resync(rt: Runtime, pair_id: str, params: Mapping[str, str]) -> ApiResponse:
     return ApiResponse(status, body)
 
 
-def reconcile(rt: Runtime, pair_id: str, params: Mapping[str, str]) -> ApiResponse:
+def reconcile(rt: Runtime, pair_id: str, params: Mapping[str, str], *, role: Role) -> ApiResponse:
     """POST /api/pairs/{id}/reconcile: a `reconcile` request on the planner queue, so the round gets the pair's lease,
     quarantine check and budget like any other (202; status shows its outcome under `last_reconcile`)."""
+    require(role, Role.OPERATE, "reconcile")
     check_params(params, ("allow_deletes",))
     allow_deletes = flag(params, "allow_deletes")
+    if allow_deletes:
+        require(role, Role.DANGEROUS, "reconcile with allow_deletes=true")
     pair = rt.stores.pairs.get(check_pair_id(pair_id))
     state = rt.stores.pair_state.get(pair.id)
     if state.quarantined and not (allow_deletes and state.gate_quarantined):
@@ -163,14 +175,15 @@ def reconcile(rt: Runtime, pair_id: str, params: Mapping[str, str]) -> ApiRespon
                      quarantine_reason=state.quarantine_reason, quarantine_kind=state.kind.value if state.kind else None)
     requested_at = iso(now_utc())
     rt.stores.pair_runs.send(PairRunRequest(pair.id, RunKind.RECONCILE, RunTrigger.HTTP, allow_deletes=allow_deletes,
-                                            requested_at=requested_at))
+                                            requested_at=requested_at, generation=pair.generation))
     return ApiResponse(202, {"pair": pair.id, "requested": "reconcile", "requested_at": requested_at,
                              "hint": f"GET /api/pairs/{pair.id} shows it under status.last_reconcile when it ran"})
 
 
-def test_pair(rt: Runtime, pair_id: str, params: Mapping[str, str]) -> ApiResponse:
+def test_pair(rt: Runtime, pair_id: str, params: Mapping[str, str], *, role: Role) -> ApiResponse:
     """POST /api/pairs/{id}/test: every connection check; 200 when all pass, 424 (a tenant side failed) otherwise.
     A pass lifts a credentials quarantine at once."""
+    require(role, Role.OPERATE, "a connection test")
     check_params(params)
     pair = rt.stores.pairs.get(check_pair_id(pair_id))
     report = check_connection(rt, pair)
@@ -184,8 +197,9 @@ def test_pair(rt: Runtime, pair_id: str, params: Mapping[str, str]) -> ApiRespon
 PROVISION_STATUS = {Result.NOT_FOUND: 404, Result.QUARANTINED: 409, Result.FAILED: 502}
 
 
-def sync_user(rt: Runtime, pair_id: str, user: str, params: Mapping[str, str]) -> ApiResponse:
+def sync_user(rt: Runtime, pair_id: str, user: str, params: Mapping[str, str], *, role: Role) -> ApiResponse:
     """POST /api/pairs/{id}/users/{user}/sync: read, scope, plan and apply one user now; the steps in the body."""
+    require(role, Role.OPERATE, "provisioning a user")
     check_params(params)
     if not user.strip() or len(user) > 320:
         raise BadRequest("user must be an object id, a user principal name or a mail address")
@@ -199,15 +213,17 @@ def describe_pair(rt: Runtime, pair_id: str) -> dict[str, Any]:
     return {"id": pair.id, "definition": json.loads(pair.to_json()), "status": pair_status(rt, pair_id)}
 
 
-def list_pairs(rt: Runtime, params: Mapping[str, str]) -> ApiResponse:
+def list_pairs(rt: Runtime, params: Mapping[str, str], *, role: Role) -> ApiResponse:
     """GET /api/pairs: every pair, and the shared queues once (their depths cover all pairs)."""
+    require(role, Role.READ, "listing pairs")
     check_params(params)
     pairs = [describe_pair(rt, pair.id) for pair in rt.stores.pairs.list()]
     return ApiResponse(200, {"pairs": pairs, "queues": queue_depths(rt)})
 
 
-def show_pair(rt: Runtime, pair_id: str, params: Mapping[str, str]) -> ApiResponse:
+def show_pair(rt: Runtime, pair_id: str, params: Mapping[str, str], *, role: Role) -> ApiResponse:
     """GET /api/pairs/{id}: the pair, and the shared queues."""
+    require(role, Role.READ, "reading a pair")
     check_params(params)
     return ApiResponse(200, {**describe_pair(rt, check_pair_id(pair_id)), "queues": queue_depths(rt)})
 

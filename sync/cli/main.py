@@ -32,13 +32,14 @@ from sync.app.planner.run import preview, record_applied, run_pair
 from sync.app.planner.subscriptions import remove_pair
 from sync.app.wiring.runtime import Runtime
 from sync.app.worker.delivery import replay_poison
-from sync.cli import render
+from sync.cli import ownership, render
 from sync.cli.console import Progress, Ticker
 from sync.contract.ops import OpKind
 from sync.contract.pairs import TenantPair, load_pair_file
 from sync.contract.vocabulary import ContactStatus, RunOutcome, RunTrigger
 from sync.errors import ConfigError, CtcsError, PairNotFound
 from sync.settings import load_local_settings
+from sync.state.queues import waiting_ops, waiting_requests
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNSAFE, EXIT_WAITING = 0, 1, 2, 3, 4
 EXIT_INTERRUPTED = 130  # Ctrl-C, as shells report SIGINT
@@ -120,6 +121,8 @@ def _drop_subscriptions(rt: Runtime, pair: TenantPair) -> None:
 def _pairs_remove(args: argparse.Namespace, runtime: Callable[[], Runtime]) -> int:
     stores = runtime().stores
     _drop_subscriptions(runtime(), stores.pairs.get(args.id))
+    void = [(queue.name, waiting_ops(queue, args.id)) for queue in (stores.ops, stores.parked)]
+    void.append((stores.pair_runs.name, waiting_requests(stores.pair_runs, args.id)))
     stores.pairs.remove(args.id)
     stores.pair_state.forget(args.id)
     stores.round_pages.forget(args.id)
@@ -130,6 +133,7 @@ def _pairs_remove(args: argparse.Namespace, runtime: Callable[[], Runtime]) -> i
         f"removed pair {args.id} and its state ({rows} contact rows). Its contacts stay in the target and keep "
         "their anchor: adding the pair again adopts them."
     )
+    render.void_messages(args.id, void)
     return EXIT_OK
 
 
@@ -337,6 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
     replay = commands.add_parser("replay-poison", help="put failed operations back on the queue")
     replay.add_argument("--pair")
     replay.set_defaults(handler=_replay)
+    ownership.register(commands)  # adopt, handback
     return parser
 
 

@@ -15,10 +15,11 @@ from sync.app.planner.run import RunResult
 from sync.cli.console import table
 from sync.contract.ops import OpKind
 from sync.contract.pairs import TenantPair
-from sync.contract.vocabulary import ObjectKind
+from sync.contract.vocabulary import PAIR_REPLACED, ObjectKind
 from sync.core.group_scope import GROUP_SKIP_REASONS, group_kind
 from sync.core.plan import Plan
 from sync.core.scope import SKIP_REASONS
+from sync.state.queues import PEEK_LIMIT, Waiting
 
 SAMPLE_ROWS = 20
 
@@ -34,6 +35,18 @@ def pairs_table(pairs: Sequence[TenantPair]) -> None:
             for p in pairs
         ],
     )
+
+
+def void_messages(pair_id: str, seen: Sequence[tuple[str, Waiting]]) -> None:
+    """What `pairs remove` made void: the pair's messages at the front of each queue (a peek, so a bound)."""
+    total = sum(waiting.messages for _, waiting in seen)
+    bounded = not all(waiting.complete for _, waiting in seen)
+    where = ", ".join(f"{waiting.messages} in {name}" for name, waiting in seen)
+    print(f"{'at least ' if bounded else ''}{total} queued message(s) of pair {pair_id} are now void ({where}): the "
+          f"worker and the planner discard them, never apply them, even to a pair added again with this id "
+          f"(status counts them as {PAIR_REPLACED}).")
+    if bounded:
+        print(f"(counted among the first {PEEK_LIMIT} messages of each queue; more may wait behind them)")
 
 
 def plan_json(result: RunResult) -> dict[str, Any]:
@@ -166,11 +179,7 @@ def status_tables(report: Mapping[str, Any]) -> None:
             for s in statuses
         ],
     )
-    queues = report["queues"]
-    print(
-        f"\nqueues (all pairs): {queues['ops']} ops waiting, {queues['poison']} in the poison queue, "
-        f"{queues['failed']} kept for replay-poison, {queues['parked']} parked (pairs quarantined for their credentials)"
-    )
+    queue_rows(report)
     notes = report.get("notifications") or {}
     print(f"change notifications: {'on, Graph posts to ' + str(notes.get('url')) if notes.get('enabled') else 'off'}"
           + (f"; {notes['rejected_unmatched']} rejected for naming no subscription of ours"
@@ -191,6 +200,12 @@ def status_tables(report: Mapping[str, Any]) -> None:
                 f"{pause['next_attempt_at']} (updates and deletes go on)"
             )
     for s in statuses:
+        if s.get("overlap"):
+            print(f"\n{s['pair']}: OVERLAP: {s['overlap']}")
+        discarded = s.get("discarded_pair_replaced") or {}
+        if any(discarded.values()):
+            print(f"\n{s['pair']}: {discarded['ops']} op(s) and {discarded['requests']} planning request(s) of an "
+                  f"earlier pair with this id {PAIR_REPLACED}, never applied")
         round_ = s["round_in_progress"]
         if round_:
             print(
@@ -215,6 +230,26 @@ def status_tables(report: Mapping[str, Any]) -> None:
                  r["counts"].get("update", 0), r["counts"].get("delete", 0), r["error"] or ""]
                 for r in s["recent_runs"]
             ])
+
+
+QUEUE_ROLES = {  # what the messages in each queue are, in the words of `status`
+    "ops": "ops waiting for the worker",
+    "poison": "ops that failed every delivery",
+    "poison_poison": "poisoned ops the poison trigger failed on",
+    "failed": "ops kept for replay-poison",
+    "parked": "ops of pairs quarantined for credentials",
+    "pair_runs": "planning requests waiting",
+    "pair_runs_poison": "planning requests that failed every time",
+    "pair_runs_poison_poison": "(no trigger fills it)",
+}
+
+
+def queue_rows(report: Mapping[str, Any]) -> None:
+    """Every queue once, for all pairs: its name, its messages and what they are."""
+    names = report.get("queue_names") or {}
+    print()
+    table(["queue (all pairs)", "messages", "what they are"],
+          [[names.get(role, role), count, QUEUE_ROLES.get(role, "")] for role, count in report["queues"].items()])
 
 
 def _with_groups(status: Mapping[str, Any], word: str) -> object:

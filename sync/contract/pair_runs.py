@@ -7,7 +7,9 @@ The timer puts one `plan` request per due pair on the queue, the HTTP resync han
 same way, and a planner invocation that runs out of time sends itself a `continue` request naming its round. Change
 notifications send `plan` with trigger `notification` (delayed, one per burst); reconcile rounds will add a kind; a
 planner that does not know a kind or trigger refuses the message (`BadRunRequest`) rather than guess. The round's checkpoint (its nextLink) is not in the message:
-PairState holds it, so a late or repeated message can never take a round backwards.
+PairState holds it, so a late or repeated message can never take a round backwards. `generation` names the stored
+life of the pair the request was made for (`sync.state.pairs`); it is left out for a pair stored before generations
+existed, so a request without it belongs to such a pair, and the planner discards it for a pair added since.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from sync.errors import BadRunRequest
 
 SCHEMA_VERSION = 1
 MAX_REQUEST_CHARS = 2_000
-_FIELDS = {"schema", "pair_id", "kind", "trigger", "full", "allow_deletes", "round_id", "requested_at"}
+_FIELDS = {"schema", "pair_id", "kind", "trigger", "full", "allow_deletes", "round_id", "requested_at",
+           "generation"}
 
 
 class RunKind(StrEnum):
@@ -40,6 +43,7 @@ class PairRunRequest:
     allow_deletes: bool = False
     round_id: str = ""
     requested_at: str = ""
+    generation: str = ""  # the pair's generation when requested ("" = a pair stored before generations; left out)
 
     def to_json(self) -> str:
         body: dict[str, Any] = {
@@ -47,6 +51,8 @@ class PairRunRequest:
             "full": self.full, "allow_deletes": self.allow_deletes, "round_id": self.round_id,
             "requested_at": self.requested_at,
         }
+        if self.generation:
+            body["generation"] = self.generation
         return json.dumps(body, separators=(",", ":"))
 
 
@@ -81,4 +87,8 @@ def decode_run_request(text: str | bytes) -> PairRunRequest:
         raise BadRunRequest("pair run request fields round_id and requested_at must be strings")
     if kind is RunKind.CONTINUE and not round_id:
         raise BadRunRequest("a continue request must name its round_id")
-    return PairRunRequest(pair_id, kind, trigger, flags["full"], flags["allow_deletes"], round_id, requested_at)
+    generation = body.get("generation", "")
+    if not isinstance(generation, str) or len(generation) > 128:
+        raise BadRunRequest("pair run request field generation must be a string of at most 128 characters")
+    return PairRunRequest(pair_id, kind, trigger, flags["full"], flags["allow_deletes"], round_id, requested_at,
+                          generation)

@@ -283,6 +283,8 @@ class TenantPair(_Strict):
     scope: Scope = Scope()
     contact: ContactSettings = ContactSettings()
     deletion: Deletion = Deletion()
+    # "adopt_contacts" is retired: a new pair file with it is refused (`load_pair_file`); a stored pair that has it
+    # is read as "skip" (the worker never takes a contact over) and its status says so.
     conflicts: Literal["skip", "adopt_contacts"] = "skip"
     # How often a reconcile round compares the target's owned contacts with ContactState and the source (hours).
     reconcile_hours: int = Field(24, ge=1, le=24 * 90)
@@ -414,6 +416,10 @@ def parse_pair(data: Any, *, where: str = "pair definition") -> TenantPair:
     return pair
 
 
+RETIRED_ADOPT_NOTE = ('conflicts "adopt_contacts" is no longer applied (read as "skip"): take existing contacts over '
+                      "with python -m sync adopt --pair ID --dry-run, then without --dry-run")
+
+
 def load_pair_file(path: str | Path) -> TenantPair:
     path = Path(path)
     try:
@@ -430,4 +436,9 @@ def load_pair_file(path: str | Path) -> TenantPair:
         ) from None
     except RecursionError:  # json gives up on deep nesting with RecursionError, not JSONDecodeError
         raise PairValidationError(["(file): JSON nested too deeply to be a pair definition"], where=str(path)) from None
-    return parse_pair(data, where=str(path))
+    pair = parse_pair(data, where=str(path))
+    if pair.conflicts == "adopt_contacts":  # a new definition: refused; a stored one is read as "skip"
+        raise PairValidationError(['conflicts: "adopt_contacts" is retired; use "skip" and take existing contacts '
+                                   "over once with python -m sync adopt --pair ID (--dry-run lists them first)"],
+                                  where=str(path))
+    return pair

@@ -45,6 +45,9 @@ class ObjectKind(StrEnum):
     GROUP = "group"
 
 
+PAIR_REPLACED = "discarded (pair replaced)"  # a message of another generation of its pair id, dropped unapplied
+
+
 class RunOutcome(StrEnum):
     """How a run (a SyncRuns row, `PairState.last_outcome`) ended."""
 

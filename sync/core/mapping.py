@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sync.contract.countries import country_code
-from sync.contract.pairs import TenantPair
+from sync.contract.pairs import ANCHOR_ATTRIBUTES, TenantPair
 from sync.core.source import SourceUser
 
 DesiredContact = dict[str, Any]
@@ -55,6 +55,7 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]+")
 _EMPTY_BRACKETS = re.compile(r"\(\s*\)|\[\s*\]")
 _SPACES = re.compile(r"\s{2,}")
 _UNSAFE_NAME = re.compile(r"[^a-z0-9-]")
+ANCHOR_MARK = "ctcs|"  # how every anchor begins (TenantPair.anchor_prefix): a mapped custom attribute never does
 
 
 @dataclass
@@ -149,6 +150,11 @@ class ContactMapper:
                 if code is None:
                     warnings.append(f"country_dropped: {value[:60]!r} is not an ISO 3166 country")
                 value = code or ""
+            if parameter in ANCHOR_ATTRIBUTES and value.lower().startswith(ANCHOR_MARK):
+                # It would pass for an anchor (another pair's, or this one's): an anchor is only ever ctcs's own.
+                warnings.append(f"anchor_like_value_blanked: {parameter} would begin with {ANCHOR_MARK!r}, the "
+                                "anchor prefix; left blank")
+                value = ""
             limit = LIMITS.get(parameter)
             if limit is not None and len(value) > limit:
                 warnings.append(f"truncated: {parameter} cut from {len(value)} to {limit} characters")

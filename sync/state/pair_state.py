@@ -6,6 +6,11 @@ link of the next page to read (the checkpoint), the page's index and the round's
 the pair's lease writes it (`save_round`, `finish_round`, `drop_round` check the lease and the row's ETag), and each
 checkpoint renews the lease, so a crashed run frees the pair `CTCS_LEASE_SECONDS` after its last page.
 
+The checkpoints (the deltaLinks, the round in progress, the abandoned rounds, the groups round) are stamped with the
+pair's generation (`sync.state.pairs`) when written; a run reads them through `PairStatus.for_generation`, so those
+of another generation (a removed pair whose id was reused) are ignored and the round starts afresh. A row without a
+generation belongs to a pair stored before generations existed.
+
 A quarantine has a kind (`gate`: the safety gate; `credentials`: the pair's sign-in or permissions fail) and, for
 credentials, when the timer tests the connection again.
 """
@@ -14,6 +19,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
+import random
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -26,6 +34,8 @@ from azure.data.tables import TableClient, TableEntity, UpdateMode
 from sync.contract.vocabulary import QuarantineKind
 from sync.errors import LeaseHeld, LeaseLost
 from sync.state.entities import as_int, int64, iso, now_utc, text
+
+log = logging.getLogger("ctcs.state")
 
 PARTITION = "pair"
 MAX_ABANDONED = 8  # abandoned rounds remembered until a round completes (each one is a round id and a page)
@@ -126,6 +136,18 @@ class PairStatus:
     groups_delta_link: str = ""  # groups-as-contacts: the groups/delta deltaLink (apart from membership scoping's)
     groups_definition: str = ""  # the groups section and mapping of the last groups round; a change: a full round
     groups_round: str = ""  # a groups round whose creates were marked and may not all be on the queue
+    generation: str = ""  # the pair generation that wrote the checkpoints ("" = before generations existed)
+    discarded_ops: int = 0  # ops of a replaced pair (another generation) the worker discarded for this id
+    discarded_requests: int = 0  # pair-runs requests of a replaced pair the planner discarded for this id
+    credentials_epoch: int = 0  # credentials quarantines lifted so far: a failure met before the last lift is stale
+
+    def for_generation(self, generation: str) -> PairStatus:
+        """The status as a run of `generation` may use it: checkpoints written by another generation are left out
+        (a fresh start: no deltaLink, no round in progress, nothing abandoned, no definition to compare)."""
+        if self.generation == generation:
+            return self
+        return replace(self, delta_link="", definition_hash="", round=None, abandoned={}, groups_delta_link="",
+                       groups_definition="", groups_round="", generation=generation)
 
     @property
     def quarantined(self) -> bool:
@@ -169,6 +191,7 @@ def _status(pair_id: str, entity: TableEntity | None) -> PairStatus:
         quarantine_kind=entity.get("quarantine_kind", ""),
         retest_at=entity.get("retest_at", ""),
         failed_tests=as_int(entity.get("failed_tests")),
+        credentials_epoch=as_int(entity.get("credentials_epoch")),
         reconcile_at=entity.get("reconcile_at", ""),
         reconcile_run_id=entity.get("reconcile_run_id", ""),
         reconcile_counts=json.loads(entity.get("reconcile_counts") or "{}"),
@@ -176,6 +199,9 @@ def _status(pair_id: str, entity: TableEntity | None) -> PairStatus:
         groups_delta_link=entity.get("groups_delta_link", ""),
         groups_definition=entity.get("groups_definition", ""),
         groups_round=entity.get("groups_round", ""),
+        generation=entity.get("generation", ""),
+        discarded_ops=as_int(entity.get("discarded_ops")),
+        discarded_requests=as_int(entity.get("discarded_requests")),
     )
 
 
@@ -257,10 +283,11 @@ class PairStateStore:
         self._merge(pair_id, **fields)  # kept changing: keep the flag rather than lose a request
 
     # the round in progress: written only by the lease holder ---------------------------------------------------------
-    def save_round(self, pair_id: str, owner: str, round_: RoundState, *, lease_seconds: int) -> None:
+    def save_round(self, pair_id: str, owner: str, round_: RoundState, *, lease_seconds: int,
+                   generation: str = "") -> None:
         """Store the round (a new one, or its next checkpoint) and renew the lease. `LeaseLost` if another run
         holds the pair now."""
-        lease = {"lease_until": iso(now_utc() + timedelta(seconds=lease_seconds))}
+        lease = {"lease_until": iso(now_utc() + timedelta(seconds=lease_seconds)), "generation": generation}
         self._merge_as_owner(pair_id, owner, lambda entity: {**round_._columns(), **lease})
 
     def drop_round(self, pair_id: str, owner: str, *, abandoned: Mapping[str, int] | None = None) -> None:
@@ -271,7 +298,7 @@ class PairStateStore:
 
     def finish_round(
         self, pair_id: str, owner: str, *, run_id: str, outcome: str, delta_link: str, definition: str,
-        full_request_seen: str,
+        full_request_seen: str, generation: str = "",
     ) -> None:
         """The round's last page is queued: save its deltaLink, forget the round and the abandoned ones (it re-planned
         everything they marked), and clear the full-round request it answered (not a newer one)."""
@@ -280,7 +307,8 @@ class PairStateStore:
             newer_request = entity.get("full_requested_at", "") != full_request_seen
             cleared = {} if newer_request and entity.get("force_full") else {"force_full": False, "full_requested_at": ""}
             return {**NO_ROUND, "round_abandoned": "{}", "last_run_id": run_id, "last_run_at": iso(now_utc()),
-                    "last_outcome": outcome, "definition_hash": definition, "delta_link": delta_link, **cleared}
+                    "last_outcome": outcome, "definition_hash": definition, "delta_link": delta_link,
+                    "generation": generation, **cleared}
 
         self._merge_as_owner(pair_id, owner, fields)
 
@@ -302,23 +330,26 @@ class PairStateStore:
         raise LeaseLost(f"pair {pair_id!r}: its state kept changing while run {owner} saved its round")
 
     # groups-as-contacts: a groups round is planned and queued whole, after the users round, under the same lease ------
-    def begin_groups_round(self, pair_id: str, owner: str, round_id: str) -> None:
+    def begin_groups_round(self, pair_id: str, owner: str, round_id: str, *, generation: str = "") -> None:
         """Its creates are about to be marked `queued`: until `finish_groups_round`, they may not be on the queue."""
-        self._merge_as_owner(pair_id, owner, lambda entity: {"groups_round": round_id})
+        self._merge_as_owner(pair_id, owner, lambda entity: {"groups_round": round_id, "generation": generation})
 
-    def finish_groups_round(self, pair_id: str, owner: str, *, delta_link: str, definition: str) -> None:
+    def finish_groups_round(self, pair_id: str, owner: str, *, delta_link: str, definition: str,
+                            generation: str = "") -> None:
         """Every op of the groups round is queued: keep its deltaLink (invariant 4)."""
         self._merge_as_owner(pair_id, owner, lambda entity: {
-            "groups_round": "", "groups_delta_link": text(delta_link), "groups_definition": definition})
+            "groups_round": "", "groups_delta_link": text(delta_link), "groups_definition": definition,
+            "generation": generation})
 
     def quarantine(self, pair_id: str, reason: str) -> None:
         """The safety gate stopped the pair (kind `gate`): an admin releases it."""
         self._merge(pair_id, quarantine_reason=text(reason, 2000), quarantined_at=iso(now_utc()),
                     quarantine_kind=QuarantineKind.GATE.value, retest_at="", failed_tests=0)
 
-    def quarantine_credentials(self, pair_id: str, reason: str, *, retest_at: datetime) -> bool:
+    def quarantine_credentials(self, pair_id: str, reason: str, *, retest_at: datetime, epoch: int | None = None) -> bool:
         """Quarantine the pair because its credentials fail; True only for the caller that started it (several
-        workers meet the same failure at once: one of them reports it)."""
+        workers meet the same failure at once: one of them reports it). `epoch` is the `credentials_epoch` the
+        failed attempt began under: after a later lift the failure is stale and quarantines nothing."""
         fields = {"quarantine_reason": text(reason, 2000), "quarantined_at": iso(now_utc()),
                   "quarantine_kind": QuarantineKind.CREDENTIALS.value, "retest_at": iso(retest_at), "failed_tests": 1}
         for _ in range(5):
@@ -326,6 +357,8 @@ class PairStateStore:
             if entity is not None and entity.get("quarantine_kind") == QuarantineKind.CREDENTIALS.value \
                     and entity.get("quarantine_reason"):
                 return False
+            if entity is not None and epoch is not None and as_int(entity.get("credentials_epoch")) > epoch:
+                return False  # lifted after the attempt began: the admin's fix is newer than this failure
             try:
                 if entity is None:
                     self.table.create_entity({"PartitionKey": PARTITION, "RowKey": pair_id, **fields})
@@ -346,6 +379,29 @@ class PairStateStore:
     def release_quarantine(self, pair_id: str) -> None:
         self._merge(pair_id, quarantine_reason="", quarantined_at="", quarantine_kind="", retest_at="", failed_tests=0)
 
+    def lift_credentials_quarantine(self, pair_id: str) -> int:
+        """A connection test passed: release the pair and count one more lift (its new `credentials_epoch`), so a
+        failure that began before it cannot quarantine the pair again."""
+        for _ in range(10):
+            entity = self._entity(pair_id)
+            epoch = (as_int(entity.get("credentials_epoch")) if entity is not None else 0) + 1
+            fields = {"PartitionKey": PARTITION, "RowKey": pair_id, "quarantine_reason": "", "quarantined_at": "",
+                      "quarantine_kind": "", "retest_at": "", "failed_tests": 0, "credentials_epoch": epoch}
+            try:
+                if entity is None:
+                    self.table.create_entity(fields)
+                else:
+                    self.table.update_entity(fields, mode=UpdateMode.MERGE, etag=entity.metadata["etag"],
+                                             match_condition=MatchConditions.IfNotModified)
+                return epoch
+            except (ResourceExistsError, ResourceModifiedError):
+                continue  # written meanwhile: read again
+        entity = self._entity(pair_id)  # still contended: lift unguarded rather than leave the pair quarantined
+        epoch = (as_int(entity.get("credentials_epoch")) if entity is not None else 0) + 1
+        self._merge(pair_id, quarantine_reason="", quarantined_at="", quarantine_kind="", retest_at="", failed_tests=0,
+                    credentials_epoch=epoch)
+        return epoch
+
     def request_full_round(self, pair_id: str) -> None:
         """Drop the deltaLink so the next run reads every user (and sweeps what is gone)."""
         self._merge(pair_id, delta_link="", groups_delta_link="", force_full=True, full_requested_at=iso(now_utc()))
@@ -357,6 +413,26 @@ class PairStateStore:
 
     def schedule_reconcile(self, pair_id: str, due_at: str) -> None:
         self._merge(pair_id, reconcile_due_at=due_at)
+
+    def count_discarded(self, pair_id: str, what: str, count: int = 1) -> None:
+        """`count` messages of a replaced pair (`what`: "ops" or "requests") were discarded for this pair id: status
+        shows the total. ETag-guarded, so workers discarding at the same moment all count (each waits a random moment
+        before reading again, so a burst of discards does not collide round after round)."""
+        column = f"discarded_{what}"
+        for _ in range(100):
+            entity = self._entity(pair_id)
+            fields = {"PartitionKey": PARTITION, "RowKey": pair_id,
+                      column: as_int(None if entity is None else entity.get(column)) + count}
+            try:
+                if entity is None:
+                    self.table.create_entity(fields)
+                else:
+                    self.table.update_entity(fields, mode=UpdateMode.MERGE, etag=entity.metadata["etag"],
+                                             match_condition=MatchConditions.IfNotModified)
+                return
+            except (ResourceExistsError, ResourceModifiedError, ResourceNotFoundError):
+                time.sleep(random.uniform(0, 0.05))  # another discard (or a run) wrote meanwhile: read again
+        log.warning("pair %s: %d discarded message(s) could not be counted (the row kept changing)", pair_id, count)
 
     def forget(self, pair_id: str) -> None:
         with contextlib.suppress(ResourceNotFoundError):

@@ -4,7 +4,15 @@
     contact-ops-poison   where the host moves an op after maxDequeueCount failed deliveries
     contact-ops-failed   where the poison trigger keeps those ops for `python -m sync replay-poison` (no trigger,
                          no expiry: invariant 2)
+    contact-ops-poison-poison  where the host would move a message the poison trigger failed on every time; the
+                         trigger never raises on its last delivery, so only an older version of ctcs left any here
+                         (replay-poison reads it too)
     pair-runs            requests to plan one pair (the planner's queue trigger)
+    pair-runs-poison     requests the planner failed on every delivery (no trigger: status counts them)
+    pair-runs-poison-poison  never filled (no trigger reads pair-runs-poison); counted so status shows every queue
+
+The `-poison` and `-poison-poison` queues are created by the Functions host on first use; ctcs never creates the
+ones without a trigger, and counts a missing queue as empty.
 
 Sending is the planner's hot path: `send_all` sends a plan's messages several at once (sync.state.parallel) over the
 client's pooled connections (the SDK's QueueClient is thread-safe), and packs large plans into batch messages
@@ -24,7 +32,8 @@ from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.storage.queue import QueueClient, QueueMessage
 
 from sync.contract.ops import ContactOp, encode_batches, pair_of_message
-from sync.contract.pair_runs import PairRunRequest
+from sync.contract.pair_runs import PairRunRequest, decode_run_request
+from sync.errors import BadRunRequest
 from sync.state.parallel import run_all
 
 POISON_SUFFIX = "-poison"
@@ -95,7 +104,7 @@ class OpQueue:
         yield from self.client.peek_messages(max_messages=32)
 
     def approximate_count(self) -> int:
-        return int(self.client.get_queue_properties().approximate_message_count or 0)
+        return queue_depth(self.client)
 
 
 @dataclass
@@ -117,17 +126,29 @@ class PairRunQueue:
         self.client.send_message(request.to_json(), visibility_timeout=delay_seconds or None, time_to_live=NEVER_EXPIRES)
 
     def approximate_count(self) -> int:
-        return int(self.client.get_queue_properties().approximate_message_count or 0)
+        return queue_depth(self.client)
+
+
+def queue_depth(client: QueueClient) -> int:
+    """Messages in a queue, approximate as Storage counts them; 0 for a queue that does not exist (the Functions
+    host creates a `-poison` queue only when it first moves a message there)."""
+    try:
+        return int(client.get_queue_properties().approximate_message_count or 0)
+    except ResourceNotFoundError:
+        return 0
 
 
 def move_ops(source: OpQueue, destination: OpQueue, *, wanted: Callable[[str | None], bool], limit: int = 10_000) -> int:
     """Move the messages whose pair is `wanted` from one queue to another, byte for byte (sent first, then deleted:
     a crash in between leaves a copy in both, which is harmless, never none). Other messages are hidden while
-    looked at and given back after."""
+    looked at and given back after. A source queue that does not exist holds nothing."""
     moved = 0
     others = []
     while moved < limit:
-        messages = source.receive(max_messages=32, visibility_timeout=60)
+        try:
+            messages = source.receive(max_messages=32, visibility_timeout=60)
+        except ResourceNotFoundError:  # a queue the host never created (a -poison-poison): nothing to move
+            break
         if not messages:
             break
         for message in messages:
@@ -140,3 +161,34 @@ def move_ops(source: OpQueue, destination: OpQueue, *, wanted: Callable[[str | N
     for message in others:
         source.make_visible(message)
     return moved
+
+
+PEEK_LIMIT = 32  # the most messages Queue Storage shows in one peek
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """Messages of one pair seen at the front of a queue (a peek: nothing is received, hidden or counted as a
+    delivery). `complete` is False when the queue held more than one peek shows."""
+
+    messages: int
+    complete: bool
+
+
+def waiting_ops(queue: OpQueue, pair_id: str) -> Waiting:
+    """Messages of the pair's ops (a batch counts once) among the first `PEEK_LIMIT` of an ops queue."""
+    peeked = list(queue.client.peek_messages(max_messages=PEEK_LIMIT))
+    mine = sum(1 for message in peeked if pair_of_message(message.content) == pair_id)
+    return Waiting(mine, len(peeked) < PEEK_LIMIT)
+
+
+def waiting_requests(queue: PairRunQueue, pair_id: str) -> Waiting:
+    """The pair's planning requests among the first `PEEK_LIMIT` messages of `pair-runs`."""
+    peeked = list(queue.client.peek_messages(max_messages=PEEK_LIMIT))
+    mine = 0
+    for message in peeked:
+        try:
+            mine += decode_run_request(message.content).pair_id == pair_id
+        except BadRunRequest:
+            continue
+    return Waiting(mine, len(peeked) < PEEK_LIMIT)

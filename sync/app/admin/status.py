@@ -2,7 +2,8 @@
 
 Everything under a pair is that pair's own: its rows counted by status (`queued` = creates waiting for the worker),
 `poisoned` = its ops that failed every delivery (kept in the `-failed` queue), and problems with their causes.
-The queues are shared by every pair, so their depths are reported once, beside the pairs, never under one.
+The queues are shared by every pair, so their depths are reported once, beside the pairs, never under one: every
+queue, the poison queues and theirs included (`queues` by role, `queue_names` the names they have in this app).
 Under `exchange`, the pair's target organisation as every worker instance sees it: a creation-quota pause (when it
 was reached, the creates of this pair that wait, the next attempt) and the pace of Exchange calls.
 """
@@ -14,13 +15,27 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sync.app.wiring.runtime import Runtime
+from sync.contract.pairs import RETIRED_ADOPT_NOTE, TenantPair
 from sync.contract.vocabulary import ContactStatus
-from sync.state.pair_state import RoundState
+from sync.state.ownership import MarkKind
+from sync.state.pair_state import PairStatus, RoundState
+from sync.state.pairs import tenants_of
+from sync.state.queues import OpQueue, PairRunQueue
 from sync.state.targets import MEMBER_SECONDS
 
 MAX_PROBLEMS = 100
 RECENT_RUNS = 5
 GROUPS = "groups_"  # how ContactStateStore.status_counts tells groups' rows from users'
+
+
+def ownership_status(rt: Runtime, pair: TenantPair) -> dict[str, Any]:
+    """Contacts an admin took over (released until handed back, `python -m sync handback`), how many the pair
+    adopted (`python -m sync adopt`), and a note for a stored pair that still says `conflicts: adopt_contacts`."""
+    marks = rt.stores.ownership.marks(pair)
+    released = [{"source_id": m.source_id, "name": m.name, "address": m.address, "why": m.why, "at": m.at}
+                for m in sorted(marks.values(), key=lambda m: m.source_id) if m.kind is MarkKind.RELEASED]
+    note = {"conflicts_note": RETIRED_ADOPT_NOTE} if pair.conflicts == "adopt_contacts" else {}
+    return {"released_contacts": released, "adopted_contacts": len(marks) - len(released), **note}
 
 
 def pair_status(rt: Runtime, pair_id: str) -> dict[str, Any]:
@@ -58,7 +73,9 @@ def pair_status(rt: Runtime, pair_id: str) -> dict[str, Any]:
         if state.reconcile_at else None,
         "contacts": dict(counts),
         **groups,
+        **ownership_status(rt, pair),
         "waiting": {"creates_queued": queued, "poisoned": poisoned},
+        **pair_life(rt, pair, state),
         "exchange": target_status(rt, pair.target.organization, creates_waiting=queued),
         "recent_runs": [
             {
@@ -86,6 +103,19 @@ def pair_status(rt: Runtime, pair_id: str) -> dict[str, Any]:
             for row in stores.subscriptions.of_pair(pair_id)
         ],
     }
+
+
+def pair_life(rt: Runtime, pair: TenantPair, state: PairStatus) -> dict[str, Any]:
+    """The pair's generation, the messages of earlier pairs with its id that were discarded, and any other stored
+    pair syncing the same source tenant into the same target tenant (stored before that was refused)."""
+    same = [other.id for other in rt.stores.pairs.list() if other.id != pair.id and tenants_of(other) == tenants_of(pair)]
+    overlap = None
+    if same:
+        overlap = (f"pair(s) {', '.join(same)} also sync this source tenant into this target tenant: the pairs fight "
+                   "over the same contacts (one may delete what another made); remove all but one "
+                   "(python -m sync pairs remove ID)")
+    return {"generation": pair.generation or None, "overlap": overlap,
+            "discarded_pair_replaced": {"ops": state.discarded_ops, "requests": state.discarded_requests}}
 
 
 def _at(moment: datetime | None) -> str | None:
@@ -129,13 +159,22 @@ def _round(round_: RoundState | None) -> dict[str, Any] | None:
 
 
 def queue_depths(rt: Runtime) -> dict[str, int]:
-    """Messages in the shared queues, every pair's together (approximate, as Storage counts them)."""
+    """Messages in every queue ctcs or the host writes, every pair's together (approximate, as Storage counts them;
+    a queue the host has not created yet counts 0). The keys are the queues' roles; `queue_names` has their names."""
+    return {role: queue.approximate_count() for role, queue in _queues(rt).items()}
+
+
+def queue_names(rt: Runtime) -> dict[str, str]:
+    """The name of each queue `queue_depths` counts, by the same role."""
+    return {role: queue.name for role, queue in _queues(rt).items()}
+
+
+def _queues(rt: Runtime) -> dict[str, OpQueue | PairRunQueue]:
     stores = rt.stores
     return {
-        "ops": stores.ops.approximate_count(),
-        "poison": stores.poison.approximate_count(),
-        "failed": stores.failed.approximate_count(),
-        "parked": stores.parked.approximate_count(),
+        "ops": stores.ops, "poison": stores.poison, "poison_poison": stores.poison_poison, "failed": stores.failed,
+        "parked": stores.parked, "pair_runs": stores.pair_runs, "pair_runs_poison": stores.pair_runs_poison,
+        "pair_runs_poison_poison": stores.pair_runs_poison_poison,
     }
 
 
@@ -143,7 +182,7 @@ def status_report(rt: Runtime, pair_ids: list[str] | None = None) -> dict[str, A
     """Every pair (or the ones named) and the shared queues: what `status --json` prints."""
     ids = pair_ids if pair_ids is not None else [pair.id for pair in rt.stores.pairs.list()]
     return {"pairs": [pair_status(rt, pair_id) for pair_id in ids], "queues": queue_depths(rt),
-            "notifications": notification_status(rt)}
+            "queue_names": queue_names(rt), "notifications": notification_status(rt)}
 
 
 def notification_status(rt: Runtime) -> dict[str, Any]:

@@ -28,7 +28,7 @@ from sync.app.planner.run import RunResult, run_pair
 from sync.app.planner.subscriptions import maintain_pair
 from sync.app.wiring.runtime import Runtime
 from sync.contract.pair_runs import PairRunRequest, RunKind, decode_run_request
-from sync.contract.vocabulary import RunOutcome, RunTrigger, SubscriptionState
+from sync.contract.vocabulary import PAIR_REPLACED, RunOutcome, RunTrigger, SubscriptionState
 from sync.errors import BadRunRequest, PairNotFound
 from sync.state.entities import iso, now_utc
 from sync.state.pair_state import PairStatus
@@ -80,7 +80,8 @@ def request_runs(rt: Runtime, *, trigger: RunTrigger = RunTrigger.TIMER) -> list
             reconcile_due = bool(status.reconcile_due_at) and datetime.fromisoformat(status.reconcile_due_at) <= now
             kind = RunKind.RECONCILE if reconcile_due and status.round is None else RunKind.PLAN
             if not why:
-                rt.stores.pair_runs.send(PairRunRequest(pair.id, kind, trigger, requested_at=iso(now)))
+                rt.stores.pair_runs.send(PairRunRequest(pair.id, kind, trigger, requested_at=iso(now),
+                                                        generation=pair.generation))
             done.append(Requested(pair.id, why))
         except Exception as error:
             log.exception("pair %s: could not ask for a planning run", pair.id)
@@ -99,6 +100,8 @@ def run_requested(rt: Runtime, body: str | bytes) -> RunResult | None:
         log.error("dropping a pair-runs message that is not a planning request: %s", bad)
         return None
     try:
+        if _of_a_replaced_pair(rt, request):
+            return None
         status = rt.stores.pair_state.get(request.pair_id)
         if request.kind is RunKind.CONTINUE and (status.round is None or status.round.round_id != request.round_id):
             log.info("pair %s: round %s has ended; nothing to continue", request.pair_id, request.round_id)
@@ -121,6 +124,26 @@ def run_requested(rt: Runtime, body: str | bytes) -> RunResult | None:
         # holding the lease reads, so its run comes after that one.
         rt.stores.pair_runs.send(request, delay_seconds=_until_lease_ends(rt, request.pair_id))
     return result
+
+
+def is_void(request: PairRunRequest, generation: str) -> bool:
+    """Whether a request was made for another generation of its pair id (a pair removed and added again, or replaced
+    with other tenants). A request naming no generation was made for a pair stored before generations existed; a plain
+    `plan` without one is what the timer asks anyway, so it plans whatever pair holds the id now."""
+    if request.generation == generation:
+        return False
+    harmless = not request.generation and request.kind is RunKind.PLAN and not (request.allow_deletes or request.full)
+    return not harmless
+
+
+def _of_a_replaced_pair(rt: Runtime, request: PairRunRequest) -> bool:
+    """Discard (count and log) a request of another generation; `PairNotFound` when the pair is gone."""
+    if not is_void(request, rt.stores.pairs.get(request.pair_id).generation):
+        return False
+    rt.stores.pair_state.count_discarded(request.pair_id, "requests")
+    log.warning("pair %s: %s request (%s): %s", request.pair_id, request.kind.value, request.trigger.value,
+                PAIR_REPLACED, extra={"pair_id": request.pair_id, "outcome": "discarded", "detail": PAIR_REPLACED})
+    return True
 
 
 def _state_lost(rt: Runtime, pair_id: str) -> bool:

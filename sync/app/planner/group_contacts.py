@@ -112,7 +112,7 @@ def run_groups_round(
     """Read, plan, gate and queue the pair's groups round (with a `StoreSink` the caller holds the lease; a `DrySink`
     reads Graph and writes nothing)."""
     stores = rt.stores
-    status = stores.pair_state.get(pair.id)
+    status = stores.pair_state.get(pair.id).for_generation(pair.generation)
     definition = groups_definition(pair)
     round_id = f"groups-{run.run_id}"
     requests = 0

@@ -56,6 +56,7 @@ from sync.core.source import DeltaPage, DeltaRound, Source
 from sync.errors import DeltaTokenExpired, SourceError
 from sync.state.entities import iso, now_utc
 from sync.state.groups import GroupScopeState
+from sync.state.ownership import adopted_ids, with_released
 from sync.state.pair_state import MAX_ABANDONED, PairStatus, RoundState
 from sync.state.round_pages import record_of
 from sync.state.runs import RunRecord
@@ -125,6 +126,7 @@ class StreamedRound:
     _state: dict[str, StateSummary] = field(default_factory=dict)
     _hidden: frozenset[str] | None = None
     _window: RemovalWindow = field(default_factory=RemovalWindow)  # what the pair removed in its gate's window
+    _adopted: frozenset[str] = frozenset()  # users whose contacts `python -m sync adopt` took over
     _groups: group_round.GroupRound | None = None
     _leaving_here: dict[str, str] = field(default_factory=dict)  # removals this invocation's pages held back
     _current: RoundState | None = None  # the round as far as this invocation has planned it
@@ -143,7 +145,9 @@ class StreamedRound:
         progress = RoundProgress(round_.round_id, round_.full, Plan(self.pair.id, self.run.run_id, round_.version,
                                                                   round_.full))
         # A users round sees users' rows only: its full-round sweep must not take group contacts for vanished users.
-        self._state, self.group_rows = split_rows(stores.contacts.summaries(self.pair.id))
+        marks = stores.ownership.marks(self.pair)  # released contacts stay released when their rows are lost
+        self._state, self.group_rows = split_rows(with_released(stores.contacts.summaries(self.pair.id), marks))
+        self._adopted = adopted_ids(marks)
         self._hidden = self.rt.hidden_ids(self.pair)
         self._window = stores.removals.window(self.pair.id, self.pair.deletion.window_hours)
         try:
@@ -310,7 +314,7 @@ class StreamedRound:
 
     def _plan(self, round_: RoundState, delta: DeltaRound, *, last: bool, earlier: EarlierPages) -> Plan:
         baseline = Baseline(self._state, memberships=self._groups.memberships if self._groups else None,
-                            hidden_ids=self._hidden, window=self._window)
+                            hidden_ids=self._hidden, window=self._window, adopted=self._adopted)
         options = PlanOptions(round_.version + round_.page, self.run.run_id, retry_kept=round_.full,
                               now=datetime.now(UTC), ledger=SendLedger(round_.round_id, round_.page, round_.abandoned))
         return plan_page(self.pair, delta, baseline, options, last=last, earlier=earlier)

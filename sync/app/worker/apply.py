@@ -31,6 +31,7 @@ from sync.core.target import Recipient, Target
 from sync.errors import AddressInUse, CreationQuotaReached, RowBusy, TargetNotFound, TargetRejected
 from sync.state.contacts import ClaimLost, ContactRow, ContactStateStore, RowUpdate
 from sync.state.entities import iso, now_utc
+from sync.state.ownership import Mark, MarkKind, OwnershipStore
 
 log = logging.getLogger("ctcs.worker")
 
@@ -42,7 +43,7 @@ _HAS_CONTACT = (ContactStatus.OK, ContactStatus.FAILED, ContactStatus.HIDDEN)
 
 class Outcome(StrEnum):
     CREATED = "created"
-    ADOPTED = "adopted"  # our own contact found by anchor (an earlier attempt made it) or an allowed takeover
+    ADOPTED = "adopted"  # our own contact found by anchor or by its own Name (an earlier attempt made it)
     UPDATED = "updated"
     UNCHANGED = "unchanged"
     DELETED = "deleted"
@@ -53,6 +54,7 @@ class Outcome(StrEnum):
     CONFLICT = "conflict"  # another recipient holds the address or name
     REJECTED = "rejected"  # Exchange refused a value; fixing the source data fixes it
     RELEASED = "released"  # the contact lost this pair's anchor (taken over by an admin): never written again
+    DISCARDED = "discarded"  # an op of a replaced pair (another generation of its id): never applied
 
     @property
     def failed(self) -> bool:
@@ -69,12 +71,14 @@ class Applied:
 
 def apply_op(
     op: ContactOp, *, pair: TenantPair, target: Target, contacts: ContactStateStore, quota: QuotaGate | None = None,
-    open_source: SourceOpener | None = None,
+    open_source: SourceOpener | None = None, ownership: OwnershipStore | None = None,
 ) -> Applied:
     """Apply `op` unless a newer one won; record the result in ContactState. With `quota`, a create waits (raises
     `CreationQuotaReached`) while the target organisation's creation quota is spent, before it claims the row. With
     `open_source`, an address held by another of the pair's own contacts whose user gave it up is freed first
-    (sync.app.worker.address_moves)."""
+    (sync.app.worker.address_moves). With `ownership`, a create of a contact an admin took over (recorded apart
+    from ContactState, sync.state.ownership) is not applied: it stays released, and what the worker learns is
+    released is recorded there."""
     organization = pair.target.organization
     admitted = quota is None
     for _ in range(3):
@@ -101,6 +105,9 @@ def apply_op(
     try:
         if op.partial:
             result, update = _apply_partial(op, row, pair, target)
+        elif (mark := _released_mark(op, row, pair, ownership)) is not None:
+            result = Applied(Outcome.RELEASED, mark.guid, mark.why)  # never adopted again (invariant 1)
+            update = replace(_row_update(op, row, result), kind=op.object_kind)
         else:
             result = _apply_moving(op, row, pair, target, contacts, open_source)
             update = replace(_row_update(op, row, result), kind=op.object_kind)  # the row says whose contact it is
@@ -116,7 +123,19 @@ def apply_op(
         return Applied(Outcome.STALE, result.guid, "a newer op took over this user while this one ran")
     if quota is not None and result.outcome is Outcome.CREATED:
         quota.created(organization)
+    if ownership is not None and result.outcome is Outcome.RELEASED:
+        ownership.released(pair, op.source_id, guid=result.guid, why=result.detail,
+                           name=str(row.applied.get("Name") or ""),
+                           address=str(row.applied.get("ExternalEmailAddress") or ""))
     return result
+
+
+def _released_mark(op: ContactOp, row: ContactRow, pair: TenantPair, ownership: OwnershipStore | None) -> Mark | None:
+    """The released mark of a create's user (one table read, creates only): its contact is the admin's now."""
+    if ownership is None or op.kind is not OpKind.CREATE:
+        return None
+    mark = ownership.get(pair, op.source_id)
+    return mark if mark is not None and mark.kind is MarkKind.RELEASED else None
 
 
 def _release(contacts: ContactStateStore, row: ContactRow) -> None:
@@ -277,10 +296,7 @@ def _create(op: ContactOp, pair: TenantPair, target: Target) -> Applied:
         return Applied(Outcome.ADOPTED, own[0].guid, "found its own contact from an earlier attempt")
     if found:
         holder = found[0]
-        unowned_contact = holder.recipient_type == MAIL_CONTACT and not holder.anchor(pair.contact.anchor_attribute)
-        if pair.conflicts == "adopt_contacts" and unowned_contact and holder.name != name:
-            target.update(holder.guid, _changes(contact, {}))
-            return Applied(Outcome.ADOPTED, holder.guid, f"took over unowned contact {holder.name!r}")
+        # Never taken over here, whatever the pair says: `python -m sync adopt` takes existing contacts, listed first.
         what = f"the name {name}" if holder.name == name else f"the address {address}"
         return Applied(Outcome.CONFLICT, "", f"{_describe(holder)} already holds {what}",
                        holders=found if holder.name != name else [])

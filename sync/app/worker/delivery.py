@@ -37,6 +37,9 @@ def handle_message(rt: Runtime, message: OpMessage) -> tuple[ContactOp, Applied]
     started = time.monotonic()
     try:
         pair = rt.pair(op.pair_id)
+        stored = rt.stores.pairs.generation_of(op.pair_id)  # one point read: the cached pair may have been replaced
+        if stored != pair.generation:
+            pair = rt.stores.pairs.get(op.pair_id)
     except PairNotFound:
         log.warning("dropping op %s: pair %s no longer exists", op.key, op.pair_id)
         return op, Applied(Outcome.STALE, detail="the pair was removed")
@@ -49,7 +52,7 @@ def handle_message(rt: Runtime, message: OpMessage) -> tuple[ContactOp, Applied]
     calls_before = _thread_counts(target)
     try:
         applied = apply_op(op, pair=pair, target=target, contacts=rt.stores.contacts, quota=quota_gate(rt),
-                           open_source=rt.open_source)
+                           open_source=rt.open_source, ownership=rt.stores.ownership)
     except Exception as error:
         attempted_under(error, epoch)  # a failure of this client began before any later lift of the quarantine
         raise
@@ -122,14 +125,17 @@ def record_poison(rt: Runtime, message: OpMessage, *, error: str = "") -> Contac
 def replay_poison(rt: Runtime, *, pair_id: str | None = None, limit: int = 10_000) -> int:
     """Move failed ops (of one pair, or all) back to the ops queue; the worker applies them again.
 
-    They are read from the holding queue `<queue>-failed` (where the poison trigger keeps them) and from
-    `<queue>-poison` itself (where `drain` leaves them, and where the host puts them until the poison trigger runs).
+    They are read from the holding queue `<queue>-failed` (where the poison trigger keeps them), from
+    `<queue>-poison` itself (where `drain` leaves them, and where the host puts them until the poison trigger runs)
+    and from `<queue>-poison-poison` (where the host put what an older poison trigger failed on).
     """
     def wanted(op_pair: str | None) -> bool:
         return pair_id is None or op_pair == pair_id
 
-    moved = move_ops(rt.stores.failed, rt.stores.ops, wanted=wanted, limit=limit)
-    return moved + move_ops(rt.stores.poison, rt.stores.ops, wanted=wanted, limit=limit - moved)
+    moved = 0
+    for kept in (rt.stores.failed, rt.stores.poison, rt.stores.poison_poison):
+        moved += move_ops(kept, rt.stores.ops, wanted=wanted, limit=limit - moved)
+    return moved
 
 
 def keep_poisoned(rt: Runtime, body: str | bytes, *, error: str = "", dequeue_count: int = 1) -> ContactOp | None:
