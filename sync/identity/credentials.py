@@ -49,7 +49,7 @@ ENTRA_CLOUD_OF: dict[str, str] = {"global": "global", "usgov": "usgov", "usgovdo
 ManagedIdentityFactory = Callable[[str | None], TokenCredential]
 """Builds the app's managed identity credential for a client id (None: system-assigned)."""
 
-CredentialKey = tuple[str, str, str, str]
+CredentialKey = tuple[str, str, str, str, tuple[str, ...]]
 
 
 def _managed_identity(client_id: str | None) -> TokenCredential:
@@ -57,7 +57,9 @@ def _managed_identity(client_id: str | None) -> TokenCredential:
 
 
 class CredentialCache:
-    """Credentials by (tenant, client id, cloud, credential definition); the definition holds references only."""
+    """Credentials by (tenant, client id, cloud, credential definition, versions of its secrets): the definition
+    holds references only, and a secret or certificate replaced behind the same reference (a new Key Vault version,
+    another file content) makes a new credential, so the fix is used without a restart."""
 
     def __init__(
         self,
@@ -95,17 +97,19 @@ class CredentialCache:
         `field` names the definition in error messages (`target.credential`).
         """
         cloud_key = cloud if isinstance(cloud, str) else cloud.model_dump_json()
-        key: CredentialKey = (tenant_id.lower(), client_id.lower(), cloud_key, definition.model_dump_json())
         with self._lock:
-            cached = self._credentials.get(key)
-            if cached is None:
-                try:
+            try:
+                versions = tuple(resolver.version(reference) for reference in _references(definition))
+                key: CredentialKey = (tenant_id.lower(), client_id.lower(), cloud_key, definition.model_dump_json(),
+                                      versions)
+                cached = self._credentials.get(key)
+                if cached is None:
                     cached = self._build(tenant_id, client_id, cloud, definition, resolver, field)
-                except CredentialUnusable as unusable:
-                    message = str(unusable)
-                    # Name the pair side the reference belongs to (the resolver only knows the reference).
-                    raise CredentialUnusable(message if message.startswith(field) else f"{field}: {message}") from None
-                self._credentials[key] = cached
+                    self._credentials[key] = cached
+            except CredentialUnusable as unusable:
+                message = str(unusable)
+                # Name the pair side the reference belongs to (the resolver only knows the reference).
+                raise CredentialUnusable(message if message.startswith(field) else f"{field}: {message}") from None
             return cached
 
     def for_source(self, pair: pairs.TenantPair, resolver: SecretResolver) -> TokenCredential:
@@ -175,6 +179,16 @@ class CredentialCache:
             cached = self._managed_identity_factory(client_id)
             self._managed_identities[client_id] = cached
         return cached
+
+
+def _references(
+    definition: pairs.ClientSecretCredential | pairs.CertificateCredential | pairs.FederatedCredential,
+) -> tuple[str, ...]:
+    if isinstance(definition, pairs.ClientSecretCredential):
+        return (definition.secret,)
+    if isinstance(definition, pairs.CertificateCredential):
+        return (definition.certificate, definition.password) if definition.password else (definition.certificate,)
+    return ()
 
 
 def hosting_cloud(environ: Mapping[str, str] | None = None) -> str:

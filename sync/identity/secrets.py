@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import os
 import threading
 from collections.abc import Callable, Mapping
@@ -74,7 +75,7 @@ class SecretResolver:
         self._secret_client_factory = secret_client_factory or self._default_secret_client
         self._base_dir = base_dir
         self._client: SecretClientLike | None = None
-        self._cache: dict[str, tuple[str, str | None]] = {}
+        self._cache: dict[str, tuple[str, str | None, str]] = {}
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -85,11 +86,25 @@ class SecretResolver:
         with self._lock:
             self._cache.clear()
 
+    def version(self, reference: str) -> str:
+        """Which value the reference holds now, without the value: the Key Vault secret's version, or a short hash
+        of an `env:` or `file:` value. Credentials are cached by it, so a replaced secret or certificate is used
+        as soon as it is read again."""
+        kind, name = _split(reference)
+        if kind == "kv":
+            value, _, version = self._key_vault_secret(reference, name)
+            if version:
+                return f"kv:{version}"
+            data = value.encode("utf-8")
+        else:
+            data = self.resolve_bytes(reference) if kind == "file" else self.resolve(reference).encode("utf-8")
+        return "sha256:" + hashlib.sha256(data).hexdigest()[:16]
+
     def resolve(self, reference: str) -> str:
         """The value of a reference as text (client secrets, passwords)."""
         kind, name = _split(reference)
         if kind == "kv":
-            value, _ = self._key_vault_secret(reference, name)
+            value, _, _ = self._key_vault_secret(reference, name)
         elif kind == "env":
             value = self._environ.get(name, "")
             if not value:
@@ -117,7 +132,7 @@ class SecretResolver:
             _refuse_unresolved(reference, data[:64].decode("latin-1"))
             return data
         if kind == "kv":
-            text, content_type = self._key_vault_secret(reference, name)
+            text, content_type, _ = self._key_vault_secret(reference, name)
             _refuse_unresolved(reference, text)
             if content_type == PKCS12_CONTENT_TYPE:
                 return _base64(reference, text)
@@ -127,7 +142,7 @@ class SecretResolver:
             return text.encode("utf-8")
         return _base64(reference, text)
 
-    def _key_vault_secret(self, reference: str, name: str) -> tuple[str, str | None]:
+    def _key_vault_secret(self, reference: str, name: str) -> tuple[str, str | None, str]:
         with self._lock:
             cached = self._cache.get(name)
             if cached is not None:
@@ -143,7 +158,9 @@ class SecretResolver:
             if not secret.value:
                 raise CredentialUnusable(f"secret reference {reference}: the key vault secret is empty")
             content_type = getattr(secret.properties, "content_type", None)
-            cached = (secret.value, content_type if isinstance(content_type, str) else None)
+            version = getattr(secret.properties, "version", None)
+            cached = (secret.value, content_type if isinstance(content_type, str) else None,
+                      version if isinstance(version, str) else "")
             self._cache[name] = cached
             return cached
 

@@ -135,10 +135,10 @@ class _Drain:
             count = handle.dequeue_count or 1
             decision = decide(error, dequeue_count=count, backoff=self.backoff)
             if decision.verdict is Verdict.PARK:
-                park(self.rt, message, decision, error)
+                parked = park(self.rt, message, decision, error)  # else back on the queue: the quarantine was lifted
                 queue.delete(handle, missing_ok=True)
-                self.report.parked += 1
-                return "parked"
+                self.report.parked += int(parked)
+                return "parked" if parked else "requeued"
             if decision.verdict is Verdict.DEFER:
                 queue.send_text(message.text, delay_seconds=decision.delay_seconds)
                 queue.delete(handle, missing_ok=True)

@@ -34,7 +34,7 @@ class Retest:
 
 def lift_credentials_quarantine(rt: Runtime, pair_id: str) -> int:
     """The pair's connection test passed: release it, forget stale credentials, give its parked ops back."""
-    rt.stores.pair_state.release_quarantine(pair_id)
+    rt.stores.pair_state.lift_credentials_quarantine(pair_id)  # a new epoch: failures from before it are stale
     rt.forget_connections(pair_id)
     moved = move_parked_back(rt, pair_ids={pair_id})
     log.warning("pair %s: connection test passed, quarantine lifted; %d parked op(s) back on the queue", pair_id, moved,

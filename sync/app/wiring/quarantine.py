@@ -5,6 +5,11 @@ records it once: the reason is the diagnosis (cause and fix in an admin's words)
 timer tests the connection again on a back-off (`sync.core.quarantine`). While quarantined, the pair plans nothing
 and its ops wait untried in the `-parked` queue; `sync.app.admin.retest` lifts the quarantine when a test passes and
 moves them back. The safety gate's quarantine (kind `gate`) is separate: only an admin releases that one.
+
+A lift stays lifted: each lift counts one more `credentials_epoch` of the pair, and a failure carries the epoch its
+attempt began under (`attempted_under`: the worker's cached target client was built under it). A failure from before
+the lift (an op that was already under way with the old certificate) quarantines nothing: `keep_parked` sends its op
+back to the queue, where the worker's next attempt opens the fixed credential.
 """
 
 from __future__ import annotations
@@ -17,10 +22,23 @@ from sync.contract.pairs import TenantPair
 from sync.contract.vocabulary import QuarantineKind, RunOutcome
 from sync.core.diagnosis import Side, Subject, diagnose
 from sync.core.quarantine import next_retest
-from sync.errors import CredentialUnusable, SourceAuthError, TargetAuthError
+from sync.errors import CredentialUnusable, PairNotFound, SourceAuthError, TargetAuthError
 from sync.state.queues import move_ops
 
 log = logging.getLogger("ctcs.quarantine")
+
+_EPOCH_ATTRIBUTE = "ctcs_credentials_epoch"
+
+
+def attempted_under(error: BaseException, epoch: int) -> None:
+    """Note on a failure the credentials epoch its attempt began under (see the module docstring)."""
+    if not hasattr(error, _EPOCH_ATTRIBUTE):
+        setattr(error, _EPOCH_ATTRIBUTE, epoch)
+
+
+def attempt_epoch(error: BaseException) -> int | None:
+    epoch = getattr(error, _EPOCH_ATTRIBUTE, None)
+    return epoch if isinstance(epoch, int) else None
 
 
 def side_of(error: BaseException, default: Side = Side.TARGET) -> Side:
@@ -55,8 +73,14 @@ def quarantine_for_credentials(rt: Runtime, pair: TenantPair, error: BaseExcepti
     that started the quarantine."""
     side = side or side_of(error)
     reason = credentials_reason(pair, error, side)
-    started = rt.stores.pair_state.quarantine_credentials(pair.id, reason, retest_at=next_retest(1, now or datetime.now(UTC)))
+    epoch = attempt_epoch(error)
+    started = rt.stores.pair_state.quarantine_credentials(pair.id, reason, retest_at=next_retest(1, now or datetime.now(UTC)),
+                                                          epoch=epoch)
     rt.look_again(pair.id)  # this worker sees it at once
+    if not started and epoch is not None and rt.credentials_epoch(pair.id) > epoch:
+        log.warning("pair %s: a credentials failure from before its quarantine was lifted quarantines nothing: %s",
+                    pair.id, reason, extra={"pair_id": pair.id, "outcome": "stale_failure", "side": side.value})
+        return False
     if started:
         log.error(
             "pair %s quarantined: %s", pair.id, reason,
@@ -65,6 +89,20 @@ def quarantine_for_credentials(rt: Runtime, pair: TenantPair, error: BaseExcepti
                    "side": side.value, "reason": reason},
         )
     return started
+
+
+def keep_parked(rt: Runtime, pair_id: str, error: BaseException, *, new_failure: bool) -> bool:
+    """Where an op goes whose pair's credentials failed (`new_failure`: this op met the failure; else the pair was
+    seen quarantined): True to `-parked`; False back to the ops queue, because the quarantine is lifted by now or
+    the failure began before the lift. The quarantine is read afresh, so no op is parked behind a lifted one."""
+    try:
+        pair = rt.pair(pair_id)
+    except PairNotFound:
+        return True  # kept: what happens to it is decided when it is tried again
+    if new_failure:
+        quarantine_for_credentials(rt, pair, error)
+    rt.look_again(pair_id)
+    return bool(rt.credentials_quarantine(pair_id))
 
 
 def move_parked_back(rt: Runtime, *, pair_ids: set[str] | None = None) -> int:

@@ -60,9 +60,9 @@ class Runtime:
     open_subscriptions: SubscriptionsFactory = _no_subscriptions  # the source's change-notification subscriptions
     reset_credentials: Callable[[], None] = lambda: None  # forget cached credentials and secrets (after a fix)
     instance_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
-    _targets: dict[str, tuple[str, Target]] = field(default_factory=dict, repr=False)
+    _targets: dict[str, tuple[str, int, Target]] = field(default_factory=dict, repr=False)
     _pairs: dict[str, tuple[float, TenantPair]] = field(default_factory=dict, repr=False)
-    _quarantines: dict[str, tuple[float, str]] = field(default_factory=dict, repr=False)
+    _quarantines: dict[str, tuple[float, str, int]] = field(default_factory=dict, repr=False)
     _pacers: dict[str, OrgPacer] = field(default_factory=dict, repr=False)
     _parts: dict[str, object] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -133,25 +133,41 @@ class Runtime:
         return pair
 
     def target(self, pair: TenantPair) -> Target:
-        """One target client per pair definition, so its token and connection pool are reused."""
+        """One target client per pair definition and credentials epoch, so its token and connection pool are
+        reused until a credentials quarantine of the pair is lifted (then the fixed credential is read again)."""
+        return self.target_and_epoch(pair)[0]
+
+    def target_and_epoch(self, pair: TenantPair) -> tuple[Target, int]:
+        """The pair's target client and the credentials epoch it was built under: a failure it meets began then."""
         key = pair.to_json()
+        epoch = self.credentials_epoch(pair.id)
         with self._targets_lock:  # concurrent ops of a pair share one client (and so one sign-in)
             cached = self._targets.get(pair.id)
+            if cached is not None and cached[1] < epoch:
+                self.reset_credentials()  # lifted since this client was built: the admin fixed something
+                cached = None
             if cached is None or cached[0] != key:
-                cached = (key, self.open_target(pair))
+                cached = (key, epoch, self.open_target(pair))
                 self._targets[pair.id] = cached
-            return cached[1]
+            return cached[2], cached[1]
 
     def credentials_quarantine(self, pair_id: str) -> str:
         """The reason the pair is quarantined for its credentials ("" when it is not), at most
         QUARANTINE_CACHE_SECONDS old: the worker asks before every op."""
+        return self._quarantine_view(pair_id)[0]
+
+    def credentials_epoch(self, pair_id: str) -> int:
+        """How many credentials quarantines of the pair were lifted, as this instance last read it."""
+        return self._quarantine_view(pair_id)[1]
+
+    def _quarantine_view(self, pair_id: str) -> tuple[str, int]:
         cached = self._quarantines.get(pair_id)
         if cached is not None and time.monotonic() - cached[0] < QUARANTINE_CACHE_SECONDS:
-            return cached[1]
+            return cached[1], cached[2]
         status = self.stores.pair_state.get(pair_id)
         reason = status.quarantine_reason if status.credentials_quarantined else ""
-        self._quarantines[pair_id] = (time.monotonic(), reason)
-        return reason
+        self._quarantines[pair_id] = (time.monotonic(), reason, status.credentials_epoch)
+        return reason, status.credentials_epoch
 
     def look_again(self, pair_id: str) -> None:
         """The pair's quarantine changed: the next op reads it from the table."""
