@@ -4,13 +4,13 @@
     plan_pair_run       queue %CTCS_PAIR_RUNS_QUEUE%   plan one pair's round, or as much as the budget allows
     apply_contact_op    queue %CTCS_OPS_QUEUE%         apply one op to Exchange Online (split a batch of ops first)
     record_poisoned_op  queue %CTCS_OPS_QUEUE%-poison  keep an op that failed every delivery, for replay-poison
-    pairs_resync        POST /api/pairs/{id}/resync    plan one pair now (?full=true, ?allow_deletes=true)
-    pairs_reconcile     POST /api/pairs/{id}/reconcile ask for a reconcile round (?allow_deletes=true)
-    pairs_test          POST /api/pairs/{id}/test      test the pair's connections
-    pairs_sync_user     POST /api/pairs/{id}/users/{user}/sync   provision one user now, each step shown
-    pairs_list          GET  /api/pairs                definitions (secret references only) and status
-    pairs_show          GET  /api/pairs/{id}           one pair
-    graph_notifications POST /api/notifications        Graph change notifications (anonymous: clientState is the check)
+    pairs_resync        POST /api/pairs/{id}/resync    plan one pair now (?full=true, ?allow_deletes=true)    operate
+    pairs_reconcile     POST /api/pairs/{id}/reconcile ask for a reconcile round (?allow_deletes=true)        operate
+    pairs_test          POST /api/pairs/{id}/test      test the pair's connections                           operate
+    pairs_sync_user     POST /api/pairs/{id}/users/{user}/sync   provision one user now, each step shown     operate
+    pairs_list          GET  /api/pairs                definitions (secret references only) and status       read
+    pairs_show          GET  /api/pairs/{id}           one pair                                              read
+    graph_notifications POST /api/notifications/{pair}/{token}   Graph's notifications (anonymous: see below)
 
 Retries, throttling and the poison queue are sized in host.json (see docs/host-settings.md). Everything here can
 be driven without the host: `sim/host.py` plays its part over Azurite.
@@ -26,6 +26,7 @@ from azure.functions.queue import QueueMessage
 
 from sync.api import handlers as http_api
 from sync.api import notifications as graph_api
+from sync.api.keys import Role, caller_role
 from sync.app.admin.retest import retest_quarantined
 from sync.app.planner.fanout import request_runs, run_requested
 from sync.app.planner.subscriptions import keep_subscriptions
@@ -98,46 +99,51 @@ def _http(response: http_api.ApiResponse) -> func.HttpResponse:
     return func.HttpResponse(response.json(), status_code=response.status, mimetype="application/json")
 
 
+def _role(req: func.HttpRequest) -> Role:  # the least key a route takes: last column above (sync.api.keys)
+    return caller_role(dict(req.headers), dict(req.params))
+
+
 @app.route(route="pairs/{id}/resync", methods=[func.HttpMethod.POST], auth_level=func.AuthLevel.FUNCTION)
 def pairs_resync(req: func.HttpRequest) -> func.HttpResponse:
     pair_id, params = req.route_params.get("id", ""), dict(req.params)
-    return _http(http_api.respond(lambda: http_api.resync(runtime(), pair_id, params)))
+    return _http(http_api.respond(lambda: http_api.resync(runtime(), pair_id, params, role=_role(req))))
 
 
 @app.route(route="pairs/{id}/reconcile", methods=[func.HttpMethod.POST], auth_level=func.AuthLevel.FUNCTION)
 def pairs_reconcile(req: func.HttpRequest) -> func.HttpResponse:
     pair_id, params = req.route_params.get("id", ""), dict(req.params)
-    return _http(http_api.respond(lambda: http_api.reconcile(runtime(), pair_id, params)))
+    return _http(http_api.respond(lambda: http_api.reconcile(runtime(), pair_id, params, role=_role(req))))
 
 
 @app.route(route="pairs/{id}/test", methods=[func.HttpMethod.POST], auth_level=func.AuthLevel.FUNCTION)
 def pairs_test(req: func.HttpRequest) -> func.HttpResponse:
     pair_id, params = req.route_params.get("id", ""), dict(req.params)
-    return _http(http_api.respond(lambda: http_api.test_pair(runtime(), pair_id, params)))
+    return _http(http_api.respond(lambda: http_api.test_pair(runtime(), pair_id, params, role=_role(req))))
 
 
 @app.route(route="pairs/{id}/users/{user}/sync", methods=[func.HttpMethod.POST], auth_level=func.AuthLevel.FUNCTION)
 def pairs_sync_user(req: func.HttpRequest) -> func.HttpResponse:
     pair_id, user, params = req.route_params.get("id", ""), req.route_params.get("user", ""), dict(req.params)
-    return _http(http_api.respond(lambda: http_api.sync_user(runtime(), pair_id, user, params)))
+    return _http(http_api.respond(lambda: http_api.sync_user(runtime(), pair_id, user, params, role=_role(req))))
 
 
 @app.route(route="pairs", methods=[func.HttpMethod.GET], auth_level=func.AuthLevel.FUNCTION)
 def pairs_list(req: func.HttpRequest) -> func.HttpResponse:
     params = dict(req.params)
-    return _http(http_api.respond(lambda: http_api.list_pairs(runtime(), params)))
+    return _http(http_api.respond(lambda: http_api.list_pairs(runtime(), params, role=_role(req))))
 
 
 @app.route(route="pairs/{id}", methods=[func.HttpMethod.GET], auth_level=func.AuthLevel.FUNCTION)
 def pairs_show(req: func.HttpRequest) -> func.HttpResponse:
     pair_id, params = req.route_params.get("id", ""), dict(req.params)
-    return _http(http_api.respond(lambda: http_api.show_pair(runtime(), pair_id, params)))
+    return _http(http_api.respond(lambda: http_api.show_pair(runtime(), pair_id, params, role=_role(req))))
 
 
-@app.route(route="notifications", methods=[func.HttpMethod.POST], auth_level=func.AuthLevel.ANONYMOUS)
+@app.route(route="notifications/{pair}/{token}", methods=[func.HttpMethod.POST], auth_level=func.AuthLevel.ANONYMOUS)
 def graph_notifications(req: func.HttpRequest) -> func.HttpResponse:
     """Graph's change notifications and lifecycle events, and its validation handshake. No function key: Graph
-    posts to the URL it was given, and a key there would sit in every source tenant's subscription; each item's
-    clientState is checked instead, and an accepted item only asks for a delta round (sync.api.notifications)."""
-    answer = graph_api.receive(runtime(), dict(req.params), req.get_body())
+    posts to the URL it was given; its path token is checked first (no storage for a stranger), then the declared size
+    (before the body is read), then each item's clientState and tenantId (sync.api.notifications)."""
+    address = (req.route_params.get("pair", ""), req.route_params.get("token", ""))
+    answer = graph_api.receive(runtime(), address, dict(req.params), dict(req.headers), req.get_body)
     return func.HttpResponse(answer.text, status_code=answer.status, mimetype=answer.mimetype)

@@ -45,7 +45,7 @@ from sim.exchange_limits import ExchangeProfile
 from sim.host import LocalHost
 from tests.support.sim_pairs import sim_pair
 
-SECRET_ENV, SECRET = "CTCS_BENCH_SECRET", "bench-secret-value"
+SECRET_ENV, SECRET = "CTCS_SECRET_BENCH", "bench-secret-value"
 USERS = 200
 TIMER_PERIOD = 300.0
 
@@ -141,7 +141,8 @@ def scenario(cloud: SimCloud, mode: str, args: argparse.Namespace,
     host = LocalHost(visibility_timeout=1)
     if mode == "notifications":
         base = host.listen(cloud.tls_files)
-        os.environ.update({"CTCS_CHANGE_NOTIFICATIONS": "on", "CTCS_NOTIFICATION_URL": f"{base}/api/notifications"})
+        os.environ.update({"CTCS_CHANGE_NOTIFICATIONS": "on", "CTCS_NOTIFICATION_URL": f"{base}/api/notifications",
+                           "CTCS_NOTIFICATION_KEY": "benchmark-notification-key-0123456789"})
     else:
         os.environ.update({"CTCS_CHANGE_NOTIFICATIONS": "off"})
     function_app._runtime.clear()

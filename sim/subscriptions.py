@@ -20,8 +20,11 @@ is not answered 2xx is tried again `retry_seconds` later, up to `attempts` times
 
 Lifecycle events: Microsoft documents that directory resources send only `reauthorizationRequired`;
 `lifecycle(sub_id, "missed" | "subscriptionRemoved")` sends the other two anyway so tests can prove ctcs handles
-them (`subscriptionRemoved` also removes the subscription). `forge(url, ...)` posts a notification with a wrong
-clientState (or for an unknown subscription), as an attacker who knows the URL could.
+them (`subscriptionRemoved` also removes the subscription, unless `remove=False`: the same event replayed by
+someone who captured it while the subscription lives on). `forge(url, ...)` posts a notification with a wrong
+clientState (or for an unknown subscription), as an attacker who knows the URL could. Each subscription posts to
+the notificationUrl it was given, path and all (ctcs gives each one its own secret path), and the validation
+handshake goes to that URL with `?validationToken=` added.
 
     cloud.subscriptions.delay = 0.2; cloud.subscriptions.batch = 100; cloud.subscriptions.all()
     cloud.subscriptions.expire(sub_id); cloud.subscriptions.lifecycle(sub_id, "reauthorizationRequired")
@@ -147,13 +150,14 @@ class SubscriptionService:
                 self._subs[sub_id].expires_at = datetime.now(UTC) - timedelta(seconds=1)
         self._sweep_expired()
 
-    def lifecycle(self, sub_id: str, event: str) -> int:
-        """Post a lifecycle event to the subscription's lifecycleNotificationUrl; the HTTP status answered."""
+    def lifecycle(self, sub_id: str, event: str, *, remove: bool = True) -> int:
+        """Post a lifecycle event to the subscription's lifecycleNotificationUrl; the HTTP status answered.
+        `remove=False`: a `subscriptionRemoved` replayed while the subscription still exists."""
         with self._lock:
             sub = self._subs.get(sub_id)
             if sub is None or not sub.lifecycle_url:
                 raise KeyError(f"no subscription {sub_id} with a lifecycleNotificationUrl")
-            if event == "subscriptionRemoved":
+            if event == "subscriptionRemoved" and remove:
                 del self._subs[sub_id]
         item = {"subscriptionId": sub.id, "subscriptionExpirationDateTime": _iso(sub.expires_at),
                 "tenantId": sub.tenant_id, "clientState": sub.client_state, "lifecycleEvent": event,

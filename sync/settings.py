@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping, MutableMapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from sync.errors import ConfigError
@@ -69,6 +69,24 @@ SETTINGS: tuple[Setting, ...] = (
         "global",
         "The cloud the Function App runs in (`global`, `usgov`, `usgovdod` or `china`; set by the deployment): managed "
         "identity federation takes its token audience from it and refuses a pair side in another cloud.",
+    ),
+    Setting(
+        "CTCS_SECRET_ENV_PREFIX",
+        "CTCS_SECRET_",
+        "The prefix every `env:` secret reference of a pair must start with: a pair row cannot read any other "
+        "setting of the app.",
+    ),
+    Setting(
+        "CTCS_SECRET_FILE_DIR",
+        "~/.ctcs/secrets",
+        "The directory every `file:` secret reference of a pair must lie under (after symlinks and `..` are "
+        "resolved).",
+    ),
+    Setting(
+        "CTCS_ALLOWED_CLOUD_HOSTS",
+        None,
+        "In Azure, the hosts a pair's custom cloud may name (comma-separated: authority, Graph and Exchange hosts); "
+        "empty refuses every custom cloud there. Outside Azure custom clouds are not checked.",
     ),
     Setting(
         "SYNC_SCHEDULE",
@@ -149,6 +167,31 @@ SETTINGS: tuple[Setting, ...] = (
         None,
         "Public HTTPS address of the notification route that Graph posts to. Unset in Azure: "
         "`https://<WEBSITE_HOSTNAME>/api/notifications`. Set it locally (a tunnel) or behind a custom domain.",
+    ),
+    Setting(
+        "CTCS_NOTIFICATION_KEY",
+        None,
+        "Secret the notification URLs' path tokens are derived from (HMAC), so the anonymous route can refuse a "
+        "stranger before it touches storage. In Azure a Key Vault reference to the secret `ctcs-notification-key`; "
+        "at least 32 random characters. A new value gives every subscription a new URL at the next timer run.",
+    ),
+    Setting(
+        "CTCS_KEY_READ",
+        None,
+        "Value of the function key `ctcs-read`: status and definitions (`GET /api/pairs...`). In Azure a Key Vault "
+        "reference to the secret `ctcs-key-read`. Unset locally: the HTTP routes take any caller, as `func start` does.",
+    ),
+    Setting(
+        "CTCS_KEY_OPERATE",
+        None,
+        "Value of the function key `ctcs-operate`: what `ctcs-read` may, plus resync, reconcile, test and provision. "
+        "In Azure a Key Vault reference to the secret `ctcs-key-operate`.",
+    ),
+    Setting(
+        "CTCS_KEY_DANGEROUS",
+        None,
+        "Value of the function key `ctcs-dangerous`: everything, including `allow_deletes=true` (releasing a "
+        "quarantine, removals during one). In Azure a Key Vault reference to the secret `ctcs-key-dangerous`.",
     ),
     Setting(
         "CTCS_NOTIFICATION_DELAY_SECONDS",
@@ -232,6 +275,7 @@ class Tuning:
     change_notifications: bool = False  # off unless the settings turn it on (tests and the CLI make their own)
     notification_url: str = ""  # where Graph posts change notifications (empty: nowhere, so none are asked for)
     notification_delay_seconds: int = _default_int("CTCS_NOTIFICATION_DELAY_SECONDS")
+    notification_key: str = field(default="", repr=False)  # derives the notification URLs' path tokens; never shown
 
     @classmethod
     def from_settings(cls, environ: Mapping[str, str] | None = None) -> Tuning:
@@ -246,6 +290,7 @@ class Tuning:
             change_notifications=notifications_on(environ),
             notification_url=notification_url(environ),
             notification_delay_seconds=int_setting("CTCS_NOTIFICATION_DELAY_SECONDS", environ, minimum=0),
+            notification_key=setting("CTCS_NOTIFICATION_KEY", environ) or "",
         )
 
 

@@ -1,18 +1,24 @@
 """The pieces of change notifications that need no Graph: the settings that switch them on and say where Graph
 posts, the burst mark in PairState (one request per burst, shared by instances), the subscription rows (clientState
-kept as a hash, counts that concurrent requests do not lose), and what the route does with bodies that are not
-Graph's. Storage is Azurite."""
+kept as a hash, counts that concurrent requests do not lose), the URL path tokens (checked without storage), the
+refused-request counter (exact under concurrency, one log line a minute on a simulated clock), and what the route
+does with paths and bodies that are not Graph's. Storage is Azurite."""
 
 from __future__ import annotations
 
 import json
+import logging
 import threading
+from collections.abc import Callable
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
 
 from sync.api.notifications import receive
+from sync.app.notifications.intake import RefusedPaths
 from sync.app.wiring.runtime import Runtime
+from sync.core.notification_path import checked_generation, key_id, new_generation, notification_address, path_token
 from sync.errors import ConfigError
 from sync.settings import Tuning, notification_url, notifications_on
 from sync.state.entities import now_utc
@@ -75,12 +81,73 @@ def test_subscription_rows_keep_a_hash_and_count_every_notification(stores: Stor
     assert store.by_subscription_id() == {"sub-1": row}
 
 
-def test_the_route_answers_the_handshake_and_refuses_what_is_not_graphs(stores: Stores) -> None:
-    rt = Runtime(stores, lambda pair: MemorySource(), lambda pair: MemoryTarget())
-    handshake = receive(rt, {"validationToken": "Validation: token & more"}, b"")
+def _route(stores: Stores, key: str = "route-test-key") -> Runtime:
+    return Runtime(stores, lambda pair: MemorySource(), lambda pair: MemoryTarget(),
+                   tuning=replace(Tuning(), notification_key=key))
+
+
+def test_path_tokens_are_checked_by_arithmetic_alone() -> None:
+    generation = new_generation()
+    token = path_token("key-1", "pair-a", generation)
+    assert checked_generation("key-1", "pair-a", token) == generation
+    assert notification_address("https://x.example/api/notifications/", "key-1", "pair-a", generation) == (
+        f"https://x.example/api/notifications/pair-a/{token}")
+    for key, pair, presented in (("key-2", "pair-a", token), ("key-1", "pair-b", token), ("", "pair-a", token),
+                                 ("key-1", "pair-a", token[:-1] + ("A" if token[-1] != "A" else "B")),
+                                 ("key-1", "pair-a", "x" * 5000), ("key-1", "pair-a", "\ud800." + token[17:])):
+        assert checked_generation(key, pair, presented) is None
+    assert key_id("key-1") != key_id("key-2") and "key-1" not in key_id("key-1")
+
+
+def test_refused_paths_are_counted_exactly_and_logged_once_a_minute(caplog: pytest.LogCaptureFixture) -> None:
+    now = [0.0]
+    refused = RefusedPaths(clock=lambda: now[0])
+    barrier = threading.Barrier(8)
+
+    def flood() -> None:
+        barrier.wait()
+        for _ in range(250):
+            refused.refuse()
+
+    with caplog.at_level(logging.WARNING, logger="ctcs.notifications"):
+        threads = [threading.Thread(target=flood) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert refused.total == 2000 and len(caplog.records) == 1
+        now[0] = 59.0
+        refused.refuse()
+        assert len(caplog.records) == 1
+        now[0] = 61.0
+        refused.refuse()
+    assert [r.refused for r in caplog.records] == [1, 1999 + 2]  # type: ignore[attr-defined]
+
+
+def test_the_route_refuses_a_wrong_path_before_storage_and_what_is_not_graphs_after(stores: Stores) -> None:
+    rt = _route(stores)
+    generation = new_generation()
+    token = path_token("route-test-key", "pair-a", generation)
+    reads: list[int] = []
+
+    def body(content: bytes) -> Callable[[], bytes]:
+        def read() -> bytes:
+            reads.append(1)
+            return content
+        return read
+
+    wrong = receive(rt, ("pair-a", "guess"), {}, {}, body(b"{}"))
+    assert (wrong.status, reads) == (404, [])
+    handshake = receive(rt, ("pair-a", token), {"validationToken": "Validation: token & more"}, {}, body(b""))
+    assert handshake.status == 404, "no subscription of this pair is being created"
+    stores.subscriptions.begin_creating("pair-a", generation, seconds=60)
+    handshake = receive(rt, ("pair-a", token), {"validationToken": "Validation: token & more"}, {}, body(b""))
     assert (handshake.status, handshake.text, handshake.mimetype) == (200, "Validation: token & more", "text/plain")
-    for body in (b"", b"[1, 2]", b'{"value": 3}', b"{" * 5000, b"x" * 2_000_000):
-        assert receive(rt, {}, body).status == 400
+    stores.subscriptions.end_creating("pair-a", generation)
+    assert receive(rt, ("pair-a", token), {"validationToken": "v"}, {}, body(b"")).status == 404
+    assert receive(rt, ("pair-a", token), {}, {"Content-Length": "2000000"}, body(b"")).status == 413 and reads == []
+    for content in (b"", b"[1, 2]", b'{"value": 3}', b"{" * 5000, b"x" * 2_000_000, b'{"value": ["\\ud800"]}'):
+        assert receive(rt, ("pair-a", token), {}, {}, body(content)).status == 400
     forged = json.dumps({"value": [{"subscriptionId": "nobody", "clientState": "x", "changeType": "updated"}]})
-    assert receive(rt, {}, forged.encode()).status == 202
+    assert receive(rt, ("pair-a", token), {}, {}, body(forged.encode())).status == 202
     assert stores.subscriptions.unmatched() == 1 and stores.pair_runs.approximate_count() == 0

@@ -2,9 +2,10 @@
 
 Create (`POST`; Graph first calls the notification URL with a `validationToken` and creates nothing unless it is
 echoed within about 10 seconds), renew (`PATCH` with a new `expirationDateTime`; 404 when Graph no longer has it:
-it expired or was removed, so the caller makes a new one) and delete. A subscription on `users` needs
-`User.Read.All`, one on `groups` `Group.Read.All`, like the reads themselves. Requests go through
-`GraphConnection.get_json`: our retries within a budget, 401/403 as `SourceAuthError` naming the permission.
+it expired or was removed, so the caller makes a new one), read (`GET`, which confirms a lifecycle event) and
+delete. A subscription on `users` needs `User.Read.All`, one on `groups` `Group.Read.All`, like the reads
+themselves. Requests go through `GraphConnection.get_json`: our retries within a budget, 401/403 as
+`SourceAuthError` naming the permission.
 
 The `clientState` secret passes through `create` to Graph and nowhere else: it is not in any error text.
 """
@@ -64,6 +65,18 @@ class GraphSubscriptions(GraphConnection):
             item = client.subscriptions.by_subscription_id(subscription_id)
             return await self._send(client, lambda: item.to_patch_request_information(body), resource,
                                     f"renew the subscription on {resource}", missing_ok=True)
+
+        answer = run_sync(self._with_client(work))
+        return None if answer is None else _subscription(answer, resource)
+
+    def get(self, subscription_id: str, resource: str) -> Subscription | None:
+        """The subscription as Graph has it now, or None when Graph no longer has it: what confirms a lifecycle
+        event before ctcs acts on it (the event itself arrives at an anonymous route)."""
+
+        async def work(client: GraphServiceClient) -> dict[str, Any] | None:
+            item = client.subscriptions.by_subscription_id(subscription_id)
+            return await self._send(client, item.to_get_request_information, resource,
+                                    f"read the subscription on {resource}", missing_ok=True)
 
         answer = run_sync(self._with_client(work))
         return None if answer is None else _subscription(answer, resource)

@@ -3,9 +3,14 @@
 One row per pair and resource (RowKey `<pair>~<resource>`): Graph's subscription id, when it expires, how it stands
 (`SubscriptionState`), the last error, and what its notifications did (accepted, rejected, the last one). The
 `clientState` secret is kept only as its SHA-256 (`client_state_hash`): the notification route compares hashes, so
-neither the table nor a log line ever holds the value (invariant 6), and a new subscription gets a new secret.
+neither the table nor a log line ever holds the value (invariant 6), and a new subscription gets a new secret. The row
+also keeps the `generation` of the URL path token it was given (sync.core.notification_path; useless without the
+app's key), which key made it (`key_id`, an HMAC of a constant: it says when the key changed, not what it is) and the
+source tenant whose notifications it may carry (`tenant_id`).
 
-Notifications that name no subscription of ours are counted in the row `~unmatched`.
+Notifications that name no subscription of ours are counted in the row `~unmatched`. While the timer creates a
+subscription, a row `~creating~<pair>~<generation>` says so for a few seconds: the route answers Graph's validation
+handshake only while it is there (`creating`).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import hashlib
 import hmac
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from azure.core import MatchConditions
@@ -26,10 +32,24 @@ from sync.state.entities import as_int, iso, now_utc, text
 
 PARTITION = "subscription"
 UNMATCHED = "~unmatched"
+CREATING = "~creating~"
 
 
 def hash_client_state(value: str) -> str:
     return hashlib.sha256(value.encode("utf-8")).hexdigest()
+
+
+def _creating_key(pair_id: str, generation: str) -> str:
+    return f"{CREATING}{pair_id}~{generation}"
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a new subscription's notifications come from and go to: its URL generation, key and source tenant."""
+
+    generation: str = ""
+    key_id: str = ""
+    tenant_id: str = ""
 
 
 def _key(pair_id: str, resource: str) -> str:
@@ -50,12 +70,19 @@ class SubscriptionRow:
     accepted: int = 0
     rejected: int = 0
     last_notification_at: str = ""
+    generation: str = ""  # of the notification URL's path token this subscription was given
+    key_id: str = ""  # which CTCS_NOTIFICATION_KEY made that token (an HMAC of a constant, not the key)
+    tenant_id: str = ""  # the pair's source tenant, which every notification item must name
 
     def matches(self, client_state: object) -> bool:
         """Whether a notification's clientState is this subscription's secret (compared in constant time)."""
         if not isinstance(client_state, str) or not self.client_state_hash:
             return False
-        return hmac.compare_digest(hash_client_state(client_state), self.client_state_hash)
+        try:
+            presented = hash_client_state(client_state)
+        except UnicodeEncodeError:  # not text (a lone surrogate): no secret of ours
+            return False
+        return hmac.compare_digest(presented, self.client_state_hash)
 
     @classmethod
     def _from(cls, entity: TableEntity) -> SubscriptionRow:
@@ -66,6 +93,8 @@ class SubscriptionRow:
             created_at=entity.get("created_at", ""), renewed_at=entity.get("renewed_at", ""),
             error=entity.get("error", ""), accepted=as_int(entity.get("accepted")),
             rejected=as_int(entity.get("rejected")), last_notification_at=entity.get("last_notification_at", ""),
+            generation=entity.get("generation", ""), key_id=entity.get("key_id", ""),
+            tenant_id=entity.get("tenant_id", ""),
         )
 
 
@@ -74,7 +103,7 @@ class SubscriptionStore:
         self.table = table
 
     def all(self) -> list[SubscriptionRow]:
-        return [SubscriptionRow._from(e) for e in self._entities() if e["RowKey"] != UNMATCHED]
+        return [SubscriptionRow._from(e) for e in self._entities() if not str(e["RowKey"]).startswith("~")]
 
     def of_pair(self, pair_id: str) -> list[SubscriptionRow]:
         return [row for row in self.all() if row.pair_id == pair_id]
@@ -93,15 +122,37 @@ class SubscriptionStore:
         yield from self.table.query_entities(f"PartitionKey eq '{PARTITION}'")
 
     # maintenance (the timer, the planner, the CLI) ---------------------------------------------------------------------
-    def created(self, pair_id: str, resource: str, subscription_id: str, *, client_state: str, expires_at: str) -> None:
+    def created(self, pair_id: str, resource: str, subscription_id: str, *, client_state: str, expires_at: str,
+                origin: Origin | None = None) -> None:
         """A new subscription: its counters start again."""
         now = iso(now_utc())
+        origin = origin or Origin()
         self.table.upsert_entity({
             "PartitionKey": PARTITION, "RowKey": _key(pair_id, resource), "pair_id": pair_id, "resource": resource,
             "subscription_id": subscription_id, "client_state_hash": hash_client_state(client_state),
             "expires_at": expires_at, "state": SubscriptionState.ACTIVE.value, "created_at": now, "renewed_at": now,
-            "error": "", "accepted": 0, "rejected": 0, "last_notification_at": "",
+            "error": "", "accepted": 0, "rejected": 0, "last_notification_at": "", "generation": origin.generation,
+            "key_id": origin.key_id, "tenant_id": origin.tenant_id.lower(),
         }, mode=UpdateMode.REPLACE)
+
+    def begin_creating(self, pair_id: str, generation: str, *, seconds: int) -> None:
+        """The timer is about to create a subscription of this URL generation: Graph's handshake may be answered."""
+        until = now_utc() + timedelta(seconds=seconds)
+        self.table.upsert_entity({"PartitionKey": PARTITION, "RowKey": _creating_key(pair_id, generation),
+                                  "until": iso(until)}, mode=UpdateMode.REPLACE)
+
+    def end_creating(self, pair_id: str, generation: str) -> None:
+        with contextlib.suppress(ResourceNotFoundError):
+            self.table.delete_entity(PARTITION, _creating_key(pair_id, generation))
+
+    def creating(self, pair_id: str, generation: str) -> bool:
+        """Whether a subscription of this pair and URL generation is being created right now (one point read)."""
+        try:
+            entity = self.table.get_entity(PARTITION, _creating_key(pair_id, generation))
+        except ResourceNotFoundError:
+            return False
+        until = str(entity.get("until", ""))
+        return bool(until) and datetime.fromisoformat(until) > now_utc()
 
     def renewed(self, pair_id: str, resource: str, *, expires_at: str) -> None:
         self._merge(pair_id, resource, expires_at=expires_at, renewed_at=iso(now_utc()),

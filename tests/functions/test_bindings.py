@@ -73,7 +73,7 @@ def test_only_the_graph_notification_route_is_anonymous(bindings: dict[str, dict
     anonymous = {name for name in bindings if trigger(bindings, name).get("authLevel") == "ANONYMOUS"}
     assert anonymous == {"graph_notifications"}
     binding = trigger(bindings, "graph_notifications")
-    assert binding["route"] == "notifications" and binding["methods"] == ["POST"]
+    assert binding["route"] == "notifications/{pair}/{token}" and binding["methods"] == ["POST"]
 
 
 def test_each_function_builds_again_the_same_way() -> None:

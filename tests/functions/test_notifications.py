@@ -1,22 +1,30 @@
 """Change notifications end to end through the Functions entry points: the timer makes the pair's Graph subscription
 (the simulated Graph validates the notification route over loopback HTTPS), directory changes make the simulated
 Graph post notifications to the route, the route asks for one delayed planning run per burst, and the run reads
-users/delta like any other. Forged notifications are counted and change nothing; expired, removed and
-reauthorization-required subscriptions are renewed or made again; a disabled pair's subscription is deleted."""
+users/delta like any other. A request at an address ctcs never gave out costs no storage and no more than one log
+line a minute; forged notifications at the real address are counted and change nothing; the validation handshake
+is answered only while a subscription is being created; expired, removed and reauthorization-required subscriptions
+are renewed or made again, after Graph confirms the event; a disabled pair's subscription is deleted."""
 
 from __future__ import annotations
 
+import json
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
+import azure.functions as func
 import pytest
+from azure.core.pipeline.transport import RequestsTransport
 
 import function_app
 from sim.subscriptions import SimSubscription
 from sync.app.admin.status import status_report
+from sync.app.notifications import intake
 from sync.cli import main as cli
 from sync.contract.vocabulary import RunTrigger, SubscriptionState
 from sync.state.entities import iso, now_utc
@@ -25,12 +33,13 @@ from tests.support.sim_pairs import sim_pair
 from .conftest import PAIR_ID, SECRET, SECRET_ENV, Sync
 
 DELAY_SECONDS = 1  # CTCS_NOTIFICATION_DELAY_SECONDS in these tests
+NOTIFICATION_KEY = "functions-test-notification-key-0123456789abcdef"
 
 
 @dataclass
 class Notified:
     sync: Sync
-    url: str
+    url: str  # CTCS_NOTIFICATION_URL: each subscription is given <url>/<pair>/<token>
 
     @property
     def subscriptions(self) -> list[SimSubscription]:
@@ -63,6 +72,7 @@ def notified(sync: Sync, monkeypatch: pytest.MonkeyPatch) -> Iterator[Notified]:
     monkeypatch.setenv("CTCS_CHANGE_NOTIFICATIONS", "on")
     monkeypatch.setenv("CTCS_NOTIFICATION_URL", f"{base}/api/notifications")
     monkeypatch.setenv("CTCS_NOTIFICATION_DELAY_SECONDS", str(DELAY_SECONDS))
+    monkeypatch.setenv("CTCS_NOTIFICATION_KEY", NOTIFICATION_KEY)
     function_app._runtime.clear()
     subscriptions = sync.cloud.subscriptions
     subscriptions.delay, subscriptions.batch = 0.1, 100
@@ -81,14 +91,14 @@ def notified(sync: Sync, monkeypatch: pytest.MonkeyPatch) -> Iterator[Notified]:
 
 def test_the_timer_subscribes_through_the_validation_handshake(notified: Notified) -> None:
     sub = notified.subscription()
-    assert sub.resource == "users" and sub.notification_url == notified.url == sub.lifecycle_url
+    assert sub.resource == "users" and sub.notification_url == sub.lifecycle_url
+    assert sub.notification_url.startswith(f"{notified.url}/{PAIR_ID}/")  # a secret path of its own
     assert timedelta(days=28) < sub.expires_at - now_utc() <= timedelta(minutes=41_760)
     [row] = notified.sync.rt.stores.subscriptions.of_pair(PAIR_ID)
     assert row.subscription_id == sub.id and row.state == SubscriptionState.ACTIVE
     assert row.matches(sub.client_state) and sub.client_state not in str(row)  # kept as a hash only
-    reply = notified.sync.host.call_http("POST", "notifications", {"validationToken": "Validation: a+b c"})
-    assert (reply.status, reply.body, reply.headers["Content-Type"].split(";")[0]) == (
-        200, b"Validation: a+b c", "text/plain")
+    assert row.tenant_id == notified.sync.source.tenant_id.lower() and row.generation in sub.notification_url
+    assert notified.sync.cloud.subscriptions.stats["validations"] >= 1, "Graph's handshake at the secret path passed"
     notified.sync.host.fire_timer()
     assert [s.id for s in notified.subscriptions] == [sub.id], "a fresh subscription is neither renewed nor replaced"
 
@@ -126,18 +136,170 @@ def test_a_burst_of_50_notifications_makes_one_or_two_runs(notified: Notified) -
 
 
 def test_a_forged_notification_starts_no_run_and_is_counted(notified: Notified) -> None:
+    """At the real address (someone who saw the subscription's URL): items are checked and counted."""
     sync, subscriptions = notified.sync, notified.sync.cloud.subscriptions
     sub = notified.subscription()
-    assert subscriptions.forge(notified.url, subscription_id=sub.id, client_state="guessed", items=3) == 202
-    assert subscriptions.forge(notified.url) == 202  # a subscription id that is not ours
-    unauthenticated = sync.host.call_http("POST", "notifications", body=b"not json at all")
-    assert unauthenticated.status == 400
+    assert subscriptions.forge(sub.notification_url, subscription_id=sub.id, client_state="guessed", items=3) == 202
+    assert subscriptions.forge(sub.notification_url) == 202  # a subscription id that is not ours
+    not_json = sync.host.call_http("POST", _path(sub), body=b"not json at all")
+    assert not_json.status == 400
     assert sync.rt.stores.pair_runs.approximate_count() == 0
     assert sync.host.drain_queue(deadline_seconds=10).planner_runs == 0 and notified.runs() == []
     report = status_report(sync.rt)
     [row] = report["pairs"][0]["subscriptions"]
     assert (row["notifications_rejected"], row["notifications_accepted"]) == (3, 0)
     assert report["notifications"]["rejected_unmatched"] >= 1 and report["notifications"]["enabled"]
+
+
+def _path(sub: SimSubscription) -> str:
+    """The route path of a subscription's notification URL (`/api/notifications/<pair>/<token>`)."""
+    return "/api/" + sub.notification_url.split("/api/", 1)[1]
+
+
+class StorageCalls:
+    """Every request this process sends to the storage account (Azurite), counted at the SDK's transport."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.count = 0
+        self._lock = threading.Lock()
+        send = RequestsTransport.send
+
+        def counted(transport: RequestsTransport, request: Any, **kwargs: Any) -> Any:
+            with self._lock:
+                self.count += 1
+            return send(transport, request, **kwargs)
+
+        monkeypatch.setattr(RequestsTransport, "send", counted)
+
+
+def test_a_stranger_costs_no_storage_and_one_log_line(
+    notified: Notified, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """200 forged requests from 8 threads at addresses ctcs never gave out (the bare route, a guessed token, a token
+    made with another key, another pair's name): each 404, none touches storage, one log line in all, counted
+    exactly. The real subscription's address still works afterwards."""
+    sync = notified.sync
+    sub = notified.subscription()
+    generation = _path(sub).rsplit("/", 1)[1].split(".")[0]
+    from sync.core.notification_path import path_token
+
+    forged_paths = [
+        "/api/notifications", f"/api/notifications/{PAIR_ID}/guessed-token",
+        f"/api/notifications/{PAIR_ID}/{path_token('another-key', PAIR_ID, generation)}",
+        _path(sub).replace(PAIR_ID, "another-pair"),
+    ]
+    body = json.dumps({"value": [{"subscriptionId": sub.id, "clientState": "guess", "tenantId": sync.source.tenant_id,
+                                  "changeType": "updated"}]}).encode()
+    monkeypatch.setattr(intake, "REFUSED", intake.RefusedPaths(clock=lambda: 1000.0))  # a clock that stands still
+    calls = StorageCalls(monkeypatch)
+    statuses: list[int] = []
+    barrier = threading.Barrier(8)
+
+    def attacker(n: int) -> None:
+        barrier.wait()
+        for i in range(25):
+            reply = sync.host.call_http("POST", forged_paths[(n + i) % len(forged_paths)], body=body)
+            statuses.append(reply.status)
+
+    with caplog.at_level(logging.DEBUG, logger="ctcs"):
+        threads = [threading.Thread(target=attacker, args=(n,)) for n in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert statuses == [404] * 200
+    assert calls.count == 0, "no table, queue or blob request for a stranger"
+    assert len([r for r in caplog.records if r.name.startswith("ctcs")]) <= 1
+    assert intake.REFUSED.total == 150, "the bare route is not ours at all; the other 150 are counted exactly"
+    assert sync.rt.stores.pair_runs.approximate_count() == 0
+    real = sync.host.call_http("POST", _path(sub), body=body)
+    assert real.status == 202 and calls.count > 0
+
+
+def test_an_oversize_request_is_refused_before_its_body_is_read(notified: Notified) -> None:
+    sub = notified.subscription()
+    reads: list[int] = []
+
+    class Request(func.HttpRequest):
+        def get_body(self) -> bytes:
+            reads.append(1)
+            return super().get_body()
+
+    pair, token = _path(sub).rsplit("/", 2)[1:]
+    request = Request("POST", f"http://localhost/api/notifications/{pair}/{token}", headers={"Content-Length": str(100_000_000)},
+                      params={}, route_params={"pair": pair, "token": token}, body=b"")
+    response = function_app.graph_notifications(request)
+    assert response.status_code == 413 and reads == []
+    small = Request("POST", "http://localhost/", headers={"Content-Length": "2"}, params={},
+                    route_params={"pair": pair, "token": token}, body=b"{}")
+    assert function_app.graph_notifications(small).status_code == 400 and reads == [1]
+
+
+def test_the_validation_handshake_is_answered_only_while_a_subscription_is_being_created(notified: Notified) -> None:
+    sync, subscriptions = notified.sync, notified.sync.cloud.subscriptions
+    sub = notified.subscription()
+    for path in (_path(sub), "/api/notifications", f"/api/notifications/{PAIR_ID}/x"):
+        reply = sync.host.call_http("POST", path, {"validationToken": "Validation: a+b c"})
+        assert reply.status == 404 and b"Validation" not in reply.body, path
+    # An expired subscription is made again: Graph's handshake at the new address is answered while it is created.
+    validations = subscriptions.stats["validations"]
+    subscriptions.expire(sub.id)
+    sync.rt.stores.subscriptions.renewed(PAIR_ID, "users", expires_at=iso(now_utc() - timedelta(minutes=1)))
+    sync.host.fire_timer()
+    new = notified.subscription()
+    assert new.id != sub.id and subscriptions.stats["validations"] == validations + 1
+    reply = sync.host.call_http("POST", _path(new), {"validationToken": "Validation: later"})
+    assert reply.status == 404, "after the create call the marker is gone"
+    assert [e for e in sync.rt.stores.subscriptions.table.list_entities() if "creating" in e["RowKey"]] == []
+
+
+def test_a_notification_naming_another_tenant_is_refused(notified: Notified) -> None:
+    sync = notified.sync
+    sub = notified.subscription()
+    item = {"subscriptionId": sub.id, "clientState": sub.client_state, "changeType": "updated",
+            "tenantId": "11111111-2222-3333-4444-555555555555", "resource": "Users/x"}
+    reply = sync.host.call_http("POST", _path(sub), body=json.dumps({"value": [item]}).encode())
+    assert reply.status == 202
+    assert sync.rt.stores.pair_runs.approximate_count() == 0 and sync.host.drain_queue(deadline_seconds=10).planner_runs == 0
+    [row] = sync.rt.stores.subscriptions.of_pair(PAIR_ID)
+    assert (row.accepted, row.rejected) == (0, 1)
+    good = {**item, "tenantId": sync.source.tenant_id.upper()}  # the same tenant, any case
+    assert sync.host.call_http("POST", _path(sub), body=json.dumps({"value": [good]}).encode()).status == 202
+    assert sync.rt.stores.pair_runs.approximate_count() == 1
+
+
+def test_a_client_state_that_is_not_text_is_a_plain_400(notified: Notified, caplog: pytest.LogCaptureFixture) -> None:
+    sync = notified.sync
+    sub = notified.subscription()
+    item = json.dumps({"subscriptionId": sub.id, "clientState": "@", "tenantId": sync.source.tenant_id})
+    body = ("{\"value\": [" + item.replace('"@"', '"\\ud800"') + "]}").encode()  # JSON may spell a lone surrogate
+    with caplog.at_level(logging.DEBUG, logger="ctcs"):
+        reply = sync.host.call_http("POST", _path(sub), body=body)
+    assert reply.status == 400 and b"not valid Unicode" in reply.body
+    assert not [r for r in caplog.records if r.exc_info], "no traceback"
+
+
+def test_a_replayed_subscription_removed_is_confirmed_with_graph_and_changes_nothing(notified: Notified) -> None:
+    sync, subscriptions = notified.sync, notified.sync.cloud.subscriptions
+    sub = notified.subscription()
+    created = subscriptions.stats["created"]
+    assert subscriptions.lifecycle(sub.id, "subscriptionRemoved", remove=False) == 202  # captured and replayed
+    sync.host.drain_queue(deadline_seconds=30)
+    sync.host.fire_timer()
+    assert [s.id for s in notified.subscriptions] == [sub.id], "no second subscription, the first one kept"
+    assert subscriptions.stats["created"] == created
+    [row] = sync.rt.stores.subscriptions.of_pair(PAIR_ID)
+    assert row.subscription_id == sub.id and row.state == SubscriptionState.ACTIVE
+
+
+def test_a_recreated_subscription_never_leaves_the_old_one_alive(notified: Notified) -> None:
+    """The row says it expired (or another key made its URL) while Graph still has it: the old one is deleted first."""
+    sync, subscriptions = notified.sync, notified.sync.cloud.subscriptions
+    sub = notified.subscription()
+    sync.rt.stores.subscriptions.renewed(PAIR_ID, "users", expires_at=iso(now_utc() - timedelta(minutes=1)))
+    sync.host.fire_timer()
+    [new] = notified.subscriptions
+    assert new.id != sub.id and subscriptions.get(sub.id) is None
 
 
 def test_an_expired_subscription_is_made_again_and_one_near_its_end_is_renewed(notified: Notified) -> None:

@@ -25,6 +25,7 @@ from .conftest import Credentials, SyncPair, stored_text
 
 LOGGERS = ("", "ctcs", "azure", "azure.core.pipeline.policies.http_logging_policy", "azure.identity", "msal",
            "httpx", "httpcore", "urllib3", "kiota_http", "kiota_abstractions", "msgraph", "uvicorn")
+NOTIFICATION_KEY = "reliability-notification-key-fedcba9876543210"
 JWT = re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}")
 BEARER = re.compile(r"Bearer\s+(?!REDACTED|\.\.\.)[A-Za-z0-9._~+/=-]{16,}")
 
@@ -84,10 +85,10 @@ def test_no_secret_reaches_logs_errors_tables_or_queues(
     assert poisoned.poison_handled == 1 and replay_poison(sync.rt, pair_id=sync.pair.id) == 1
     sync.drain()
     wrong = make_sync("wrong-secret")
-    monkeypatch.setenv("CTCS_RELIABILITY_GRAPH_SECRET", "not-the-registered-secret-" + credentials.secret[::-1])
+    monkeypatch.setenv("CTCS_SECRET_RELIABILITY_GRAPH", "not-the-registered-secret-" + credentials.secret[::-1])
     wrong_secret = "not-the-registered-secret-" + credentials.secret[::-1]
     wrong.host.call_http("POST", "/api/pairs/wrong-secret/resync")  # Entra refuses the secret: quarantined (credentials)
-    monkeypatch.setenv("CTCS_RELIABILITY_GRAPH_SECRET", credentials.secret)
+    monkeypatch.setenv("CTCS_SECRET_RELIABILITY_GRAPH", credentials.secret)
     assert sync.rt.stores.runs.recent("wrong-secret")[0].outcome == "quarantined"
     assert sync.rt.stores.pair_state.get("wrong-secret").quarantine_reason.startswith("source: wrong or expired client secret")
 
@@ -96,6 +97,7 @@ def test_no_secret_reaches_logs_errors_tables_or_queues(
     base = sync.host.listen(cloud.tls_files)
     monkeypatch.setenv("CTCS_CHANGE_NOTIFICATIONS", "on")
     monkeypatch.setenv("CTCS_NOTIFICATION_URL", f"{base}/api/notifications")
+    monkeypatch.setenv("CTCS_NOTIFICATION_KEY", NOTIFICATION_KEY)
     monkeypatch.setenv("CTCS_NOTIFICATION_DELAY_SECONDS", "0")
     function_app._runtime.clear()
     sync.plan()
@@ -104,7 +106,7 @@ def test_no_secret_reaches_logs_errors_tables_or_queues(
     deadline = time.monotonic() + 20
     while sync.rt.stores.subscriptions.of_pair(sync.pair.id)[0].accepted == 0 and time.monotonic() < deadline:
         time.sleep(0.1)  # Graph's notifications of the changes reach the route
-    assert cloud.subscriptions.forge(f"{base}/api/notifications", subscription_id=subscription.id,
+    assert cloud.subscriptions.forge(subscription.notification_url, subscription_id=subscription.id,
                                      client_state="guess") == 202
     assert cloud.subscriptions.lifecycle(subscription.id, "reauthorizationRequired") == 202
     sync.drain()
@@ -123,10 +125,13 @@ def test_no_secret_reaches_logs_errors_tables_or_queues(
                "private key": _pem_bodies(credentials.private_pem.split(b"-----BEGIN CERTIFICATE-----")[0]),
                "certificate body": _pem_bodies(credentials.certificate_pem), "access token": sorted(set(tokens)),
                "token signature": sorted({t.rsplit(".", 1)[1] for t in tokens}),
-               "clientState": [subscription.client_state]}
+               "clientState": [subscription.client_state], "notification key": [NOTIFICATION_KEY],
+               "notification path token": [subscription.notification_url.rsplit(".", 1)[1]]}
     assert tokens and secrets["private key"] and secrets["certificate body"]
+    # The simulated Graph's own httpx lines name the URL it posts to (Graph's logs, not ours): left out of the check.
+    graph_posts = f"HTTP Request: POST {base}/api/notifications/"
     places: dict[str, list[str]] = {
-        "log": [_log_text(r) for r in caplog.records],
+        "log": [_log_text(r) for r in caplog.records if not r.getMessage().startswith(graph_posts)],
         "output": outputs,
         **stored_text(sync.storage_env),
     }

@@ -5,7 +5,13 @@ a subscription on `users`, and on `groups` when the pair scopes by group or sync
 (Graph's limit for directory resources); ctcs asks for a little less and renews with `PATCH` once fewer than
 `RENEW_BEFORE` remain, so a 5-minute timer renews each one about every 25 days and has days of retries before it
 would lapse. A renewal Graph answers with 404 (expired, removed) makes a new subscription with a new clientState
-secret; so does a row a `subscriptionRemoved` lifecycle event marked. A disabled pair, a pair quarantined for its
+secret and a new notification URL (`<CTCS_NOTIFICATION_URL>/<pair>/<token>`, sync.core.notification_path), after
+deleting the old one in Graph, so a recreate never leaves the old one alive; so does a row made under another
+`CTCS_NOTIFICATION_KEY` or before URLs had tokens. A row a lifecycle event marked (`subscriptionRemoved`,
+`reauthorizationRequired`) is first confirmed with Graph (`GET`): the event arrived at an anonymous route, so a
+replayed `subscriptionRemoved` for a subscription Graph still has changes nothing, and `reauthorizationRequired`
+renews only what still exists. While a subscription is created, a marker row lets the route answer Graph's
+validation handshake for that pair and URL generation, and only then. A disabled pair, a pair quarantined for its
 credentials, or notifications turned off: its subscriptions are deleted in Graph and forgotten. Rows of a pair
 that no longer exists are forgotten (its definition, and so its credential, is gone: Graph drops the subscription
 when it expires, and the route rejects what it still sends).
@@ -24,10 +30,11 @@ from datetime import datetime, timedelta
 from sync.app.wiring.runtime import Runtime
 from sync.contract.pairs import TenantPair
 from sync.contract.vocabulary import SubscriptionState
-from sync.errors import PairNotFound
+from sync.core.notification_path import key_id, new_generation, notification_address
+from sync.errors import ConfigError, PairNotFound
 from sync.graph.subscriptions import MAX_DIRECTORY_LIFETIME_MINUTES, GraphSubscriptions
 from sync.state.entities import iso, now_utc
-from sync.state.subscriptions import SubscriptionRow
+from sync.state.subscriptions import Origin, SubscriptionRow
 
 log = logging.getLogger("ctcs.subscriptions")
 
@@ -35,13 +42,16 @@ log = logging.getLogger("ctcs.subscriptions")
 LIFETIME = timedelta(minutes=MAX_DIRECTORY_LIFETIME_MINUTES) - timedelta(hours=1)
 RENEW_BEFORE = timedelta(days=3)
 CLIENT_STATE_BYTES = 48  # 64 URL-safe characters; Graph allows 128
+# How long the route may answer Graph's validation handshake for a subscription being created: Graph gives its own
+# request about 10 seconds, and the create call's retries may send it again.
+HANDSHAKE_SECONDS = 120
 
 
 @dataclass(frozen=True)
 class Maintained:
     pair_id: str
     resource: str
-    action: str  # created | renewed | kept | deleted | forgotten | failed
+    action: str  # created | renewed | confirmed | kept | deleted | forgotten | failed
     error: str = ""
 
 
@@ -95,10 +105,14 @@ def ensure_pair(rt: Runtime, pair: TenantPair, *, now: datetime | None = None) -
     rows = {row.resource: row for row in rt.stores.subscriptions.of_pair(pair.id)}
     graph = _Opener(rt, pair)
     done = []
+    current_key = key_id(rt.tuning.notification_key) if rt.tuning.notification_key else ""
     for resource in wanted:
         row = rows.get(resource)
-        action = _due(row, now)
+        action = _due(row, now, current_key)
         if action == "kept":
+            continue
+        if action == "confirm" and row is not None:
+            done.append(_confirm(rt, graph, pair, row, now=now))
             continue
         done.append(_renew_or_create(rt, graph, pair, resource, row, renew=action == "renew", now=now))
     for resource, row in rows.items():
@@ -121,15 +135,33 @@ class _Opener:
         return self._graph
 
 
-def _due(row: SubscriptionRow | None, now: datetime) -> str:
-    """kept | renew | create"""
-    if row is None or not row.subscription_id or row.state == SubscriptionState.REMOVED:
-        return "create"
+def _due(row: SubscriptionRow | None, now: datetime, current_key: str) -> str:
+    """kept | renew | confirm | create"""
+    if row is None or not row.subscription_id or not row.generation or row.key_id != current_key:
+        return "create"  # none yet, one from before URLs had tokens, or one whose URL another key made
     if not row.expires_at or datetime.fromisoformat(row.expires_at) <= now:
         return "create"  # expired: Graph has dropped it
-    if row.state in (SubscriptionState.REAUTHORIZE, SubscriptionState.FAILED):
+    if row.state in (SubscriptionState.REMOVED, SubscriptionState.REAUTHORIZE):
+        return "confirm"  # a lifecycle event said so; Graph says whether it is true
+    if row.state == SubscriptionState.FAILED:
         return "renew"
     return "renew" if datetime.fromisoformat(row.expires_at) - now < RENEW_BEFORE else "kept"
+
+
+def _confirm(rt: Runtime, graph: _Opener, pair: TenantPair, row: SubscriptionRow, *, now: datetime) -> Maintained:
+    """A lifecycle event marked the row: act only on what Graph confirms (GET the subscription)."""
+    try:
+        alive = graph().get(row.subscription_id, row.resource)
+    except Exception as error:
+        return _failed(rt, pair, row.resource, row, error)
+    if alive is None:  # really gone: a new one (the old id is deleted first, in case)
+        return _renew_or_create(rt, graph, pair, row.resource, row, renew=False, now=now)
+    if row.state == SubscriptionState.REAUTHORIZE:
+        return _renew_or_create(rt, graph, pair, row.resource, row, renew=True, now=now)
+    log.info("pair %s: a subscriptionRemoved event named its subscription on %s, which Graph still has; nothing done",
+             pair.id, row.resource, extra={"pair_id": pair.id, "resource": row.resource})
+    rt.stores.subscriptions.renewed(pair.id, row.resource, expires_at=iso(alive.expires_at))
+    return Maintained(pair.id, row.resource, "confirmed")
 
 
 def _renew_or_create(rt: Runtime, graph: _Opener, pair: TenantPair, resource: str, row: SubscriptionRow | None, *,
@@ -142,19 +174,34 @@ def _renew_or_create(rt: Runtime, graph: _Opener, pair: TenantPair, resource: st
             if renewed is not None:
                 store.renewed(pair.id, resource, expires_at=iso(renewed.expires_at))
                 return Maintained(pair.id, resource, "renewed")
-        client_state = secrets.token_urlsafe(CLIENT_STATE_BYTES)
-        made = graph().create(resource, notification_url=rt.tuning.notification_url,
-                            lifecycle_url=rt.tuning.notification_url, client_state=client_state, expires_at=expires)
-        store.created(pair.id, resource, made.id, client_state=client_state, expires_at=iso(made.expires_at))
+        key = rt.tuning.notification_key
+        if not key:
+            raise ConfigError("app setting CTCS_NOTIFICATION_KEY is not set, so no notification URL can be made")
+        if row is not None and row.subscription_id:
+            graph().delete(row.subscription_id, resource)  # never two alive: the old one goes first (404 is fine)
+        generation, client_state = new_generation(), secrets.token_urlsafe(CLIENT_STATE_BYTES)
+        address = notification_address(rt.tuning.notification_url, key, pair.id, generation)
+        store.begin_creating(pair.id, generation, seconds=HANDSHAKE_SECONDS)
+        try:
+            made = graph().create(resource, notification_url=address, lifecycle_url=address,
+                                  client_state=client_state, expires_at=expires)
+        finally:
+            store.end_creating(pair.id, generation)
+        store.created(pair.id, resource, made.id, client_state=client_state, expires_at=iso(made.expires_at),
+                      origin=Origin(generation, key_id(key), str(pair.source.tenant_id)))
         log.info("pair %s: change notifications on %s until %s", pair.id, resource, iso(made.expires_at),
                  extra={"pair_id": pair.id, "resource": resource, "subscription_id": made.id})
         return Maintained(pair.id, resource, "created")
     except Exception as error:
-        message = _admin_words(resource, error)
-        if row is None or row.error != message:  # once per new failure, not every 5 minutes
-            log.warning("pair %s: %s", pair.id, message, extra={"pair_id": pair.id, "resource": resource})
-        store.failed(pair.id, resource, message)
-        return Maintained(pair.id, resource, "failed", message)
+        return _failed(rt, pair, resource, row, error)
+
+
+def _failed(rt: Runtime, pair: TenantPair, resource: str, row: SubscriptionRow | None, error: Exception) -> Maintained:
+    message = _admin_words(resource, error)
+    if row is None or row.error != message:  # once per new failure, not every 5 minutes
+        log.warning("pair %s: %s", pair.id, message, extra={"pair_id": pair.id, "resource": resource})
+    rt.stores.subscriptions.failed(pair.id, resource, message)
+    return Maintained(pair.id, resource, "failed", message)
 
 
 def _admin_words(resource: str, error: Exception) -> str:
