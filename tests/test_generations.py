@@ -11,7 +11,7 @@ import pytest
 from sync.app.planner.fanout import is_void
 from sync.app.wiring.runtime import Runtime
 from sync.app.worker.apply import Outcome
-from sync.app.worker.delivery import handle_message
+from sync.app.worker.delivery import handle_message, record_poison
 from sync.contract.ops import ContactOp, OpKind, decode_message, decode_op
 from sync.contract.pair_runs import PairRunRequest, RunKind, decode_run_request
 from sync.core.mapping import ContactMapper
@@ -81,3 +81,14 @@ def test_checkpoints_of_another_generation_are_left_out() -> None:
     assert (fresh.delta_link, fresh.round, dict(fresh.abandoned), fresh.groups_delta_link, fresh.groups_round,
             fresh.definition_hash) == ("", None, {}, "", "", "")
     assert fresh.quarantine_reason == "kept" and fresh.last_outcome == "continued"
+
+
+def test_a_poisoned_op_of_a_replaced_pair_marks_no_row_of_the_new_one(stores: Stores, memory_runtime: Runtime) -> None:
+    stores.pairs.add(make_pair())
+    pair = stores.pairs.get("contoso-to-fabrikam")
+    void = _create(pair.id, make_user(1), 1, generation="0ld0generation")
+    assert record_poison(memory_runtime, decode_message(void.to_json()), error="TargetTransient: boom") is None
+    assert stores.contacts.status_counts(pair.id) == {}
+    current = _create(pair.id, make_user(2), 2, generation=pair.generation)
+    assert record_poison(memory_runtime, decode_message(current.to_json()), error="TargetTransient: boom") == current
+    assert stores.contacts.status_counts(pair.id) == {"failed": 1, "poisoned": 1}

@@ -89,6 +89,14 @@ def discard_replaced(rt: Runtime, op: ContactOp) -> Applied:
     return Applied(Outcome.DISCARDED, detail=PAIR_REPLACED)
 
 
+def _of_the_current_pair(rt: Runtime, op: ContactOp) -> bool:
+    """Whether the op belongs to the pair stored under its id now (same generation); False when it is gone."""
+    try:
+        return rt.stores.pairs.generation_of(op.pair_id) == op.generation
+    except PairNotFound:
+        return False
+
+
 def _thread_counts(target: object) -> tuple[int, int]:
     counts = getattr(target, "thread_counts", None)
     return counts() if callable(counts) else (0, 0)
@@ -111,6 +119,10 @@ def record_poison(rt: Runtime, message: OpMessage, *, error: str = "") -> Contac
     if op is None:  # its body is untrusted: no row is marked and no id from it is logged
         log.error("poison message is not a contact operation, kept for replay-poison: %s", message.error,
                   extra={"outcome": "bad"})
+        return None
+    if not _of_the_current_pair(rt, op):  # the row is the new pair's now: never mark it for an old pair's op
+        log.warning("op %s ended in the poison queue, kept for replay-poison: %s", op.key, PAIR_REPLACED,
+                    extra={"pair_id": op.pair_id, "outcome": Outcome.DISCARDED.value, "detail": PAIR_REPLACED})
         return None
     cause = error or rt.stores.contacts.delivery_error(op.pair_id, op.source_id, op.version) or "no cause was recorded"
     failure = f"{POISONED} ({cause}); kept for replay-poison"
