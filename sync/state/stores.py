@@ -35,10 +35,15 @@ class Stores:
     parked: OpQueue  # ops of pairs quarantined for their credentials, until a connection test passes
     subscriptions: SubscriptionStore  # each pair's Graph change-notification subscriptions (in the PairState table)
     removals: RemovalLedger  # what each pair's queued plans removed lately, for the gate's window (PairState)
+    # Queues no ctcs trigger reads, opened without creating them: status counts them (a missing one as empty).
+    poison_poison: OpQueue  # <ops>-poison-poison: where the host moves what the poison trigger failed on
+    pair_runs_poison: PairRunQueue  # <pair-runs>-poison: planning requests that failed every delivery
+    pair_runs_poison_poison: PairRunQueue  # <pair-runs>-poison-poison: never filled while no trigger reads -poison
 
     @classmethod
     def open(cls, account: StorageAccount, environ: Mapping[str, str] | None = None) -> Stores:
         queue_name = required_setting("CTCS_OPS_QUEUE", environ)
+        pair_runs = required_setting("CTCS_PAIR_RUNS_QUEUE", environ)
         groups_table = required_setting("CTCS_GROUPS_TABLE", environ)
         pair_state = account.table(required_setting("CTCS_PAIR_STATE_TABLE", environ))
         return cls(
@@ -51,11 +56,14 @@ class Stores:
             failed=OpQueue(account.queue(queue_name + FAILED_SUFFIX)).ensure(),
             groups=GroupStore(lambda: account.table(groups_table)),  # created when a pair first scopes by group
             targets=TargetStateStore(account.table(required_setting("CTCS_TARGETS_TABLE", environ))),
-            pair_runs=PairRunQueue(account.queue(required_setting("CTCS_PAIR_RUNS_QUEUE", environ))).ensure(),
+            pair_runs=PairRunQueue(account.queue(pair_runs)).ensure(),
             round_pages=RoundPageStore(pair_state),
             parked=OpQueue(account.queue(queue_name + PARKED_SUFFIX)).ensure(),
             subscriptions=SubscriptionStore(pair_state),
             removals=RemovalLedger(pair_state),
+            poison_poison=OpQueue(account.queue(queue_name + POISON_SUFFIX + POISON_SUFFIX)),
+            pair_runs_poison=PairRunQueue(account.queue(pair_runs + POISON_SUFFIX)),
+            pair_runs_poison_poison=PairRunQueue(account.queue(pair_runs + POISON_SUFFIX + POISON_SUFFIX)),
         )
 
     @classmethod
