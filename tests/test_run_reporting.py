@@ -3,10 +3,13 @@ following the same policy as the Functions worker, and a full resync never lost 
 
 from __future__ import annotations
 
+import contextlib
 import json
+import re
 import time
 
 import pytest
+from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 
 from sync.app.admin.drain import drain
 from sync.app.planner.run import run_pair
@@ -72,7 +75,8 @@ def test_a_cli_run_applies_and_reports_only_its_own_pair(
     assert healthy["recent_runs"][0]["counts"]["applied_created"] == 3
     assert healthy["contacts"] == {"ok": 3} and healthy["waiting"] == {"creates_queued": 0, "poisoned": 0}
     assert broken["contacts"] == {"queued": 2} and broken["waiting"]["creates_queued"] == 2
-    assert report["queues"] == {"ops": 2, "poison": 0, "failed": 0, "parked": 0}, "queue depths once, for all pairs"
+    assert report["queues"] == {"ops": 2, "poison": 0, "poison_poison": 0, "failed": 0, "parked": 0, "pair_runs": 0,
+                                "pair_runs_poison": 0, "pair_runs_poison_poison": 0}, "queue depths once, for all pairs"
 
 
 def test_poisoned_ops_count_under_their_own_pair_with_their_cause(
@@ -95,7 +99,7 @@ def test_poisoned_ops_count_under_their_own_pair_with_their_cause(
     capsys.readouterr()
     cli.main(["status"], runtime=lambda: rt)
     table = capsys.readouterr().out
-    assert "queues (all pairs): 0 ops waiting, 2 in the poison queue" in table
+    assert re.search(rf"^{rt.stores.poison.name} +2  ops that failed every delivery$", table, re.M), table
 
 
 def test_a_throttled_op_in_the_drain_spends_no_delivery_and_waits_at_least_a_second(
@@ -128,3 +132,43 @@ def test_a_full_resync_asked_for_while_another_run_plans_is_not_lost(rt: Runtime
     assert run_pair(rt, HEALTHY.id, trigger=RunTrigger.TIMER).run.full
     assert not pair_state.get(HEALTHY.id).force_full, "served once"
     assert not run_pair(rt, HEALTHY.id, trigger=RunTrigger.TIMER).run.full
+
+
+def test_status_counts_every_queue_the_poison_queues_and_theirs_included(
+    rt: Runtime, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Every queue has its row in the table and its count in --json, the ones no trigger reads included (the host
+    makes a -poison-poison queue on first use): nothing can pile up where status does not look."""
+    stores = rt.stores
+    run_pair(rt, HEALTHY.id, trigger=RunTrigger.CLI)  # 3 ops
+    counts = {"poison": 1, "poison_poison": 2, "failed": 3, "parked": 4, "pair_runs": 5, "pair_runs_poison": 6,
+              "pair_runs_poison_poison": 7}
+    for role, n in counts.items():
+        client = getattr(stores, role).client
+        with contextlib.suppress(ResourceExistsError):
+            client.create_queue()
+        for i in range(n):
+            client.send_message(f"message {i}")
+    report = status_json(rt, capsys)
+    assert report["queues"] == {"ops": 3, **counts}
+    names = report["queue_names"]
+    assert names["poison_poison"] == stores.ops.name + "-poison-poison"  # type: ignore[index]
+    assert names["pair_runs_poison_poison"] == stores.pair_runs.name + "-poison-poison"  # type: ignore[index]
+
+    assert cli.main(["status"], runtime=lambda: rt) == cli.EXIT_OK
+    table = capsys.readouterr().out
+    for role, n in {"ops": 3, **counts}.items():
+        assert re.search(rf"^{re.escape(names[role])} +{n}  \S", table, re.M), (role, table)  # type: ignore[index]
+    longest = max(len(name) for name in names.values())  # type: ignore[attr-defined]
+    allowance = longest - len("contact-ops-poison-poison")  # the test's queue names are longer than the defaults
+    assert max(len(line) for line in table.splitlines() if "-poison" in line) <= 80 + allowance, table
+
+
+def test_status_counts_a_poison_queue_the_host_never_made_as_empty(
+    rt: Runtime, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for queue in (rt.stores.pair_runs_poison_poison, rt.stores.poison_poison):
+        with contextlib.suppress(ResourceNotFoundError):
+            queue.client.delete_queue()
+    assert status_json(rt, capsys)["queues"]["pair_runs_poison_poison"] == 0  # type: ignore[index]
+    assert cli.main(["replay-poison"], runtime=lambda: rt) == cli.EXIT_OK, "a missing -poison-poison holds nothing"

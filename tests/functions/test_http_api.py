@@ -97,7 +97,9 @@ def test_list_and_show_return_definitions_with_references_and_status(sync: Sync)
     status = shown.json["status"]
     assert status["pair"] == PAIR_ID and status["quarantined"] is False
     assert status["contacts"] == {"queued": 2} and status["waiting"] == {"creates_queued": 2, "poisoned": 0}
-    assert shown.json["queues"] == listing.json["queues"] == {"ops": 2, "poison": 0, "failed": 0, "parked": 0}
+    assert shown.json["queues"] == listing.json["queues"] == {
+        "ops": 2, "poison": 0, "poison_poison": 0, "failed": 0, "parked": 0, "pair_runs": 0, "pair_runs_poison": 0,
+        "pair_runs_poison_poison": 0}
     assert status["recent_runs"][0]["trigger"] == "http"
     for reply in (listing, shown):
         assert SECRET not in reply.body.decode()
