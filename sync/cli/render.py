@@ -150,13 +150,15 @@ def run_summary(result: RunResult, drained: DrainReport) -> None:
 
 
 def waiting_note(pair_id: str, drained: DrainReport) -> None:
-    """Exit code 4: what waits for Exchange, until when, and how it gets applied (stderr: scripts read stdout)."""
+    """Exit code 4: what waits, for what, until when, and how it gets applied (stderr: scripts read stdout).
+    Exchange is named only when Exchange made them wait (its creation quota, throttling)."""
     until = drained.waiting_until.isoformat(timespec="seconds") if drained.waiting_until else "a later moment"
     why = f" ({drained.waiting_reason})" if drained.waiting_reason else ""
+    what = "wait for Exchange" if drained.waiting_for_exchange else "are not applied yet"
     print(
-        f"\n{drained.waiting} operation(s) of pair {pair_id} wait for Exchange{why} until {until}. They stay queued: "
-        f"the Functions worker applies them then, or run `python -m sync run --pair {pair_id}` after that time. "
-        "`python -m sync status` shows the pause.",
+        f"\n{drained.waiting} operation(s) of pair {pair_id} {what}{why} until {until}. They stay queued: the "
+        f"Functions worker applies them then, or run `python -m sync run --pair {pair_id}` after that time."
+        + (" `python -m sync status` shows the pause." if drained.waiting_for_exchange else ""),
         file=sys.stderr,
     )
 

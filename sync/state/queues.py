@@ -28,7 +28,7 @@ import functools
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
-from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
 from azure.storage.queue import QueueClient, QueueMessage
 
 from sync.contract.ops import ContactOp, encode_batches, pair_of_message
@@ -95,6 +95,17 @@ class OpQueue:
     def defer(self, message: QueueMessage, seconds: int) -> None:
         """Hide a received message for `seconds` more; it comes back with the same body (and dequeue count)."""
         self.client.update_message(message, visibility_timeout=seconds)
+
+    def renew(self, message: QueueMessage, seconds: int) -> bool:
+        """Keep a received message hidden `seconds` more while it is being applied (a lease that a process renews
+        while it lives, so that what a killed process held comes back within `seconds`, not after a long timeout).
+        The handle takes the new pop receipt. False when the lease was lost already (another consumer may hold it)."""
+        try:
+            updated = self.client.update_message(message, visibility_timeout=seconds)
+        except (ResourceNotFoundError, HttpResponseError):
+            return False
+        message.pop_receipt, message.next_visible_on = updated.pop_receipt, updated.next_visible_on
+        return True
 
     def make_visible(self, message: QueueMessage) -> None:
         """Give a received message back at once (someone else's to handle)."""

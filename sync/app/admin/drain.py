@@ -21,7 +21,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from azure.storage.queue import QueueMessage
@@ -41,7 +41,11 @@ from sync.state.entities import now_utc
 log = logging.getLogger("ctcs.drain")
 
 OTHER_PAIR_DELAY_SECONDS = 30
-RECEIVE_VISIBILITY_SECONDS = 120
+# A received message is leased for LEASE_SECONDS and the lease renewed while its op runs, so that what a killed
+# `run` held comes back to the queue within LEASE_SECONDS (it once stayed hidden for two minutes, while later runs
+# found the pair's creates queued with nothing to apply and blamed Exchange).
+LEASE_SECONDS = 10
+RENEW_WITHIN_SECONDS = 5  # renew a lease once this little of it is left
 IDLE_POLL_SECONDS = 0.5
 RECOUNT_SECONDS = 5.0  # how often an idle drain re-counts the pair's waiting creates
 OVERDUE_SECONDS = 30.0
@@ -62,6 +66,7 @@ class DrainReport:
     waiting: int = 0  # ops still on the queue because Exchange asked them to wait longer than the drain waits
     waiting_until: datetime | None = None  # when the last of them comes back, as far as known
     waiting_reason: str = ""
+    waiting_for_exchange: bool = True  # False: they wait for no Exchange answer (held by a worker, or one that died)
     split: int = 0  # batches of ops split into single-op messages (then applied like the others)
     parked: int = 0  # ops kept untried because their pair's credentials fail (the pair is quarantined)
 
@@ -81,6 +86,7 @@ class _Received:
 
     handle: QueueMessage
     message: OpMessage
+    leased_until: float = 0.0  # monotonic; the handle's pop receipt changes when the lease is renewed
 
     @property
     def key(self) -> str:
@@ -100,6 +106,19 @@ class _Drain:
     counted_at: float = 0.0
     pending: int = 0  # the pair's creates still queued (ContactState `queued`), as last counted
     running: dict[Future[tuple[ContactOp, Applied]], _Received] = field(default_factory=dict)
+
+    def renew_leases(self) -> None:
+        """Renew the lease of every received message whose lease is about to run out (its op still runs or waits
+        for a worker thread); one that was lost is left to whoever holds it now."""
+        now = time.monotonic()
+        for future, received in list(self.running.items()):
+            if received.leased_until - now > RENEW_WITHIN_SECONDS:
+                continue
+            if self.rt.stores.ops.renew(received.handle, LEASE_SECONDS):
+                self.running[future] = replace(received, leased_until=now + LEASE_SECONDS)
+            else:
+                log.warning("lost the lease of a queued op while applying it: %s", received.key)
+                self.running[future] = replace(received, leased_until=float("inf"))
 
     def give_back_unstarted(self) -> None:
         for future, received in list(self.running.items()):
@@ -198,7 +217,14 @@ class _Drain:
             return True
         if now - (self.idle_since or now) < self.wait_seconds:
             return False  # they should become visible soon (a short deferral, another worker on them)
-        self._report_waiting(self.pending, resume_at, "creates still queued")
+        if resume_at is not None:
+            self._report_waiting(self.pending, resume_at, "creates wait for Exchange's creation quota")
+            return True
+        # No pause holds them and none came back: a worker holds their messages (the Functions worker, another
+        # run, or one that was killed and whose lease has not run out yet), or an earlier delay has not ended.
+        self._report_waiting(self.pending, None, "creates still queued: their messages are held by another worker, "
+                             "or by one that stopped, until its lease ends")
+        self.report.waiting_for_exchange = False
         return True
 
     def _stop_waiting(self) -> bool:
@@ -257,10 +283,10 @@ def _loop(
     while time.monotonic() < deadline:
         received_own = False
         if len(running) < concurrency:
-            messages = queue.receive(max_messages=min(32, concurrency * 2), visibility_timeout=RECEIVE_VISIBILITY_SECONDS)
+            messages = queue.receive(max_messages=min(32, concurrency * 2), visibility_timeout=LEASE_SECONDS)
             for handle in messages:
                 # The one decoding of this message: a batch, an op, or why it is neither (then it is poisoned).
-                received = _Received(handle, decode_message(handle.content))
+                received = _Received(handle, decode_message(handle.content), time.monotonic() + LEASE_SECONDS)
                 if state.mine(received):
                     received_own = True
                     if received.message.batch:
@@ -275,6 +301,7 @@ def _loop(
             time.sleep(IDLE_POLL_SECONDS)  # only deferred messages are left: wait for them to become visible
             continue
         done, _ = wait(list(running), timeout=1.0, return_when=FIRST_COMPLETED)
+        state.renew_leases()
         for future in done:
             label = state.settle(running.pop(future), future)
             if on_done is not None and label:
