@@ -153,7 +153,7 @@ def _state_lost(rt: Runtime, pair_id: str) -> bool:
     if status.round is not None or status.quarantined or not rt.stores.contacts.is_empty(pair_id):
         return False
     try:
-        pair = rt.pair(pair_id)
+        pair = rt.stores.pairs.get(pair_id)  # as stored now, not as cached: the id may name a new pair since
         return rt.target(pair).holds_owned(pair.contact.anchor_attribute, pair.anchor_prefix)
     except PairNotFound:
         raise
