@@ -20,7 +20,7 @@ from pathlib import Path
 
 from azure.core.exceptions import AzureError
 
-from sync.app.admin.connection_test import ConnectionReport, check_connection
+from sync.app.admin.connection_test import ConnectionReport, check_connection, unreadable_secrets
 from sync.app.admin.drain import drain
 from sync.app.admin.explain import explain
 from sync.app.admin.provision import Result, provision_user
@@ -37,7 +37,8 @@ from sync.cli.console import Progress, Ticker
 from sync.contract.ops import OpKind
 from sync.contract.pairs import TenantPair, load_pair_file
 from sync.contract.vocabulary import ContactStatus, RunOutcome, RunTrigger
-from sync.errors import ConfigError, CtcsError, PairNotFound
+from sync.errors import ConfigError, CtcsError, PairNotFound, PairValidationError
+from sync.identity.rooms import pair_problems
 from sync.settings import load_local_settings
 from sync.state.queues import waiting_ops, waiting_requests
 
@@ -49,6 +50,8 @@ Command = Callable[[argparse.Namespace, Callable[[], Runtime]], int]
 
 def _pairs_add(args: argparse.Namespace, runtime: Callable[[], Runtime]) -> int:
     pair = load_pair_file(args.file)
+    if problems := pair_problems(pair):  # secrets and clouds a pair row may not reach (sync.identity.rooms)
+        raise PairValidationError(problems, where=f"pair file {args.file}")
     rt = runtime()
     if not args.no_test:
         report = check_connection(rt, pair)
@@ -147,7 +150,21 @@ def _plan(args: argparse.Namespace, runtime: Callable[[], Runtime]) -> int:
     return EXIT_UNSAFE if result.quarantine_reason else EXIT_OK
 
 
+def _secrets_missing_here(rt: Runtime, pair_id: str) -> bool:
+    """True (and why, on stderr) when this machine cannot read the pair's secrets: the command stops here, and the
+    pair is not quarantined for the deployment."""
+    problems = unreadable_secrets(rt.stores.pairs.get(pair_id))
+    for problem in problems:
+        print(f"error: {problem}", file=sys.stderr)
+    if problems:
+        print(f"pair {pair_id}: nothing was run: this machine cannot read the pair's secrets (set them here and run "
+              "again); the pair is not quarantined, the deployment reads its own", file=sys.stderr)
+    return bool(problems)
+
+
 def _run(args: argparse.Namespace, runtime: Callable[[], Runtime]) -> int:
+    if _secrets_missing_here(runtime(), args.pair):
+        return EXIT_USAGE
     if args.user is not None:
         return _run_user(args, runtime)
     if args.json:
@@ -205,6 +222,8 @@ def _run(args: argparse.Namespace, runtime: Callable[[], Runtime]) -> int:
 
 def _reconcile(args: argparse.Namespace, runtime: Callable[[], Runtime]) -> int:
     rt = runtime()
+    if _secrets_missing_here(rt, args.pair):
+        return EXIT_USAGE
     if args.dry_run:
         preview = preview_reconcile(rt, args.pair)
         if args.json:

@@ -6,6 +6,7 @@ against the pair's delete thresholds before anything is queued.
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
@@ -33,14 +34,21 @@ class Skip:
     name: str
 
 
+def removal_key(source_id: str) -> str:
+    """How the gate's window names a removed contact: short, so a day of removals fits in one table row."""
+    return hashlib.sha256(source_id.lower().encode()).hexdigest()[:12]
+
+
 @dataclass(frozen=True)
 class RemovalWindow:
     """What the pair's queued plans removed over the last `hours` (sync.state.removals keeps it): the safety gate
-    counts these with a plan's own removals, so many small plans cannot remove what one large one may not."""
+    counts these with a plan's own removals, so many small plans cannot remove what one large one may not. A contact
+    removed again in the window (a hidden leaver shown by hand and hidden again) is counted once."""
 
     hours: int = 0  # 0: no window known (the gate is per plan only)
-    hidden: int = 0  # hides queued in the window
-    deleted: int = 0  # deletes queued in the window (their contacts no longer count as managed)
+    hidden: int = 0  # contacts hidden in the window
+    deleted: int = 0  # contacts deleted in the window (they no longer count as managed)
+    keys: frozenset[str] = frozenset()  # `removal_key` of each contact counted (all, or the first few thousand)
 
     @property
     def removed(self) -> int:
@@ -368,10 +376,11 @@ def unsafe_reason(plan: Plan, pair: TenantPair, *, earlier_removals: int = 0) ->
     window = plan.window
     if not window.hours or not window.removed or not removals:
         return None
-    over = _over_limits(removals + window.removed, plan.managed + window.deleted, pair)
+    again = sum(1 for op in plan.ops if op.kind.removes and removal_key(op.source_id) in window.keys)
+    over = _over_limits(removals + window.removed - again, plan.managed + window.deleted, pair)
     if over:
         return (f"over the last {window.hours} h (deletion.window_hours) the pair {verb} {over}: "
-                f"{removals} in this plan, {window.removed} queued earlier in the window")
+                f"{removals} in this plan, {window.removed - again} more queued earlier in the window")
     return None
 
 

@@ -123,6 +123,22 @@ class Correction:
                     "repair": why, "last_op": "reconcile:released", "last_run_id": run_id})
 
     @classmethod
+    def handed_back(cls, *, at: str) -> Correction:
+        """An admin handed a released contact back (`python -m sync handback`): a tombstone, so the next round's
+        create finds the contact by its anchor again and sets every value from the source."""
+        return cls({"updated_at": at, "status": ContactStatus.DELETED.value, "guid": "", "applied": "", "hash": "",
+                    "last_error": "", "repaired_at": at, "repair": "handed back by an admin; managed again",
+                    "last_op": "handback"})
+
+    @classmethod
+    def adopted(cls, *, at: str) -> Correction:
+        """`python -m sync adopt` wrote this pair's anchor on an existing contact: a tombstone, so the next round's
+        create finds the contact by its anchor and sets every value from the source."""
+        return cls({"updated_at": at, "status": ContactStatus.DELETED.value, "guid": "", "applied": "", "hash": "",
+                    "last_error": "", "repaired_at": at, "repair": "adopted by an admin; managed from now on",
+                    "last_op": "adopt"})
+
+    @classmethod
     def rebuilt(cls, *, guid: str, applied: Mapping[str, Any], hash: str, hidden: bool, repair: str,
                 at: str) -> Correction:
         """A row rebuilt from the target's contact `guid` (lost, or naming another contact): `applied` is what the

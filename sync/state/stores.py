@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from sync.settings import required_setting
 from sync.state.contacts import ContactStateStore
 from sync.state.groups import GroupStore
+from sync.state.ownership import OwnershipStore
 from sync.state.pair_state import PairStateStore
 from sync.state.pairs import PairStore
 from sync.state.queues import FAILED_SUFFIX, PARKED_SUFFIX, POISON_SUFFIX, OpQueue, PairRunQueue
@@ -39,6 +40,7 @@ class Stores:
     poison_poison: OpQueue  # <ops>-poison-poison: where the host moves what the poison trigger failed on
     pair_runs_poison: PairRunQueue  # <pair-runs>-poison: planning requests that failed every delivery
     pair_runs_poison_poison: PairRunQueue  # <pair-runs>-poison-poison: never filled while no trigger reads -poison
+    ownership: OwnershipStore  # released and adopted contacts, by tenants and anchor (PairState)
 
     @classmethod
     def open(cls, account: StorageAccount, environ: Mapping[str, str] | None = None) -> Stores:
@@ -64,6 +66,7 @@ class Stores:
             poison_poison=OpQueue(account.queue(queue_name + POISON_SUFFIX + POISON_SUFFIX)),
             pair_runs_poison=PairRunQueue(account.queue(pair_runs + POISON_SUFFIX)),
             pair_runs_poison_poison=PairRunQueue(account.queue(pair_runs + POISON_SUFFIX + POISON_SUFFIX)),
+            ownership=OwnershipStore(pair_state),
         )
 
     @classmethod

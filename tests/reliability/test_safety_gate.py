@@ -103,6 +103,6 @@ def test_leavers_in_waves_are_stopped_once_the_window_total_passes_the_limit(
     assert state.quarantined and waves == 3, (waves, hidden())
     assert state.quarantine_reason == (
         "over the last 24 h (deletion.window_hours) the pair removes (hides or deletes) 32 of 300 contacts (10.7%), "
-        "more than deletion.max_delete_percent (10%): 16 in this plan, 16 queued earlier in the window")
+        "more than deletion.max_delete_percent (10%): 16 in this plan, 16 more queued earlier in the window")
     assert hidden() == 32, "the wave that crossed the window's limit removed nothing"
     record(contacts=300, wave=16, waves_run=waves, removed_in_window=16, removed_in_all=hidden())

@@ -35,6 +35,7 @@ from sync.core.plan import Baseline, PlanOptions, plan_pair
 from sync.core.scope import SKIP_REASONS, decide_scope
 from sync.core.source import DeltaRound, source_select
 from sync.errors import CtcsError
+from sync.state.ownership import with_released
 from sync.state.runs import RunRecord
 
 log = logging.getLogger("ctcs.provision")
@@ -130,6 +131,7 @@ def _provision(rt: Runtime, pair: TenantPair, key: str, done: Provisioned) -> No
                       in_scope=False, reason=decision.reason, rule=decision.detail)
     manager = reported_manager(user) if user is not None else None
     state = rt.stores.contacts.summaries_of(pair.id, [source_id, *([manager] if manager else [])])
+    state = with_released(state, rt.stores.ownership.marks(pair))  # a contact an admin took over stays theirs
     plan = plan_pair(pair, round_, Baseline(state, memberships=memberships, hidden_ids=hidden_ids),
                      PlanOptions(time.time_ns() // 1000, done.run_id, retry_kept=True, now=datetime.now(UTC)))
     ops = [op for op in plan.ops if op.source_id == source_id]
@@ -161,7 +163,7 @@ def _provision(rt: Runtime, pair: TenantPair, key: str, done: Provisioned) -> No
 def _apply(op: ContactOp, pair: TenantPair, target: Any, rt: Runtime, done: Provisioned) -> Applied:
     before = Counter(getattr(target, "requests", None) or {})
     try:
-        return apply_op(op, pair=pair, target=target, contacts=rt.stores.contacts)
+        return apply_op(op, pair=pair, target=target, contacts=rt.stores.contacts, ownership=rt.stores.ownership)
     finally:
         calls = Counter(getattr(target, "requests", None) or {}) - before
         done.exchange_calls = dict(Counter(done.exchange_calls) + calls)

@@ -146,6 +146,7 @@ def repair_state(rt: Runtime, pair: TenantPair, *, run_id: str, allow_deletes: b
         writes.append((rows[source_id], Correction.deleted_by_hand(repair="deleted by hand; created again", at=now)))
     for source_id, why in findings.released.items():
         writes.append((rows[source_id], Correction.released(why, run_id=run_id, at=now)))
+    _mark_released(rt, pair, rows, findings.released)
     pending = set(rt.stores.contacts.pending_ids(pair.id)) if c.rebuilt else set()
     if pair.syncs_groups:
         # The target cannot tell a group's contact from a user's (same anchor form): a row rebuilt for a group's
@@ -174,6 +175,18 @@ def repair_state(rt: Runtime, pair: TenantPair, *, run_id: str, allow_deletes: b
     log.info("pair %s reconcile %s: %s", pair.id, run_id, findings.counts(),
              extra={"pair_id": pair.id, "run_id": run_id, "counts": findings.counts()})
     return findings
+
+
+def _mark_released(rt: Runtime, pair: TenantPair, rows: Mapping[str, ContactRow], found: Mapping[str, str]) -> None:
+    """Record apart from ContactState every contact found released now, and every row released before without a
+    mark (an older release), so that losing the rows or re-adding the pair never adopts them again."""
+    marked = rt.stores.ownership.marks(pair)
+    released = {source_id: row.last_error for source_id, row in rows.items() if row.status is ContactStatus.RELEASED}
+    for source_id, why in {**released, **found}.items():
+        if source_id in found or source_id not in marked:
+            row = rows[source_id]
+            rt.stores.ownership.released(pair, source_id, guid=row.guid, why=why, name=str(row.applied.get("Name") or ""),
+                                         address=str(row.applied.get("ExternalEmailAddress") or ""))
 
 
 def _rows(rt: Runtime, pair: TenantPair) -> dict[str, ContactRow]:
