@@ -24,7 +24,7 @@ from sim.azurite import CONNECTION_STRING
 from sim.host import LocalHost
 from tests.support.sim_pairs import CertificateLogin, sim_pair
 
-SECRET_ENV, SECRET = "CTCS_BENCH_SECRET", "bench-secret-value"
+SECRET_ENV, SECRET = "CTCS_SECRET_BENCH", "bench-secret-value"
 
 
 def queue_depth(rt: object, name: str) -> int:
@@ -41,6 +41,7 @@ def main() -> None:
     })
     certificate = make_client_certificate(None, common_name="ctcs bench")
     key_file = Path(tempfile.mkdtemp()) / "exo.pem"
+    os.environ["CTCS_SECRET_FILE_DIR"] = str(key_file.parent)  # file: references are read only under it
     key_file.write_bytes(certificate.pem_bytes)
     with SimCloud.trusted() as cloud:
         login = CertificateLogin(certificate.cert_pem, f"file:{key_file}")

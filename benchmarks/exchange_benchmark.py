@@ -49,7 +49,7 @@ from tests.support.compare import contact_differences
 
 ROOT = Path(__file__).resolve().parent.parent
 PAIR_ID = "bench-exchange"
-SECRET_VARIABLE = "CTCS_BENCH_SECRET"
+SECRET_VARIABLE = "CTCS_SECRET_BENCH"
 WRITES = ("New-MailContact", "Set-MailContact", "Set-Contact")
 MODES = {
     # Before issue 12: a look-up per create, no pacing, host.json's old batch of 4 (+2) per instance.

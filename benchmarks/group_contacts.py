@@ -32,7 +32,7 @@ from sync.contract.vocabulary import RunTrigger
 from sync.graph import group_contacts
 from tests.support.sim_pairs import sim_definition, sim_tenants
 
-SECRET_ENV, SECRET = "CTCS_BENCH_SECRET", "bench-secret-value"
+SECRET_ENV, SECRET = "CTCS_SECRET_BENCH", "bench-secret-value"
 KINDS = (("unified", 1000), ("distribution", 600), ("mail_enabled_security", 300), ("security", 100))
 
 

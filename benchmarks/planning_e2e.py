@@ -49,7 +49,7 @@ from tests.support.sim_pairs import sim_pair
 ROOT = Path(__file__).resolve().parent.parent
 HOST = ROOT / "benchmarks" / "host_process.py"
 BEFORE_REV = "e6b1c2c"  # the last commit before fan-out, streamed rounds and fast enqueue
-SECRET_ENV, SECRET = "CTCS_BENCH_GRAPH_SECRET", "bench-secret-value"
+SECRET_ENV, SECRET = "CTCS_SECRET_BENCH_GRAPH", "bench-secret-value"
 FUNCTION_TIMEOUT = 600.0  # host.json functionTimeout: the host kills an invocation after this
 CRASH_LEASE_SECONDS = 30  # lease and message visibility of the crash scenario, so the resume need not wait 10 minutes
 

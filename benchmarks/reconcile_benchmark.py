@@ -36,7 +36,7 @@ from sync.core.mapping import ContactMapper
 from sync.core.scope import decide_scope
 from tests.support.sim_pairs import CertificateLogin, sim_pair
 
-SECRET_ENV, SECRET = "CTCS_BENCH_SECRET", "bench-secret-value"
+SECRET_ENV, SECRET = "CTCS_SECRET_BENCH", "bench-secret-value"
 WRITES = ("New-MailContact", "Set-MailContact", "Set-Contact", "Remove-MailContact")
 
 
@@ -98,6 +98,7 @@ def main() -> None:
     })
     certificate = make_client_certificate(None, common_name="ctcs bench")
     key_file = Path(tempfile.mkdtemp()) / "exo.pem"
+    os.environ["CTCS_SECRET_FILE_DIR"] = str(key_file.parent)  # file: references are read only under it
     key_file.write_bytes(certificate.pem_bytes)
     with SimCloud.trusted() as cloud:
         made = sim_pair(cloud, secret=SECRET, secret_env=SECRET_ENV, pair_id="reconcile-bench",

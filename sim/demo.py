@@ -31,7 +31,7 @@ from sync.core.scope import decide_scope
 from sync.state.stores import Stores
 
 PAIR_ID = "contoso-to-fabrikam"
-SECRET_VARIABLE = "CTCS_DEMO_GRAPH_SECRET"
+SECRET_VARIABLE = "CTCS_SECRET_DEMO_GRAPH"
 COMPARED = ("DisplayName", "FirstName", "LastName", "Company", "Department", "Title", "Office", "Phone",
             "MobilePhone", "City", "PostalCode", "CountryOrRegion")
 
@@ -60,6 +60,7 @@ def _tenants(cloud: SimCloud, workdir: Path, users: int, seed: int) -> tuple[Ten
     certificate = make_client_certificate(None)  # Exchange app-only access needs a certificate
     target.register_app(exchange_app, certificate_pem=certificate.cert_pem)
     key_file = workdir / "fabrikam-exo.pem"
+    os.environ["CTCS_SECRET_FILE_DIR"] = str(workdir)  # file: references are read only under this directory
     key_file.write_bytes(certificate.pem_bytes)
     for user in generate_users(users, seed=seed, domain="contoso.com"):
         source.directory.add_user(user)

@@ -15,6 +15,15 @@ from tests.support.memory_source import MemorySource
 from tests.support.memory_target import MemoryTarget
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _secret_files(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The tests' `file:` references point into pytest's temporary directory: allow reading there
+    (CTCS_SECRET_FILE_DIR), as an operator's settings would for their own directory."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CTCS_SECRET_FILE_DIR", str(tmp_path_factory.getbasetemp()))
+        yield
+
+
 @pytest.fixture(scope="session")
 def azurite() -> Iterator[str]:
     """A storage connection string for a running Azurite (started here unless one is already listening)."""

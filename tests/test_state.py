@@ -32,7 +32,7 @@ def test_pairs_add_get_list_enable_remove(stores: Stores) -> None:
 def test_the_table_holds_references_never_values(stores: Stores) -> None:
     stores.pairs.add(make_pair())
     [row] = stores.pairs.table.query_entities("PartitionKey eq 'pair'")  # beside it, only the tenants' claim
-    assert "env:CONTOSO_GRAPH_SECRET" in row["definition"] and "kv:fabrikam-exo-cert" in row["definition"]
+    assert "env:CTCS_SECRET_CONTOSO_GRAPH" in row["definition"] and "kv:fabrikam-exo-cert" in row["definition"]
 
 
 def test_same_id_needs_replace(stores: Stores) -> None:

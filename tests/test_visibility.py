@@ -30,9 +30,9 @@ def cloud() -> Iterator[SimCloud]:
 
 def make_pair(cloud: SimCloud, source: Tenant, target: Tenant, app: str, *, source_exchange: bool) -> TenantPair:
     exchange = {"source": {"exchange": {"organization": source.domain,
-                                        "credential": {"type": "client_secret", "secret": "env:VIS_SECRET"}}}}
+                                        "credential": {"type": "client_secret", "secret": "env:CTCS_SECRET_VIS"}}}}
     return parse_pair(sim_definition(
-        cloud, source, target, pair_id="visibility-pair", secret_env="VIS_SECRET", source_client=app,
+        cloud, source, target, pair_id="visibility-pair", secret_env="CTCS_SECRET_VIS", source_client=app,
         **(exchange if source_exchange else {}),
     ))
 
@@ -55,7 +55,7 @@ def add_person(source: Tenant, n: int, *, graph_hidden: bool | None, exchange_hi
 
 
 def runtime(stores: Stores, pair: TenantPair) -> Runtime:
-    resolver = SecretResolver(environ={"VIS_SECRET": SECRET})
+    resolver = SecretResolver(environ={"CTCS_SECRET_VIS": SECRET})
     credentials = CredentialCache()
     stores.pairs.add(pair)
     return Runtime(

@@ -32,6 +32,7 @@ from azure.identity import (
 
 from sync.contract import pairs
 from sync.errors import ConfigError, CredentialUnusable
+from sync.identity.rooms import cloud_problem, federation_problem
 from sync.identity.secrets import SecretResolver
 from sync.settings import setting
 
@@ -109,7 +110,8 @@ class CredentialCache:
             except CredentialUnusable as unusable:
                 message = str(unusable)
                 # Name the pair side the reference belongs to (the resolver only knows the reference).
-                raise CredentialUnusable(message if message.startswith(field) else f"{field}: {message}") from None
+                named = message.startswith((field, f"{field.split('.', 1)[0]}.cloud"))
+                raise CredentialUnusable(message if named else f"{field}: {message}") from None
             return cached
 
     def for_source(self, pair: pairs.TenantPair, resolver: SecretResolver) -> TokenCredential:
@@ -135,6 +137,10 @@ class CredentialCache:
         resolver: SecretResolver,
         field: str,
     ) -> TokenCredential:
+        side = field.split(".", 1)[0]
+        problem = cloud_problem(f"{side}.cloud", cloud, environ=self._environ)
+        if problem:
+            raise CredentialUnusable(problem)
         options: dict[str, Any] = {"authority": pairs.cloud_endpoints(cloud).authority}
         custom = isinstance(cloud, pairs.CustomCloud)
         if isinstance(definition, pairs.ClientSecretCredential):
@@ -157,6 +163,9 @@ class CredentialCache:
                     f"{field}.certificate ({definition.certificate}): not a PEM or PFX certificate with a private key,"
                     " or the password is wrong"
                 ) from None
+        problem = federation_problem(field, cloud)  # before any managed-identity token is asked for
+        if problem:
+            raise CredentialUnusable(problem)
         hosting = self._hosting_cloud()
         refuse_cross_cloud(field, cloud, hosting)
         managed_identity = self._managed_identity(definition.managed_identity_client_id)

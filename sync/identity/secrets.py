@@ -24,6 +24,7 @@ from azure.core.credentials import TokenCredential
 from azure.core.exceptions import AzureError, ResourceNotFoundError
 
 from sync.errors import CredentialUnusable
+from sync.identity.rooms import reference_problem, secret_file
 from sync.settings import setting
 
 UNRESOLVED_KEY_VAULT_PREFIX = "@Microsoft.KeyVault("
@@ -102,7 +103,7 @@ class SecretResolver:
 
     def resolve(self, reference: str) -> str:
         """The value of a reference as text (client secrets, passwords)."""
-        kind, name = _split(reference)
+        kind, name = self._allowed(reference)
         if kind == "kv":
             value, _, _ = self._key_vault_secret(reference, name)
         elif kind == "env":
@@ -126,7 +127,7 @@ class SecretResolver:
         A Key Vault certificate's secret is base64 PFX (content type application/x-pkcs12) or PEM text; a
         `file:` certificate is read as it is; an `env:` certificate is PEM text or base64 PFX.
         """
-        kind, name = _split(reference)
+        kind, name = self._allowed(reference)
         if kind == "file":
             data = self._read_file(reference, name)
             _refuse_unresolved(reference, data[:64].decode("latin-1"))
@@ -141,6 +142,15 @@ class SecretResolver:
         if "-----BEGIN" in text:
             return text.encode("utf-8")
         return _base64(reference, text)
+
+    def _allowed(self, reference: str) -> tuple[str, str]:
+        """The reference split, once it is one a pair row may name (`sync.identity.rooms`): a row stored before
+        the rules is refused here, at use."""
+        kind, name = _split(reference)
+        problem = reference_problem(reference, environ=self._environ, base_dir=self._base_dir)
+        if problem:
+            raise CredentialUnusable(f"secret reference {problem}")
+        return kind, name
 
     def _key_vault_secret(self, reference: str, name: str) -> tuple[str, str | None, str]:
         with self._lock:
@@ -178,9 +188,7 @@ class SecretResolver:
         return SecretClient(vault_url=vault_uri, credential=key_vault_credential(self._environ))
 
     def _read_file(self, reference: str, name: str) -> bytes:
-        path = Path(name).expanduser()
-        if not path.is_absolute() and self._base_dir is not None:
-            path = self._base_dir / path
+        path = secret_file(name, base_dir=self._base_dir)
         try:
             data = path.read_bytes()
         except OSError as error:

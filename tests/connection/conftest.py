@@ -23,7 +23,7 @@ from sim.host import LocalHost
 from sync.app.wiring.runtime import Runtime
 from tests.support.sim_pairs import CertificateLogin, SimPair, clean_cloud, sim_pair
 
-SECRET_ENV = "CTCS_CONNECTION_TEST_SECRET"
+SECRET_ENV = "CTCS_SECRET_CONNECTION_TEST"
 SECRET = "connection-test-secret-value"
 
 

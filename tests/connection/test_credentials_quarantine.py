@@ -94,7 +94,7 @@ def test_a_source_sign_in_failure_quarantines_at_planning_and_backs_off(setup: S
     made, other = setup.pair(), setup.pair("other-pair")
     setup.add_users(made, 3)
     setup.add_users(other, 2)
-    monkeypatch.setenv("CTCS_CONNECTION_TEST_SECRET", "a-rotated-away-secret")
+    monkeypatch.setenv("CTCS_SECRET_CONNECTION_TEST", "a-rotated-away-secret")
     rt = setup.rt
     rt.forget_connections(made.pair.id)
     result = run_pair(rt, made.pair.id, trigger=RunTrigger.TIMER)
@@ -125,7 +125,7 @@ def test_a_source_sign_in_failure_quarantines_at_planning_and_backs_off(setup: S
     assert waits == [15, 60, 60]
 
     # The other pair (same source tenant app? no: its own tenants) was never held back.
-    monkeypatch.setenv("CTCS_CONNECTION_TEST_SECRET", "connection-test-secret-value")
+    monkeypatch.setenv("CTCS_SECRET_CONNECTION_TEST", "connection-test-secret-value")
     [lifted] = retest_quarantined(rt, now=moment + timedelta(hours=2))
     assert lifted.lifted and not rt.stores.pair_state.get(made.pair.id).quarantined
     assert run_pair(rt, made.pair.id, trigger=RunTrigger.TIMER).outcome is RunOutcome.PLANNED

@@ -21,7 +21,7 @@ from sync.cli import main as cli
 from sync.contract.pairs import parse_pair
 from sync.identity.credentials import CredentialCache
 from sync.identity.secrets import SecretResolver
-from tests.support.sim_pairs import SimPair
+from tests.support.sim_pairs import SimPair, trust_sim_federation
 
 from .conftest import SECRET, SECRET_ENV, Setup
 
@@ -45,7 +45,7 @@ def test_a_healthy_pair_passes_every_check(setup: Setup, capsys: pytest.CaptureF
     names = [(check.side, check.name) for check in report.checks]
     assert names == [("source", "sign-in"), ("source", "permission"), ("source", "read users"),
                      ("target", "sign-in"), ("target", "permission"), ("target", "Exchange"),
-                     ("target", "organisation"), ("target", "anchor attribute")]
+                     ("target", "organisation"), ("target", "anchor attribute"), ("target", "write scope")]
     assert setup.cloud.counts["token"] == 2, "one token per side"
     assert setup.cloud.counts[("graph", "users")] == 1
     assert setup.cloud.counts[("exchange", "Get-Recipient")] == 2  # one recipient, then the anchor look-up
@@ -128,7 +128,7 @@ def test_clock_skew(setup: Setup) -> None:
 
 def test_a_wrong_client_secret(setup: Setup, monkeypatch: pytest.MonkeyPatch) -> None:
     made = setup.pair()
-    monkeypatch.setenv("CTCS_CONNECTION_TEST_SECRET", "not-the-secret")
+    monkeypatch.setenv("CTCS_SECRET_CONNECTION_TEST", "not-the-secret")
     report = check_connection(setup.rt, made.pair.id)
     side, name, cause, fix = failure(report)
     assert "Certificates & secrets" in fix
@@ -136,7 +136,8 @@ def test_a_wrong_client_secret(setup: Setup, monkeypatch: pytest.MonkeyPatch) ->
     assert "not-the-secret" not in json.dumps(report.as_json()) and SECRET not in json.dumps(report.as_json())
 
 
-def test_a_recreated_managed_identity(setup: Setup) -> None:
+def test_a_recreated_managed_identity(monkeypatch: pytest.MonkeyPatch, setup: Setup) -> None:
+    trust_sim_federation(setup.cloud, monkeypatch)
     identity = setup.cloud.add_managed_identity()
     made = setup.pair(target={"credential": {"type": "managed_identity_federation",
                                              "managed_identity_client_id": identity.client_id}})
@@ -246,7 +247,7 @@ def test_group_scoping_needs_group_member_read_all(setup: Setup) -> None:
 
 def test_the_sources_own_exchange_when_granted(setup: Setup) -> None:
     grant = {"organization": "placeholder.onmicrosoft.com",
-             "credential": {"type": "client_secret", "secret": "env:CTCS_CONNECTION_TEST_SECRET"}}
+             "credential": {"type": "client_secret", "secret": "env:CTCS_SECRET_CONNECTION_TEST"}}
     made = setup.pair(store=False, source={"exchange": grant})
     definition = {**made.definition, "source": {**made.definition["source"],
                                                 "exchange": {**grant, "organization": made.source.domain}}}
@@ -259,3 +260,16 @@ def test_the_sources_own_exchange_when_granted(setup: Setup) -> None:
     side, name, cause, fix = failure(check_connection(setup.rt, pair.id))
     assert (side, name, cause) == ("source.exchange", "call", "missing Exchange role")
     assert "Global Reader" in fix
+
+
+def test_the_write_scope_of_the_role_group_is_reported_as_not_checked(setup: Setup) -> None:
+    """ctcs's roles cannot read role assignments: the test says the scope was not checked and how an admin checks
+    it, rather than claiming a scope it never saw."""
+    made = setup.pair()
+    app = target_app(made)
+    app.directory_roles = ()
+    app.role_groups = (frozenset({"Mail Recipient Creation", "Mail Recipients"}),)
+    report = check_connection(setup.rt, made.pair.id)
+    [scope] = [check for check in report.checks if check.name == "write scope"]
+    assert scope.side == "target" and scope.ok and not scope.credentials
+    assert scope.detail.startswith("not checked") and "Get-ManagementRoleAssignment" in scope.detail

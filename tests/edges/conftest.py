@@ -50,7 +50,7 @@ def target_tenant(cloud: SimCloud) -> Tenant:
 
 @pytest.fixture
 def resolver(tmp_path: Path) -> SecretResolver:
-    return SecretResolver(environ={"EDGE_SECRET": SECRET}, base_dir=tmp_path)
+    return SecretResolver(environ={"CTCS_SECRET_EDGE": SECRET, "CTCS_SECRET_FILE_DIR": str(tmp_path)}, base_dir=tmp_path)
 
 
 @pytest.fixture
@@ -61,13 +61,13 @@ def credentials() -> CredentialCache:
 
 @pytest.fixture
 def make_pair(cloud: SimCloud) -> Callable[..., TenantPair]:
-    """A validated pair between two simulated tenants; credentials default to env:EDGE_SECRET on both sides."""
+    """A validated pair between two simulated tenants; credentials default to env:CTCS_SECRET_EDGE on both sides."""
 
     def build(source: Tenant, target: Tenant, *, source_client: str, target_client: str,
               source_credential: dict[str, Any] | None = None,
               target_credential: dict[str, Any] | None = None) -> TenantPair:
         return parse_pair(sim_definition(
-            cloud, source, target, pair_id="edge-pair", secret_env="EDGE_SECRET", source_client=source_client,
+            cloud, source, target, pair_id="edge-pair", secret_env="CTCS_SECRET_EDGE", source_client=source_client,
             target_client=target_client, source_credential=source_credential, target_credential=target_credential,
         ))
 

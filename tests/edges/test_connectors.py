@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from sim import SimCloud, Tenant, make_client_certificate
 from sync.app.wiring.connectors import open_source, open_target
 from sync.contract.pairs import TenantPair
@@ -13,14 +15,16 @@ from sync.exchange.contacts import ExchangeTarget
 from sync.graph.users import GraphSource
 from sync.identity.credentials import CredentialCache, shared_credentials
 from sync.identity.secrets import SecretResolver
+from tests.support.sim_pairs import trust_sim_federation
 
 from .conftest import new_guid
 
 
 def test_a_pair_reads_its_source_and_writes_its_target(
-    cloud: SimCloud, source_tenant: Tenant, target_tenant: Tenant, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch, cloud: SimCloud, source_tenant: Tenant, target_tenant: Tenant, tmp_path: Path,
     make_pair: Callable[..., TenantPair],
 ) -> None:
+    trust_sim_federation(cloud, monkeypatch)
     identity = cloud.add_managed_identity()
     graph_app, exo_app = new_guid(), new_guid()
     source_tenant.register_app(graph_app, federated_subject=identity.object_id, roles=["User.Read.All"])
@@ -30,9 +34,10 @@ def test_a_pair_reads_its_source_and_writes_its_target(
     pair = make_pair(
         source_tenant, target_tenant, source_client=graph_app, target_client=exo_app,
         source_credential={"type": "managed_identity_federation", "managed_identity_client_id": identity.client_id},
-        target_credential={"type": "certificate", "certificate": "file:exo.pfx", "password": "env:EXO_PFX_PASSWORD"},
+        target_credential={"type": "certificate", "certificate": "file:exo.pfx", "password": "env:CTCS_SECRET_EXO_PFX_PASSWORD"},
     )
-    resolver = SecretResolver(environ={"EXO_PFX_PASSWORD": "pfx-pw"}, base_dir=tmp_path)
+    resolver = SecretResolver(environ={"CTCS_SECRET_EXO_PFX_PASSWORD": "pfx-pw", "CTCS_SECRET_FILE_DIR": str(tmp_path)},
+                              base_dir=tmp_path)
     ids = [source_tenant.directory.add_user({"displayName": f"U{n}", "mail": f"u{n}@contoso.com"}) for n in range(3)]
     credentials = CredentialCache()
 

@@ -15,6 +15,7 @@ from sync.contract.pairs import TenantPair
 from sync.errors import ConfigError
 from sync.identity.credentials import CredentialCache
 from sync.identity.secrets import SecretResolver
+from tests.support.sim_pairs import trust_sim_federation
 
 from .conftest import SECRET, new_guid
 
@@ -47,7 +48,7 @@ def test_wrong_secret_fails_without_echoing_it(
     client = new_guid()
     source_tenant.register_app(client, secret="the-right-one")
     pair = make_pair(source_tenant, target_tenant, source_client=client, target_client=new_guid())
-    credential = credentials.for_source(pair, SecretResolver(environ={"EDGE_SECRET": SECRET}))
+    credential = credentials.for_source(pair, SecretResolver(environ={"CTCS_SECRET_EDGE": SECRET}))
     with pytest.raises(ClientAuthenticationError) as caught:
         credential.get_token(graph_scope(cloud))
     assert SECRET not in str(caught.value)
@@ -65,8 +66,9 @@ def test_certificate_from_file(
     (tmp_path / "app.cert").write_bytes(cert.pfx_bytes if form == "pfx" else cert.pem_bytes)
     definition = {"type": "certificate", "certificate": "file:app.cert"}
     if password:
-        definition["password"] = "env:PFX_PASSWORD"
-    resolver = SecretResolver(environ={"PFX_PASSWORD": "pfx-password"}, base_dir=tmp_path)
+        definition["password"] = "env:CTCS_SECRET_PFX_PASSWORD"
+    resolver = SecretResolver(environ={"CTCS_SECRET_PFX_PASSWORD": "pfx-password", "CTCS_SECRET_FILE_DIR": str(tmp_path)},
+                              base_dir=tmp_path)
     pair = make_pair(source_tenant, target_tenant, source_client=new_guid(), target_client=client,
                      target_credential=definition)
     credential = credentials.for_target(pair, resolver)
@@ -81,8 +83,9 @@ def test_wrong_pfx_password_is_a_config_error_naming_the_reference(
     cert = make_client_certificate("right")
     (tmp_path / "app.pfx").write_bytes(cert.pfx_bytes)
     pair = make_pair(source_tenant, target_tenant, source_client=new_guid(), target_client=new_guid(),
-                     target_credential={"type": "certificate", "certificate": "file:app.pfx", "password": "env:PW"})
-    resolver = SecretResolver(environ={"PW": "wrong-password"}, base_dir=tmp_path)
+                     target_credential={"type": "certificate", "certificate": "file:app.pfx", "password": "env:CTCS_SECRET_PW"})
+    resolver = SecretResolver(environ={"CTCS_SECRET_PW": "wrong-password", "CTCS_SECRET_FILE_DIR": str(tmp_path)},
+                              base_dir=tmp_path)
     with pytest.raises(ConfigError, match=r"target\.credential\.certificate \(file:app\.pfx\)") as caught:
         credentials.for_target(pair, resolver)
     assert "wrong-password" not in str(caught.value)
@@ -90,9 +93,10 @@ def test_wrong_pfx_password_is_a_config_error_naming_the_reference(
 
 @pytest.mark.parametrize("client_id_from", ["pair", "app_setting"])
 def test_managed_identity_federation(
-    cloud: SimCloud, source_tenant: Tenant, target_tenant: Tenant, resolver: SecretResolver,
+    monkeypatch: pytest.MonkeyPatch, cloud: SimCloud, source_tenant: Tenant, target_tenant: Tenant, resolver: SecretResolver,
     make_pair: Callable[..., TenantPair], client_id_from: str,
 ) -> None:
+    trust_sim_federation(cloud, monkeypatch)
     identity = cloud.add_managed_identity()
     client = new_guid()
     target_tenant.register_app(client, federated_subject=identity.object_id)
@@ -110,9 +114,10 @@ def test_managed_identity_federation(
 
 
 def test_federation_with_an_untrusted_identity_is_refused(
-    cloud: SimCloud, source_tenant: Tenant, target_tenant: Tenant, resolver: SecretResolver,
+    monkeypatch: pytest.MonkeyPatch, cloud: SimCloud, source_tenant: Tenant, target_tenant: Tenant, resolver: SecretResolver,
     credentials: CredentialCache, make_pair: Callable[..., TenantPair],
 ) -> None:
+    trust_sim_federation(cloud, monkeypatch)
     trusted, other = cloud.add_managed_identity(), cloud.add_managed_identity()
     client = new_guid()
     target_tenant.register_app(client, federated_subject=trusted.object_id)
@@ -130,8 +135,8 @@ def test_cache_keys_on_the_definition(
     client = new_guid()
     first = make_pair(source_tenant, target_tenant, source_client=client, target_client=new_guid())
     second = make_pair(source_tenant, target_tenant, source_client=client, target_client=new_guid(),
-                       source_credential={"type": "client_secret", "secret": "env:OTHER_SECRET"})
-    other_resolver = SecretResolver(environ={"OTHER_SECRET": "x"})
+                       source_credential={"type": "client_secret", "secret": "env:CTCS_SECRET_OTHER"})
+    other_resolver = SecretResolver(environ={"CTCS_SECRET_OTHER": "x"})
     assert credentials.for_source(first, resolver) is credentials.for_source(first, resolver)
     assert credentials.for_source(second, other_resolver) is not credentials.for_source(first, resolver)
     credentials.clear()
@@ -163,11 +168,12 @@ def test_federation_never_crosses_clouds(
                                                    ("usgov", "api://AzureADTokenExchangeUSGov"),
                                                    ("china", "api://AzureADTokenExchangeChina")])
 def test_the_token_exchange_audience_is_the_hosting_clouds(
-    source_tenant: Tenant, target_tenant: Tenant, resolver: SecretResolver, make_pair: Callable[..., TenantPair],
+    cloud: SimCloud, monkeypatch: pytest.MonkeyPatch, source_tenant: Tenant, target_tenant: Tenant, resolver: SecretResolver, make_pair: Callable[..., TenantPair],
     hosting: str, audience: str,
 ) -> None:
     """The assertion is the app's own managed-identity token: its audience is the cloud the app runs in, also for a
     pair side in a custom cloud (which is taken as the admin wrote it)."""
+    trust_sim_federation(cloud, monkeypatch)
     asked: list[str] = []
 
     class RecordingIdentity:
@@ -181,3 +187,46 @@ def test_the_token_exchange_audience_is_the_hosting_clouds(
     with pytest.raises(ClientAuthenticationError):
         cache.for_target(pair, resolver).get_token("https://outlook.office365.com/.default")
     assert asked == [f"{audience}/.default"]
+
+
+def test_federation_never_posts_the_assertion_to_a_foreign_authority(
+    cloud: SimCloud, source_tenant: Tenant, target_tenant: Tenant, resolver: SecretResolver,
+    make_pair: Callable[..., TenantPair],
+) -> None:
+    """A pair row that names its own authority would capture the managed identity's assertion (issue 22): ctcs
+    sends it only to the Microsoft clouds' authorities, even outside Azure, and asks the identity for nothing."""
+    from sync.contract.pairs import parse_pair
+    from sync.errors import CredentialUnusable
+
+    identity = cloud.add_managed_identity()
+    pair = make_pair(source_tenant, target_tenant, source_client=new_guid(), target_client=new_guid(),
+                     target_credential={"type": "managed_identity_federation",
+                                        "managed_identity_client_id": identity.client_id})
+    identity_tokens = cloud.counts["identity"]
+    with SimCloud.start() as foreign:
+        definition = json.loads(pair.to_json())
+        definition["target"]["cloud"] = dict(foreign.endpoints)
+        with pytest.raises(CredentialUnusable, match=r"^target\.credential: managed_identity_federation is not "
+                                                     r"allowed with the token authority 127\.0\.0\.1:"):
+            CredentialCache().for_target(parse_pair(definition), resolver).get_token(
+                foreign.endpoints["exchange"] + "/.default")
+        with pytest.raises(CredentialUnusable, match="managed_identity_federation is not allowed"):
+            CredentialCache().for_target(pair, resolver)  # the simulator's own authority is not Microsoft's either
+        assert foreign.counts["token"] == 0 and foreign.counts["identity"] == 0
+    assert cloud.counts["identity"] == identity_tokens, "no managed-identity token was asked for"
+
+
+def test_a_custom_cloud_in_azure_needs_its_hosts_listed(
+    source_tenant: Tenant, target_tenant: Tenant, resolver: SecretResolver, make_pair: Callable[..., TenantPair],
+) -> None:
+    from sync.errors import CredentialUnusable
+
+    pair = make_pair(source_tenant, target_tenant, source_client=new_guid(), target_client=new_guid())
+    in_azure = {"WEBSITE_INSTANCE_ID": "abc123"}
+    with pytest.raises(CredentialUnusable, match=r"^target\.cloud\.authority: 127\.0\.0\.1 is not allowed: a custom "
+                                                 r"cloud in Azure must list each of its hosts in the app setting "
+                                                 r"CTCS_ALLOWED_CLOUD_HOSTS"):
+        CredentialCache(environ=in_azure).for_target(pair, resolver)
+    listed = CredentialCache(environ={**in_azure, "CTCS_ALLOWED_CLOUD_HOSTS": "login.example, 127.0.0.1"})
+    assert listed.for_target(pair, resolver) is not None
+    assert CredentialCache(environ={}).for_target(pair, resolver) is not None  # outside Azure: not checked

@@ -338,7 +338,7 @@ def test_missing_role_is_an_auth_error(
 def test_bad_secret_is_an_auth_error_without_the_secret(
     cloud: SimCloud, target_tenant: Tenant, pair: TenantPair, credentials: CredentialCache,
 ) -> None:
-    bad = SecretResolver(environ={"EDGE_SECRET": "wrong-secret-value"})
+    bad = SecretResolver(environ={"CTCS_SECRET_EDGE": "wrong-secret-value"})
     target = ExchangeTarget(AdminApiClient(credentials.for_target(pair, bad), exchange_endpoint=cloud.endpoints["exchange"],
                             tenant=pair.target.tenant_id, organization=pair.target.organization))
     with pytest.raises(TargetAuthError, match="no Exchange token") as caught:

@@ -298,7 +298,7 @@ def test_bad_secret_is_a_source_error_without_the_secret(
     client = new_guid()
     source_tenant.register_app(client, secret="the-real-one")
     pair = make_pair(source_tenant, target_tenant, source_client=client, target_client=new_guid())
-    source = GraphSource(credentials.for_source(pair, SecretResolver(environ={"EDGE_SECRET": SECRET})),
+    source = GraphSource(credentials.for_source(pair, SecretResolver(environ={"CTCS_SECRET_EDGE": SECRET})),
                          graph_endpoint=cloud.endpoints["graph"])
     with pytest.raises(SourceError, match="no Graph token") as caught:
         source.read_round(None, SELECT)

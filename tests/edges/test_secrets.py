@@ -55,35 +55,39 @@ def kv_resolver(secrets: dict[str, FakeSecret], environ: dict[str, str] | None =
     return resolver, (client, vaults)
 
 
+def files_in(directory: Path) -> dict[str, str]:
+    return {"CTCS_SECRET_FILE_DIR": str(directory)}
+
+
 def assert_no_secret(error: BaseException) -> None:
     assert SECRET not in str(error) and SECRET not in repr(error)
 
 
 def test_env_reference() -> None:
-    assert SecretResolver(environ={"MY_SECRET": SECRET}).resolve("env:MY_SECRET") == SECRET
+    assert SecretResolver(environ={"CTCS_SECRET_MY": SECRET}).resolve("env:CTCS_SECRET_MY") == SECRET
 
 
 def test_env_reference_missing_names_the_variable() -> None:
-    with pytest.raises(ConfigError, match=r"env:NOPE.*NOPE is not set"):
-        SecretResolver(environ={}).resolve("env:NOPE")
+    with pytest.raises(ConfigError, match=r"env:CTCS_SECRET_NOPE.*CTCS_SECRET_NOPE is not set"):
+        SecretResolver(environ={}).resolve("env:CTCS_SECRET_NOPE")
 
 
 def test_env_reference_holding_an_unresolved_key_vault_reference() -> None:
-    with pytest.raises(ConfigError, match=r"env:S holds an unresolved Key Vault reference"):
-        SecretResolver(environ={"S": UNRESOLVED}).resolve("env:S")
+    with pytest.raises(ConfigError, match=r"env:CTCS_SECRET_S holds an unresolved Key Vault reference"):
+        SecretResolver(environ={"CTCS_SECRET_S": UNRESOLVED}).resolve("env:CTCS_SECRET_S")
 
 
 def test_file_reference_text_and_bytes(tmp_path: Path) -> None:
     (tmp_path / "secret.txt").write_text(SECRET + "\n")
     (tmp_path / "cert.pfx").write_bytes(b"\x30\x82\x01\x00binary")
-    resolver = SecretResolver(environ={}, base_dir=tmp_path)
+    resolver = SecretResolver(environ=files_in(tmp_path), base_dir=tmp_path)
     assert resolver.resolve("file:secret.txt") == SECRET
     assert resolver.resolve(f"file:{tmp_path / 'secret.txt'}") == SECRET
     assert resolver.resolve_bytes("file:cert.pfx") == b"\x30\x82\x01\x00binary"
 
 
 def test_file_reference_errors_name_the_reference(tmp_path: Path) -> None:
-    resolver = SecretResolver(environ={}, base_dir=tmp_path)
+    resolver = SecretResolver(environ=files_in(tmp_path), base_dir=tmp_path)
     with pytest.raises(ConfigError, match=r"file:missing\.txt: cannot read the file"):
         resolver.resolve("file:missing.txt")
     (tmp_path / "empty").write_text("  \n")
@@ -121,11 +125,11 @@ def test_kv_certificate_pfx_is_base64_decoded_and_pem_is_text() -> None:
 
 
 def test_env_certificate_may_be_base64_pfx_or_pem() -> None:
-    resolver = SecretResolver(environ={"PFX": base64.b64encode(b"\x30\x82x").decode(), "PEM": "-----BEGIN X-----"})
-    assert resolver.resolve_bytes("env:PFX") == b"\x30\x82x"
-    assert resolver.resolve_bytes("env:PEM") == b"-----BEGIN X-----"
-    with pytest.raises(ConfigError, match="env:BAD: expected PEM text or base64 PFX"):
-        SecretResolver(environ={"BAD": "not base64 !!"}).resolve_bytes("env:BAD")
+    resolver = SecretResolver(environ={"CTCS_SECRET_PFX": base64.b64encode(b"\x30\x82x").decode(), "CTCS_SECRET_PEM": "-----BEGIN X-----"})
+    assert resolver.resolve_bytes("env:CTCS_SECRET_PFX") == b"\x30\x82x"
+    assert resolver.resolve_bytes("env:CTCS_SECRET_PEM") == b"-----BEGIN X-----"
+    with pytest.raises(ConfigError, match="env:CTCS_SECRET_BAD: expected PEM text or base64 PFX"):
+        SecretResolver(environ={"CTCS_SECRET_BAD": "not base64 !!"}).resolve_bytes("env:CTCS_SECRET_BAD")
 
 
 def test_kv_errors_name_the_reference_never_the_value() -> None:
@@ -161,3 +165,28 @@ def test_default_vault_client_uses_managed_identity_in_azure() -> None:
                 "AZURE_CLIENT_ID": "00000000-0000-0000-0000-000000000001"}
     assert isinstance(key_vault_credential(in_azure), ManagedIdentityCredential)
     assert isinstance(key_vault_credential({}), DefaultAzureCredential)
+
+
+def test_env_references_read_only_the_secret_prefix() -> None:
+    environ = {"PATH": "/usr/bin", "AzureWebJobsStorage": "UseDevelopmentStorage=true", "CTCS_SECRET_OK": SECRET}
+    for name in ("PATH", "AzureWebJobsStorage", "CTCS_SECRET_"):
+        with pytest.raises(ConfigError, match=rf"env:{name} is not allowed: env: references must start with "
+                                              r"CTCS_SECRET_ \(setting CTCS_SECRET_ENV_PREFIX\)") as caught:
+            SecretResolver(environ=environ).resolve(f"env:{name}")
+        assert "/usr/bin" not in str(caught.value)
+    assert SecretResolver(environ={**environ, "CTCS_SECRET_ENV_PREFIX": "MINE_", "MINE_X": SECRET}).resolve(
+        "env:MINE_X") == SECRET
+
+
+def test_file_references_read_only_under_the_secret_directory(tmp_path: Path) -> None:
+    allowed, outside = tmp_path / "secrets", tmp_path / "elsewhere"
+    allowed.mkdir()
+    outside.mkdir()
+    (outside / "key.pem").write_text(SECRET)
+    (allowed / "link.pem").symlink_to(outside / "key.pem")
+    (allowed / "ok.pem").write_text(SECRET)
+    resolver = SecretResolver(environ=files_in(allowed), base_dir=allowed)
+    assert resolver.resolve("file:ok.pem") == SECRET
+    for reference in (f"file:{outside / 'key.pem'}", "file:../elsewhere/key.pem", "file:link.pem", "file:/etc/hostname"):
+        with pytest.raises(ConfigError, match=r"is not allowed: file: references must lie under .*CTCS_SECRET_FILE_DIR"):
+            resolver.resolve_bytes(reference)

@@ -22,7 +22,7 @@ from sync.app.wiring.runtime import Runtime
 from sync.contract.pairs import TenantPair
 from tests.support.sim_pairs import sim_pair
 
-SECRET_ENV = "CTCS_FUNCTIONS_TEST_SECRET"
+SECRET_ENV = "CTCS_SECRET_FUNCTIONS_TEST"
 SECRET = "functions-test-secret-value"
 PAIR_ID = "contoso-to-fabrikam"
 

@@ -38,7 +38,7 @@ def test_each_pair_is_planned_by_its_own_invocation_and_a_failing_pair_stops_no_
 ) -> None:
     sync.add_users(4)
     second, third = add_pair(sync, "second-pair", 5), add_pair(sync, "third-pair", 6)
-    add_pair(sync, "broken-pair", 3, secret_env="CTCS_FUNCTIONS_TEST_SECRET_NOT_SET")  # its secret cannot be read
+    add_pair(sync, "broken-pair", 3, secret_env="CTCS_SECRET_FUNCTIONS_TEST_NOT_SET")  # its secret cannot be read
     with caplog.at_level(logging.INFO, logger="ctcs"):
         function_app.sync_timer(TimerRequest())
         assert sync.rt.stores.pair_runs.approximate_count() == 4, "the timer only asks: one request per pair"
@@ -51,7 +51,7 @@ def test_each_pair_is_planned_by_its_own_invocation_and_a_failing_pair_stops_no_
         PAIR_ID: "planned", "second-pair": "planned", "third-pair": "planned",
         "broken-pair": "quarantined"}, "an unreadable secret quarantines its pair (credentials), and only that one"
     assert len({run.run_id for run in runs.values()}) == 4, "four invocations, four runs"
-    assert "CTCS_FUNCTIONS_TEST_SECRET_NOT_SET" in runs["broken-pair"].error
+    assert "CTCS_SECRET_FUNCTIONS_TEST_NOT_SET" in runs["broken-pair"].error
     logged = [r for r in caplog.records if r.name == "ctcs.http" and getattr(r, "run_id", None)]
     assert {r.pair_id: r.trigger for r in logged} == {  # type: ignore[attr-defined]
         PAIR_ID: "timer", "second-pair": "timer", "third-pair": "timer", "broken-pair": "timer"}

@@ -22,7 +22,7 @@ from sync.contract.pairs import TenantPair, parse_pair
 from sync.contract.vocabulary import RunTrigger
 from tests.support.sim_pairs import sim_definition, sim_tenants
 
-SECRET_ENV = "CTCS_GROUP_CONTACTS_SECRET"
+SECRET_ENV = "CTCS_SECRET_GROUP_CONTACTS"
 SECRET = "group-contacts-test-secret"
 PAIR_ID = "group-contacts"
 ROLES = ("User.Read.All", "Group.Read.All", "Exchange.ManageAsApp")

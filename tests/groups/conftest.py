@@ -21,7 +21,7 @@ from sync.contract.pairs import TenantPair, parse_pair
 from sync.contract.vocabulary import RunTrigger
 from tests.support.sim_pairs import sim_definition, sim_tenants
 
-SECRET_ENV = "CTCS_GROUPS_TEST_SECRET"
+SECRET_ENV = "CTCS_SECRET_GROUPS_TEST"
 SECRET = "groups-test-secret-value"
 PAIR_ID = "groups-pair"
 

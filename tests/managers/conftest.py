@@ -18,7 +18,7 @@ from sync.contract.pairs import TenantPair
 from sync.contract.vocabulary import RunTrigger
 from tests.support.sim_pairs import sim_pair
 
-SECRET_ENV = "CTCS_MANAGERS_TEST_SECRET"
+SECRET_ENV = "CTCS_SECRET_MANAGERS_TEST"
 SECRET = "managers-test-secret-value"
 PAIR_ID = "contoso-to-fabrikam"
 

@@ -47,7 +47,7 @@ from tests.support.factories import merged
 from tests.support.sim_pairs import CertificateLogin, clean_cloud, sim_pair
 
 PAIR_ID = "contoso-to-fabrikam"
-SECRET_ENV = "CTCS_RELIABILITY_GRAPH_SECRET"
+SECRET_ENV = "CTCS_SECRET_RELIABILITY_GRAPH"
 RESULTS_ENV = "CTCS_RELIABILITY_RESULTS"
 _RESULTS: dict[str, dict[str, Any]] = {}
 

@@ -92,8 +92,8 @@ def test_a_pair_whose_secret_is_an_unresolved_key_vault_reference_fails_alone_an
     make_sync: Callable[..., SyncPair], monkeypatch: pytest.MonkeyPatch, record: Callable[..., None]
 ) -> None:
     good = make_sync()
-    bad = make_sync("broken-secret", source={"credential": {"type": "client_secret", "secret": "env:CTCS_BROKEN_SECRET"}})
-    monkeypatch.setenv("CTCS_BROKEN_SECRET", KV_REFERENCE)
+    bad = make_sync("broken-secret", source={"credential": {"type": "client_secret", "secret": "env:CTCS_SECRET_BROKEN"}})
+    monkeypatch.setenv("CTCS_SECRET_BROKEN", KV_REFERENCE)
     good.add_users(3)
     bad.add_users(3)
 
@@ -103,7 +103,7 @@ def test_a_pair_whose_secret_is_an_unresolved_key_vault_reference_fails_alone_an
     assert [run.outcome for run in runs] == ["quarantined"], "quarantined by the first run, not read again"
     state = good.rt.stores.pair_state.get("broken-secret")
     assert state.credentials_quarantined and state.quarantine_reason.startswith("source: secret not available")
-    assert "unresolved Key Vault reference" in runs[0].error and "env:CTCS_BROKEN_SECRET" in runs[0].error
+    assert "unresolved Key Vault reference" in runs[0].error and "env:CTCS_SECRET_BROKEN" in runs[0].error
     assert KV_REFERENCE not in runs[0].error and KV_REFERENCE not in state.quarantine_reason
     assert state.delta_link == ""
     assert bad.ours() == [] and good.rt.stores.ops.approximate_count() == 0

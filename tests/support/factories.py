@@ -20,7 +20,7 @@ def pair_definition(pair_id: str = "contoso-to-fabrikam", **overrides: Any) -> d
             "tenant_id": SOURCE_TENANT,
             "client_id": "33333333-3333-3333-3333-333333333333",
             "name": "Contoso",
-            "credential": {"type": "client_secret", "secret": "env:CONTOSO_GRAPH_SECRET"},
+            "credential": {"type": "client_secret", "secret": "env:CTCS_SECRET_CONTOSO_GRAPH"},
         },
         "target": {
             "tenant_id": TARGET_TENANT,

@@ -16,11 +16,13 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, NamedTuple
+from urllib.parse import urlparse
 
 import pytest
 
 from sim import SimCloud, Tenant
 from sync.contract.pairs import TenantPair, parse_pair
+from sync.identity import rooms
 from tests.support.factories import merged
 
 PAIR_ID = "contoso-to-fabrikam"
@@ -105,6 +107,14 @@ def sim_pair(
         target_credential=login, **overrides,
     )
     return SimPair(tenants.source, tenants.target, tenants.client_id, parse_pair(definition), definition)
+
+
+def trust_sim_federation(cloud: SimCloud, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Let managed identity federation sign in at the simulated authority: ctcs posts the managed identity's
+    assertion only to the Microsoft clouds' authorities (`sync.identity.rooms.FEDERATION_AUTHORITY_HOSTS`), so a
+    federation test against the simulator adds this one authority, in code, as a deployment never can."""
+    authority = urlparse(cloud.endpoints["authority"]).netloc.lower()
+    monkeypatch.setattr(rooms, "FEDERATION_AUTHORITY_HOSTS", rooms.FEDERATION_AUTHORITY_HOSTS | {authority})
 
 
 def clean_cloud(request: pytest.FixtureRequest, *, seed: int | None = None) -> Iterator[None]:

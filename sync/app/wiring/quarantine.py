@@ -48,7 +48,7 @@ def side_of(error: BaseException, default: Side = Side.TARGET) -> Side:
     if isinstance(error, CredentialUnusable):
         text = str(error)
         for side in (Side.SOURCE_EXCHANGE, Side.SOURCE, Side.TARGET):
-            if text.startswith(f"{side.value}.credential"):
+            if text.startswith((f"{side.value}.credential", f"{side.value}.cloud")):
                 return side
     if isinstance(error, TargetAuthError):
         return default
