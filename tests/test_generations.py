@@ -11,8 +11,8 @@ import pytest
 from sync.app.planner.fanout import is_void
 from sync.app.wiring.runtime import Runtime
 from sync.app.worker.apply import Outcome
-from sync.app.worker.delivery import handle_message, record_poison
-from sync.contract.ops import ContactOp, OpKind, decode_message, decode_op
+from sync.app.worker.delivery import deliver, handle_message, record_poison
+from sync.contract.ops import ContactOp, OpKind, decode_message, decode_op, encode_batches
 from sync.contract.pair_runs import PairRunRequest, RunKind, decode_run_request
 from sync.core.mapping import ContactMapper
 from sync.errors import BadOpMessage, BadRunRequest
@@ -92,3 +92,15 @@ def test_a_poisoned_op_of_a_replaced_pair_marks_no_row_of_the_new_one(stores: St
     current = _create(pair.id, make_user(2), 2, generation=pair.generation)
     assert record_poison(memory_runtime, decode_message(current.to_json()), error="TargetTransient: boom") == current
     assert stores.contacts.status_counts(pair.id) == {"failed": 1, "poisoned": 1}
+
+
+def test_a_batch_of_a_replaced_pair_is_discarded_whole(stores: Stores, memory_runtime: Runtime) -> None:
+    stores.pairs.add(make_pair())
+    pair = stores.pairs.get("contoso-to-fabrikam")
+    void = [_create(pair.id, make_user(n), n + 1, generation="0ld0generation") for n in range(40)]
+    [batch] = encode_batches(void)
+    assert deliver(memory_runtime, batch, dequeue_count=1) == "discarded"
+    assert stores.ops.approximate_count() == 0 and stores.pair_state.get(pair.id).discarded_ops == 40
+    current = [_create(pair.id, make_user(n), n + 1, generation=pair.generation) for n in range(3)]
+    assert deliver(memory_runtime, next(encode_batches(current)), dequeue_count=1) == "split"
+    assert stores.ops.approximate_count() == 3

@@ -4,6 +4,7 @@ CLI's drain splits a batch into single-op messages before applying anything."""
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 
 import pytest
@@ -85,7 +86,8 @@ def test_a_large_plan_goes_out_in_batches_that_the_drain_splits(rt: Runtime, tar
 
 
 def test_the_worker_splits_a_batch_before_applying_anything(rt: Runtime, target: MemoryTarget) -> None:
-    ops = [op(n) for n in range(3)]
+    generation = rt.stores.pairs.get(PAIR.id).generation  # planned for the pair as stored (else it is discarded)
+    ops = [dataclasses.replace(op(n), generation=generation) for n in range(3)]
     [batch] = encode_batches(ops)
     assert deliver(rt, batch, dequeue_count=1) == "split"
     assert target.calls == {} and rt.stores.ops.approximate_count() == 3

@@ -115,7 +115,7 @@ def test_the_poison_trigger_keeps_the_op_on_its_last_delivery_even_when_recordin
     rt = sync.rt
     user = sync.source.directory.users[0]["id"]
     op = ContactOp(pair_id=PAIR_ID, run_id="r1", kind=OpKind.UPDATE, source_id=user, version=7, reason="changed",
-                   contact={"Title": "x"})
+                   contact={"Title": "x"}, generation=rt.stores.pairs.get(PAIR_ID).generation)  # the pair's own op
     rt.stores.contacts.table.delete_table()  # a real storage failure, not a stand-in
     with pytest.raises(ResourceNotFoundError):
         function_app.record_poisoned_op(QueueMessage(id="p1", body=op.to_json().encode(), dequeue_count=1))

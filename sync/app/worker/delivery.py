@@ -89,6 +89,22 @@ def discard_replaced(rt: Runtime, op: ContactOp) -> Applied:
     return Applied(Outcome.DISCARDED, detail=PAIR_REPLACED)
 
 
+def _batch_of_a_replaced_pair(rt: Runtime, ops: tuple[ContactOp, ...]) -> bool:
+    """A batch planned for another generation of its pair id is discarded whole (counted once per op), not split
+    first. A batch of a removed pair is split as before, and each op dropped as stale."""
+    try:
+        current = rt.stores.pairs.generation_of(ops[0].pair_id)
+    except PairNotFound:
+        return False
+    if any(op.generation == current for op in ops):
+        return False
+    rt.stores.pair_state.count_discarded(ops[0].pair_id, "ops", len(ops))
+    log.warning("batch of %d ops: %s", len(ops), PAIR_REPLACED,
+                extra={"pair_id": ops[0].pair_id, "run_id": ops[0].run_id, "outcome": Outcome.DISCARDED.value,
+                       "detail": PAIR_REPLACED})
+    return True
+
+
 def _of_the_current_pair(rt: Runtime, op: ContactOp) -> bool:
     """Whether the op belongs to the pair stored under its id now (same generation); False when it is gone."""
     try:
@@ -243,6 +259,8 @@ def deliver(rt: Runtime, body: str | bytes, *, dequeue_count: int) -> str:
                       extra={"outcome": "bad"})
             rt.stores.poison.send_text(message.text)
             return "bad"
+        if _batch_of_a_replaced_pair(rt, message.batch):
+            return Outcome.DISCARDED.value
         split_batch(rt, message.batch)
         return "split"
     try:
