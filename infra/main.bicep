@@ -118,8 +118,8 @@ param alertEmail string = ''
 @description('Send telemetry to Application Insights with Microsoft Entra authentication (local keys off). `auto`: on in the global cloud, off in sovereign clouds, where the Functions host cannot use Entra authentication for Application Insights and would silently lose telemetry.')
 param applicationInsightsEntraAuth string = 'auto'
 
-@description('Turn on Key Vault purge protection (recommended in production). Once on it cannot be turned off, and `azd down --purge` can no longer purge the vault.')
-param keyVaultPurgeProtection bool = false
+@description('Make the function keys by role (ctcs-read, ctcs-operate, ctcs-dangerous) from the Key Vault secrets ctcs-key-read, ctcs-key-operate and ctcs-key-dangerous. Off for the first `azd provision`, which makes the vault; turn it on once the admin has stored the three secrets (docs/deploy.md).')
+param roleKeysFromVault bool = false
 
 var abbrs = loadJsonContent('./abbreviations.json')
 var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
@@ -194,7 +194,6 @@ module keyVault './app/keyvault.bicep' = {
     name: keyVaultName
     location: location
     tags: tags
-    purgeProtection: keyVaultPurgeProtection
   }
 }
 
@@ -264,6 +263,11 @@ var ctcsAppSettings = {
   CTCS_LEASE_SECONDS: string(leaseSeconds)
   CTCS_CHANGE_NOTIFICATIONS: changeNotifications
   CTCS_NOTIFICATION_URL: notificationUrl
+  // The app's own secrets: Key Vault references, resolved by the platform with the app's identity.
+  CTCS_NOTIFICATION_KEY: '@Microsoft.KeyVault(VaultName=${keyVaultName};SecretName=ctcs-notification-key)'
+  CTCS_KEY_READ: '@Microsoft.KeyVault(VaultName=${keyVaultName};SecretName=ctcs-key-read)'
+  CTCS_KEY_OPERATE: '@Microsoft.KeyVault(VaultName=${keyVaultName};SecretName=ctcs-key-operate)'
+  CTCS_KEY_DANGEROUS: '@Microsoft.KeyVault(VaultName=${keyVaultName};SecretName=ctcs-key-dangerous)'
   CTCS_NOTIFICATION_DELAY_SECONDS: string(notificationDelaySeconds)
   CTCS_EXCHANGE_MAX_CONCURRENCY: string(exchangeMaxConcurrency)
   CTCS_LOOKUP_BATCH: string(lookupBatch)
@@ -294,6 +298,27 @@ module functionApp './app/function.bicep' = {
   dependsOn: [
     rbac
     storage
+  ]
+}
+
+// The function keys by role, their values read from Key Vault into @secure() module parameters (never in the
+// deployment history). Needs the three secrets, so it waits for roleKeysFromVault (docs/deploy.md).
+resource vault 'Microsoft.KeyVault/vaults@2023-07-01' existing = {
+  name: keyVaultName
+  scope: rg
+}
+
+module hostKeys './app/hostkeys.bicep' = if (roleKeysFromVault) {
+  name: 'hostkeys'
+  scope: rg
+  params: {
+    functionAppName: functionApp.outputs.name
+    readKeyValue: vault.getSecret('ctcs-key-read')
+    operateKeyValue: vault.getSecret('ctcs-key-operate')
+    dangerousKeyValue: vault.getSecret('ctcs-key-dangerous')
+  }
+  dependsOn: [
+    keyVault
   ]
 }
 

@@ -290,7 +290,7 @@ class Tuning:
             change_notifications=notifications_on(environ),
             notification_url=notification_url(environ),
             notification_delay_seconds=int_setting("CTCS_NOTIFICATION_DELAY_SECONDS", environ, minimum=0),
-            notification_key=setting("CTCS_NOTIFICATION_KEY", environ) or "",
+            notification_key=notification_key(environ),
         )
 
 
@@ -318,6 +318,15 @@ def notification_url(environ: Mapping[str, str] | None = None) -> str:
         return explicit
     host = _platform_hostname(environ)
     return f"https://{host}/api/notifications" if host else ""
+
+
+def notification_key(environ: Mapping[str, str] | None = None) -> str:
+    """CTCS_NOTIFICATION_KEY, or "" while it is unset or its Key Vault reference does not resolve (the secret is not
+    stored yet): then no subscription is made, each pair's row says why, and everything else runs."""
+    try:
+        return setting("CTCS_NOTIFICATION_KEY", environ) or ""
+    except ConfigError:
+        return ""
 
 
 def load_local_settings(path: Path, environ: MutableMapping[str, str] | None = None) -> list[str]:

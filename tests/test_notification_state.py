@@ -151,3 +151,10 @@ def test_the_route_refuses_a_wrong_path_before_storage_and_what_is_not_graphs_af
     forged = json.dumps({"value": [{"subscriptionId": "nobody", "clientState": "x", "changeType": "updated"}]})
     assert receive(rt, ("pair-a", token), {}, {}, body(forged.encode())).status == 202
     assert stores.subscriptions.unmatched() == 1 and stores.pair_runs.approximate_count() == 0
+
+
+def test_a_notification_key_not_stored_yet_turns_only_subscriptions_off() -> None:
+    unresolved = {"CTCS_NOTIFICATION_KEY": "@Microsoft.KeyVault(VaultName=kv;SecretName=ctcs-notification-key)"}
+    assert Tuning.from_settings(unresolved).notification_key == ""
+    tuning = Tuning.from_settings({"CTCS_NOTIFICATION_KEY": "the-key-value"})
+    assert tuning.notification_key == "the-key-value" and "the-key-value" not in repr(tuning)

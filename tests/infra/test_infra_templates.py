@@ -27,6 +27,7 @@ from infracheck import (
     storage_problems,
     syntax_problems,
     text_of,
+    vault_fed_parameters,
 )
 
 BICEP_FILES = bicep_files()
@@ -188,6 +189,47 @@ def test_key_vault_is_in_rbac_mode() -> None:
     vault, _ = module_params("app/keyvault.bicep", "vault")
     assert vault["enableRbacAuthorization"] is True
     assert vault["sku"] == "standard"
+
+
+def test_key_vault_has_purge_protection_always_on() -> None:
+    vault, _ = module_params("app/keyvault.bicep", "vault")
+    assert vault["enablePurgeProtection"] is True and vault["enableSoftDelete"] is True
+    assert "purgeProtection" not in (parse(INFRA / "app" / "keyvault.bicep").get("parameters") or {}), "not a choice"
+    assert "keyVaultPurgeProtection" not in MAIN["parameters"]
+
+
+ROLE_KEYS = {"ctcs-read": "CTCS_KEY_READ", "ctcs-operate": "CTCS_KEY_OPERATE", "ctcs-dangerous": "CTCS_KEY_DANGEROUS"}
+
+
+def test_the_function_keys_by_role_are_host_keys_made_from_key_vault_secrets() -> None:
+    doc = parse(INFRA / "app" / "hostkeys.bicep")
+    keys = {r["config"]["properties"]["name"]: r for r in doc["resources"].values()}
+    assert set(keys) == set(ROLE_KEYS)
+    for name, resource in keys.items():
+        assert resource["type"] == "Microsoft.Web/sites/host/functionKeys"
+        assert resource["config"]["name"] == f"${{functionAppName}}/default/{name}"
+    config = MAIN["modules"]["hostKeys"]["config"]
+    assert config["condition"] == "roleKeysFromVault", "waits until the admin has stored the secrets"
+    params = config["config"]["params"]
+    secrets = {name: params[value]["operator"]["operands"]["operand_2"]
+               for name, value in (("ctcs-read", "readKeyValue"), ("ctcs-operate", "operateKeyValue"),
+                                   ("ctcs-dangerous", "dangerousKeyValue"))}
+    assert secrets == {"ctcs-read": "ctcs-key-read", "ctcs-operate": "ctcs-key-operate",
+                       "ctcs-dangerous": "ctcs-key-dangerous"}
+    assert vault_fed_parameters()["hostkeys.bicep"] == {"readKeyValue", "operateKeyValue", "dangerousKeyValue"}
+    vault, _ = module_params("app/keyvault.bicep", "vault")
+    assert vault["enableVaultForTemplateDeployment"] is True, "getSecret() needs it"
+
+
+def test_the_app_reads_its_own_secrets_through_key_vault_references() -> None:
+    [(params, scope)] = list(site_params(MAIN_BICEP))
+    settings = resolve(params["appSettingsKeyValuePairs"], scope)
+    wanted = {setting: f"ctcs-key-{key.removeprefix('ctcs-')}" for key, setting in ROLE_KEYS.items()}
+    wanted["CTCS_NOTIFICATION_KEY"] = "ctcs-notification-key"
+    for setting, secret in wanted.items():
+        value = text_of(settings[setting]).strip('"')
+        assert "${abbrs.keyVaultVaults}${resourceToken}" in value, "the vault main.bicep makes"
+        assert value.startswith("@Microsoft.KeyVault(VaultName=") and value.endswith(f";SecretName={secret})"), setting
 
 
 def test_outputs_give_azd_and_the_hooks_what_they_need() -> None:

@@ -176,7 +176,8 @@ def _renew_or_create(rt: Runtime, graph: _Opener, pair: TenantPair, resource: st
                 return Maintained(pair.id, resource, "renewed")
         key = rt.tuning.notification_key
         if not key:
-            raise ConfigError("app setting CTCS_NOTIFICATION_KEY is not set, so no notification URL can be made")
+            raise ConfigError("app setting CTCS_NOTIFICATION_KEY is not set (or its Key Vault secret "
+                              "ctcs-notification-key is not stored yet), so no notification URL can be made")
         if row is not None and row.subscription_id:
             graph().delete(row.subscription_id, resource)  # never two alive: the old one goes first (404 is fine)
         generation, client_state = new_generation(), secrets.token_urlsafe(CLIENT_STATE_BYTES)
