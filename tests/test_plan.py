@@ -7,7 +7,7 @@ import pytest
 from sync.contract.ops import OpKind
 from sync.contract.summaries import StateSummary
 from sync.core.mapping import ContactMapper
-from sync.core.plan import Baseline, Plan, PlanOptions, plan_pair, unsafe_reason
+from sync.core.plan import Baseline, Plan, PlanOptions, RemovalWindow, plan_pair, removal_key, unsafe_reason
 from sync.core.source import DeltaRound
 from tests.support.factories import make_pair, make_user
 
@@ -148,6 +148,38 @@ def test_safety_gate(managed: int, deletes: int, limits: dict[str, int], unsafe:
     assert (reason is not None) is unsafe
     if unsafe:
         assert reason is not None and "deletion.max_" in reason
+
+
+def test_the_gate_counts_the_window_with_the_plan_and_a_contact_removed_again_once() -> None:
+    pair = make_pair(deletion={"max_deletes": 1000, "max_delete_percent": 10})
+    users = [make_user(n) for n in range(100)]
+    state = {str(u["id"]): StateSummary("ok", "h", 1, "g") for u in users}
+    leaving = [str(u["id"]) for u in users[:6]]
+    round_ = round_of(removed=dict.fromkeys(leaving, "deleted"))
+    alone = plan_pair(pair, round_, Baseline(state), PlanOptions(1, "r"))
+    assert unsafe_reason(alone, pair) is None  # 6 of 100: under 10 % on its own
+    earlier = RemovalWindow(24, hidden=0, deleted=5, keys=frozenset(removal_key(f"gone-{n}") for n in range(5)))
+    waves = plan_pair(pair, round_, Baseline(state, window=earlier), PlanOptions(1, "r"))
+    assert unsafe_reason(waves, pair) == (
+        "over the last 24 h (deletion.window_hours) the pair deletes 11 of 105 contacts (10.5%), more than "
+        "deletion.max_delete_percent (10%): 6 in this plan, 5 more queued earlier in the window")
+    again = RemovalWindow(24, hidden=5, keys=frozenset(removal_key(source_id) for source_id in leaving[:5]))
+    repeated = plan_pair(pair, round_, Baseline(state, window=again), PlanOptions(1, "r"))
+    assert unsafe_reason(repeated, pair) is None, "the same contacts removed again count once"
+    off = make_pair(deletion={"max_deletes": 1000, "max_delete_percent": 10, "window_hours": 0})
+    assert unsafe_reason(plan_pair(off, round_, Baseline(state), PlanOptions(1, "r")), off) is None
+
+
+def test_an_adopted_contacts_leaver_is_hidden_unless_the_pair_follows_its_mode() -> None:
+    adopted, made = make_user(1), make_user(2)
+    state = {str(u["id"]): StateSummary("ok", "h", 1, "g") for u in (adopted, made)}
+    round_ = round_of(removed={str(adopted["id"]): "deleted", str(made["id"]): "deleted"})
+    baseline = Baseline(state, adopted=frozenset({str(adopted["id"])}))
+    hiding = plan_pair(make_pair(), round_, baseline, PlanOptions(1, "r"))
+    assert sorted((op.kind.value, op.source_id) for op in hiding.ops) == [
+        ("delete", str(made["id"])), ("hide", str(adopted["id"]))]
+    following = make_pair(deletion={"adopted": "follow_mode"})
+    assert {op.kind for op in plan_pair(following, round_, baseline, PlanOptions(1, "r")).ops} == {OpKind.DELETE}
 
 
 def test_counts_summarise_the_plan() -> None:

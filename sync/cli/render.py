@@ -220,6 +220,13 @@ def status_tables(report: Mapping[str, Any]) -> None:
             repaired = ", ".join(f"{kind} {n}" for kind, n in reconciled["repaired"].items() if n) or "nothing to repair"
             print(f"\n{s['pair']}: last reconcile {reconciled['at']} (run {reconciled['run_id']}): {repaired}; "
                   f"next due {reconciled['next_due_at'] or 'not scheduled'}")
+        if s.get("conflicts_note"):
+            print(f"\n{s['pair']}: {s['conflicts_note']}")
+        if s.get("released_contacts"):
+            print(f"\n{s['pair']}: released contacts (an admin's own; python -m sync handback gives one back)")
+            table(["source id", "contact", "address", "since"], [
+                [r["source_id"], r["name"], r["address"], r["at"]] for r in s["released_contacts"][:SAMPLE_ROWS]
+            ])
         if s["problems"]:
             print(f"\n{s['pair']}: contacts that need attention")
             table(["source id", "status", "last op", "error"], [

@@ -66,7 +66,10 @@ def test_a_released_contact_stays_released_after_lost_state_and_a_readded_pair_u
     assert explained.returncode == 0, explained.stderr
     [shown] = json.loads(explained.stdout)["pairs"]
     assert [c["source_id"] for c in shown["released_contacts"]] == [users[0]]
+    assert "released contacts" in run_cli("status", "--pair", sync.pair.id).stdout
 
+    why = run_cli("explain", "--pair", sync.pair.id, users[0])
+    assert why.returncode == 0 and "not managed by ctcs any more" in why.stdout and "handback" in why.stdout
     address = str(sync.rt.stores.ownership.get(sync.pair, users[0]).address)  # type: ignore[union-attr]
     handed = run_cli("handback", "--pair", sync.pair.id, address)
     assert handed.returncode == 0, handed.stderr

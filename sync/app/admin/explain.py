@@ -8,7 +8,7 @@ groups' scope and mapping.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sync.app.planner import group_round
@@ -22,6 +22,7 @@ from sync.core.mapping import ContactMapper
 from sync.core.scope import SKIP_REASONS, decide_scope
 from sync.core.source import source_select
 from sync.state.contacts import ContactRow
+from sync.state.ownership import MarkKind
 
 
 @dataclass
@@ -65,7 +66,8 @@ def _verdict(explanation: Explanation, row: ContactRow, pair: TenantPair) -> str
 def _current(explanation: Explanation, row: ContactRow, pair: TenantPair) -> str:
     status = row.status
     if status == ContactStatus.RELEASED:
-        return f"not managed by ctcs any more: {row.last_error or 'the contact lost its anchor'}"
+        return (f"not managed by ctcs any more: {row.last_error or 'the contact lost its anchor'} "
+                "(python -m sync handback gives it back)")
     if not explanation.found:
         if status and status != ContactStatus.DELETED:
             return "the user no longer exists in the source: the next full run removes the contact"
@@ -107,6 +109,10 @@ def explain(rt: Runtime, pair_id: str, key: str) -> Explanation:
             explanation.desired, explanation.warnings = mapped.contact, mapped.warnings
     elif pair.syncs_groups:
         row = _explain_group(rt, pair, key, row, explanation)
+    mark = rt.stores.ownership.get(pair, row.source_id) if row.source_id else None
+    if mark is not None and mark.kind is MarkKind.RELEASED:  # kept apart from ContactState: its row may be lost
+        row = replace(row, status=ContactStatus.RELEASED, guid=row.guid or mark.guid,
+                      last_error=row.last_error or mark.why)
     explanation.state = _state_of(row)
     explanation.verdict = _verdict(explanation, row, pair)
     return explanation
