@@ -124,7 +124,7 @@ def test_no_other_guid_in_the_register_script() -> None:
         "python -m sync status",
         "/api/pairs/contoso-to-fabrikam/resync",
         "x-functions-key",
-        "azd down --purge",
+        "azd down",  # not --purge: the vault is under purge protection
         "https://login.microsoftonline.com/<home tenant id>/v2.0",
         "api://AzureADTokenExchange",
         "AZURE_UAMI_PRINCIPAL_ID",
