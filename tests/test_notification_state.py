@@ -86,6 +86,28 @@ def _route(stores: Stores, key: str = "route-test-key") -> Runtime:
                    tuning=replace(Tuning(), notification_key=key))
 
 
+def test_counts_stay_exact_when_many_requests_count_at_once(stores: Stores) -> None:
+    """8 requests at once, 25 times each, on one subscription's row and on `~unmatched`: not one count lost."""
+    store = stores.subscriptions
+    store.created("pair-a", "users", "sub-1", client_state="s", expires_at="2030-01-01T00:00:00+00:00")
+    [row] = store.of_pair("pair-a")
+    barrier = threading.Barrier(8)
+
+    def burst() -> None:
+        barrier.wait()
+        for _ in range(25):
+            store.count(row, rejected=1)
+            store.count(None, rejected=1)
+
+    threads = [threading.Thread(target=burst) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    [row] = store.of_pair("pair-a")
+    assert (row.rejected, store.unmatched()) == (200, 200)
+
+
 def test_path_tokens_are_checked_by_arithmetic_alone() -> None:
     generation = new_generation()
     token = path_token("key-1", "pair-a", generation)

@@ -18,6 +18,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import hmac
+import random
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -31,6 +33,11 @@ from sync.contract.vocabulary import SubscriptionState
 from sync.state.entities import as_int, iso, now_utc, text
 
 PARTITION = "subscription"
+# Counting is read, add, write under the row's ETag; a request that loses the race tries again after a random wait.
+# Enough tries that a burst of concurrent requests loses no count (a lost count makes `status` lie).
+COUNT_ATTEMPTS = 64
+COUNT_BACKOFF_BASE = 0.002
+COUNT_BACKOFF_MAX = 0.2
 UNMATCHED = "~unmatched"
 CREATING = "~creating~"
 
@@ -175,7 +182,9 @@ class SubscriptionStore:
         """Add to a subscription's counters (None: the `~unmatched` row), guarded by the row's ETag so that
         notification requests handled at the same moment do not lose each other's counts."""
         key = UNMATCHED if row is None else _key(row.pair_id, row.resource)
-        for _ in range(8):
+        for attempt in range(COUNT_ATTEMPTS):
+            if attempt:  # another request won the ETag race: wait a random moment, longer each time, and add again
+                time.sleep(random.uniform(0, min(COUNT_BACKOFF_MAX, COUNT_BACKOFF_BASE * 2 ** attempt)))
             try:
                 entity = self.table.get_entity(PARTITION, key)
             except ResourceNotFoundError:
