@@ -193,3 +193,21 @@ def test_a_value_exchange_refuses_is_recorded_not_retried(stores: Stores, target
     result = apply(bad, target, stores)
     assert result.outcome is Outcome.REJECTED
     assert stores.contacts.get(PAIR.id, str(user["id"])).status == "failed"
+
+
+def test_a_create_never_adopts_a_contact_an_admin_took_over_after_its_row_was_lost(
+    stores: Stores, target: MemoryTarget
+) -> None:
+    """The half-made-contact rule (ctcs's Name, no anchor) would adopt a released contact whose row is gone: the
+    release recorded apart from ContactState (sync.state.ownership) stops it."""
+    user = make_user(1)
+    created = apply(op_for(user), target, stores)
+    target.recipients[created.guid].params[PAIR.contact.anchor_attribute] = ""  # the admin takes it over
+    target.recipients[created.guid].params["Title"] = "Kept by hand"
+    stores.ownership.released(PAIR, str(user["id"]), guid=created.guid, why="released: cleared by an admin")
+    stores.contacts.forget_pair(PAIR.id)  # ContactState lost
+    before = target.snapshot()
+    op = op_for({**user, "jobTitle": "Changed"}, version=5)
+    result = apply_op(op, pair=PAIR, target=target, contacts=stores.contacts, ownership=stores.ownership)
+    assert result.outcome is Outcome.RELEASED and target.snapshot() == before
+    assert stores.contacts.get(PAIR.id, str(user["id"])).status == "released"

@@ -366,21 +366,23 @@ def unsafe_reason(plan: Plan, pair: TenantPair, *, earlier_removals: int = 0) ->
     what the same run queued before (a groups round counts the users round's removals: one limit per pair).
 
     The limits hold per plan and over the pair's window (`plan.window`: `deletion.window_hours`): the plan's removals
-    plus those queued in the window may not pass them either. The window's percentage is of the contacts managed
-    when it began: those managed now plus those deleted in it."""
-    removals = sum(1 for op in plan.ops if op.kind.removes) + earlier_removals
+    plus those queued in the window may not pass them either (the same run's earlier removals are in the window
+    already, once queued). The window's percentage is of the contacts managed when it began: those managed now plus
+    those deleted in it."""
+    own = sum(1 for op in plan.ops if op.kind.removes)
+    removals = own + earlier_removals
     verb = "deletes" if pair.deletion.mode == "delete" else "removes (hides or deletes)"
     over = _over_limits(removals, plan.managed, pair)
     if over:
         return f"plan {verb} {over}"
     window = plan.window
-    if not window.hours or not window.removed or not removals:
+    if not window.hours or not window.removed or not own:
         return None
     again = sum(1 for op in plan.ops if op.kind.removes and removal_key(op.source_id) in window.keys)
-    over = _over_limits(removals + window.removed - again, plan.managed + window.deleted, pair)
+    over = _over_limits(own + window.removed - again, plan.managed + window.deleted, pair)
     if over:
         return (f"over the last {window.hours} h (deletion.window_hours) the pair {verb} {over}: "
-                f"{removals} in this plan, {window.removed - again} more queued earlier in the window")
+                f"{own} in this plan, {window.removed - again} more queued earlier in the window")
     return None
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from sync.app.wiring.runtime import Runtime
 from sync.contract.pairs import TenantPair
+from sync.contract.vocabulary import ContactStatus
 from sync.errors import ConfigError
 from sync.state.contacts import Correction
 from sync.state.entities import iso, now_utc
@@ -37,6 +38,11 @@ def released_mark(rt: Runtime, pair: TenantPair, who: str) -> Mark:
         named = wanted in (source_id.lower(), mark.address.lower().removeprefix("smtp:"))
         if named and mark.kind is MarkKind.RELEASED:
             return mark
+    for row in rt.stores.contacts.rows(pair.id, status=ContactStatus.RELEASED.value):  # released before marks existed
+        address = str(row.applied.get("ExternalEmailAddress") or "").lower().removeprefix("smtp:")
+        if wanted in (row.source_id.lower(), address):
+            return Mark(row.source_id, MarkKind.RELEASED, pair.id, row.guid, str(row.applied.get("Name") or ""),
+                        address, row.last_error)
     raise ConfigError(f"pair {pair.id}: no contact is released for {who!r} (give the source object id or the "
                       "contact's address; python -m sync status --pair ID lists the released ones)")
 

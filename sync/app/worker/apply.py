@@ -105,11 +105,8 @@ def apply_op(
     try:
         if op.partial:
             result, update = _apply_partial(op, row, pair, target)
-        elif (mark := _released_mark(op, row, pair, ownership)) is not None:
-            result = Applied(Outcome.RELEASED, mark.guid, mark.why)  # never adopted again (invariant 1)
-            update = replace(_row_update(op, row, result), kind=op.object_kind)
         else:
-            result = _apply_moving(op, row, pair, target, contacts, open_source)
+            result = _apply_moving(op, row, pair, target, contacts, open_source, ownership)
             update = replace(_row_update(op, row, result), kind=op.object_kind)  # the row says whose contact it is
     except CreationQuotaReached as error:
         _release(contacts, row)
@@ -128,14 +125,6 @@ def apply_op(
                            name=str(row.applied.get("Name") or ""),
                            address=str(row.applied.get("ExternalEmailAddress") or ""))
     return result
-
-
-def _released_mark(op: ContactOp, row: ContactRow, pair: TenantPair, ownership: OwnershipStore | None) -> Mark | None:
-    """The released mark of a create's user (one table read, creates only): its contact is the admin's now."""
-    if ownership is None or op.kind is not OpKind.CREATE:
-        return None
-    mark = ownership.get(pair, op.source_id)
-    return mark if mark is not None and mark.kind is MarkKind.RELEASED else None
 
 
 def _release(contacts: ContactStateStore, row: ContactRow) -> None:
@@ -209,19 +198,20 @@ def _apply_partial(op: ContactOp, row: ContactRow, pair: TenantPair, target: Tar
 
 
 def _apply_moving(op: ContactOp, row: ContactRow, pair: TenantPair, target: Target, contacts: ContactStateStore,
-                  open_source: SourceOpener | None) -> Applied:
+                  open_source: SourceOpener | None, ownership: OwnershipStore | None) -> Applied:
     """The op, and once more after freeing its address when another of the pair's own contacts held it."""
-    applied = _apply_to_target(op, row, pair, target)
+    applied = _apply_to_target(op, row, pair, target, ownership)
     address = str((op.contact or {}).get("ExternalEmailAddress") or "")
     if applied.outcome is not Outcome.CONFLICT or not address or open_source is None:
         return applied
     holders = applied.holders if applied.holders else None
     if free_address(pair, target, contacts, address, version=op.version, open_source=open_source, holders=holders):
-        return _apply_to_target(op, row, pair, target)
+        return _apply_to_target(op, row, pair, target, ownership)
     return applied
 
 
-def _apply_to_target(op: ContactOp, row: ContactRow, pair: TenantPair, target: Target) -> Applied:
+def _apply_to_target(op: ContactOp, row: ContactRow, pair: TenantPair, target: Target,
+                     ownership: OwnershipStore | None = None) -> Applied:
     try:
         if op.kind is OpKind.DELETE:
             return _delete(op, row, pair, target)
@@ -244,7 +234,7 @@ def _apply_to_target(op: ContactOp, row: ContactRow, pair: TenantPair, target: T
                 restored = op.kind is OpKind.RESTORE and applied.outcome is not Outcome.UNCHANGED
                 return Applied(Outcome.RESTORED, applied.guid) if restored else applied
             # removed behind our back: make it again
-        return _create(op, pair, target)
+        return _create(op, pair, target, ownership)
     except AddressInUse as error:
         return Applied(Outcome.CONFLICT, row.guid, f"address in use by {error.holder or 'another recipient'}")
     except TargetRejected as error:
@@ -281,7 +271,10 @@ def _is_ours(recipient: Recipient, pair: TenantPair, anchor: str, name: str) -> 
     return recipient.recipient_type == MAIL_CONTACT and recipient.name == name and not recipient.anchor(attribute)
 
 
-def _create(op: ContactOp, pair: TenantPair, target: Target) -> Applied:
+def _create(op: ContactOp, pair: TenantPair, target: Target, ownership: OwnershipStore | None) -> Applied:
+    """Make the user's contact, or adopt its own: one that carries the anchor, or a half-made one with ctcs's Name
+    and no anchor yet, unless that is a contact an admin took over (released, sync.state.ownership: one table read,
+    only when such a contact is found)."""
     assert op.contact is not None
     contact = op.contact
     anchor = pair.anchor(op.source_id)
@@ -291,6 +284,9 @@ def _create(op: ContactOp, pair: TenantPair, target: Target) -> Applied:
         anchor_attribute=pair.contact.anchor_attribute, anchor=anchor, address=address, name=name
     )
     own = [recipient for recipient in found if _is_ours(recipient, pair, anchor, name)]
+    released = _released(op, pair, own, ownership)
+    if released is not None:
+        return Applied(Outcome.RELEASED, own[0].guid, released.why)  # the admin's now: never adopted (invariant 1)
     if own:
         target.update(own[0].guid, _changes(contact, {}))
         return Applied(Outcome.ADOPTED, own[0].guid, "found its own contact from an earlier attempt")
@@ -314,6 +310,15 @@ def _create(op: ContactOp, pair: TenantPair, target: Target) -> Applied:
         target.update(own[0].guid, _changes(contact, {}))
         return Applied(Outcome.ADOPTED, own[0].guid, "another delivery of this op made it a moment ago")
     return Applied(Outcome.CREATED, created.guid)
+
+
+def _released(op: ContactOp, pair: TenantPair, own: list[Recipient], ownership: OwnershipStore | None) -> Mark | None:
+    """The released mark of a contact found by ctcs's Name without an anchor: a half-made contact, or one an admin
+    took over (cleared its anchor) whose ContactState row was lost since."""
+    if ownership is None or not own or own[0].anchor(pair.contact.anchor_attribute):
+        return None
+    mark = ownership.get(pair, op.source_id)
+    return mark if mark is not None and mark.kind is MarkKind.RELEASED else None
 
 
 def _describe(recipient: Recipient) -> str:
