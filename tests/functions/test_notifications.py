@@ -402,3 +402,26 @@ def test_a_subscription_graph_refuses_is_reported_once_and_the_pair_keeps_syncin
     assert len([c for c in made.target.exchange.contacts() if str(c.get("CustomAttribute15")).startswith("ctcs|")]) == 3
     for sub in sync.cloud.subscriptions.all(made.source.tenant_id):
         sync.cloud.subscriptions.expire(sub.id)
+
+
+def test_without_a_notification_key_no_subscription_is_made_and_the_row_says_why_once(
+    sync: Sync, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    base = sync.host.listen(sync.cloud.tls_files)
+    monkeypatch.setenv("CTCS_CHANGE_NOTIFICATIONS", "on")
+    monkeypatch.setenv("CTCS_NOTIFICATION_URL", f"{base}/api/notifications")
+    monkeypatch.setenv("CTCS_NOTIFICATION_KEY", "@Microsoft.KeyVault(VaultName=kv;SecretName=ctcs-notification-key)")
+    function_app._runtime.clear()
+    sync.add_users(2)
+    try:
+        with caplog.at_level(logging.WARNING, logger="ctcs"):
+            for _ in range(2):
+                sync.host.fire_timer()
+        [row] = sync.rt.stores.subscriptions.of_pair(PAIR_ID)
+        assert row.state == SubscriptionState.FAILED and "CTCS_NOTIFICATION_KEY" in row.error and "2b" in row.error
+        assert len([r for r in caplog.records if "could not be set up" in r.getMessage()]) == 1
+        assert sync.cloud.subscriptions.all(sync.source.tenant_id) == []
+        sync.host.drain_queue(deadline_seconds=60)
+        assert sync.anchors() == sync.expected_anchors(), "the pair keeps syncing on the timer"
+    finally:
+        sync.host.close()

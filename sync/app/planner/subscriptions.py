@@ -206,6 +206,9 @@ def _failed(rt: Runtime, pair: TenantPair, resource: str, row: SubscriptionRow |
 
 
 def _admin_words(resource: str, error: Exception) -> str:
+    if isinstance(error, ConfigError):  # the app's own setting, not the tenant: say what to set
+        return (f"change notifications on {resource} could not be set up: {error}. The timer keeps syncing every "
+                "run; store the secret (docs/deploy.md, step 2b) and the next timer run subscribes")
     return (f"change notifications on {resource} could not be set up: {error}. The timer keeps syncing every run "
             "and tries again; check the source app's permission and that Graph can reach the notification URL")
 
