@@ -102,7 +102,8 @@ REFUSED = RefusedPaths()  # one per process, like the route's Runtime
 
 
 def path_generation(rt: Runtime, pair_id: str, token: str) -> str | None:
-    """The URL generation of an issued path, or None (counted in `REFUSED`): no storage, no queue, no log line."""
+    """The URL generation of an issued path, or None (counted in `REFUSED`): no storage, no queue, and at most one
+    aggregated log line a minute."""
     generation = checked_generation(rt.tuning.notification_key, pair_id, token)
     if generation is None:
         REFUSED.refuse()
