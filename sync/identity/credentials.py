@@ -106,6 +106,8 @@ class CredentialCache:
                 cached = self._credentials.get(key)
                 if cached is None:
                     cached = self._build(tenant_id, client_id, cloud, definition, resolver, field)
+                    for older in [known for known in self._credentials if known[:4] == key[:4]]:
+                        del self._credentials[older]  # a replaced secret's credential is not used again
                     self._credentials[key] = cached
             except CredentialUnusable as unusable:
                 message = str(unusable)

@@ -230,3 +230,39 @@ def test_a_custom_cloud_in_azure_needs_its_hosts_listed(
     listed = CredentialCache(environ={**in_azure, "CTCS_ALLOWED_CLOUD_HOSTS": "login.example, 127.0.0.1"})
     assert listed.for_target(pair, resolver) is not None
     assert CredentialCache(environ={}).for_target(pair, resolver) is not None  # outside Azure: not checked
+
+
+def test_a_replaced_secret_makes_a_new_credential_without_a_restart(
+    source_tenant: Tenant, target_tenant: Tenant, make_pair: Callable[..., TenantPair],
+) -> None:
+    """Credentials are cached by the version of their secret: a Key Vault secret's version, a hash of an env: or
+    file: value (never the value), so a fixed secret is used once it is read again, and the old one is dropped."""
+    from types import SimpleNamespace
+
+    versions = {"graph-secret": ("first-value", "v1")}
+
+    class Vault:
+        def get_secret(self, name: str) -> SimpleNamespace:
+            value, version = versions[name]
+            return SimpleNamespace(value=value, properties=SimpleNamespace(content_type=None, version=version))
+
+    kv = make_pair(source_tenant, target_tenant, source_client=new_guid(), target_client=new_guid(),
+                   source_credential={"type": "client_secret", "secret": "kv:graph-secret"})
+    vault = SecretResolver(environ={"CTCS_KEY_VAULT_URI": "https://ctcs-test.vault.azure.net"},
+                           secret_client_factory=lambda uri: Vault())
+    cache = CredentialCache()
+    first = cache.for_source(kv, vault)
+    assert cache.for_source(kv, vault) is first
+    versions["graph-secret"] = ("second-value", "v2")
+    assert cache.for_source(kv, vault) is first, "the vault is read once per resolver until it is cleared"
+    vault.clear()  # what a lifted quarantine does on every instance
+    second = cache.for_source(kv, vault)
+    assert second is not first and len(cache) == 1
+
+    env = make_pair(source_tenant, target_tenant, source_client=new_guid(), target_client=new_guid())
+    environ = {"CTCS_SECRET_EDGE": "first-value"}
+    from_env = SecretResolver(environ=environ)
+    before = cache.for_source(env, from_env)
+    environ["CTCS_SECRET_EDGE"] = "second-value"
+    assert cache.for_source(env, from_env) is not before
+    assert "second-value" not in repr(cache.__dict__) and "first-value" not in repr(cache.__dict__.get("_credentials"))

@@ -63,6 +63,7 @@ class Runtime:
     _targets: dict[str, tuple[str, int, Target]] = field(default_factory=dict, repr=False)
     _pairs: dict[str, tuple[float, TenantPair]] = field(default_factory=dict, repr=False)
     _quarantines: dict[str, tuple[float, str, int]] = field(default_factory=dict, repr=False)
+    _opened_at_epoch: dict[str, int] = field(default_factory=dict, repr=False)
     _pacers: dict[str, OrgPacer] = field(default_factory=dict, repr=False)
     _parts: dict[str, object] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -77,6 +78,10 @@ class Runtime:
 
         resolver = SecretResolver(environ=environ)
 
+        def source(pair: TenantPair) -> Source:
+            rt.credentials_since_lift(pair.id)
+            return open_source(pair, resolver)
+
         def target(pair: TenantPair) -> Target:
             return open_target(pair, resolver, pacer=rt.pacer(pair.target.organization),
                                lookup_batch=rt.tuning.lookup_batch)
@@ -87,7 +92,7 @@ class Runtime:
 
         rt = cls(
             Stores.from_settings(environ),
-            lambda pair: open_source(pair, resolver),
+            source,
             target,
             lambda pair: open_source_visibility(pair, resolver),
             tuning=Tuning.from_settings(environ),
@@ -140,12 +145,11 @@ class Runtime:
     def target_and_epoch(self, pair: TenantPair) -> tuple[Target, int]:
         """The pair's target client and the credentials epoch it was built under: a failure it meets began then."""
         key = pair.to_json()
-        epoch = self.credentials_epoch(pair.id)
+        epoch = self.credentials_since_lift(pair.id)
         with self._targets_lock:  # concurrent ops of a pair share one client (and so one sign-in)
             cached = self._targets.get(pair.id)
             if cached is not None and cached[1] < epoch:
-                self.reset_credentials()  # lifted since this client was built: the admin fixed something
-                cached = None
+                cached = None  # lifted since this client was built: open it again with the fixed credential
             if cached is None or cached[0] != key:
                 cached = (key, epoch, self.open_target(pair))
                 self._targets[pair.id] = cached
@@ -155,6 +159,16 @@ class Runtime:
         """The reason the pair is quarantined for its credentials ("" when it is not), at most
         QUARANTINE_CACHE_SECONDS old: the worker asks before every op."""
         return self._quarantine_view(pair_id)[0]
+
+    def credentials_since_lift(self, pair_id: str) -> int:
+        """Before the pair's edges are opened: when its credentials quarantine was lifted since this instance last
+        opened them, forget cached credentials and Key Vault reads (the admin fixed something). The epoch."""
+        epoch = self.credentials_epoch(pair_id)
+        with self._lock:
+            if self._opened_at_epoch.get(pair_id, epoch) < epoch:
+                self.reset_credentials()
+            self._opened_at_epoch[pair_id] = epoch
+        return epoch
 
     def credentials_epoch(self, pair_id: str) -> int:
         """How many credentials quarantines of the pair were lifted, as this instance last read it."""
