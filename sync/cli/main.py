@@ -20,7 +20,7 @@ from pathlib import Path
 
 from azure.core.exceptions import AzureError
 
-from sync.app.admin.connection_test import ConnectionReport, check_connection, unreadable_secrets
+from sync.app.admin.connection_test import ConnectionReport, check_connection
 from sync.app.admin.drain import drain
 from sync.app.admin.explain import explain
 from sync.app.admin.provision import Result, provision_user
@@ -152,8 +152,8 @@ def _plan(args: argparse.Namespace, runtime: Callable[[], Runtime]) -> int:
 
 def _secrets_missing_here(rt: Runtime, pair_id: str) -> bool:
     """True (and why, on stderr) when this machine cannot read the pair's secrets: the command stops here, and the
-    pair is not quarantined for the deployment."""
-    problems = unreadable_secrets(rt.stores.pairs.get(pair_id))
+    pair is not quarantined for the deployment (a secret missing on an admin's laptop is that machine's problem)."""
+    problems = rt.unreadable_secrets(rt.stores.pairs.get(pair_id))
     for problem in problems:
         print(f"error: {problem}", file=sys.stderr)
     if problems:

@@ -23,8 +23,9 @@ from typing import Any, Protocol
 from azure.core.credentials import TokenCredential
 from azure.core.exceptions import AzureError, ResourceNotFoundError
 
+from sync.contract.pairs import TenantPair
 from sync.errors import CredentialUnusable
-from sync.identity.rooms import reference_problem, secret_file
+from sync.identity.rooms import credential_references, reference_problem, secret_file
 from sync.settings import setting
 
 UNRESOLVED_KEY_VAULT_PREFIX = "@Microsoft.KeyVault("
@@ -196,6 +197,20 @@ class SecretResolver:
         if not data.strip():
             raise CredentialUnusable(f"secret reference {reference}: the file is empty")
         return data
+
+
+def unreadable_secrets(pair: TenantPair, resolver: SecretResolver) -> list[str]:
+    """The pair's secret references `resolver` cannot read, each as "field.path: why" (never the value)."""
+    problems = []
+    for field_path, reference in credential_references(pair):
+        try:
+            if field_path.endswith(".certificate"):
+                resolver.resolve_bytes(reference)
+            else:
+                resolver.resolve(reference)
+        except CredentialUnusable as error:
+            problems.append(f"{field_path}: {error}")
+    return problems
 
 
 def key_vault_credential(environ: Mapping[str, str] | None = None) -> TokenCredential:

@@ -29,8 +29,6 @@ from sync.core.diagnosis import Diagnosis, Side, consent_fix, diagnose
 from sync.core.source import source_select
 from sync.errors import CredentialUnusable, SourceError, TargetError
 from sync.exchange.contacts import ExchangeTarget
-from sync.identity.rooms import credential_references
-from sync.identity.secrets import SecretResolver
 from sync.identity.tokens import token_roles
 
 log = logging.getLogger("ctcs.connection")
@@ -119,25 +117,6 @@ def check_connection(rt: Runtime, pair: TenantPair | str) -> ConnectionReport:
              extra={"pair_id": pair.id, "outcome": "passed" if report.ok else "failed",
                     "failed_checks": [f"{check.side} {check.name}" for check in report.failures]})
     return report
-
-
-def unreadable_secrets(pair: TenantPair, *, resolver: SecretResolver | None = None) -> list[str]:
-    """The pair's secret references this machine cannot read, each as "field.path: why" (never the value).
-
-    A CLI command that signs in asks first: a secret missing on an admin's laptop (an environment variable not
-    exported, a certificate file not copied) is that machine's problem, and must not quarantine the pair for the
-    deployment, which reads its own settings."""
-    resolver = resolver or SecretResolver()
-    problems = []
-    for field_path, reference in credential_references(pair):
-        try:
-            if field_path.endswith(".certificate"):
-                resolver.resolve_bytes(reference)
-            else:
-                resolver.resolve(reference)
-        except CredentialUnusable as error:
-            problems.append(f"{field_path}: {error}")
-    return problems
 
 
 @dataclass

@@ -59,6 +59,8 @@ class Runtime:
     open_probe: ProbeFactory = _no_probe  # fresh edges for connection tests
     open_subscriptions: SubscriptionsFactory = _no_subscriptions  # the source's change-notification subscriptions
     reset_credentials: Callable[[], None] = lambda: None  # forget cached credentials and secrets (after a fix)
+    # The pair's secret references this machine cannot read ("field.path: why"); in-memory tenants read none.
+    unreadable_secrets: Callable[[TenantPair], list[str]] = lambda pair: []
     instance_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     _targets: dict[str, tuple[str, int, Target]] = field(default_factory=dict, repr=False)
     _pairs: dict[str, tuple[float, TenantPair]] = field(default_factory=dict, repr=False)
@@ -74,7 +76,7 @@ class Runtime:
         from sync.app.wiring.connectors import open_source, open_source_visibility, open_subscriptions, open_target
         from sync.app.wiring.probe import open_probe
         from sync.identity.credentials import shared_credentials
-        from sync.identity.secrets import SecretResolver
+        from sync.identity.secrets import SecretResolver, unreadable_secrets
 
         resolver = SecretResolver(environ=environ)
 
@@ -98,6 +100,7 @@ class Runtime:
             tuning=Tuning.from_settings(environ),
             open_probe=lambda pair: open_probe(pair, environ=None if environ is None else dict(environ)),
             reset_credentials=reset_credentials,
+            unreadable_secrets=lambda pair: unreadable_secrets(pair, SecretResolver(environ=environ)),
             open_subscriptions=lambda pair: open_subscriptions(pair, resolver),
         )
         return rt
