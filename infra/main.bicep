@@ -250,6 +250,11 @@ var ctcsAppSettings = {
   AZURE_CLIENT_ID: identity.outputs.clientId
   CTCS_KEY_VAULT_URI: keyVault.outputs.uri
   CTCS_HOSTING_CLOUD: hostingCloud
+  // What a pair row may reach (docs/settings.md): env: names with this prefix, file: paths under this directory,
+  // and no custom cloud in Azure unless its hosts are listed here (comma-separated).
+  CTCS_SECRET_ENV_PREFIX: 'CTCS_SECRET_'
+  CTCS_SECRET_FILE_DIR: '~/.ctcs/secrets'
+  CTCS_ALLOWED_CLOUD_HOSTS: ''
   SYNC_SCHEDULE: syncSchedule
   CTCS_PAIRS_TABLE: pairsTableName
   CTCS_PAIR_STATE_TABLE: pairStateTableName
