@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from sync.contract.ops import ContactOp, OpKind
 from sync.contract.vocabulary import ContactStatus
 from sync.errors import ConfigError, LeaseHeld, PairNotFound, PairValidationError
 from sync.settings import load_local_settings
@@ -136,3 +137,18 @@ def test_a_delivery_note_never_breaks_the_claim_of_the_op_being_applied(stores: 
     assert contacts.delivery_error("p1", "u1", 7) == "", "a note speaks only for the op version that wrote it"
     assert contacts.status_counts("p1") == {"ok": 1}, "notes are not rows"
     assert contacts.forget_pair("p1") == 1 and contacts.delivery_error("p1", "u1", 8) == ""
+
+
+def test_the_removal_window_follows_the_tenants_not_the_pair_id(stores: Stores) -> None:
+    """A pair added again for the same tenants (any id) inherits the gate's window; an id reused for other tenants
+    starts with an empty one (its quarantine must not come from the old pair's removals)."""
+    pair = make_pair("wave-pair")
+    hides = [ContactOp(pair.id, "run-1", OpKind.HIDE, f"00000000-0000-0000-0000-{n:012d}", 1, "left scope")
+             for n in range(7)]
+    assert stores.removals.record(pair, hides) == 7
+    renamed = make_pair("wave-pair-again")  # same source and target tenants, another id
+    assert stores.removals.window(renamed, 24).removed == 7
+    other_tenants = make_pair("wave-pair", target={"tenant_id": "99999999-9999-9999-9999-999999999999"})
+    assert stores.removals.window(other_tenants, 24).removed == 0
+    stores.removals.forget(renamed)
+    assert stores.removals.window(pair, 24).removed == 0

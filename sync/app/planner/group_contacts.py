@@ -126,7 +126,7 @@ def run_groups_round(
         delta, sweep = DeltaRound(full=True, delta_link=status.groups_delta_link), LEFT_OBJECTS
     unsent = status.groups_round and sink.continues  # a groups round that died before its deltaLink was saved
     ledger = SendLedger(round_id, 0, {status.groups_round: 0} if unsent else {})
-    window = stores.removals.window(pair.id, pair.deletion.window_hours)  # the users round's removals are in it
+    window = stores.removals.window(pair, pair.deletion.window_hours)  # the users round's removals are in it
     plan = plan_pair(pair, delta, Baseline(baseline.rows, hidden_ids=baseline.hidden, managed=baseline.managed,
                                            window=window),
                      PlanOptions(version, run.run_id, retry_kept=delta.full, now=datetime.now(UTC), ledger=ledger,

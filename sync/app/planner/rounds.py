@@ -149,7 +149,7 @@ class StreamedRound:
         self._state, self.group_rows = split_rows(with_released(stores.contacts.summaries(self.pair.id), marks))
         self._adopted = adopted_ids(marks)
         self._hidden = self.rt.hidden_ids(self.pair)
-        self._window = stores.removals.window(self.pair.id, self.pair.deletion.window_hours)
+        self._window = stores.removals.window(self.pair, self.pair.deletion.window_hours)
         try:
             source = self.rt.open_source(self.pair)
             stored_groups = group_round.load(stores.groups, self.pair)

@@ -270,7 +270,7 @@ def _record_groups(run: RunRecord, groups: KindRound, *, users_queued: int) -> N
 
 def _release_gate(rt: Runtime, pair: TenantPair, run: RunRecord) -> None:
     rt.stores.pair_state.release_quarantine(pair.id)
-    rt.stores.removals.forget(pair.id)  # the admin saw the removals: the gate's window starts anew
+    rt.stores.removals.forget(pair)  # the admin saw the removals: the gate's window starts anew
     log.warning("pair %s: safety gate quarantine released (allow_deletes)", pair.id,
                 extra={"pair_id": pair.id, "run_id": run.run_id, "outcome": "released",
                        "quarantine_kind": QuarantineKind.GATE.value})

@@ -99,7 +99,7 @@ class StoreSink:
         creates = [op for op in ops if op.kind is OpKind.CREATE]
         stores.contacts.mark_queued(self.pair.id, creates, round_id=round_id, page=page)
         stores.ops.send_all(ops)
-        stores.removals.record(self.pair.id, ops)  # the safety gate's window counts them
+        stores.removals.record(self.pair, ops)  # the safety gate's window counts them
 
     def record_page(self, round_id: str, record: PageRecord) -> None:
         self.rt.stores.round_pages.save(self.pair.id, round_id, record)
@@ -143,7 +143,7 @@ class StoreSink:
 
     def drop_users(self, ops: Sequence[ContactOp], *, outcome: RunOutcome) -> None:
         self.rt.stores.ops.send_all(ops)
-        self.rt.stores.removals.record(self.pair.id, ops)
+        self.rt.stores.removals.record(self.pair, ops)
         self.rt.stores.pair_state.record_run(self.pair.id, run_id=self.run.run_id, outcome=outcome, delta_link="")
 
 
