@@ -159,7 +159,7 @@ SETTINGS: tuple[Setting, ...] = (
         "CTCS_CHANGE_NOTIFICATIONS",
         "auto",
         "Graph change notifications start a pair's run within seconds of a change in the source: `on`, `off`, or "
-        "`auto` (on in Azure, where the platform sets WEBSITE_HOSTNAME; off locally unless set). The timer keeps "
+        "`auto` (on in Azure, where the platform sets WEBSITE_INSTANCE_ID; off locally, `func start` included, unless set). The timer keeps "
         "running as the safety net either way.",
     ),
     Setting(
@@ -294,8 +294,19 @@ class Tuning:
         )
 
 
+AZURE_HOST_MARKER = "WEBSITE_INSTANCE_ID"
+"""A platform variable of App Service and Azure Functions, set on every instance in Azure and never by Core Tools
+(`func start` sets WEBSITE_HOSTNAME to localhost:7071, so the host name cannot tell Azure from a laptop)."""
+
+
+def in_azure(environ: Mapping[str, str] | None = None) -> bool:
+    """True under the Functions host in Azure: the one test of "in Azure" every rule of ctcs uses (role keys,
+    custom clouds, change notifications' `auto`)."""
+    return bool((os.environ if environ is None else environ).get(AZURE_HOST_MARKER, "").strip())
+
+
 def _platform_hostname(environ: Mapping[str, str] | None) -> str:
-    """WEBSITE_HOSTNAME: set by App Service / Azure Functions on every instance (not an app setting of ours)."""
+    """WEBSITE_HOSTNAME: the app's public host name in Azure (not an app setting of ours)."""
     return (os.environ if environ is None else environ).get("WEBSITE_HOSTNAME", "").strip()
 
 
@@ -304,7 +315,7 @@ def notifications_on(environ: Mapping[str, str] | None = None) -> bool:
     if raw not in ("auto", "on", "off", "true", "false", "1", "0"):
         raise ConfigError(f"app setting CTCS_CHANGE_NOTIFICATIONS must be auto, on or off, not {raw!r}")
     if raw == "auto":
-        return bool(_platform_hostname(environ))
+        return in_azure(environ)
     return raw in ("on", "true", "1")
 
 

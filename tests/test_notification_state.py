@@ -28,9 +28,11 @@ from tests.support.memory_target import MemoryTarget
 
 
 def test_notifications_are_on_in_azure_and_off_locally_unless_set() -> None:
-    azure = {"WEBSITE_HOSTNAME": "ctcs-abc.azurewebsites.net"}
+    azure = {"WEBSITE_HOSTNAME": "ctcs-abc.azurewebsites.net", "WEBSITE_INSTANCE_ID": "0123abcd"}
     assert notifications_on(azure) and notification_url(azure) == "https://ctcs-abc.azurewebsites.net/api/notifications"
     assert not notifications_on({}) and notification_url({}) == ""
+    core_tools = {"WEBSITE_HOSTNAME": "localhost:7071"}  # what `func start` sets: a laptop, not Azure
+    assert not notifications_on(core_tools)
     assert not notifications_on({**azure, "CTCS_CHANGE_NOTIFICATIONS": "off"})
     local = {"CTCS_CHANGE_NOTIFICATIONS": "on", "CTCS_NOTIFICATION_URL": "https://tunnel.example/api/notifications"}
     tuning = Tuning.from_settings(local)

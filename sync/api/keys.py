@@ -10,17 +10,16 @@ named host keys are made from, infra/app/hostkeys.bicep). Each role includes the
     dangerous  + allow_deletes=true on resync or reconcile               release a quarantine, removals during one
 
 Every key is compared (hmac.compare_digest), none short-circuits. No role key set: locally every caller is let in
-(as `func start` lets in every request); in Azure (WEBSITE_HOSTNAME set) every request is refused until they are.
+(as `func start` lets in every request); in Azure (`sync.settings.in_azure`) every request is refused until they are.
 """
 
 from __future__ import annotations
 
 import hmac
-import os
 from collections.abc import Mapping
 from enum import IntEnum
 
-from sync.settings import setting
+from sync.settings import in_azure, setting
 
 KEY_HEADER = "x-functions-key"
 KEY_PARAM = "code"
@@ -63,7 +62,7 @@ def caller_role(headers: Mapping[str, str], params: Mapping[str, str],
     """The highest role whose key the request presented; KeyRefused(401) when it presented none of them."""
     keys = _configured(environ)
     if not keys:
-        if (os.environ if environ is None else environ).get("WEBSITE_HOSTNAME", "").strip():
+        if in_azure(environ):
             raise KeyRefused(403, "the role keys are not configured: set CTCS_KEY_READ, CTCS_KEY_OPERATE and "
                                   "CTCS_KEY_DANGEROUS (see docs/deploy.md)")
         return Role.DANGEROUS

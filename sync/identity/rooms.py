@@ -25,10 +25,7 @@ from urllib.parse import urlparse
 
 from sync.contract import pairs
 from sync.contract.clouds import NAMED_CLOUDS
-from sync.settings import setting
-
-# A platform variable of App Service and Azure Functions (not an app setting): set only when running in Azure.
-AZURE_HOST_MARKER = "WEBSITE_INSTANCE_ID"
+from sync.settings import in_azure, setting
 
 FEDERATION_AUTHORITY_HOSTS: frozenset[str] = frozenset(
     urlparse(endpoints.authority).netloc.lower() for endpoints in NAMED_CLOUDS.values()
@@ -38,11 +35,6 @@ FEDERATION_AUTHORITY_HOSTS: frozenset[str] = frozenset(
 
 def _environ(environ: Mapping[str, str] | None) -> Mapping[str, str]:
     return os.environ if environ is None else environ
-
-
-def in_azure(environ: Mapping[str, str] | None = None) -> bool:
-    """True under the Functions host in Azure (App Service sets WEBSITE_INSTANCE_ID; `func start` does not)."""
-    return bool(_environ(environ).get(AZURE_HOST_MARKER))
 
 
 def env_prefix(environ: Mapping[str, str] | None = None) -> str:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import pytest
 
+from sync.api.keys import Role, caller_role
+
 from .conftest import PAIR_ID, Sync
 
 KEYS = {"CTCS_KEY_READ": "read-key-value", "CTCS_KEY_OPERATE": "operate-key-value",
@@ -59,7 +61,15 @@ def test_a_key_that_is_no_role_key_is_401(keyed: Sync) -> None:
 
 
 def test_in_azure_without_role_keys_every_route_is_refused(sync: Sync, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("WEBSITE_HOSTNAME", "ctcs-test.azurewebsites.net")
+    monkeypatch.setenv("WEBSITE_INSTANCE_ID", "0123abcd")  # as on every instance in Azure
     monkeypatch.setenv("CTCS_CHANGE_NOTIFICATIONS", "off")
     reply = call(sync, "GET", "/api/pairs", "any")
     assert reply.status == 403 and "CTCS_KEY_READ" in reply.json["error"]
+
+
+def test_func_start_without_role_keys_lets_every_caller_in(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Core Tools sets WEBSITE_HOSTNAME=localhost:7071 on a laptop: that is not Azure, so no role key is needed."""
+    monkeypatch.setenv("WEBSITE_HOSTNAME", "localhost:7071")
+    for name in ("CTCS_KEY_READ", "CTCS_KEY_OPERATE", "CTCS_KEY_DANGEROUS"):
+        monkeypatch.delenv(name, raising=False)
+    assert caller_role({}, {}) is Role.DANGEROUS
