@@ -295,14 +295,18 @@ class Tuning:
 
 
 AZURE_HOST_MARKER = "WEBSITE_INSTANCE_ID"
-"""A platform variable of App Service and Azure Functions, set on every instance in Azure and never by Core Tools
-(`func start` sets WEBSITE_HOSTNAME to localhost:7071, so the host name cannot tell Azure from a laptop)."""
+"""A platform variable of App Service and Azure Functions, set on instances in Azure and never by Core Tools."""
+LOCAL_HOSTNAMES = ("localhost", "127.0.0.1", "0.0.0.0", "[::1]")  # what `func start` puts in WEBSITE_HOSTNAME
 
 
 def in_azure(environ: Mapping[str, str] | None = None) -> bool:
     """True under the Functions host in Azure: the one test of "in Azure" every rule of ctcs uses (role keys,
-    custom clouds, change notifications' `auto`)."""
-    return bool((os.environ if environ is None else environ).get(AZURE_HOST_MARKER, "").strip())
+    custom clouds, change notifications' `auto`). WEBSITE_INSTANCE_ID is set, or WEBSITE_HOSTNAME names a host that
+    is not the loopback one `func start` sets (localhost:7071): when in doubt, the stricter rules apply."""
+    if (os.environ if environ is None else environ).get(AZURE_HOST_MARKER, "").strip():
+        return True
+    host = _platform_hostname(environ).lower()
+    return bool(host) and host.rsplit(":", 1)[0] not in LOCAL_HOSTNAMES and not host.startswith("[::1]")
 
 
 def _platform_hostname(environ: Mapping[str, str] | None) -> str:

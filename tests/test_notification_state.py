@@ -33,6 +33,7 @@ def test_notifications_are_on_in_azure_and_off_locally_unless_set() -> None:
     assert not notifications_on({}) and notification_url({}) == ""
     core_tools = {"WEBSITE_HOSTNAME": "localhost:7071"}  # what `func start` sets: a laptop, not Azure
     assert not notifications_on(core_tools)
+    assert notifications_on({"WEBSITE_HOSTNAME": "ctcs-abc.azurewebsites.net"}), "a public host name is Azure"
     assert not notifications_on({**azure, "CTCS_CHANGE_NOTIFICATIONS": "off"})
     local = {"CTCS_CHANGE_NOTIFICATIONS": "on", "CTCS_NOTIFICATION_URL": "https://tunnel.example/api/notifications"}
     tuning = Tuning.from_settings(local)
