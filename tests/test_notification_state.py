@@ -18,7 +18,7 @@ import pytest
 from sync.api.notifications import receive
 from sync.app.notifications.intake import RefusedPaths
 from sync.app.wiring.runtime import Runtime
-from sync.core.notification_path import checked_generation, key_id, new_generation, notification_address, path_token
+from sync.core.notification_path import checked_address_id, key_id, new_address_id, notification_address, path_token
 from sync.errors import ConfigError
 from sync.settings import Tuning, notification_url, notifications_on
 from sync.state.entities import now_utc
@@ -112,15 +112,15 @@ def test_counts_stay_exact_when_many_requests_count_at_once(stores: Stores) -> N
 
 
 def test_path_tokens_are_checked_by_arithmetic_alone() -> None:
-    generation = new_generation()
-    token = path_token("key-1", "pair-a", generation)
-    assert checked_generation("key-1", "pair-a", token) == generation
-    assert notification_address("https://x.example/api/notifications/", "key-1", "pair-a", generation) == (
+    address_id = new_address_id()
+    token = path_token("key-1", "pair-a", address_id)
+    assert checked_address_id("key-1", "pair-a", token) == address_id
+    assert notification_address("https://x.example/api/notifications/", "key-1", "pair-a", address_id) == (
         f"https://x.example/api/notifications/pair-a/{token}")
     for key, pair, presented in (("key-2", "pair-a", token), ("key-1", "pair-b", token), ("", "pair-a", token),
                                  ("key-1", "pair-a", token[:-1] + ("A" if token[-1] != "A" else "B")),
                                  ("key-1", "pair-a", "x" * 5000), ("key-1", "pair-a", "\ud800." + token[17:])):
-        assert checked_generation(key, pair, presented) is None
+        assert checked_address_id(key, pair, presented) is None
     assert key_id("key-1") != key_id("key-2") and "key-1" not in key_id("key-1")
 
 
@@ -151,8 +151,8 @@ def test_refused_paths_are_counted_exactly_and_logged_once_a_minute(caplog: pyte
 
 def test_the_route_refuses_a_wrong_path_before_storage_and_what_is_not_graphs_after(stores: Stores) -> None:
     rt = _route(stores)
-    generation = new_generation()
-    token = path_token("route-test-key", "pair-a", generation)
+    address_id = new_address_id()
+    token = path_token("route-test-key", "pair-a", address_id)
     reads: list[int] = []
 
     def body(content: bytes) -> Callable[[], bytes]:
@@ -165,10 +165,10 @@ def test_the_route_refuses_a_wrong_path_before_storage_and_what_is_not_graphs_af
     assert (wrong.status, reads) == (404, [])
     handshake = receive(rt, ("pair-a", token), {"validationToken": "Validation: token & more"}, {}, body(b""))
     assert handshake.status == 404, "no subscription of this pair is being created"
-    stores.subscriptions.begin_creating("pair-a", generation, seconds=60)
+    stores.subscriptions.begin_creating("pair-a", address_id, seconds=60)
     handshake = receive(rt, ("pair-a", token), {"validationToken": "Validation: token & more"}, {}, body(b""))
     assert (handshake.status, handshake.text, handshake.mimetype) == (200, "Validation: token & more", "text/plain")
-    stores.subscriptions.end_creating("pair-a", generation)
+    stores.subscriptions.end_creating("pair-a", address_id)
     assert receive(rt, ("pair-a", token), {"validationToken": "v"}, {}, body(b"")).status == 404
     assert receive(rt, ("pair-a", token), {}, {"Content-Length": "2000000"}, body(b"")).status == 413 and reads == []
     for content in (b"", b"[1, 2]", b'{"value": 3}', b"{" * 5000, b"x" * 2_000_000, b'{"value": ["\\ud800"]}'):

@@ -4,11 +4,11 @@ ANONYMOUS).
     wrong {pair}/{token}        404, before any storage, queue or log work (counted in memory, one log line a minute)
     Content-Length too large    413, before the body is read
     ?validationToken=<token>    the validation handshake: 200 with the token as text/plain, only while the timer is
-                                creating this pair's subscription of this URL generation; 404 otherwise
+                                creating this pair's subscription of this address id; 404 otherwise
     {"value": [...]}            notifications: each item checked, the pair's run asked for: 202
 
 Graph cannot send a header of ours, only what is in the URL it was given, so the route is anonymous and the URL's
-path token (an HMAC of the pair and a per-subscription generation with CTCS_NOTIFICATION_KEY) is the first check,
+path token (an HMAC of the pair and a per-subscription address id with CTCS_NOTIFICATION_KEY) is the first check,
 each item's `clientState` (a secret per subscription, compared with its stored hash) and `tenantId` the next. Even
 an accepted item only starts a delta round. See sync.app.notifications.intake for the rest.
 """
@@ -23,7 +23,7 @@ from sync.app.notifications.intake import (
     MAX_BODY_BYTES,
     NotNotifications,
     accept_notifications,
-    path_generation,
+    issued_address_id,
     validation_answer,
 )
 from sync.app.wiring.runtime import Runtime
@@ -55,18 +55,18 @@ def receive(rt: Runtime, address: tuple[str, str], params: Mapping[str, str], he
     """One request to the notification route; `address` is the path's (pair, token), `read_body` is called only
     once the path and the declared size have passed."""
     pair_id, token = address
-    generation = path_generation(rt, pair_id, token)
-    if generation is None:
+    address_id = issued_address_id(rt, pair_id, token)
+    if address_id is None:
         return NOT_FOUND
     size = declared_size(headers)
     if size is not None and size > MAX_BODY_BYTES:
         return PlainResponse(413, f"more than {MAX_BODY_BYTES} bytes: not a change notification")
     validation = params.get("validationToken")
     if validation is not None:
-        answer = validation_answer(rt, pair_id, generation, validation)
+        answer = validation_answer(rt, pair_id, address_id, validation)
         return NOT_FOUND if answer is None else PlainResponse(200, answer)
     try:
-        done = accept_notifications(rt, read_body(), pair_id=pair_id, generation=generation)
+        done = accept_notifications(rt, read_body(), pair_id=pair_id, address_id=address_id)
     except NotNotifications as bad:
         return PlainResponse(400, f"not a change notification: {bad}")
     except Exception:  # Graph retries a 5xx; the items are hints and the timer still runs, so say no more

@@ -4,12 +4,12 @@ One row per pair and resource (RowKey `<pair>~<resource>`): Graph's subscription
 (`SubscriptionState`), the last error, and what its notifications did (accepted, rejected, the last one). The
 `clientState` secret is kept only as its SHA-256 (`client_state_hash`): the notification route compares hashes, so
 neither the table nor a log line ever holds the value (invariant 6), and a new subscription gets a new secret. The row
-also keeps the `generation` of the URL path token it was given (sync.core.notification_path; useless without the
+also keeps the `address_id` of the URL path token it was given (sync.core.notification_path; useless without the
 app's key), which key made it (`key_id`, an HMAC of a constant: it says when the key changed, not what it is) and the
 source tenant whose notifications it may carry (`tenant_id`).
 
 Notifications that name no subscription of ours are counted in the row `~unmatched`. While the timer creates a
-subscription, a row `~creating~<pair>~<generation>` says so for a few seconds: the route answers Graph's validation
+subscription, a row `~creating~<pair>~<address id>` says so for a few seconds: the route answers Graph's validation
 handshake only while it is there (`creating`).
 """
 
@@ -46,15 +46,15 @@ def hash_client_state(value: str) -> str:
     return hashlib.sha256(value.encode("utf-8")).hexdigest()
 
 
-def _creating_key(pair_id: str, generation: str) -> str:
-    return f"{CREATING}{pair_id}~{generation}"
+def _creating_key(pair_id: str, address_id: str) -> str:
+    return f"{CREATING}{pair_id}~{address_id}"
 
 
 @dataclass(frozen=True)
 class Origin:
-    """Where a new subscription's notifications come from and go to: its URL generation, key and source tenant."""
+    """Where a new subscription's notifications come from and go to: its address id, key and source tenant."""
 
-    generation: str = ""
+    address_id: str = ""
     key_id: str = ""
     tenant_id: str = ""
 
@@ -77,7 +77,7 @@ class SubscriptionRow:
     accepted: int = 0
     rejected: int = 0
     last_notification_at: str = ""
-    generation: str = ""  # of the notification URL's path token this subscription was given
+    address_id: str = ""  # of the notification URL's path token this subscription was given
     key_id: str = ""  # which CTCS_NOTIFICATION_KEY made that token (an HMAC of a constant, not the key)
     tenant_id: str = ""  # the pair's source tenant, which every notification item must name
 
@@ -100,7 +100,7 @@ class SubscriptionRow:
             created_at=entity.get("created_at", ""), renewed_at=entity.get("renewed_at", ""),
             error=entity.get("error", ""), accepted=as_int(entity.get("accepted")),
             rejected=as_int(entity.get("rejected")), last_notification_at=entity.get("last_notification_at", ""),
-            generation=entity.get("generation", ""), key_id=entity.get("key_id", ""),
+            address_id=entity.get("address_id", ""), key_id=entity.get("key_id", ""),
             tenant_id=entity.get("tenant_id", ""),
         )
 
@@ -138,24 +138,24 @@ class SubscriptionStore:
             "PartitionKey": PARTITION, "RowKey": _key(pair_id, resource), "pair_id": pair_id, "resource": resource,
             "subscription_id": subscription_id, "client_state_hash": hash_client_state(client_state),
             "expires_at": expires_at, "state": SubscriptionState.ACTIVE.value, "created_at": now, "renewed_at": now,
-            "error": "", "accepted": 0, "rejected": 0, "last_notification_at": "", "generation": origin.generation,
+            "error": "", "accepted": 0, "rejected": 0, "last_notification_at": "", "address_id": origin.address_id,
             "key_id": origin.key_id, "tenant_id": origin.tenant_id.lower(),
         }, mode=UpdateMode.REPLACE)
 
-    def begin_creating(self, pair_id: str, generation: str, *, seconds: int) -> None:
-        """The timer is about to create a subscription of this URL generation: Graph's handshake may be answered."""
+    def begin_creating(self, pair_id: str, address_id: str, *, seconds: int) -> None:
+        """The timer is about to create a subscription of this address id: Graph's handshake may be answered."""
         until = now_utc() + timedelta(seconds=seconds)
-        self.table.upsert_entity({"PartitionKey": PARTITION, "RowKey": _creating_key(pair_id, generation),
+        self.table.upsert_entity({"PartitionKey": PARTITION, "RowKey": _creating_key(pair_id, address_id),
                                   "until": iso(until)}, mode=UpdateMode.REPLACE)
 
-    def end_creating(self, pair_id: str, generation: str) -> None:
+    def end_creating(self, pair_id: str, address_id: str) -> None:
         with contextlib.suppress(ResourceNotFoundError):
-            self.table.delete_entity(PARTITION, _creating_key(pair_id, generation))
+            self.table.delete_entity(PARTITION, _creating_key(pair_id, address_id))
 
-    def creating(self, pair_id: str, generation: str) -> bool:
-        """Whether a subscription of this pair and URL generation is being created right now (one point read)."""
+    def creating(self, pair_id: str, address_id: str) -> bool:
+        """Whether a subscription of this pair and address id is being created right now (one point read)."""
         try:
-            entity = self.table.get_entity(PARTITION, _creating_key(pair_id, generation))
+            entity = self.table.get_entity(PARTITION, _creating_key(pair_id, address_id))
         except ResourceNotFoundError:
             return False
         until = str(entity.get("until", ""))

@@ -97,7 +97,7 @@ def test_the_timer_subscribes_through_the_validation_handshake(notified: Notifie
     [row] = notified.sync.rt.stores.subscriptions.of_pair(PAIR_ID)
     assert row.subscription_id == sub.id and row.state == SubscriptionState.ACTIVE
     assert row.matches(sub.client_state) and sub.client_state not in str(row)  # kept as a hash only
-    assert row.tenant_id == notified.sync.source.tenant_id.lower() and row.generation in sub.notification_url
+    assert row.tenant_id == notified.sync.source.tenant_id.lower() and row.address_id in sub.notification_url
     assert notified.sync.cloud.subscriptions.stats["validations"] >= 1, "Graph's handshake at the secret path passed"
     notified.sync.host.fire_timer()
     assert [s.id for s in notified.subscriptions] == [sub.id], "a fresh subscription is neither renewed nor replaced"
@@ -180,12 +180,12 @@ def test_a_stranger_costs_no_storage_and_one_log_line(
     exactly. The real subscription's address still works afterwards."""
     sync = notified.sync
     sub = notified.subscription()
-    generation = _path(sub).rsplit("/", 1)[1].split(".")[0]
+    address_id = _path(sub).rsplit("/", 1)[1].split(".")[0]
     from sync.core.notification_path import path_token
 
     forged_paths = [
         "/api/notifications", f"/api/notifications/{PAIR_ID}/guessed-token",
-        f"/api/notifications/{PAIR_ID}/{path_token('another-key', PAIR_ID, generation)}",
+        f"/api/notifications/{PAIR_ID}/{path_token('another-key', PAIR_ID, address_id)}",
         _path(sub).replace(PAIR_ID, "another-pair"),
     ]
     body = json.dumps({"value": [{"subscriptionId": sub.id, "clientState": "guess", "tenantId": sync.source.tenant_id,

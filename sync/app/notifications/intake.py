@@ -1,9 +1,9 @@
 """Graph change notifications in, one debounced planning run per pair out.
 
-    Graph ──POST /api/notifications/{pair}/{token}──► path_generation: the token checked by arithmetic alone (HMAC
+    Graph ──POST /api/notifications/{pair}/{token}──► issued_address_id: the token checked by arithmetic alone (HMAC
         with CTCS_NOTIFICATION_KEY, sync.core.notification_path); a wrong one is refused before any storage, queue or
         log work, counted in memory and logged at most once a minute (`RefusedPaths`)
-    ──► accept_notifications: each item checked against its subscription row (this pair, this URL generation, its
+    ──► accept_notifications: each item checked against its subscription row (this pair, this address id, its
         clientState's hash, the pair's source tenant); counted; the pair's mark armed ──► pair-runs (delayed `plan`,
         trigger notification) ──► run_requested ──► run_pair (lease, gate, delta)
 
@@ -15,12 +15,12 @@ when the run starts, so changes during the run make (at most) one more. A notifi
 the run reads `users/delta` like any other, so a lost, repeated or forged notification cannot change a contact,
 and the timer still runs every pair as the safety net.
 
-An item whose subscription id is unknown, belongs to another pair or URL generation, whose clientState does not
+An item whose subscription id is unknown, belongs to another pair or address id, whose clientState does not
 match or whose `tenantId` is not the pair's source tenant is rejected: counted (on its subscription's row, or on
 `~unmatched`), logged without the value, never acted on. Only a caller that holds an issued URL gets this far.
 
 The validation handshake (`?validationToken=`) is answered only while the timer is creating a subscription of this
-pair and URL generation (`SubscriptionStore.creating`), so nobody else's subscription can be pointed at ctcs.
+pair and address id (`SubscriptionStore.creating`), so nobody else's subscription can be pointed at ctcs.
 
 Lifecycle events (`lifecycleEvent` items, posted to the same URL): `reauthorizationRequired` and
 `subscriptionRemoved` mark the row; the notification run confirms them with Graph before acting (GET the
@@ -43,7 +43,7 @@ from typing import Any
 from sync.app.wiring.runtime import Runtime
 from sync.contract.pair_runs import PairRunRequest, RunKind
 from sync.contract.vocabulary import RunTrigger, SubscriptionState
-from sync.core.notification_path import checked_generation
+from sync.core.notification_path import checked_address_id
 from sync.state.entities import iso, now_utc
 from sync.state.subscriptions import SubscriptionRow
 
@@ -101,13 +101,13 @@ class RefusedPaths:
 REFUSED = RefusedPaths()  # one per process, like the route's Runtime
 
 
-def path_generation(rt: Runtime, pair_id: str, token: str) -> str | None:
-    """The URL generation of an issued path, or None (counted in `REFUSED`): no storage, no queue, and at most one
+def issued_address_id(rt: Runtime, pair_id: str, token: str) -> str | None:
+    """The address id of an issued path, or None (counted in `REFUSED`): no storage, no queue, and at most one
     aggregated log line a minute."""
-    generation = checked_generation(rt.tuning.notification_key, pair_id, token)
-    if generation is None:
+    address_id = checked_address_id(rt.tuning.notification_key, pair_id, token)
+    if address_id is None:
         REFUSED.refuse()
-    return generation
+    return address_id
 
 
 def parse_items(body: bytes) -> list[dict[str, Any]]:
@@ -127,9 +127,9 @@ def parse_items(body: bytes) -> list[dict[str, Any]]:
     return [item for item in items if isinstance(item, dict)]
 
 
-def _refusal(row: SubscriptionRow, pair_id: str, generation: str, item: dict[str, Any]) -> str:
+def _refusal(row: SubscriptionRow, pair_id: str, address_id: str, item: dict[str, Any]) -> str:
     """Why an item that names a subscription of ours is not acted on ("" when it is)."""
-    if row.pair_id != pair_id or row.generation != generation:
+    if row.pair_id != pair_id or row.address_id != address_id:
         return "another address"  # the URL of another pair, or of a subscription since replaced
     if not row.matches(item.get("clientState")):
         return "clientState"
@@ -138,8 +138,8 @@ def _refusal(row: SubscriptionRow, pair_id: str, generation: str, item: dict[str
     return ""
 
 
-def accept_notifications(rt: Runtime, body: bytes, *, pair_id: str, generation: str) -> Accepted:
-    """Check and count every item posted to the pair's URL of this generation, then ask for one run per pair with
+def accept_notifications(rt: Runtime, body: bytes, *, pair_id: str, address_id: str) -> Accepted:
+    """Check and count every item posted to the pair's URL of this address_id, then ask for one run per pair with
     accepted items (see the module docstring)."""
     items = parse_items(body)
     store = rt.stores.subscriptions
@@ -154,7 +154,7 @@ def accept_notifications(rt: Runtime, body: bytes, *, pair_id: str, generation: 
             unmatched += 1
             continue
         counts = per_row.setdefault(row.subscription_id, (row, Counter()))[1]
-        refusal = _refusal(row, pair_id, generation, item)
+        refusal = _refusal(row, pair_id, address_id, item)
         if refusal:
             counts["rejected"] += 1
             done.refusals[refusal] += 1
@@ -199,9 +199,9 @@ def request_notification_run(rt: Runtime, pair_id: str) -> bool:
     return True
 
 
-def validation_answer(rt: Runtime, pair_id: str, generation: str, token: str) -> str | None:
+def validation_answer(rt: Runtime, pair_id: str, address_id: str, token: str) -> str | None:
     """The validation handshake's answer (the token as sent, the host has URL-decoded it, bounded in size), or None
-    when no subscription of this pair and URL generation is being created right now."""
-    if not rt.stores.subscriptions.creating(pair_id, generation):
+    when no subscription of this pair and address id is being created right now."""
+    if not rt.stores.subscriptions.creating(pair_id, address_id):
         return None
     return token[:MAX_VALIDATION_TOKEN]

@@ -11,7 +11,7 @@ deleting the old one in Graph, so a recreate never leaves the old one alive; so 
 `reauthorizationRequired`) is first confirmed with Graph (`GET`): the event arrived at an anonymous route, so a
 replayed `subscriptionRemoved` for a subscription Graph still has changes nothing, and `reauthorizationRequired`
 renews only what still exists. While a subscription is created, a marker row lets the route answer Graph's
-validation handshake for that pair and URL generation, and only then. A disabled pair, a pair quarantined for its
+validation handshake for that pair and address id, and only then. A disabled pair, a pair quarantined for its
 credentials, or notifications turned off: its subscriptions are deleted in Graph and forgotten. Rows of a pair
 that no longer exists are forgotten (its definition, and so its credential, is gone: Graph drops the subscription
 when it expires, and the route rejects what it still sends).
@@ -30,7 +30,7 @@ from datetime import datetime, timedelta
 from sync.app.wiring.runtime import Runtime
 from sync.contract.pairs import TenantPair
 from sync.contract.vocabulary import SubscriptionState
-from sync.core.notification_path import key_id, new_generation, notification_address
+from sync.core.notification_path import key_id, new_address_id, notification_address
 from sync.errors import ConfigError, PairNotFound
 from sync.graph.subscriptions import MAX_DIRECTORY_LIFETIME_MINUTES, GraphSubscriptions
 from sync.state.entities import iso, now_utc
@@ -137,7 +137,7 @@ class _Opener:
 
 def _due(row: SubscriptionRow | None, now: datetime, current_key: str) -> str:
     """kept | renew | confirm | create"""
-    if row is None or not row.subscription_id or not row.generation or row.key_id != current_key:
+    if row is None or not row.subscription_id or not row.address_id or row.key_id != current_key:
         return "create"  # none yet, one from before URLs had tokens, or one whose URL another key made
     if not row.expires_at or datetime.fromisoformat(row.expires_at) <= now:
         return "create"  # expired: Graph has dropped it
@@ -180,16 +180,16 @@ def _renew_or_create(rt: Runtime, graph: _Opener, pair: TenantPair, resource: st
                               "ctcs-notification-key is not stored yet), so no notification URL can be made")
         if row is not None and row.subscription_id:
             graph().delete(row.subscription_id, resource)  # never two alive: the old one goes first (404 is fine)
-        generation, client_state = new_generation(), secrets.token_urlsafe(CLIENT_STATE_BYTES)
-        address = notification_address(rt.tuning.notification_url, key, pair.id, generation)
-        store.begin_creating(pair.id, generation, seconds=HANDSHAKE_SECONDS)
+        address_id, client_state = new_address_id(), secrets.token_urlsafe(CLIENT_STATE_BYTES)
+        address = notification_address(rt.tuning.notification_url, key, pair.id, address_id)
+        store.begin_creating(pair.id, address_id, seconds=HANDSHAKE_SECONDS)
         try:
             made = graph().create(resource, notification_url=address, lifecycle_url=address,
                                   client_state=client_state, expires_at=expires)
         finally:
-            store.end_creating(pair.id, generation)
+            store.end_creating(pair.id, address_id)
         store.created(pair.id, resource, made.id, client_state=client_state, expires_at=iso(made.expires_at),
-                      origin=Origin(generation, key_id(key), str(pair.source.tenant_id)))
+                      origin=Origin(address_id, key_id(key), str(pair.source.tenant_id)))
         log.info("pair %s: change notifications on %s until %s", pair.id, resource, iso(made.expires_at),
                  extra={"pair_id": pair.id, "resource": resource, "subscription_id": made.id})
         return Maintained(pair.id, resource, "created")
