@@ -382,24 +382,17 @@ class PairStateStore:
     def lift_credentials_quarantine(self, pair_id: str) -> int:
         """A connection test passed: release the pair and count one more lift (its new `credentials_epoch`), so a
         failure that began before it cannot quarantine the pair again."""
-        for _ in range(10):
-            entity = self._entity(pair_id)
-            epoch = (as_int(entity.get("credentials_epoch")) if entity is not None else 0) + 1
-            fields = {"PartitionKey": PARTITION, "RowKey": pair_id, "quarantine_reason": "", "quarantined_at": "",
-                      "quarantine_kind": "", "retest_at": "", "failed_tests": 0, "credentials_epoch": epoch}
-            try:
-                if entity is None:
-                    self.table.create_entity(fields)
-                else:
-                    self.table.update_entity(fields, mode=UpdateMode.MERGE, etag=entity.metadata["etag"],
-                                             match_condition=MatchConditions.IfNotModified)
-                return epoch
-            except (ResourceExistsError, ResourceModifiedError):
-                continue  # written meanwhile: read again
-        entity = self._entity(pair_id)  # still contended: lift unguarded rather than leave the pair quarantined
-        epoch = (as_int(entity.get("credentials_epoch")) if entity is not None else 0) + 1
-        self._merge(pair_id, quarantine_reason="", quarantined_at="", quarantine_kind="", retest_at="", failed_tests=0,
-                    credentials_epoch=epoch)
+        lifted = {"quarantine_reason": "", "quarantined_at": "", "quarantine_kind": "", "retest_at": "", "failed_tests": 0}
+        epoch = 0
+
+        def next_epoch(entity: TableEntity | None) -> dict[str, object]:
+            nonlocal epoch
+            epoch = as_int(None if entity is None else entity.get("credentials_epoch")) + 1
+            return {**lifted, "credentials_epoch": epoch}
+
+        if not self._write_guarded(pair_id, next_epoch, attempts=10):
+            # Still contended: lift unguarded rather than leave the pair quarantined.
+            self._merge(pair_id, **next_epoch(self._entity(pair_id)))
         return epoch
 
     def request_full_round(self, pair_id: str) -> None:
@@ -419,20 +412,12 @@ class PairStateStore:
         shows the total. ETag-guarded, so workers discarding at the same moment all count (each waits a random moment
         before reading again, so a burst of discards does not collide round after round)."""
         column = f"discarded_{what}"
-        for _ in range(100):
-            entity = self._entity(pair_id)
-            fields = {"PartitionKey": PARTITION, "RowKey": pair_id,
-                      column: as_int(None if entity is None else entity.get(column)) + count}
-            try:
-                if entity is None:
-                    self.table.create_entity(fields)
-                else:
-                    self.table.update_entity(fields, mode=UpdateMode.MERGE, etag=entity.metadata["etag"],
-                                             match_condition=MatchConditions.IfNotModified)
-                return
-            except (ResourceExistsError, ResourceModifiedError, ResourceNotFoundError):
-                time.sleep(random.uniform(0, 0.05))  # another discard (or a run) wrote meanwhile: read again
-        log.warning("pair %s: %d discarded message(s) could not be counted (the row kept changing)", pair_id, count)
+
+        def counted(entity: TableEntity | None) -> dict[str, object]:
+            return {column: as_int(None if entity is None else entity.get(column)) + count}
+
+        if not self._write_guarded(pair_id, counted, attempts=100, pause=0.05):
+            log.warning("pair %s: %d discarded message(s) could not be counted (the row kept changing)", pair_id, count)
 
     def forget(self, pair_id: str) -> None:
         with contextlib.suppress(ResourceNotFoundError):
@@ -444,27 +429,42 @@ class PairStateStore:
         (`notify_pending_until`) is guarded by the row's ETag, so notifications handled at the same moment on
         several instances arm it once. It lapses after `pending_seconds` in case the request was never sent."""
         now = now or now_utc()
-        for _ in range(5):
-            entity = self._entity(pair_id)
+
+        def armed(entity: TableEntity | None) -> dict[str, object] | None:
             pending = "" if entity is None else entity.get("notify_pending_until", "")
             if pending and datetime.fromisoformat(pending) > now:
-                return False
-            fields = {"PartitionKey": PARTITION, "RowKey": pair_id,
-                      "notify_pending_until": iso(now + timedelta(seconds=pending_seconds))}
-            try:
-                if entity is None:
-                    self.table.create_entity(fields)
-                else:
-                    self.table.update_entity(fields, mode=UpdateMode.MERGE, etag=entity.metadata["etag"],
-                                             match_condition=MatchConditions.IfNotModified)
-                return True
-            except (ResourceExistsError, ResourceModifiedError, ResourceNotFoundError):
-                continue  # another request armed it (or the row changed): look again
-        return False
+                return None  # a run is asked for already
+            return {"notify_pending_until": iso(now + timedelta(seconds=pending_seconds))}
+
+        return self._write_guarded(pair_id, armed, attempts=5)
 
     def disarm_notification_run(self, pair_id: str) -> None:
         """The notification run is starting: notifications from now on ask for another run."""
         self._merge(pair_id, notify_pending_until="")
+
+    def _write_guarded(self, pair_id: str, change: Callable[[TableEntity | None], dict[str, object] | None], *,
+                       attempts: int, pause: float = 0.0) -> bool:
+        """Read the pair's row, let `change` say what to merge into it (None: nothing, give up), and write that only
+        if the row is still as read (created only if it was absent); read again when another writer came first
+        (after a random pause of up to `pause` seconds, so a burst does not collide round after round). True once
+        written; False when `change` said None or every attempt met another write."""
+        for _ in range(attempts):
+            entity = self._entity(pair_id)
+            fields = change(entity)
+            if fields is None:
+                return False
+            row = {"PartitionKey": PARTITION, "RowKey": pair_id, **fields}
+            try:
+                if entity is None:
+                    self.table.create_entity(row)
+                else:
+                    self.table.update_entity(row, mode=UpdateMode.MERGE, etag=entity.metadata["etag"],
+                                             match_condition=MatchConditions.IfNotModified)
+                return True
+            except (ResourceExistsError, ResourceModifiedError, ResourceNotFoundError):
+                if pause:
+                    time.sleep(random.uniform(0, pause))
+        return False
 
     def _merge(self, pair_id: str, **fields: object) -> None:
         self.table.upsert_entity({"PartitionKey": PARTITION, "RowKey": pair_id, **fields}, mode=UpdateMode.MERGE)

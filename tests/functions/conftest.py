@@ -82,3 +82,12 @@ def sync(cloud: SimCloud, storage_env: dict[str, str], monkeypatch: pytest.Monke
     yield Sync(cloud, made.source, made.target, made.pair, LocalHost(visibility_timeout=0))
     cloud.faults.clear()
     function_app._runtime.clear()
+
+
+@pytest.fixture
+def quick_backoff(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Pauses of seconds instead of 15 minutes, 1 hour and 4 hours; the worker's Runtime is made again with it."""
+    monkeypatch.setenv("CTCS_QUOTA_BACKOFF_SECONDS", "2,4")
+    function_app._runtime.clear()
+    yield
+    function_app._runtime.clear()

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
 
 import pytest
 
@@ -18,15 +17,6 @@ from sync.app.wiring.runtime import Runtime
 from sync.cli import main as cli
 
 from .conftest import PAIR_ID, Sync
-
-
-@pytest.fixture
-def quick_backoff(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Pauses of seconds instead of 15 minutes, 1 hour and 4 hours; the worker's Runtime is made again with it."""
-    monkeypatch.setenv("CTCS_QUOTA_BACKOFF_SECONDS", "2,4")
-    function_app._runtime.clear()
-    yield
-    function_app._runtime.clear()
 
 
 def pause_in_status() -> dict[str, object] | None:

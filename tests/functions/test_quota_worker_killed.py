@@ -12,11 +12,10 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 
-import function_app
 from sync.app.wiring.runtime import Runtime
 from sync.cli import main as cli
 
@@ -24,14 +23,6 @@ from .conftest import PAIR_ID, Sync
 
 USERS = 20
 QUOTA = 8
-
-
-@pytest.fixture
-def quick_backoff(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setenv("CTCS_QUOTA_BACKOFF_SECONDS", "2,4")
-    function_app._runtime.clear()
-    yield
-    function_app._runtime.clear()
 
 
 def pause_recorded(sync: Sync) -> bool:
