@@ -6,6 +6,8 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
+
 from sync.core.pacing import LocalPaceBoard, PaceReport, PaceRules, PaceState, advance, share
 from sync.exchange.pacing import OrgPacer
 from sync.state.stores import Stores
@@ -140,3 +142,44 @@ def test_pacers_of_two_instances_follow_the_shared_limit(stores: Stores) -> None
         with pacer.slot():
             pass
     assert (first.limit, first.share) == (6, 3) and (second.limit, second.share) == (6, 3)
+
+
+CAPTURED_DATE = "Wed, 22 May 2024 16:52:10 GMT"  # a live answer: Date, and Rate-Limit-Reset 16.365 s later
+CAPTURED_RESET = "2024-05-22T16:52:26.365Z"
+CAPTURED_AT = 1716396730.0  # CAPTURED_DATE as epoch seconds
+
+
+def pacer_at(wall: float) -> OrgPacer:
+    return OrgPacer("org", board=LocalPaceBoard(), instance="me", report_seconds=60, clock=lambda: 100.0,
+                    wall=lambda: wall)
+
+
+def test_the_budget_reset_is_read_as_the_absolute_time_exchange_sends() -> None:
+    pacer = pacer_at(CAPTURED_AT + 0.5)
+    pacer.observe(status=200, headers={"Rate-Limit-Limit": "30000", "Rate-Limit-Remaining": "2",
+                                       "Rate-Limit-Reset": CAPTURED_RESET, "Date": CAPTURED_DATE})
+    assert pacer.throttled_until == pytest.approx(CAPTURED_AT + 16.365), "held until the reset time the answer names"
+
+
+def test_an_absolute_reset_is_measured_from_the_answers_date_when_our_clock_is_off() -> None:
+    ahead = pacer_at(CAPTURED_AT + 3600)  # this machine's clock is an hour ahead of Exchange's
+    ahead.observe(status=200, headers={"Rate-Limit-Remaining": "0", "Rate-Limit-Reset": CAPTURED_RESET,
+                                       "Date": CAPTURED_DATE})
+    assert ahead.throttled_until == pytest.approx(CAPTURED_AT + 3600 + 16.365), "the hold is 16.365 s, not skipped"
+    behind = pacer_at(CAPTURED_AT - 3600)
+    behind.observe(status=200, headers={"Rate-Limit-Remaining": "0", "Rate-Limit-Reset": CAPTURED_RESET,
+                                        "Date": CAPTURED_DATE})
+    assert behind.throttled_until == pytest.approx(CAPTURED_AT - 3600 + 16.365), "nor stretched to an hour"
+
+
+def test_the_budget_reset_in_seconds_and_unreadable_resets() -> None:
+    seconds = pacer_at(1000.0)
+    seconds.observe(status=200, headers={"rate-limit-remaining": "1", "rate-limit-reset": "37.5"})
+    assert seconds.throttled_until == 1037.5
+    for unreadable in ("soon", "", "2024-13-45T00:00:00Z"):
+        pacer = pacer_at(1000.0)
+        pacer.observe(status=200, headers={"Rate-Limit-Remaining": "1", "Rate-Limit-Reset": unreadable})
+        assert pacer.throttled_until == 0.0, unreadable
+    plenty = pacer_at(CAPTURED_AT)
+    plenty.observe(status=200, headers={"Rate-Limit-Remaining": "29997", "Rate-Limit-Reset": CAPTURED_RESET})
+    assert plenty.throttled_until == 0.0, "plenty left: no hold"

@@ -5,7 +5,8 @@ Every HTTP call to the admin API takes a slot (`with pacer.slot(): ...`) and rep
 - a concurrency 429 shrinks this process's share by one at once and is reported at once; while the shared limit
   comes down the share does not grow back before every instance has heard of it;
 - a 429 with Retry-After (a spent budget), or a `Rate-Limit-Remaining` no larger than the limit, holds every new
-  call of the organisation until the tenant's reset time;
+  call of the organisation until the tenant's reset time (`Rate-Limit-Reset`, read as seconds or as the absolute
+  ISO-8601 time Exchange Online sends);
 - about once a second (`report_seconds`) one calling thread reports what it saw to the `PaceBoard` (Table Storage:
   a read and a conditional write, whatever the number of calls) and takes back the shared limit and the active
   instances. Nothing is reported while the organisation is idle.
@@ -18,6 +19,8 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 
 from sync.core.pacing import PaceBoard, PaceReport, PaceRules, describe, share
 
@@ -25,6 +28,8 @@ log = logging.getLogger("ctcs.pacing")
 
 REPORT_SECONDS = 1.0
 CONCURRENCY_RETRY_SECONDS = 0.5  # a refused call waits this long before it queues for a slot again
+CLOCK_TRUST_SECONDS = 2.0  # an absolute Rate-Limit-Reset is read against our clock while it is this close to Date
+MAX_BUDGET_HOLD_SECONDS = 900.0  # a reset further away than this is taken as a misread, not a quarter-hour pause
 
 
 class OrgPacer:
@@ -60,6 +65,12 @@ class OrgPacer:
         self._saturated = False
         self._throttled_until = 0.0  # epoch, to publish
         self.refusals = 0  # concurrency 429s seen by this process, for reports and tests
+
+    @property
+    def throttled_until(self) -> float:
+        """Epoch time before which no call of the organisation starts (a spent or nearly spent budget); 0: none."""
+        with self._cond:
+            return self._throttled_until
 
     def __repr__(self) -> str:
         return f"<OrgPacer {self.organization}: {self._in_flight}/{self.share} of {self.limit}>"
@@ -111,7 +122,7 @@ class OrgPacer:
                 self._calls += 1
             if status == 429 and not concurrency_refused and retry_after is not None:
                 self._hold(now, retry_after)
-            remaining, reset = _budget(headers)
+            remaining, reset = _budget(headers, self._wall())
             if remaining is not None and reset is not None and remaining <= self.limit:
                 self._hold(now, reset)
             # Nothing here frees a slot, so no waiter is woken: waking every waiter on every answer costs each of
@@ -153,13 +164,49 @@ class OrgPacer:
             self._cond.notify_all()
 
 
-def _budget(headers: Mapping[str, str] | None) -> tuple[int | None, float | None]:
-    """(Rate-Limit-Remaining, Rate-Limit-Reset seconds) when the answer carries them."""
+def _budget(headers: Mapping[str, str] | None, wall: float) -> tuple[int | None, float | None]:
+    """(Rate-Limit-Remaining, seconds until Rate-Limit-Reset) when the answer carries them.
+
+    Exchange has been seen sending the reset as an absolute time (`2024-05-22T16:52:26.365Z`); the simulator and
+    older answers send seconds (`37.5`). Both are read. An absolute time is measured against the answer's `Date`
+    when this machine's clock (`wall`) is more than `CLOCK_TRUST_SECONDS` away from it, so a skewed clock can
+    neither skip the hold nor stretch it; a hold never exceeds `MAX_BUDGET_HOLD_SECONDS`."""
     if not headers:
         return None, None
+    remaining_text = _header(headers, "Rate-Limit-Remaining")
+    reset_text = _header(headers, "Rate-Limit-Reset")
+    if remaining_text is None or reset_text is None:
+        return None, None
     try:
-        remaining = int(headers.get("Rate-Limit-Remaining") or headers.get("rate-limit-remaining") or "")
-        reset = float(headers.get("Rate-Limit-Reset") or headers.get("rate-limit-reset") or "")
+        remaining = int(remaining_text)
     except ValueError:
         return None, None
-    return remaining, max(0.0, reset)
+    reset = _reset_seconds(reset_text, _header(headers, "Date"), wall)
+    if reset is None:
+        return None, None
+    return remaining, min(MAX_BUDGET_HOLD_SECONDS, max(0.0, reset))
+
+
+def _reset_seconds(value: str, date: str | None, wall: float) -> float | None:
+    """Seconds from now until the reset: `value` is seconds or an ISO-8601 time (with `Z` or an offset)."""
+    with contextlib.suppress(ValueError):
+        return float(value)
+    try:
+        moment = datetime.fromisoformat(value.strip())
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    now = wall
+    if date:
+        with contextlib.suppress(TypeError, ValueError, IndexError):
+            served = parsedate_to_datetime(date).timestamp()
+            if abs(served - wall) > CLOCK_TRUST_SECONDS:
+                now = served
+    return moment.timestamp() - now
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    """A header by name, whatever its case (httpx's headers already ignore case; a plain dict may not)."""
+    value = headers.get(name) or headers.get(name.lower())
+    return value.strip() if isinstance(value, str) and value.strip() else None
