@@ -54,18 +54,24 @@ PARAMETERS = {
     "Get-Recipient": {"Identity", "Filter", "ResultSize", "RecipientTypeDetails", "Anr"},
     "Get-Contact": {"Identity", "Filter", "ResultSize", "RecipientTypeDetails", "Anr"},
 }
-# What each Get-* cmdlet leaves out of a recipient, as Exchange Online answers: Get-Recipient returns the reduced
-# recipient (many Set-Contact properties, but not Initials, MobilePhone, HomePhone, Fax, StreetAddress, nor MailTip),
-# Get-MailContact Set-MailContact's properties (none of Set-Contact's), Get-Contact Set-Contact's (no custom
-# attributes, addresses, alias or visibility). New-MailContact answers the mail contact. Other cmdlets: everything.
+# What each Get-* cmdlet returns of a recipient, as Exchange Online answers (the documented property sets): Get-Recipient
+# the reduced recipient (the mail side and most Set-Contact properties, but not Initials, MobilePhone, HomePhone, Fax,
+# StreetAddress, nor MailTip), Get-MailContact Set-MailContact's properties (none of Set-Contact's), Get-Contact
+# Set-Contact's (no custom attributes, addresses, alias or visibility). New-MailContact answers the mail contact;
+# other cmdlets return nothing. A module-level mapping, so a recorded tenant profile can replace an entry.
 _EXTENSION = tuple(f"ExtensionCustomAttribute{n}" for n in range(1, 6))
-HIDDEN_BY: dict[str, frozenset[str]] = {
-    "Get-Recipient": frozenset({"Initials", "MobilePhone", "HomePhone", "Fax", "StreetAddress", "MailTip"}),
-    "Get-MailContact": frozenset({*CONTACT_TEXT, "CountryOrRegion", "Manager"}),
-    "Get-Contact": frozenset({*CUSTOM, *_EXTENSION, "EmailAddresses", "PrimarySmtpAddress", "ExternalEmailAddress",
-                              "Alias", "HiddenFromAddressListsEnabled", "MailTip"}),
+_IDENTITY = frozenset({"Guid", "ExchangeObjectId", "Name", "Identity", "Id", "DisplayName", "DistinguishedName",
+                       "RecipientType", "RecipientTypeDetails", "WhenCreated", "WhenChanged"})
+_MAIL = frozenset({*CUSTOM, *_EXTENSION, "Alias", "PrimarySmtpAddress", "EmailAddresses", "ExternalEmailAddress",
+                   "ExternalDirectoryObjectId", "HiddenFromAddressListsEnabled"})
+_REDUCED_PERSON = frozenset({*CONTACT_TEXT, "CountryOrRegion", "Manager"}) - {
+    "Initials", "MobilePhone", "HomePhone", "Fax", "StreetAddress"}
+CMDLET_PROPERTIES: dict[str, frozenset[str]] = {
+    "Get-Recipient": _IDENTITY | _MAIL | _REDUCED_PERSON,
+    "Get-MailContact": _IDENTITY | _MAIL | {"MailTip", "WindowsEmailAddress"},
+    "Get-Contact": _IDENTITY | {*CONTACT_TEXT, "CountryOrRegion", "Manager", "WindowsEmailAddress"},
 }
-HIDDEN_BY["New-MailContact"] = HIDDEN_BY["Get-MailContact"]
+CMDLET_PROPERTIES["New-MailContact"] = CMDLET_PROPERTIES["Get-MailContact"]
 NS = {
     "NotFound": "Microsoft.Exchange.Configuration.Tasks.ManagementObjectNotFoundException",
     "Exists": "Microsoft.Exchange.Data.Directory.ADObjectAlreadyExistsException",
@@ -286,7 +292,7 @@ class ExchangeOrg:
         with self.lock:
             handler = getattr(self, "_" + cmdlet.replace("-", "_").lower())
             result: list[dict[str, Any]] = handler(params)
-            return [public(r, hidden=HIDDEN_BY.get(cmdlet, frozenset())) for r in result]
+            return [public(r, returned=CMDLET_PROPERTIES.get(cmdlet)) for r in result]
 
     def _new_mailcontact(self, p: dict[str, Any]) -> list[dict[str, Any]]:
         for required in ("Name", "ExternalEmailAddress"):
@@ -417,7 +423,7 @@ class ExchangeOrg:
             found.update((r["Guid"], r) for r in holders)
         return list(found.values())
 
-    def _get(self, p: dict[str, Any], *, contacts_only: bool) -> list[dict[str, Any]]:
+    def _get(self, cmdlet: str, p: dict[str, Any], *, contacts_only: bool) -> list[dict[str, Any]]:
         if "Identity" in p:
             return [self.resolve(p["Identity"], contacts_only=contacts_only)]
         candidates = self._indexed(str(p["Filter"])) if p.get("Filter") else None
@@ -429,26 +435,27 @@ class ExchangeOrg:
             pool = [r for r in pool if r["RecipientTypeDetails"].lower() in wanted]
         if p.get("Filter"):
             try:
-                predicate = compile_filter(str(p["Filter"]))
+                predicate = compile_filter(str(p["Filter"]), cmdlet)
             except FilterError as exc:
                 raise CmdletError("Binding", f"Cannot bind parameter 'Filter' to the target. {exc}") from exc
             pool = [r for r in pool if predicate(r)]
         return sorted(pool, key=lambda r: (r["Name"].lower(), r["Guid"]))
 
     def _get_mailcontact(self, p: dict[str, Any]) -> list[dict[str, Any]]:
-        return self._get(p, contacts_only=True)
+        return self._get("Get-MailContact", p, contacts_only=True)
 
     def _get_recipient(self, p: dict[str, Any]) -> list[dict[str, Any]]:
-        return self._get(p, contacts_only=False)
+        return self._get("Get-Recipient", p, contacts_only=False)
 
     def _get_contact(self, p: dict[str, Any]) -> list[dict[str, Any]]:
-        return self._get(p, contacts_only=True)
+        return self._get("Get-Contact", p, contacts_only=True)
 
 
-def public(recipient: dict[str, Any], *, hidden: frozenset[str] = frozenset()) -> dict[str, Any]:
-    """The property bag as the API returns it: internal keys and what the cmdlet does not return (`hidden`) dropped,
-    `@odata.type` annotations added."""
-    bag = {k: copy.deepcopy(v) for k, v in recipient.items() if not k.startswith("_") and k not in hidden}
+def public(recipient: dict[str, Any], *, returned: frozenset[str] | None = None) -> dict[str, Any]:
+    """The property bag as the API returns it: internal keys and what the cmdlet does not return (all but
+    `returned`, when given) dropped, `@odata.type` annotations added."""
+    bag = {k: copy.deepcopy(v) for k, v in recipient.items()
+           if not k.startswith("_") and (returned is None or k in returned)}
     bag["Guid@odata.type"] = "#Guid"
     if "EmailAddresses" in bag:
         bag["EmailAddresses@odata.type"] = "#Collection(String)"

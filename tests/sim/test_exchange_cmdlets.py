@@ -203,6 +203,75 @@ def test_filters(cloud: SimCloud, http: httpx.Client, org: Tenant) -> None:
     assert bad.status_code == 400
 
 
+@pytest.mark.parametrize(("cmdlet", "text"), [
+    ("Get-Contact", "CustomAttribute15 -like 'ctcs|t|*'"),  # a custom attribute is not a property of the contact
+    ("Get-Contact", "EmailAddresses -eq 'smtp:x@contoso.com'"),
+    ("Get-MailContact", "Department -eq 'Sales'"),  # Set-Contact's properties are not Get-MailContact's
+    ("Get-MailContact", "FirstName -eq 'Adele'"),
+    ("Get-Recipient", "Initials -eq 'A'"),  # filterable on Get-Contact only
+])
+def test_each_cmdlet_filters_only_on_its_own_properties(cloud: SimCloud, http: httpx.Client, org: Tenant,
+                                                       cmdlet: str, text: str) -> None:
+    refused = call(cloud, http, org, cmdlet, Filter=text)
+    assert refused.status_code == 400
+    type_name, message = detail(refused)
+    assert type_name == "ParameterBindingException"
+    assert "Cannot bind parameter 'Filter'" in message and "is not a recognized filterable property" in message
+
+
+@pytest.mark.parametrize("value", ["*brien", "o*brien", "ctcs|*|x", "**"])
+def test_a_wildcard_is_accepted_only_as_a_suffix(cloud: SimCloud, http: httpx.Client, org: Tenant, value: str) -> None:
+    refused = call(cloud, http, org, "Get-Recipient", Filter=f"Name -like '{value}'")
+    assert refused.status_code == 400
+    assert "only at the end of a value" in detail(refused)[1]
+    assert call(cloud, http, org, "Get-Recipient", Filter="Name -like 'o*'").status_code == 200
+
+
+def test_documented_filters_of_each_cmdlet_work(cloud: SimCloud, http: httpx.Client, org: Tenant) -> None:
+    guid = new(cloud, http, org, "doc1", "doc1@contoso.com")["Guid"]
+    call(cloud, http, org, "Set-Contact", Identity=guid, Department="Sales", Initials="D", Notes="n")
+
+    def names(cmdlet: str, text: str) -> set[str]:
+        response = call(cloud, http, org, cmdlet, Filter=text, ResultSize="Unlimited")
+        assert response.status_code == 200, response.text
+        return {o["Name"] for o in response.json()["value"]}
+
+    assert names("Get-Contact", "Initials -eq 'D' -and Department -eq 'Sales'") == {"doc1"}
+    assert names("Get-Recipient", "Notes -eq 'n'") == {"doc1"}  # documented on Get-Recipient, refused before
+    assert names("Get-MailContact", "ExternalEmailAddress -eq 'SMTP:doc1@contoso.com'") == {"doc1"}
+
+
+def test_email_addresses_like_needs_the_prefix(cloud: SimCloud, http: httpx.Client, org: Tenant) -> None:
+    new(cloud, http, org, "lila", "lila@contoso.com")
+
+    def names(text: str) -> set[str]:
+        response = call(cloud, http, org, "Get-Recipient", Filter=text, ResultSize="Unlimited")
+        assert response.status_code == 200, response.text
+        return {o["Name"] for o in response.json()["value"]}
+
+    assert names("EmailAddresses -eq 'lila@contoso.com'") == {"lila"}  # -eq: no prefix means smtp:
+    assert names("EmailAddresses -like 'smtp:lila*'") == {"lila"}
+    assert names("EmailAddresses -like 'lila*'") == set()  # as Exchange: -like compares the whole proxy address
+
+
+def test_each_get_cmdlet_returns_its_documented_property_set(cloud: SimCloud, http: httpx.Client, org: Tenant) -> None:
+    from sim.exchange_org import CMDLET_PROPERTIES
+
+    guid = new(cloud, http, org, "set1", "set1@contoso.com")["Guid"]
+    call(cloud, http, org, "Set-Contact", Identity=guid, Initials="S", Department="Ops")
+
+    def keys(cmdlet: str) -> set[str]:
+        row = call(cloud, http, org, cmdlet, Identity=guid).json()["value"][0]
+        return {key for key in row if "@" not in key}
+
+    recipient, mail_contact, contact = keys("Get-Recipient"), keys("Get-MailContact"), keys("Get-Contact")
+    assert "Department" in recipient and "Initials" not in recipient and "MailTip" not in recipient
+    assert "Department" not in mail_contact and "CustomAttribute15" in mail_contact and "MailTip" in mail_contact
+    assert "Initials" in contact and "CustomAttribute15" not in contact and "EmailAddresses" not in contact
+    for cmdlet, got in (("Get-Recipient", recipient), ("Get-MailContact", mail_contact), ("Get-Contact", contact)):
+        assert got <= CMDLET_PROPERTIES[cmdlet], cmdlet
+
+
 def test_paging_result_size_and_maxpagesize(cloud: SimCloud, http: httpx.Client, org: Tenant) -> None:
     for n in range(12):
         org.exchange.add_recipient(kind="MailContact", name=f"p{n:02}", address=f"p{n}@contoso.com")
