@@ -14,7 +14,9 @@ Kinds and who serves them:
     all services : throttle (429 + Retry-After), unavailable (503), gateway_timeout (504)
     exchange     : concurrency_limit (429, plain-text body), server_busy (400 ServerBusyException)
     graph        : delta_expired (400 syncStateNotFound), delta_reset (410 Gone + Location),
-                   delta_garbled (400 syncStateInvalid), resync_required (400 resyncRequired)
+                   delta_garbled (400 syncStateInvalid), resync_required (400 resyncRequired),
+                   batch_throttle (one sub-request of a JSON $batch answered 429 + Retry-After inside the 200
+                   batch, as Graph throttles each request of a batch on its own; only $batch sub-requests take it)
     token        : token_failure (500 AADSTS50000-style temporarily_unavailable error)
     identity     : the managed-identity endpoint takes throttle/unavailable too
 `operation` matches the Exchange cmdlet name, or a substring of the Graph/token path; None matches everything.
@@ -41,7 +43,10 @@ KINDS = (
     "delta_garbled",
     "resync_required",
     "token_failure",
+    "batch_throttle",
 )
+# Kinds served to one sub-request of a batch, never to a whole request: only a caller that names them takes them.
+SUB_REQUEST_KINDS = frozenset({"batch_throttle"})
 
 
 class RequestCounts:
@@ -148,7 +153,7 @@ class Faults:
         """The rule that fires for this request, if any (its budget is consumed and the fault counted)."""
         with self._lock:
             for rule in self._rules:
-                if kinds is not None and rule.kind not in kinds:
+                if (rule.kind not in kinds) if kinds is not None else rule.kind in SUB_REQUEST_KINDS:
                     continue
                 if not rule.matches(service, operation):
                     continue

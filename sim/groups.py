@@ -125,7 +125,7 @@ class GroupsDelta(DeltaService):
         return {"id": group["id"], **{name: copy.deepcopy(group[name]) for name in names if name in group}}
 
     def _pages(self, directory: Directory, since: int | None, select: list[str] | None,
-               ids: list[str] | None, size: int) -> RoundPages:
+               ids: list[str] | None, size: int, until: int) -> RoundPages:
         objects = self._full(directory, ids, select) if since is None else self._incremental(directory, since, ids, select)
         return FixedPages(self._paginate(objects, select, size))
 
@@ -256,7 +256,8 @@ def get_group(directory: Directory, group_id: str, raw_select: str | None) -> di
 
 class JsonBatch:
     """POST /v1.0/$batch: up to MAX_BATCH `GET /groups/{id}` requests answered in one response, each with its own
-    status (a missing group is a 404 inside a 200 batch). Other sub-requests answer 400 here: ctcs sends none."""
+    status (a missing group is a 404 inside a 200 batch; a `batch_throttle` fault a 429 with Retry-After inside a 200
+    batch, seeded like every fault). Other sub-requests answer 400 here: ctcs sends none."""
 
     def __init__(self, cloud: SimCloud) -> None:
         self.cloud = cloud
@@ -287,6 +288,11 @@ class JsonBatch:
         path = parts.path.strip("/").split("/")
         if not isinstance(item, dict) or item.get("method", "GET").upper() != "GET" or len(path) != 2 or path[0] != "groups":
             return _batch_error(item_id, GraphError(400, "BadRequest", "Only GET /groups/{id} is simulated in $batch."))
+        throttled = self.cloud.faults.take("graph", f"$batch{url}", kinds=("batch_throttle",))
+        if throttled is not None:  # Graph throttles each request of a batch on its own: a 429 inside a 200
+            headers = {} if throttled.retry_after is None else {"Retry-After": throttled.retry_after}
+            return {"id": item_id, "status": 429, "headers": headers,
+                    "body": {"error": {"code": "TooManyRequests", "message": "Too many requests."}}}
         select = parse_qs(parts.query).get("$select", [None])[0]
         selected = {part.strip() for part in (select or "").split(",") if part.strip()}
         authorize = graph_authorizer(self.cloud, PROPERTY_ROLES if selected & MAIL_PROPERTIES else GROUP_ROLES)

@@ -86,6 +86,19 @@ def test_visibility_of_microsoft_365_groups_is_read_twenty_per_batch_and_not_whe
     assert gc.cloud.counts.snapshot().get(("graph", "$batch"), 0) == 0 and gc.cloud.counts["graph"] == 1
 
 
+def test_requests_throttled_inside_a_batch_are_asked_again_and_only_they(gc: GroupContacts) -> None:
+    domain = gc.source.domain
+    teams = [gc.unified(f"Team {i}", f"team{i}@{domain}", hideFromAddressLists=i in (3, 21)) for i in range(25)]
+    gc.use_pair(objects=["groups"])
+    gc.cloud.faults.inject("graph", "batch_throttle", times=4, retry_after="0")  # 4 of the first batch's 20: 429
+    gc.cloud.reset_counts()
+    result = gc.run()
+    assert gc.cloud.counts[("faults", "batch_throttle")] == 4
+    assert gc.cloud.counts[("graph", "$batch")] == 3  # 20 + 5, then the 4 throttled ones again in one batch
+    assert result.run.counts["groups_skipped_hidden_from_gal"] == 2  # their flags were read, not guessed
+    assert set(gc.contacts()) == {t for i, t in enumerate(teams) if i not in (3, 21)}
+
+
 def test_without_group_read_all_the_pair_is_quarantined_for_its_credentials(gc: GroupContacts) -> None:
     gc.source.register_app(gc.client_id, roles=("User.Read.All", "GroupMember.Read.All", "Exchange.ManageAsApp"))
     gc.distribution("Sales", f"sales@{gc.source.domain}")

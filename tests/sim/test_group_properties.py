@@ -75,6 +75,28 @@ def test_get_group_with_select_and_batches_of_twenty(cloud: SimCloud, fresh: Ten
     assert http.post(f"{graph}/$batch", json=too_many, headers=head).status_code == 400
 
 
+def test_a_throttled_request_inside_a_batch_is_a_429_with_retry_after_in_a_200_batch(
+        cloud: SimCloud, fresh: Tenant, http: httpx.Client) -> None:
+    head = headers(cloud, fresh)
+    gids = [team(fresh, displayName=f"T{n}") if n else team(fresh) for n in range(3)]
+    graph = cloud.endpoints["graph"] + "/v1.0"
+    requests = [{"id": str(n), "method": "GET", "url": f"/groups/{g}?$select=id,hideFromAddressLists"}
+                for n, g in enumerate(gids)]
+    cloud.faults.clear()
+    cloud.faults.inject("graph", "batch_throttle", times=2, retry_after="3")
+    try:
+        assert http.get(f"{graph}/groups/{gids[0]}", headers=head).status_code == 200  # whole requests never take it
+        response = http.post(f"{graph}/$batch", json={"requests": requests}, headers=head)
+        assert response.status_code == 200
+        answer = response.json()["responses"]
+        assert [r["status"] for r in answer] == [429, 429, 200]
+        assert answer[0]["headers"] == {"Retry-After": "3"} and answer[0]["body"]["error"]["code"] == "TooManyRequests"
+        again = http.post(f"{graph}/$batch", json={"requests": requests}, headers=head).json()["responses"]
+        assert [r["status"] for r in again] == [200, 200, 200]  # the rule served its two
+    finally:
+        cloud.faults.clear()
+
+
 def test_mail_properties_need_group_read_all(cloud: SimCloud, fresh: Tenant, http: httpx.Client) -> None:
     gid = team(fresh)
     member_only = headers(cloud, fresh, "GroupMember.Read.All")
