@@ -28,10 +28,12 @@ from starlette.applications import Starlette
 
 from sim.authority import build_authority_app
 from sim.certs import make_server_tls
+from sim.delta import DeltaDelay
 from sim.exchange import build_exchange_app
 from sim.exchange_limits import ExchangeLimits, ExchangeProfile
 from sim.faults import Faults, RequestCounts
 from sim.graph import GraphLatency, build_graph_app
+from sim.profile import SimProfile
 from sim.subscriptions import SubscriptionService
 from sim.tenant import Tenant
 from sim.tokens import Forbidden, TokenClaims, TokenRejected, TokenSigner
@@ -136,10 +138,16 @@ class SimCloud:
         self.tenants: dict[str, Tenant] = {}
         # How hard each new tenant's Exchange pushes back (sim.exchange_limits); the environment's switch by default.
         self.exchange_profile = exchange_profile if exchange_profile is not None else ExchangeProfile.from_environment()
+        # A recorded tenant's behaviour (sim.profile): CTCS_SIM_PROFILE=FILE, written by `pairs test --deep --record`.
+        self.profile = SimProfile.from_environment()
+        self.exchange_profile = self.profile.exchange_profile(self.exchange_profile)
+        self._replaced_properties = self.profile.apply_properties()  # put back when the cloud stops
         self.identity_header = secrets.token_urlsafe(24)
         self.hosting_tenant_id = str(uuid.uuid4())
         self.managed_identities: dict[str, ManagedIdentity] = {}
         self.managed_identity = self.add_managed_identity()
+        # How long after a change users/delta shows it (sim.delta.DeltaDelay): CTCS_SIM_DELTA_DELAY, else 30 s.
+        self.delta_delay = DeltaDelay.switch(seed=seed)
         # Graph's change-notification subscriptions and their delivery thread (sim.subscriptions).
         self.subscriptions = SubscriptionService(self, seed=seed)
         self._started = False
@@ -170,6 +178,7 @@ class SimCloud:
         for listener in self._listeners.values():
             listener.stop()
         self._started = False
+        SimProfile.restore_properties(self._replaced_properties)
         shutil.rmtree(self._tmpdir, ignore_errors=True)
 
     def __enter__(self) -> SimCloud:

@@ -17,6 +17,12 @@ Page size: `directory.page_size` (200, what Graph uses for users and cannot be r
 odata.maxpagesize=N` header on a round's first request lowers it for that round (N above the maximum is capped), and
 the answer says so in `Preference-Applied`.
 
+Processing delay (`DeltaDelay`, `cloud.delta_delay`): Microsoft says to "expect varying delays" before a change shows
+in delta, so a users/delta round ends at the last change Graph has processed: each change waits a seeded share of
+up to `max_seconds` (30 by default; `CTCS_SIM_DELTA_DELAY=0` or `cloud.delta_delay.max_seconds = 0` switches it off)
+and changes are processed in order, so one slow change holds back those after it. A change not yet processed is in
+no incremental round; the next round after it is processed lists it. A full round renders the objects as they are.
+
 `graph_handler` is the request pipeline of a Graph route (count, transient fault, authorize, answer, GraphError →
 Graph's error envelope); `delta_routes` adds the injected delta faults and the three spellings of a delta path.
 """
@@ -28,6 +34,7 @@ import base64
 import hashlib
 import hmac
 import json
+import os
 import re
 import secrets
 import time
@@ -35,7 +42,7 @@ import uuid
 from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import quote
 
@@ -56,6 +63,8 @@ FILTER_CLAUSE = re.compile(r"^\s*id\s+eq\s+'([^']*)'\s*$", re.IGNORECASE)
 MAX_FILTER_IDS = 50
 MAX_PAGE_SIZE = re.compile(r"odata\.maxpagesize\s*=\s*(\d+)", re.IGNORECASE)
 MAX_ROUNDS_KEPT = 64  # per endpoint; older rounds' nextLinks answer syncStateNotFound
+DELTA_DELAY_ENV = "CTCS_SIM_DELTA_DELAY"  # seconds; 0 switches the processing delay off
+DEFAULT_DELTA_DELAY = 30.0
 
 Page = list[dict[str, Any]]
 Authorize = Callable[[Request], Directory | Response]
@@ -86,6 +95,43 @@ def garbled_token() -> GraphError:
 def reset_token(location: str) -> GraphError:
     """410: the directory reset its sync state; `location` is the link of a fresh round."""
     return GraphError(410, "resyncRequired", "Resync required.", {"Location": location})
+
+
+@dataclass
+class DeltaDelay:
+    """How long after a change users/delta shows it: each change waits a seeded share of up to `max_seconds` on
+    `clock`, and changes are processed in the order they were made (see the module docstring)."""
+
+    max_seconds: float = DEFAULT_DELTA_DELAY
+    seed: int = 0
+    clock: Callable[[], float] = time.monotonic
+    _processed: dict[str, int] = field(default_factory=dict)  # tenant -> last sequence processed (never goes back)
+
+    @classmethod
+    def switch(cls, max_seconds: float | None = None, *, seed: int = 0) -> DeltaDelay:
+        """The delay `max_seconds` asks for; None reads CTCS_SIM_DELTA_DELAY (default 30 s, 0: off)."""
+        if max_seconds is None:
+            raw = os.environ.get(DELTA_DELAY_ENV, "").strip()
+            max_seconds = float(raw) if raw else DEFAULT_DELTA_DELAY
+        return cls(max(0.0, max_seconds), seed)
+
+    def wait_of(self, tenant_id: str, seq: int) -> float:
+        """The seconds change `seq` of a tenant waits before it is processed (seeded: the same every run)."""
+        digest = hashlib.sha256(f"{self.seed}|{tenant_id}|{seq}".encode()).digest()
+        return self.max_seconds * int.from_bytes(digest[:4], "big") / 2**32
+
+    def processed_sequence(self, directory: Directory) -> int:
+        """The last change of the directory's log that delta shows now (the whole log when the delay is off)."""
+        if self.max_seconds <= 0:
+            return directory.sequence
+        now = self.clock()
+        done = self._processed.get(directory.tenant_id, 0)
+        for change in directory.changes_after(done):
+            if change.at + self.wait_of(directory.tenant_id, change.seq) > now:
+                break
+            done = change.seq
+        self._processed[directory.tenant_id] = done
+        return done
 
 
 class RoundPages(ABC):
@@ -191,9 +237,14 @@ class DeltaService(ABC):
 
     @abstractmethod
     def _pages(self, directory: Directory, since: int | None, select: list[str] | None,
-               ids: list[str] | None, size: int) -> RoundPages:
-        """A round's pages (at least one, maybe empty): a full round when `since` is None, else the changes after it.
-        `size` is the page size of the round (objects per page, for an endpoint that pages by objects)."""
+               ids: list[str] | None, size: int, until: int) -> RoundPages:
+        """A round's pages (at least one, maybe empty): a full round when `since` is None, else the changes after it
+        up to `until` (the last change processed). `size` is the page size of the round (objects per page, for an
+        endpoint that pages by objects)."""
+
+    def processed_sequence(self, directory: Directory) -> int:
+        """The last change a round of this endpoint may show (every change, unless the endpoint has a delay)."""
+        return directory.sequence
 
     def max_page_size(self, directory: Directory) -> int:
         """The most objects a page of this endpoint holds (what a `Prefer: odata.maxpagesize` is capped at)."""
@@ -211,7 +262,7 @@ class DeltaService(ABC):
             if query.get("$deltatoken"):
                 if query["$deltatoken"] == "latest":
                     select, ids = self._parse_select(query.get("$select")), parse_filter(query.get("$filter"))
-                    return JSONResponse(self._finish(directory, [], directory.sequence, select, ids))
+                    return JSONResponse(self._finish(directory, [], self.processed_sequence(directory), select, ids))
                 payload = self._checked(directory, query["$deltatoken"])
                 return self._start_round(directory, payload["s"], payload["sel"], payload["ids"], size, preferred)
             select, ids = self._parse_select(query.get("$select")), parse_filter(query.get("$filter"))
@@ -232,8 +283,8 @@ class DeltaService(ABC):
 
     def _start_round(self, directory: Directory, since: int | None, select: list[str] | None,
                      ids: list[str] | None, size: int, preferred: bool) -> JSONResponse:
-        end_seq = directory.sequence
-        pages = self._pages(directory, since, select, ids, size)
+        end_seq = max(since or 0, self.processed_sequence(directory))
+        pages = self._pages(directory, since, select, ids, size, end_seq)
         round_id = uuid.uuid4().hex
         self.rounds[round_id] = _Round(pages, end_seq, select, ids, size, preferred)
         while len(self.rounds) > MAX_ROUNDS_KEPT:

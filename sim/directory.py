@@ -76,6 +76,7 @@ class Change:
     properties: frozenset[str] = field(default_factory=frozenset)
     member_id: str = ""  # groups: kind "member_add" / "member_remove" name the member and its type
     member_type: str = ""
+    at: float = field(default_factory=time.monotonic)  # when it was made (what sim.delta.DeltaDelay counts from)
 
 
 class Directory:
@@ -127,6 +128,11 @@ class Directory:
         # The log holds sequence n at index n - 1, so a round reads only its own changes, not the whole history.
         with self.lock:
             return [c for c in self._log[max(0, seq):] if c.object_type == object_type]
+
+    def changes_after(self, seq: int) -> list[Change]:
+        """Every change after sequence `seq`, users' and groups' alike, in order."""
+        with self.lock:
+            return self._log[max(0, seq):]
 
     def changes_up_to(self, seq: int, object_type: str = "user") -> list[Change]:
         with self.lock:

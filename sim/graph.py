@@ -165,12 +165,15 @@ class UsersDelta(DeltaService):
     def _parse_select(self, raw: str | None) -> list[str] | None:
         return parse_select(raw)
 
+    def processed_sequence(self, directory: Directory) -> int:
+        return self.cloud.delta_delay.processed_sequence(directory)
+
     def _pages(self, directory: Directory, since: int | None, select: list[str] | None,
-               ids: list[str] | None, size: int) -> RoundPages:
+               ids: list[str] | None, size: int, until: int) -> RoundPages:
         if since is None:
             listed = [uid for uid in directory.user_ids() if ids is None or uid.lower() in ids]
             return FullRoundPages(directory, listed, select, size)
-        return fixed_pages(self._incremental(directory, since, select, ids), size)
+        return fixed_pages(self._incremental(directory, since, until, select, ids), size)
 
     @staticmethod
     def _entry(directory: Directory, user_id: str, select: list[str] | None, hard: bool,
@@ -183,12 +186,12 @@ class UsersDelta(DeltaService):
         reason = "deleted" if hard or state == "gone" else "changed"
         return {"id": user_id, "@removed": {"reason": reason}}
 
-    def _incremental(self, directory: Directory, since: int, select: list[str] | None,
+    def _incremental(self, directory: Directory, since: int, until: int, select: list[str] | None,
                      ids: list[str] | None) -> list[dict[str, Any]]:
         changed: dict[str, bool] = {}  # id -> was hard-deleted; insertion order = order of last change
-        managers = frozenset(c.object_id for c in directory.changes_since(since)
-                             if c.kind == "upsert" and "manager" in c.properties)
-        for change in directory.changes_since(since):
+        processed = [c for c in directory.changes_since(since) if c.seq <= until]  # Graph has not seen the rest yet
+        managers = frozenset(c.object_id for c in processed if c.kind == "upsert" and "manager" in c.properties)
+        for change in processed:
             if ids is not None and change.object_id.lower() not in ids:
                 continue
             tracked = select is None or change.kind != "upsert" or bool(change.properties & set(select))

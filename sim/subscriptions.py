@@ -18,7 +18,20 @@ change log; each new change becomes an item due `delay` seconds later (plus a se
 items of one notificationUrl go out together, up to `batch` per POST, as Graph batches them. A POST that fails or
 is not answered 2xx is tried again `retry_seconds` later, up to `attempts` times, then dropped (counted).
 
-Lifecycle events: Microsoft documents that directory resources send only `reauthorizationRequired`;
+Graph's delivery rules (`DeliveryRules`, `service.rules`; Microsoft Graph's webhook delivery documentation): a POST
+not answered within 3 s has failed; a reply that took more than 2.9 s is slow; once an endpoint (scheme and host:
+every pair's URL shares it) has answered 100 times, more than 10 % slow replies delay its notifications by 10
+minutes and 15 % or more drops them (`stats["dropped_slow"]`). Replies are remembered for `memory_seconds` (the
+10 minutes of a delay) on the service's `clock`, so an endpoint that answers fast again recovers. `rules.enabled =
+False` gives the old kindness (30 s, never throttled).
+
+Limits (Microsoft Graph's change notifications overview): 100 subscriptions on users and groups per app per tenant
+and 1,000 per tenant across all apps; one more is refused with 403. `limit_per_app` and `limit_per_tenant` lower
+them for a test.
+
+Lifecycle events: Graph sends `reauthorizationRequired` on its own, "from once every few minutes to rarely": each
+subscription with a lifecycleNotificationUrl gets one `reauthorize_every` seconds (seeded, up to half as much again)
+after it was made or last renewed (PATCH), on the service's `clock`; None never sends one. Microsoft documents that directory resources send only `reauthorizationRequired`;
 `lifecycle(sub_id, "missed" | "subscriptionRemoved")` sends the other two anyway so tests can prove ctcs handles
 them (`subscriptionRemoved` also removes the subscription, unless `remove=False`: the same event replayed by
 someone who captured it while the subscription lives on). `forge(url, ...)` posts a notification with a wrong
@@ -28,7 +41,8 @@ handshake goes to that URL with `?validationToken=` added.
 
     cloud.subscriptions.delay = 0.2; cloud.subscriptions.batch = 100; cloud.subscriptions.all()
     cloud.subscriptions.expire(sub_id); cloud.subscriptions.lifecycle(sub_id, "reauthorizationRequired")
-    cloud.subscriptions.stats  # posts, items, failed posts, dropped items, validations
+    cloud.subscriptions.stats  # posts, items, failed posts, dropped items, validations, slow, dropped_slow
+    cloud.subscriptions.rules.timeout = 0.3; cloud.subscriptions.clock = fake_clock; cloud.subscriptions.limit_per_app
 """
 
 from __future__ import annotations
@@ -40,10 +54,12 @@ import ssl
 import threading
 import time
 import uuid
-from collections import Counter
+from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import httpx
 from starlette.requests import Request
@@ -61,6 +77,9 @@ if TYPE_CHECKING:
 MAX_LIFETIME = timedelta(minutes=41_760)
 MIN_LIFETIME = timedelta(minutes=45)
 MAX_CLIENT_STATE = 128
+LIMIT_PER_APP = 100  # users and groups subscriptions of one app in one tenant
+LIMIT_PER_TENANT = 1_000  # users and groups subscriptions of one tenant, all apps together
+REAUTHORIZE_EVERY = 3600.0  # seconds; Microsoft: "from once every few minutes to rarely"
 RESOURCES = {
     "users": ("user", "#Microsoft.Graph.User", "Users", ("User.Read.All", "Directory.Read.All")),
     "groups": ("group", "#Microsoft.Graph.Group", "Groups", ("Group.Read.All", "Directory.Read.All")),
@@ -79,6 +98,7 @@ class SimSubscription:
     client_state: str
     expires_at: datetime
     seen_seq: int  # the directory's change log up to here has been turned into items
+    reauthorize_at: float | None = None  # on the service's clock: when Graph sends reauthorizationRequired
 
     def render(self) -> dict[str, Any]:
         return {
@@ -86,6 +106,49 @@ class SimSubscription:
             "notificationUrl": self.notification_url, "lifecycleNotificationUrl": self.lifecycle_url or None,
             "expirationDateTime": _iso(self.expires_at), "clientState": None,  # Graph never returns it
         }
+
+
+@dataclass
+class DeliveryRules:
+    """How Graph judges a notification endpoint by its replies (see the module docstring)."""
+
+    enabled: bool = True
+    timeout: float = 3.0  # seconds Graph waits for a reply
+    slow_after: float = 2.9  # a reply that took longer is slow
+    judged_after: int = 100  # replies remembered before an endpoint is judged
+    delay_share: float = 0.10  # more than this share slow: notifications delayed `delay_seconds`
+    drop_share: float = 0.15  # this share slow or more: notifications dropped
+    delay_seconds: float = 600.0
+    memory_seconds: float = 600.0
+    _replies: dict[str, deque[tuple[float, bool]]] = field(default_factory=dict)  # endpoint -> (when, slow)
+
+    @staticmethod
+    def endpoint(url: str) -> str:
+        parts = urlsplit(url)
+        return f"{parts.scheme}://{parts.netloc}".lower()
+
+    def wait_limit(self) -> float:
+        return self.timeout if self.enabled else 30.0
+
+    def record(self, url: str, seconds: float, now: float) -> bool:
+        """Note one reply (or a failure after `seconds`); whether it was slow."""
+        slow = seconds > self.slow_after
+        self._replies.setdefault(self.endpoint(url), deque()).append((now, slow))
+        return slow
+
+    def verdict(self, url: str, now: float) -> str:
+        """normal | delayed | dropped: what Graph does with the endpoint's notifications now."""
+        replies = self._replies.get(self.endpoint(url))
+        if not self.enabled or replies is None:
+            return "normal"
+        while replies and replies[0][0] < now - self.memory_seconds:
+            replies.popleft()
+        if len(replies) < self.judged_after:
+            return "normal"
+        share = sum(1 for _, slow in replies if slow) / len(replies)
+        if share >= self.drop_share:
+            return "dropped"
+        return "delayed" if share > self.delay_share else "normal"
 
 
 @dataclass
@@ -109,6 +172,11 @@ class SubscriptionService:
     attempts: int = 4
     validation_timeout: float = 10.0
     seed: int = 0
+    rules: DeliveryRules = field(default_factory=DeliveryRules)
+    limit_per_app: int = LIMIT_PER_APP
+    limit_per_tenant: int = LIMIT_PER_TENANT
+    reauthorize_every: float | None = REAUTHORIZE_EVERY
+    clock: Callable[[], float] = time.monotonic  # due times, Graph's judgement and its lifecycle schedule
     stats: Counter[str] = field(default_factory=Counter)
     delivered: list[tuple[float, dict[str, Any]]] = field(default_factory=list)  # (monotonic time, item), in order
     _subs: dict[str, SimSubscription] = field(default_factory=dict)
@@ -225,17 +293,40 @@ class SubscriptionService:
         if not isinstance(client_state, str) or len(client_state) > MAX_CLIENT_STATE:
             raise GraphError(400, "InvalidRequest", "clientState must be a string of at most 128 characters.")
         expires = _expiry(body.get("expirationDateTime"))
+        self._check_limits(tenant.tenant_id, app_id)
         for endpoint in dict.fromkeys(u for u in (url, lifecycle) if u):
             await self._validate(endpoint)
         directory = tenant.directory
         with directory.lock:
             sub = SimSubscription(str(uuid.uuid4()), tenant.tenant_id, app_id, resource,
                                   str(body.get("changeType") or "updated"), url, lifecycle, client_state, expires,
-                                  directory.sequence)
+                                  directory.sequence, self._next_reauthorization() if lifecycle else None)
         with self._lock:
+            self._check_limits(tenant.tenant_id, app_id)  # again: two creates may have raced past the first check
             self._subs[sub.id] = sub
         self.stats["created"] += 1
         return sub.render()
+
+    def _check_limits(self, tenant_id: str, app_id: str) -> None:
+        """403 when the tenant already holds `limit_per_tenant` users and groups subscriptions, or the app
+        `limit_per_app` of them in this tenant (the words are the simulator's: Microsoft publishes only the numbers)."""
+        mine = [s for s in self._subs.values() if s.tenant_id == tenant_id.lower()]
+        if len(mine) >= self.limit_per_tenant:
+            self.stats["refused_quota"] += 1
+            raise GraphError(403, "ExtensionError", f"Operation: Create; Exception: [Status Code: Forbidden; Reason: "
+                                                    f"Subscription limit exceeded: the tenant already has "
+                                                    f"{len(mine)} subscriptions on users and groups.]")
+        if sum(1 for s in mine if s.app_id == app_id) >= self.limit_per_app:
+            self.stats["refused_quota"] += 1
+            raise GraphError(403, "ExtensionError", f"Operation: Create; Exception: [Status Code: Forbidden; Reason: "
+                                                    f"Subscription limit exceeded: the application already has "
+                                                    f"{self.limit_per_app} subscriptions on users and groups in this "
+                                                    f"tenant.]")
+
+    def _next_reauthorization(self) -> float | None:
+        if self.reauthorize_every is None:
+            return None
+        return self.clock() + self.reauthorize_every * (1 + 0.5 * self._rng.random())
 
     async def _validate(self, url: str) -> None:
         """Graph's handshake: POST url?validationToken=<token>; 200 with exactly the token, in time, or no subscription."""
@@ -277,6 +368,8 @@ class SubscriptionService:
             return graph_error(400, "InvalidRequest", "The request body is not JSON.")
         with self._lock:
             sub.expires_at = expires
+            if sub.lifecycle_url:
+                sub.reauthorize_at = self._next_reauthorization()
         self.stats["renewed"] += 1
         return JSONResponse(sub.render())
 
@@ -293,11 +386,12 @@ class SubscriptionService:
             with contextlib.suppress(Exception):  # the delivery thread must outlive one bad round
                 self._collect()
                 self._deliver_due()
+                self._reauthorizations_due()
 
     def _collect(self) -> None:
         """Turn new changes of each subscribed directory into pending items."""
         self._sweep_expired()
-        now = time.monotonic()
+        now = self.clock()
         with self._lock:
             subs = list(self._subs.values())
         for sub in subs:
@@ -313,6 +407,8 @@ class SubscriptionService:
                 if ("deleted" if hard else "updated") not in sub.change_type:
                     continue
                 wait = self.delay * (1 + self.jitter * self._rng.random())
+                if self.rules.verdict(sub.notification_url, now) == "delayed":
+                    wait += self.rules.delay_seconds
                 item = {
                     "subscriptionId": sub.id, "subscriptionExpirationDateTime": _iso(sub.expires_at),
                     "changeType": "deleted" if hard else "updated", "resource": f"{prefix}/{change.object_id}",
@@ -324,7 +420,7 @@ class SubscriptionService:
                     self._pending.append(_Pending(now + wait, sub.notification_url, item))
 
     def _deliver_due(self) -> None:
-        now = time.monotonic()
+        now = self.clock()
         with self._lock:
             due = [p for p in self._pending if p.due <= now]
             self._pending = [p for p in self._pending if p.due > now]
@@ -332,6 +428,9 @@ class SubscriptionService:
         for pending in due:
             by_url.setdefault(pending.url, []).append(pending)
         for url, items in by_url.items():
+            if self.rules.verdict(url, now) == "dropped":  # Graph gave up on the endpoint
+                self.stats["dropped_slow"] += len(items)
+                continue
             for start in range(0, len(items), max(1, self.batch)):
                 chunk = items[start : start + self.batch]
                 status = self._post(url, [p.item for p in chunk])
@@ -346,21 +445,39 @@ class SubscriptionService:
                     if pending.attempts >= self.attempts:
                         self.stats["dropped_items"] += 1
                         continue
-                    pending.due = time.monotonic() + self.retry_seconds
+                    delayed = self.rules.verdict(url, self.clock()) == "delayed"
+                    pending.due = self.clock() + (self.rules.delay_seconds if delayed else self.retry_seconds)
                     with self._lock:
                         self._pending.append(pending)
 
     def _tls(self) -> ssl.SSLContext:
         return ssl.create_default_context(cafile=self.cloud.ca_bundle_path)
 
+    def _reauthorizations_due(self) -> None:
+        """Graph's own `reauthorizationRequired`, when a subscription's turn comes (then not again until renewed)."""
+        now = self.clock()
+        with self._lock:
+            due = [s for s in self._subs.values() if s.reauthorize_at is not None and s.reauthorize_at <= now]
+            for sub in due:
+                sub.reauthorize_at = None
+        for sub in due:
+            self.stats["reauthorizations_sent"] += 1
+            with contextlib.suppress(KeyError):
+                self.lifecycle(sub.id, "reauthorizationRequired")
+
     def _post(self, url: str, items: list[dict[str, Any]]) -> int:
+        """POST one batch as Graph does: within `rules.timeout`, the reply judged slow or not (0: no reply)."""
         self.stats["posts"] += 1
         self.stats["items"] += len(items)
+        started = time.monotonic()
         try:
-            with httpx.Client(verify=self._tls(), timeout=30) as client:
-                return client.post(url, json={"value": items}).status_code
+            with httpx.Client(verify=self._tls(), timeout=self.rules.wait_limit()) as client:
+                status = client.post(url, json={"value": items}).status_code
         except httpx.HTTPError:
-            return 0
+            status = 0
+        if self.rules.record(url, time.monotonic() - started, self.clock()):
+            self.stats["slow"] += 1
+        return status
 
 
 def _expiry(raw: object) -> datetime:
