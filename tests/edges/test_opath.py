@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import uuid
 
 import pytest
 
@@ -85,3 +86,23 @@ def test_typographic_single_quotes_are_doubled_like_the_ascii_one(quote: str) ->
     hostile = f"x{quote} -or Name -like {quote}*"
     matches = compile_filter(opath.eq("Name", hostile))
     assert matches({"Name": hostile}) and not matches({"Name": "victim"})
+
+
+@pytest.mark.parametrize("anchor_attribute", [f"CustomAttribute{n}" for n in range(1, 16)])
+def test_every_filter_ctcs_sends_is_one_the_cmdlet_it_goes_to_accepts(anchor_attribute: str) -> None:
+    """Exchange filters per cmdlet on its own properties and takes '*' only as a suffix; the simulator holds the
+    documented sets (sim.opath.FILTERABLE_BY). Each filter form ctcs builds must pass for the cmdlet it is sent to."""
+    from sim.opath import compile_filter
+    from sync.exchange.lookup import LookupKey
+    from sync.exchange.visibility import HIDDEN_FILTER
+
+    key = LookupKey(anchor="ctcs|pair|1", address="a@contoso.com", name="ctcs-1", guid=str(uuid.uuid4()))
+    prefix = "ctcs|pair|"
+    sent = [
+        ("Get-Recipient", opath.any_of(*key.clauses(anchor_attribute))),  # look-ups by anchor, address, name, Guid
+        ("Get-Recipient", opath.starts_with(anchor_attribute, prefix)),  # the listing and the "any ours?" probe
+        ("Get-Recipient", opath.all_of(opath.is_set(anchor_attribute), opath.not_starts_with(anchor_attribute, prefix))),
+        ("Get-Recipient", HIDDEN_FILTER),  # the source's hidden recipients
+    ]
+    for cmdlet, text in sent:
+        compile_filter(text, cmdlet)  # raises FilterError on a property or wildcard Exchange refuses
