@@ -65,6 +65,8 @@ Target side (Exchange) — see sim.exchange_org / sim.exchange
     t.exchange.contacts(); t.exchange.recipients(); t.exchange.get(guid)
     t.exchange.replication_lag = 2.0        # seconds during which a fresh object answers NotFound by Identity
     POST {exchange}/adminapi/beta/{tenant}/$batch                  # up to 10 InvokeCommand sub-requests
+    -Filter as strict as Exchange Online: each Get-* cmdlet only on its own properties (sim.opath.FILTERABLE_BY), '*'
+    only as a suffix; each Get-* returns its documented property set (sim.exchange_org.CMDLET_PROPERTIES)
 
 Exchange as hard as the real one — see sim.exchange_limits (everything off by default: the suite stays fast)
     SimCloud.start(exchange_profile=ExchangeProfile.realistic(scale=0.1))   # or CTCS_SIM_EXCHANGE_PROFILE=realistic
@@ -76,6 +78,7 @@ Exchange as hard as the real one — see sim.exchange_limits (everything off by 
 Faults and counters — see sim.faults
     cloud.faults.inject("graph", "throttle", times=2, retry_after="0.249")
     cloud.faults.inject("exchange", "server_busy", operation="New-MailContact", probability=0.3)
+    cloud.faults.inject("graph", "batch_throttle", times=4)   # 4 sub-requests of Graph $batches: 429 inside a 200
     cloud.counts["graph"], cloud.counts["exchange"], cloud.counts["token"], cloud.counts[("exchange", "New-MailContact")]
     cloud.reset_counts()
 
