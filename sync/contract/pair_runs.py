@@ -10,6 +10,8 @@ planner that does not know a kind or trigger refuses the message (`BadRunRequest
 PairState holds it, so a late or repeated message can never take a round backwards. `generation` names the stored
 life of the pair the request was made for (`sync.state.pairs`); it is left out for a pair stored before generations
 existed, so a request without it belongs to such a pair, and the planner discards it for a pair added since.
+`look_again` (left out when false) marks the one later look a notification run whose round found nothing asks for
+(Graph's delta can lag the notification); such a run never asks for another.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from sync.errors import BadRunRequest
 SCHEMA_VERSION = 1
 MAX_REQUEST_CHARS = 2_000
 _FIELDS = {"schema", "pair_id", "kind", "trigger", "full", "allow_deletes", "round_id", "requested_at",
-           "generation"}
+           "generation", "look_again"}
 
 
 class RunKind(StrEnum):
@@ -44,6 +46,7 @@ class PairRunRequest:
     round_id: str = ""
     requested_at: str = ""
     generation: str = ""  # the pair's generation when requested ("" = a pair stored before generations; left out)
+    look_again: bool = False  # a notification run's second look (left out when false)
 
     def to_json(self) -> str:
         body: dict[str, Any] = {
@@ -53,6 +56,8 @@ class PairRunRequest:
         }
         if self.generation:
             body["generation"] = self.generation
+        if self.look_again:
+            body["look_again"] = True
         return json.dumps(body, separators=(",", ":"))
 
 
@@ -79,9 +84,9 @@ def decode_run_request(text: str | bytes) -> PairRunRequest:
         trigger = RunTrigger(body.get("trigger", RunTrigger.TIMER.value))
     except ValueError as error:
         raise BadRunRequest(f"pair run request: {error}") from None
-    flags = {name: body.get(name, False) for name in ("full", "allow_deletes")}
+    flags = {name: body.get(name, False) for name in ("full", "allow_deletes", "look_again")}
     if not all(isinstance(value, bool) for value in flags.values()):
-        raise BadRunRequest("pair run request fields full and allow_deletes must be true or false")
+        raise BadRunRequest("pair run request fields full, allow_deletes and look_again must be true or false")
     round_id, requested_at = body.get("round_id", ""), body.get("requested_at", "")
     if not isinstance(round_id, str) or not isinstance(requested_at, str):
         raise BadRunRequest("pair run request fields round_id and requested_at must be strings")
@@ -91,4 +96,4 @@ def decode_run_request(text: str | bytes) -> PairRunRequest:
     if not isinstance(generation, str) or len(generation) > 128:
         raise BadRunRequest("pair run request field generation must be a string of at most 128 characters")
     return PairRunRequest(pair_id, kind, trigger, flags["full"], flags["allow_deletes"], round_id, requested_at,
-                          generation)
+                          generation, flags["look_again"])

@@ -17,7 +17,9 @@ that no longer exists are forgotten (its definition, and so its credential, is g
 when it expires, and the route rejects what it still sends).
 
 One pair's failure is recorded on its row (state `failed`, the error in admin words, logged once per change) and
-never stops another pair (invariant 7).
+never stops another pair (invariant 7). A create Graph refuses for its subscription quota (users and groups: 100 per
+app per tenant, 1,000 per tenant across all apps; 403) reads "notifications unavailable (quota)" in `status`: the
+timer keeps running the pair as if notifications were off, and tries again each run.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from sync.app.wiring.runtime import Runtime
 from sync.contract.pairs import TenantPair
 from sync.contract.vocabulary import SubscriptionState
 from sync.core.notification_path import key_id, new_address_id, notification_address
-from sync.errors import ConfigError, PairNotFound
+from sync.errors import ConfigError, PairNotFound, SourceAuthError
 from sync.graph.subscriptions import MAX_DIRECTORY_LIFETIME_MINUTES, GraphSubscriptions
 from sync.state.entities import iso, now_utc
 from sync.state.subscriptions import Origin, SubscriptionRow
@@ -42,6 +44,8 @@ log = logging.getLogger("ctcs.subscriptions")
 LIFETIME = timedelta(minutes=MAX_DIRECTORY_LIFETIME_MINUTES) - timedelta(hours=1)
 RENEW_BEFORE = timedelta(days=3)
 CLIENT_STATE_BYTES = 48  # 64 URL-safe characters; Graph allows 128
+QUOTA_UNAVAILABLE = "notifications unavailable (quota)"
+QUOTA_WORDS = ("limit", "quota")  # what Graph's 403 for too many subscriptions says (its exact text is unpublished)
 # How long the route may answer Graph's validation handshake for a subscription being created: Graph gives its own
 # request about 10 seconds, and the create call's retries may send it again.
 HANDSHAKE_SECONDS = 120
@@ -205,7 +209,18 @@ def _failed(rt: Runtime, pair: TenantPair, resource: str, row: SubscriptionRow |
     return Maintained(pair.id, resource, "failed", message)
 
 
+def is_quota_refusal(error: Exception) -> bool:
+    """Graph refused a subscription because the app or the tenant has as many as it may have (403, not a permission)."""
+    text = str(error).lower()
+    return isinstance(error, SourceAuthError) and error.status == 403 and any(word in text for word in QUOTA_WORDS)
+
+
 def _admin_words(resource: str, error: Exception) -> str:
+    if is_quota_refusal(error):
+        return (f"{QUOTA_UNAVAILABLE}: Graph allows 100 subscriptions on users and groups per app in a tenant and "
+                f"1,000 per tenant across all apps, and refused one on {resource} ({error}). The timer keeps syncing "
+                "this pair every run and tries again; remove subscriptions other apps no longer need in the source "
+                "tenant, or use one source app for fewer pairs")
     if isinstance(error, ConfigError):  # the app's own setting, not the tenant: say what to set
         return (f"change notifications on {resource} could not be set up: {error}. The timer keeps syncing every "
                 "run; store the secret (docs/deploy.md, step 2b) and the next timer run subscribes")
