@@ -296,6 +296,8 @@ module functionApp './app/function.bicep' = {
     tableServiceUri: tableServiceUri
     maximumInstanceCount: maximumInstanceCount
     instanceMemoryMB: instanceMemoryMB
+    // Graph gives a notification 3 s: with notifications on (auto is on in Azure) one HTTP instance stays warm.
+    httpAlwaysReady: changeNotifications != 'off'
     appSettings: ctcsAppSettings
     applicationInsightsEntraAuth: entraTelemetry
   }

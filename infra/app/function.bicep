@@ -27,6 +27,9 @@ param maximumInstanceCount int = 2
 
 param instanceMemoryMB int = 2048
 
+@description('Keep one instance of the HTTP functions always ready, so Graph\'s change notifications are answered within its 3 s even when the app would start cold (billed while idle: see docs/deploy.md).')
+param httpAlwaysReady bool = false
+
 @description('The ctcs app settings (names from sync/settings.py); the platform settings are added here.')
 param appSettings object
 
@@ -95,6 +98,14 @@ module site 'br/public:avm/res/web/site:0.15.1' = {
         }
       }
       scaleAndConcurrency: {
+        // Flex Consumption's always-ready group `http` covers every HTTP-triggered function, the notification
+        // route among them; the queue and timer functions still scale from zero.
+        alwaysReady: httpAlwaysReady ? [
+          {
+            name: 'http'
+            instanceCount: 1
+          }
+        ] : []
         maximumInstanceCount: maximumInstanceCount
         instanceMemoryMB: instanceMemoryMB
       }
