@@ -7,7 +7,7 @@ request presents decides its role, sync.api.keys: `read` for the GETs, `operate`
     POST /api/pairs/{id}/resync[?full=true][&allow_deletes=true]   plan the pair now; ops go to the queue (a long
                                                                     round goes on in the planner: 202 `continued`)
     POST /api/pairs/{id}/reconcile[?allow_deletes=true]             ask the planner for a reconcile round (202)
-    POST /api/pairs/{id}/test                                       test the pair's connections (200 / 424)
+    POST /api/pairs/{id}/test[?deep=true]                           test the pair's connections (200 / 424)
     POST /api/pairs/{id}/users/{user}/sync                          provision one user now, each step shown
     GET  /api/pairs                                                 every pair: definition and status
     GET  /api/pairs/{id}                                            one pair: definition and status
@@ -30,6 +30,7 @@ from typing import Any
 
 from sync.api.keys import KeyRefused, Role, require
 from sync.app.admin.connection_test import check_connection
+from sync.app.admin.deep_test import deep_check
 from sync.app.admin.provision import Result, provision_user
 from sync.app.admin.retest import lift_credentials_quarantine
 from sync.app.admin.status import pair_status, queue_depths
@@ -182,15 +183,21 @@ def reconcile(rt: Runtime, pair_id: str, params: Mapping[str, str], *, role: Rol
 
 def test_pair(rt: Runtime, pair_id: str, params: Mapping[str, str], *, role: Role) -> ApiResponse:
     """POST /api/pairs/{id}/test: every connection check; 200 when all pass, 424 (a tenant side failed) otherwise.
+    `deep=true` adds the read-only probes of every assumption (`assumptions` in the body; a failed one is a 424 too).
     A pass lifts a credentials quarantine at once."""
     require(role, Role.OPERATE, "a connection test")
-    check_params(params)
+    check_params(params, ("deep",))
     pair = rt.stores.pairs.get(check_pair_id(pair_id))
-    report = check_connection(rt, pair)
+    if flag(params, "deep"):
+        deep = deep_check(rt, pair)
+        report, body, ok = deep.connection, deep.as_json(), deep.ok
+    else:
+        report = check_connection(rt, pair)
+        body, ok = report.as_json(), report.ok
     lifted = report.credentials_ok and rt.stores.pair_state.get(pair.id).credentials_quarantined
     if lifted:
         lift_credentials_quarantine(rt, pair.id)
-    return ApiResponse(200 if report.ok else 424, {**report.as_json(), "quarantine_lifted": bool(lifted)})
+    return ApiResponse(200 if ok else 424, {**body, "quarantine_lifted": bool(lifted)})
 
 
 # Provisioning result → HTTP status.

@@ -21,6 +21,7 @@ from pathlib import Path
 from azure.core.exceptions import AzureError
 
 from sync.app.admin.connection_test import ConnectionReport, check_connection
+from sync.app.admin.deep_test import deep_check
 from sync.app.admin.drain import drain
 from sync.app.admin.explain import explain
 from sync.app.admin.provision import Result, provision_user
@@ -73,6 +74,10 @@ def _lift(rt: Runtime, pair_id: str) -> None:
 
 
 def _pairs_test(args: argparse.Namespace, runtime: Callable[[], Runtime]) -> int:
+    if args.record and not args.deep:
+        raise ConfigError("--record needs --deep: the record is what the deep probes saw")
+    if args.deep:
+        return _pairs_test_deep(args, runtime())
     rt = runtime()
     report: ConnectionReport = check_connection(rt, args.id)
     lifted = report.credentials_ok and rt.stores.pair_state.get(args.id).credentials_quarantined
@@ -85,6 +90,26 @@ def _pairs_test(args: argparse.Namespace, runtime: Callable[[], Runtime]) -> int
         if lifted:
             _lift(rt, args.id)
     return EXIT_OK if report.ok else EXIT_USAGE
+
+
+def _pairs_test_deep(args: argparse.Namespace, rt: Runtime) -> int:
+    deep = deep_check(rt, args.id)
+    lifted = deep.connection.credentials_ok and rt.stores.pair_state.get(args.id).credentials_quarantined
+    if args.json:
+        print(json.dumps({**deep.as_json(), "quarantine_lifted": bool(lifted)}, indent=2))
+    else:
+        render.connection_report(deep.connection)
+        render.deep_report(deep)
+    if lifted:
+        if args.json:
+            lift_credentials_quarantine(rt, args.id)
+        else:
+            _lift(rt, args.id)
+    if args.record:
+        args.record.write_text(json.dumps(deep.record(), indent=2) + "\n", encoding="utf-8")
+        if not args.json:
+            print(f"record written to {args.record} (redacted: no names, addresses, ids or tokens)")
+    return EXIT_OK if deep.ok else EXIT_USAGE
 
 
 def _pairs_list(args: argparse.Namespace, runtime: Callable[[], Runtime]) -> int:
@@ -310,6 +335,10 @@ def build_parser() -> argparse.ArgumentParser:
     test = pairs.add_parser("test", help="test a pair's sign-ins, permissions and cheapest calls on both sides")
     test.add_argument("id")
     test.add_argument("--json", action="store_true")
+    test.add_argument("--deep", action="store_true",
+                      help="also probe, read-only, every assumption ctcs makes about both tenants (one row each)")
+    test.add_argument("--record", metavar="FILE", type=Path,
+                      help="with --deep: write a redacted record of what the tenants showed (no names, addresses, ids)")
     test.set_defaults(handler=_pairs_test)
     listing = pairs.add_parser("list", help="every pair")
     listing.add_argument("--json", action="store_true")

@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sync.app.admin.connection_test import ConnectionReport
+from sync.app.admin.deep_test import FAILED, OK, DeepReport
 from sync.app.admin.drain import DrainReport
 from sync.app.admin.explain import Explanation
 from sync.app.admin.provision import Provisioned
@@ -308,6 +309,30 @@ def connection_report(report: ConnectionReport) -> None:
         print(f"\n{check.side} {check.name}: {check.cause}" + (f" ({check.code})" if check.code else ""))
         print(f"  fix: {check.fix}")
     print("\nall checks passed" if report.ok else f"\n{len(report.failures)} check(s) failed")
+
+
+DEEP_WIDTHS = (33, 18, 20)  # assumption, assumed, seen: with "ok" and the gaps, 80 columns
+
+
+def deep_report(report: DeepReport) -> None:
+    """`pairs test --deep`: one row per assumption (assumed / seen / ok), side by side; a failed one in full below."""
+    marks = {OK: "yes", FAILED: "NO"}
+    for side in dict.fromkeys(row.side for row in report.rows):
+        print(f"\n{side}: assumptions")
+        table(["assumption", "assumed", "seen", "ok"], [
+            [*(_clip(text, width) for text, width in zip((row.name, row.assumed, row.seen), DEEP_WIDTHS, strict=True)),
+             marks.get(row.status, "?")]
+            for row in report.rows if row.side == side
+        ])
+    for row in report.failures:
+        print(f"\n{row.side} {row.name}: assumed {row.assumed}, seen {row.seen}" + (f" ({row.detail})" if row.detail else ""))
+    unverified = sum(1 for row in report.rows if row.status not in marks)
+    note = f" ({unverified} not verifiable here: ?)" if unverified else ""
+    print(f"\nevery assumption holds{note}" if not report.failures else f"\n{len(report.failures)} assumption(s) failed")
+
+
+def _clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def provisioned(done: Provisioned) -> None:

@@ -12,6 +12,7 @@ from sync.contract.pairs import TenantPair
 from sync.core.diagnosis import Side, Subject
 from sync.exchange.client import AdminApiClient
 from sync.exchange.contacts import ExchangeTarget
+from sync.graph.deep_probe import GraphDeepProbe
 from sync.graph.probe import GraphProbe
 from sync.identity.credentials import CredentialCache
 from sync.identity.secrets import SecretResolver
@@ -53,6 +54,10 @@ class ConnectionProbe:
 
     def graph(self) -> GraphProbe:
         return GraphProbe(self.credential(Side.SOURCE), graph_endpoint=self.pair.source.endpoints.graph)
+
+    def graph_deep(self) -> GraphDeepProbe:
+        """The deep connection test's Graph reads (one delta page, the subscriptions, the directory quota)."""
+        return GraphDeepProbe(self.credential(Side.SOURCE), graph_endpoint=self.pair.source.endpoints.graph)
 
     def exchange(self, side: Side) -> ExchangeTarget:
         if side is Side.TARGET:
