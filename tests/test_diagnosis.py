@@ -30,7 +30,8 @@ SOURCE = Subject(Side.SOURCE, "11111111-1111-1111-1111-111111111111", "33333333-
      "AADSTS65001"),
     ("AADSTS700027: Client assertion contains an invalid signature. [Reason - The key was not found.]",
      "certificate not registered on the app", "AADSTS700027"),
-    ("AADSTS700024: Client assertion is not within its valid time range.", "clock skew", "AADSTS700024"),
+    ("AADSTS700024: Client assertion is not within its valid time range.", "expired or skewed client assertion",
+     "AADSTS700024"),
     ("AADSTS7000215: Invalid client secret provided.", "wrong or expired client secret", "AADSTS7000215"),
     ("AADSTS7000222: The provided client secret keys are expired.", "wrong or expired client secret", "AADSTS7000222"),
     ("AADSTS700213: No matching federated identity record found for presented assertion subject 'x'.",
@@ -43,7 +44,7 @@ def test_sign_in_codes(text: str, cause: str, code: str) -> None:
     found = diagnose(TARGET, f"Authentication failed: {text} Trace ID: 1")
     assert (found.cause, found.code) == (cause, code)
     assert found.fix
-    if cause not in ("clock skew", "wrong tenant", "service not in the tenant"):
+    if cause not in ("wrong tenant", "service not in the tenant"):
         assert TARGET.client_id in found.fix
 
 
@@ -97,3 +98,12 @@ def test_the_delivery_policy_parks_credentials_failures_without_spending_a_deliv
 def test_the_retest_back_off() -> None:
     assert [retest_delay(n).total_seconds() / 60 for n in (1, 2, 3, 4, 10)] == [5, 15, 60, 60, 60]
     assert RETEST_BACKOFF_MINUTES == (5, 15, 60)
+
+
+def test_an_expired_federated_assertion_is_not_taken_for_a_subject_mismatch() -> None:
+    """Entra answers an expired managed-identity assertion with AADSTS700024, not 700211/700213: the diagnosis must
+    cover both readings of that code, the clock and the expired identity token."""
+    found = diagnose(TARGET, "AADSTS700024: Client assertion is not within its valid time range. Current time: "
+                             "2026-12-08T02:00:00.0000000Z, expiry time of assertion 2026-12-08T01:59:00.0000000Z.")
+    assert found.cause == "expired or skewed client assertion"
+    assert "NTP" in found.fix and "federated" in found.fix and TARGET.client_id in found.fix

@@ -110,9 +110,12 @@ def _sign_in(code: str, subject: Subject) -> Diagnosis | None:
         )
     if code in ("700024", "50012"):
         return Diagnosis(
-            "clock skew",
-            "Entra refused the signed assertion as outside its valid time: the clock of the machine running ctcs is "
-            "off by more than a few minutes; synchronise it (NTP) and test again",
+            "expired or skewed client assertion",
+            "Entra refused the signed client assertion as outside its valid time (Entra also answers AADSTS700024 "
+            "for an expired federated assertion): with a certificate, the clock of the machine running ctcs is off by "
+            "more than five minutes, so synchronise it (NTP) and test again; with managed identity federation, the "
+            "identity's token had expired when Entra got it, so test again, and if it persists check the Function "
+            f"App's clock and that app {app}'s federated credential names this identity",
             aadsts,
         )
     if code in ("7000215", "7000222", "7000218"):

@@ -7,8 +7,13 @@ result into the tree of `sync.errors`:
     JSON string in error.details[0].message   {"Message": ..., "TypeName": "...NotFoundException"}
     pipe string                               Ex6F9304|Microsoft....ManagementObjectNotFoundException|text
     error.innererror.internalexception        {"message": ..., "type": ...}
-    error.message                             "Error executing cmdlet"
+    error.message                             "Error executing cmdlet" or "Invalid Operation"
     plain text body                           "You have reached the maximum number of concurrent requests ..."
+    a body that is not text                   NUL bytes (a live 403): "HTTP 403 with a body that is not JSON (4 bytes)"
+
+Both envelopes seen live are read: "Error executing cmdlet" with a JSON-string or `Ex…|Type|text` detail, and
+"Invalid Operation" with an empty-prefix pipe string (`|Type|text`) in details[0] and/or the innererror. Control
+characters never reach a message (they would reach logs and Table Storage).
 
 A 200 whose body carries `@adminapi.errors` is a failed cmdlet too (`errors_in_success`).
 
@@ -44,6 +49,7 @@ QUOTA_TEXT = "maximum number of mail users and contacts you can create"
 _MAX_MESSAGE = 500
 
 _PIPE_SHAPE = re.compile(r"^\s*([^|\s]*)\|([A-Za-z_][\w.`+]*)\|(.*)$", re.DOTALL)
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ufffd]+")  # unprintable, and what bad UTF-8 decodes to
 _HOLDER = re.compile(r'LegacyExchangeDN of "([^"]*)"', re.IGNORECASE)
 
 
@@ -64,7 +70,7 @@ def read_failure(status: int, body: bytes | str, headers: Mapping[str, str] | No
     payload = _json_object(text)
     error = payload.get("error") if payload is not None else None
     if not isinstance(error, Mapping):
-        return ExchangeFailure(status, header_type, _clip(text.strip()) or f"HTTP {status}")
+        return ExchangeFailure(status, header_type, _plain_text(status, body, text))
     code = error.get("code") if isinstance(error.get("code"), str) else None
     candidates: list[tuple[str, str | None]] = []
     details = error.get("details")
@@ -182,5 +188,17 @@ def _short_type(full: object) -> str | None:
     return full.strip().rsplit(".", 1)[-1]
 
 
+def _plain_text(status: int, body: bytes | str, text: str) -> str:
+    """The message of a body that is not a JSON error: its text when it is readable, else what it was."""
+    readable = _CONTROL.sub(" ", text).strip()
+    if not readable:
+        size = len(body)
+        return f"HTTP {status}" + (f" with a body that is not JSON ({size} bytes)" if size else "")
+    if len(readable) < len(text.strip()) / 2:  # mostly unreadable: binary, not a message
+        return f"HTTP {status} with a body that is not JSON ({len(body)} bytes)"
+    return _clip(re.sub(r"\s+", " ", readable))
+
+
 def _clip(text: str) -> str:
+    text = _CONTROL.sub(" ", text)
     return text if len(text) <= _MAX_MESSAGE else text[: _MAX_MESSAGE - 1] + "…"

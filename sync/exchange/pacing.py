@@ -7,6 +7,9 @@ Every HTTP call to the admin API takes a slot (`with pacer.slot(): ...`) and rep
 - a 429 with Retry-After (a spent budget), or a `Rate-Limit-Remaining` no larger than the limit, holds every new
   call of the organisation until the tenant's reset time (`Rate-Limit-Reset`, read as seconds or as the absolute
   ISO-8601 time Exchange Online sends);
+- the concurrency headers of an answer (`X-Combinedapponlyconcurrencycount` less `X-Concurrencycount`: other
+  apps' calls in flight at the tenant) take this process's proportion of those calls off its share until an answer
+  says otherwise, so the shared limit measures the tenant's whole cap and ctcs leaves room for the other apps;
 - about once a second (`report_seconds`) one calling thread reports what it saw to the `PaceBoard` (Table Storage:
   a read and a conditional write, whatever the number of calls) and takes back the shared limit and the active
   instances. Nothing is reported while the organisation is idle.
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -65,6 +69,7 @@ class OrgPacer:
         self._saturated = False
         self._throttled_until = 0.0  # epoch, to publish
         self.refusals = 0  # concurrency 429s seen by this process, for reports and tests
+        self.others_in_flight = 0  # other apps' calls at the tenant, as the last answer's concurrency headers said
 
     @property
     def throttled_until(self) -> float:
@@ -101,7 +106,7 @@ class OrgPacer:
                 if now < self._not_before:
                     self._cond.wait(min(self._not_before - now, self._report_seconds))
                     continue
-                if self._in_flight < self.share:
+                if self._in_flight < self._room():
                     self._in_flight += 1
                     return
                 self._saturated = True
@@ -122,11 +127,27 @@ class OrgPacer:
                 self._calls += 1
             if status == 429 and not concurrency_refused and retry_after is not None:
                 self._hold(now, retry_after)
+            others = _others_in_flight(headers)
+            if others is not None:
+                self.others_in_flight = others
             remaining, reset = _budget(headers, self._wall())
             if remaining is not None and reset is not None and remaining <= self.limit:
                 self._hold(now, reset)
             # Nothing here frees a slot, so no waiter is woken: waking every waiter on every answer costs each of
             # them the GIL once per call (a convoy that slowed a busy worker several-fold).
+
+    def room(self) -> int:
+        """How many calls this process may have in flight now."""
+        with self._cond:
+            return self._room()
+
+    def _room(self) -> int:
+        # The share, less this process's part of the calls other apps have in flight at the tenant (every instance
+        # gives up its share's proportion of them, so together they give up about all of them): the tenant counts
+        # every app-only caller against one cap, and `limit` grows to that cap while the others' calls come and go.
+        if not self.others_in_flight:
+            return self.share
+        return max(1, self.share - math.ceil(self.others_in_flight * self.share / max(1, self.limit)))
 
     def _hold(self, now: float, seconds: float) -> None:
         self._not_before = max(self._not_before, now + seconds)
@@ -185,6 +206,20 @@ def _budget(headers: Mapping[str, str] | None, wall: float) -> tuple[int | None,
     if reset is None:
         return None, None
     return remaining, min(MAX_BUDGET_HOLD_SECONDS, max(0.0, reset))
+
+
+def _others_in_flight(headers: Mapping[str, str] | None) -> int | None:
+    """Calls of other apps in flight at the tenant: `X-Combinedapponlyconcurrencycount` (every app-only caller's)
+    less `X-Concurrencycount` (this app's); None when an answer does not carry both (then nothing changes)."""
+    if not headers:
+        return None
+    own, combined = _header(headers, "X-Concurrencycount"), _header(headers, "X-Combinedapponlyconcurrencycount")
+    if own is None or combined is None:
+        return None
+    try:
+        return max(0, int(combined) - int(own))
+    except ValueError:
+        return None
 
 
 def _reset_seconds(value: str, date: str | None, wall: float) -> float | None:
