@@ -6,7 +6,7 @@ Routes (all under the authority base URL):
     POST /{tenant}/oauth2/v2.0/token                       client_credentials with client_secret or client_assertion
 Refusals with Entra's codes: an app not consented in the tenant (AADSTS700016), a wrong secret (7000215), a
 certificate not on the app (700027), an assertion outside its time range (700024, `cloud.clock_skew` seconds
-moves the authority's clock), a managed identity whose subject no federated record names (700213).
+moves the authority's clock; an expired federated assertion gets 700024 too, as from Entra), a managed identity whose subject no federated record names (700213).
     GET  /msi/token                                        App Service managed identity (IDENTITY_ENDPOINT)
 Clients must pass `disable_instance_discovery=True`: otherwise MSAL asks login.microsoftonline.com (not loopback) to
 validate the unknown authority host. `{tenant}` is the tenant GUID or its domain. Errors follow Entra: JSON with error, error_description ("AADSTSnnnn: ..."),
@@ -28,7 +28,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from sim.tokens import TOKEN_EXCHANGE_AUDIENCE, TokenRejected
+from sim.tokens import TOKEN_EXCHANGE_AUDIENCE, TokenExpired, TokenRejected
 from sim.transient import transient_response
 
 if TYPE_CHECKING:
@@ -197,16 +197,14 @@ def build_authority_app(cloud: SimCloud) -> Starlette:
         now = time.time() + cloud.clock_skew
         expires, not_before = float(claims["exp"]), float(claims.get("nbf") or 0)
         if now > expires + CLOCK_SKEW_ALLOWED or now < not_before - CLOCK_SKEW_ALLOWED:
-            raise AuthError(
-                401, "invalid_client", 700024,
-                f"Client assertion is not within its valid time range. Current time: {_iso(now)}, assertion valid "
-                f"from {_iso(not_before)}, expiry time of assertion {_iso(expires)}. Review the documentation at "
-                "https://learn.microsoft.com/entra/identity-platform/certificate-credentials .",
-            )
+            raise _outside_valid_time(now, not_before, expires)
 
     def _check_federated_assertion(app: AppRegistration, assertion: str) -> None:
         try:
             claims = cloud.signer.verify(assertion, audience=TOKEN_EXCHANGE_AUDIENCE)
+        except TokenExpired as exc:
+            # Entra answers an expired federated assertion as it answers an expired certificate assertion.
+            raise _outside_valid_time(time.time() + cloud.clock_skew, exc.not_before, exc.expires) from exc
         except TokenRejected as exc:
             raise AuthError(400, "invalid_request", 700211, f"Federated assertion rejected: {exc}") from exc
         subject = str(claims.raw.get("sub", "")).lower()
@@ -260,6 +258,15 @@ def build_authority_app(cloud: SimCloud) -> Starlette:
             Route("/{tenant}/discovery/v2.0/keys", keys),
             Route("/{tenant}/oauth2/v2.0/token", token, methods=["POST"]),
         ]
+    )
+
+
+def _outside_valid_time(now: float, not_before: float, expires: float) -> AuthError:
+    return AuthError(
+        401, "invalid_client", 700024,
+        f"Client assertion is not within its valid time range. Current time: {_iso(now)}, assertion valid "
+        f"from {_iso(not_before)}, expiry time of assertion {_iso(expires)}. Review the documentation at "
+        "https://learn.microsoft.com/entra/identity-platform/certificate-credentials .",
     )
 
 

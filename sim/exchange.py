@@ -5,9 +5,11 @@ Each call meets the tenant's limits first (sim.exchange_limits: request budget, 
 creation quota lives in New-MailContact), then runs the cmdlet.
 
 Renders `CmdletError`s in the three `details[0].message` shapes of the reference (JSON string, pipe string,
-innererror), sets `X-ExceptionType`, and pages Get-* results with `@odata.nextLink` (same body POSTed again).
+innererror) inside either envelope seen live ("Error executing cmdlet", or "Invalid Operation" with an empty-prefix
+pipe string: `ExchangeProfile.error_envelope`), sets `X-ExceptionType` and, on every answer, the budget and
+concurrency headers (sim.exchange_limits), and pages Get-* results with `@odata.nextLink` (same body POSTed again).
 `ResultSize` defaults to 1000 (with the "more results" warning); `Prefer: odata.maxpagesize=N` lowers the page size.
-A token without `Exchange.ManageAsApp` is refused (403); an app whose Entra/Exchange roles hold no management role
+A token without `Exchange.ManageAsApp` is refused (403, with a body of NUL bytes by default, as seen live); an app whose Entra/Exchange roles hold no management role
 with the cmdlet gets 401 "User is not allowed to call <cmdlet>", as Exchange's RBAC answers.
 """
 
@@ -35,6 +37,7 @@ if TYPE_CHECKING:
 
 DEFAULT_RESULT_SIZE = 1000
 MAX_BATCH = 10  # sub-requests per $batch
+FORBIDDEN_NUL_BYTES = 4  # the live 403's length is not known; any run of NUL bytes is the shape
 QUOTA_EXCEPTION = NS["Quota"].rsplit(".", 1)[-1]
 SKIPPED_SUB_HEADERS = {"content-length", "content-type"}
 MORE_RESULTS_WARNING = (
@@ -43,11 +46,20 @@ MORE_RESULTS_WARNING = (
 )
 
 
-def error_response(error: CmdletError, *, shape: str | None = None) -> JSONResponse:
-    """One failed cmdlet as Exchange answers it; `shape` overrides the error's own shape (json/pipe/innererror)."""
+def error_response(error: CmdletError, *, shape: str | None = None, envelope: str = "classic") -> JSONResponse:
+    """One failed cmdlet as Exchange answers it; `shape` overrides the error's own shape (json/pipe/innererror).
+    `envelope` "invalid_operation" is the other form seen live: `error.message` "Invalid Operation", the type and
+    text in an empty-prefix pipe string (`|Type|text`) under details, and the innererror."""
     shape = shape or error.shape
     short = error.type_name.rsplit(".", 1)[-1]
     code = {404: "NotFound", 500: "InternalServerError"}.get(error.status, "BadRequest")
+    if envelope == "invalid_operation":
+        return JSONResponse({"error": {
+            "code": code, "message": "Invalid Operation",
+            "details": [{"code": "Client", "message": f"|{error.type_name}|{error.message}"}],
+            "innererror": {"message": error.message, "type": "Microsoft.Exchange.Admin.OData.Core.ODataServiceException",
+                           "internalexception": {"message": error.message, "type": error.type_name}},
+        }}, error.status, headers={"X-ExceptionType": short})
     body: dict[str, Any] = {"error": {"code": code, "message": "Error executing cmdlet"}}
     if shape == "json":
         detail = json.dumps({"Message": error.message, "TypeName": error.type_name, "ErrorCategory": "NotSpecified",
@@ -61,6 +73,13 @@ def error_response(error: CmdletError, *, shape: str | None = None) -> JSONRespo
             "internalexception": {"message": error.message, "type": error.type_name},
         }
     return JSONResponse(body, error.status, headers={"X-ExceptionType": short})
+
+
+def forbidden(reason: str, *, body: str) -> Response:
+    """A 403 (the token lacks Exchange.ManageAsApp): JSON, or NUL bytes as a live answer carried (`body="nul"`)."""
+    if body == "nul":
+        return Response(b"\x00" * FORBIDDEN_NUL_BYTES, 403)
+    return JSONResponse({"error": {"code": "Forbidden", "message": reason}}, 403)
 
 
 def not_allowed(cmdlet: str) -> JSONResponse:
@@ -103,7 +122,7 @@ def build_exchange_app(cloud: SimCloud) -> Starlette:
         except TokenRejected as exc:
             return JSONResponse({"error": {"code": "Unauthorized", "message": str(exc)}}, 401)
         except Forbidden as exc:
-            return JSONResponse({"error": {"code": "Forbidden", "message": str(exc)}}, 403)
+            return forbidden(str(exc), body=_forbidden_body(cloud, tenant_segment))
         if not tenant.exchange.limits.profile.batch:
             return JSONResponse({"error": {"code": "BadRequest", "message": "Batch requests are not supported."}}, 400)
         try:
@@ -161,22 +180,23 @@ async def _execute(
     if not allowed:
         cloud.counts.add(("limits", "budget"), ("limits", "budget", cmdlet))
         return _with(exchange_transient(429, "TooManyRequests", "Throttled: the tenant's request budget is spent."),
-                     budget_headers)
+                     budget_headers, limits.concurrency_headers())
     if not limits.enter():
         cloud.counts.add(("limits", "concurrency"), ("limits", "concurrency", cmdlet))
         retry_after = limits.profile.concurrency_retry_after
-        return _with(PlainTextResponse(CONCURRENCY_LIMIT_TEXT, 429), budget_headers,
+        return _with(PlainTextResponse(CONCURRENCY_LIMIT_TEXT, 429), budget_headers, limits.concurrency_headers(),
                      {"Retry-After": retry_after} if retry_after is not None else {})
     try:
         delay = limits.latency(cmdlet)
         if delay:
             await asyncio.sleep(delay)
         response = await _run(cloud, tenant_segment, headers, cmdlet, params, query)
+        concurrency = limits.concurrency_headers()  # while this call still holds its slot: it counts itself
     finally:
         limits.leave()
     if response.status_code == 400 and response.headers.get("X-ExceptionType") == QUOTA_EXCEPTION:
         cloud.counts.add(("limits", "quota"))
-    return _with(response, budget_headers)
+    return _with(response, budget_headers, concurrency)
 
 
 async def _run(
@@ -190,7 +210,7 @@ async def _run(
         return JSONResponse({"error": {"code": "Unauthorized", "message": str(exc)}}, 401,
                             headers={"WWW-Authenticate": challenge})
     except Forbidden as exc:
-        return JSONResponse({"error": {"code": "Forbidden", "message": str(exc)}}, 403)
+        return forbidden(str(exc), body=_forbidden_body(cloud, tenant_segment))
     if not cmdlet:
         return JSONResponse({"error": {"code": "BadRequest", "message": "The request body must hold CmdletInput."}}, 400)
     app = tenant.apps.get(claims.client_id)
@@ -204,7 +224,7 @@ async def _run(
         if error.non_terminating or org.errors_in_200:
             return _ok(cloud, tenant_segment, [], errors=[{"Message": error.message, "TypeName": error.type_name,
                                                            "ErrorCategory": "NotSpecified"}])
-        return error_response(error)
+        return error_response(error, envelope=org.limits.envelope())
     warnings: list[str] = []
     if result_size is not None and len(objects) > result_size:
         objects, warnings = objects[:result_size], [MORE_RESULTS_WARNING]
@@ -220,6 +240,11 @@ async def _run(
         if select:
             next_link += "&$select=" + ",".join(select)
     return _ok(cloud, tenant_segment, page, warnings=warnings, next_link=next_link)
+
+
+def _forbidden_body(cloud: SimCloud, tenant_segment: str) -> str:
+    known = cloud.find_tenant(tenant_segment)
+    return known.exchange.limits.profile.forbidden_body if known is not None else "json"
 
 
 def _header_case(name: str) -> str:

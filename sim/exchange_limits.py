@@ -15,8 +15,16 @@ What each part does, as the real service does it:
   "You have reached the maximum number of concurrent requests per tenant..." and, like Exchange often does, no
   Retry-After unless `concurrency_retry_after` is set.
 - budget: `budget` calls per `budget_window` seconds (a fixed window); every answer carries `Rate-Limit-Limit`,
-  `Rate-Limit-Remaining` and `Rate-Limit-Reset` (seconds until the window renews); a call beyond it gets 429 with
-  `Retry-After` = the seconds left in the window.
+  `Rate-Limit-Remaining` and `Rate-Limit-Reset`: by default the absolute ISO-8601 time the window renews
+  (`2024-05-22T16:52:26.365Z`, the form seen live; `rate_limit_reset_format="seconds"` sends seconds until then);
+  a call beyond it gets 429 with `Retry-After` = the seconds left in the window.
+- concurrency headers (`concurrency_headers`, on by default): every answer carries `X-Concurrencycount` (this
+  app's calls in flight at the tenant, the answered one included) and `X-Combinedapponlyconcurrencycount` (every
+  app-only caller's, `foreign_in_flight` calls of other apps included: they also count against the cap).
+- error envelopes (`error_envelope`): "classic" (`error.message` "Error executing cmdlet"), "invalid_operation"
+  (`error.message` "Invalid Operation", `details[0]` `{"code": "Client", "message": "|Type|text"}` and the
+  innererror), or "mixed" (the default: each failure draws one, seeded, as answers seen live vary).
+  `forbidden_body` is "nul" (the default: a 403 body of NUL bytes, as seen live) or "json".
 - creation quota: after `creation_quota` new mail contacts (± `quota_jitter`, seeded: the real limit is dynamic),
   New-MailContact fails with HTTP 400 `RecipientUsageExceededRecentQuotaException` until `quota_cooldown` seconds
   after the quota was reached; then the count starts again.
@@ -26,6 +34,8 @@ What each part does, as the real service does it:
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
+import math
 import os
 import random
 import threading
@@ -36,6 +46,9 @@ from typing import Any
 
 PROFILE_VARIABLE = "CTCS_SIM_EXCHANGE_PROFILE"
 NOMINAL_BUDGET = 10_000  # what Rate-Limit-Limit says when no budget is simulated
+ENVELOPES = ("classic", "invalid_operation")
+CHOICES = {"rate_limit_reset_format": ("iso", "seconds"), "error_envelope": (*ENVELOPES, "mixed"),
+           "forbidden_body": ("nul", "json")}
 
 
 @dataclass(frozen=True)
@@ -52,7 +65,17 @@ class ExchangeProfile:
     quota_cooldown: float = 3600.0  # seconds from reaching the quota until it frees
     quota_jitter: float = 0.0  # ± this fraction of creation_quota, drawn per window
     batch: bool = True  # the `$batch` endpoint accepts requests
+    rate_limit_reset_format: str = "iso"  # "iso": an absolute time, as Exchange Online sends it; "seconds"
+    concurrency_headers: bool = True  # X-Concurrencycount and X-Combinedapponlyconcurrencycount on every answer
+    foreign_in_flight: int = 0  # calls of other apps in flight at the tenant (count against the cap)
+    error_envelope: str = "mixed"  # "classic" | "invalid_operation" | "mixed" (seeded draw per failure)
+    forbidden_body: str = "nul"  # a 403's body: "nul" (NUL bytes, as seen live) or "json"
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name, allowed in CHOICES.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"ExchangeProfile.{name} must be one of {', '.join(allowed)}, not {getattr(self, name)!r}")
 
     @classmethod
     def realistic(cls, *, scale: float = 0.1, seed: int = 0) -> ExchangeProfile:
@@ -104,6 +127,7 @@ class ExchangeLimits:
         self.profile = profile or ExchangeProfile()
         self.stats = LimitStats()
         self._rng = random.Random(self.profile.seed)
+        self._envelope_rng = random.Random(f"envelope:{self.profile.seed}")  # apart: draws here move no latency
         self._in_flight = 0
         self._window_started = time.monotonic()
         self._window_calls = 0
@@ -117,6 +141,7 @@ class ExchangeLimits:
             self.profile = dataclasses.replace(self.profile, **changes)
             if "seed" in changes:
                 self._rng = random.Random(self.profile.seed)
+                self._envelope_rng = random.Random(f"envelope:{self.profile.seed}")
             self._quota = self._draw_quota()
 
     # latency -----------------------------------------------------------------------------------------------------
@@ -134,7 +159,7 @@ class ExchangeLimits:
         """Take a slot for one call; False when the tenant's concurrency cap is reached (answer 429)."""
         with self._lock:
             cap = self.profile.concurrency_cap
-            if cap and self._in_flight >= cap:
+            if cap and self._in_flight + self.profile.foreign_in_flight >= cap:
                 self.stats.concurrency_rejections += 1
                 return False
             self._in_flight += 1
@@ -149,6 +174,23 @@ class ExchangeLimits:
     def in_flight(self) -> int:
         with self._lock:
             return self._in_flight
+
+    def concurrency_headers(self) -> dict[str, str]:
+        """The concurrency headers of an answer, taken while the answered call still holds its slot (a refused
+        call holds none); none when switched off."""
+        if not self.profile.concurrency_headers:
+            return {}
+        with self._lock:
+            own = self._in_flight
+            combined = own + self.profile.foreign_in_flight
+        return {"X-Concurrencycount": str(own), "X-Combinedapponlyconcurrencycount": str(combined)}
+
+    # error shapes ------------------------------------------------------------------------------------------------
+    def envelope(self) -> str:
+        """The envelope of the next failed cmdlet: the profile's, or a seeded draw when it is "mixed"."""
+        with self._lock:
+            chosen = self.profile.error_envelope
+            return self._envelope_rng.choice(ENVELOPES) if chosen == "mixed" else chosen
 
     # budget ------------------------------------------------------------------------------------------------------
     def spend(self) -> tuple[bool, dict[str, str]]:
@@ -168,10 +210,18 @@ class ExchangeLimits:
             limit = budget or NOMINAL_BUDGET
             remaining = max(0, limit - self._window_calls) if budget else limit - 1
             headers = {"Rate-Limit-Limit": str(limit), "Rate-Limit-Remaining": str(remaining),
-                       "Rate-Limit-Reset": f"{reset:.3f}".rstrip("0").rstrip(".") or "0"}
+                       "Rate-Limit-Reset": self._reset_text(reset)}
             if not allowed:
                 headers["Retry-After"] = str(max(1, int(reset + 0.999)))
             return allowed, headers
+
+    def _reset_text(self, seconds: float) -> str:
+        if self.profile.rate_limit_reset_format == "seconds":
+            return f"{seconds:.3f}".rstrip("0").rstrip(".") or "0"
+        # Milliseconds rounded up, as the live form has them: a client that waits until then finds the window renewed.
+        millis = math.ceil((time.time() + seconds) * 1000)
+        moment = dt.datetime.fromtimestamp(millis // 1000, dt.UTC)
+        return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{millis % 1000:03d}Z"
 
     # creation quota ----------------------------------------------------------------------------------------------
     def creation_allowed(self) -> bool:

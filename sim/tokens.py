@@ -24,6 +24,14 @@ class TokenRejected(Exception):
     """A bearer token failed validation; the message says why (safe to return: it never holds the token)."""
 
 
+class TokenExpired(TokenRejected):
+    """The token's lifetime is over (`exp` in the past); `expires` says when it ended."""
+
+    def __init__(self, message: str, *, expires: float, not_before: float) -> None:
+        super().__init__(message)
+        self.expires, self.not_before = expires, not_before
+
+
 class Forbidden(Exception):
     """The token is valid but its app lacks the role the service needs (→ 403)."""
 
@@ -97,7 +105,9 @@ class TokenSigner:
                 leeway=0,
             )
         except jwt.ExpiredSignatureError as exc:
-            raise TokenRejected("Lifetime validation failed, the token is expired.") from exc
+            unverified = jwt.decode(token, options={"verify_signature": False})
+            raise TokenExpired("Lifetime validation failed, the token is expired.", expires=float(unverified["exp"]),
+                               not_before=float(unverified.get("nbf") or 0)) from exc
         except jwt.InvalidAudienceError as exc:
             raise TokenRejected("Invalid audience: the token was issued for another resource.") from exc
         except jwt.PyJWTError as exc:

@@ -3,8 +3,10 @@ Rate-Limit-* headers, the creation quota, and `$batch`; each switchable per tena
 
 from __future__ import annotations
 
+import re
 import threading
 import time
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -23,6 +25,11 @@ def org(cloud: SimCloud) -> Tenant:
     tenant = cloud.add_tenant()
     tenant.register_app(CID, secret="x")
     return tenant
+
+
+def seconds_until(response: httpx.Response) -> float:
+    """Rate-Limit-Reset, sent as the absolute time Exchange Online sends (`2024-05-22T16:52:26.365Z`), in seconds."""
+    return datetime.fromisoformat(response.headers["Rate-Limit-Reset"]).timestamp() - time.time()
 
 
 def new_contact(cloud: SimCloud, http: httpx.Client, org: Tenant, n: int) -> httpx.Response:
@@ -94,8 +101,8 @@ def test_a_spent_budget_answers_429_with_retry_after_until_the_window_renews(
     assert remaining == ["2", "1", "0"]
     throttled = call(cloud, http, org, "Get-Recipient", Identity="nobody")
     assert throttled.status_code == 429 and int(throttled.headers["Retry-After"]) >= 1
-    assert throttled.headers["Rate-Limit-Limit"] == "3" and float(throttled.headers["Rate-Limit-Reset"]) <= 1.5
-    time.sleep(float(throttled.headers["Rate-Limit-Reset"]) + 0.05)
+    assert throttled.headers["Rate-Limit-Limit"] == "3" and 0 <= seconds_until(throttled) <= 1.5
+    time.sleep(seconds_until(throttled) + 0.05)
     renewed = call(cloud, http, org, "Get-Recipient", Identity="nobody")
     assert renewed.status_code == 404 and renewed.headers["Rate-Limit-Remaining"] == "2"
 
@@ -180,3 +187,57 @@ def test_an_or_of_equalities_is_answered_from_the_indexes_exactly_as_a_scan_woul
     scanned = {r["Name"] for r in org.recipients() if compile_filter(text)(r)}
     assert answered == scanned == {"ctcs-1", "mailbox"}
     assert equality_terms("Name -like 'ctcs*'") is None and equality_terms("(Name -eq 'a') -and (Alias -eq 'b')") is None
+
+
+def test_budget_headers_come_in_the_live_iso_form_or_as_seconds(cloud: SimCloud, http: httpx.Client, org: Tenant) -> None:
+    org.exchange.limits.configure(budget=100, budget_window=30.0)
+    reset = call(cloud, http, org, "Get-Recipient", Identity="nobody").headers["Rate-Limit-Reset"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", reset), reset
+    assert 0 < datetime.fromisoformat(reset).timestamp() - time.time() <= 30.001
+    org.exchange.limits.configure(rate_limit_reset_format="seconds")
+    seconds = float(call(cloud, http, org, "Get-Recipient", Identity="nobody").headers["Rate-Limit-Reset"])
+    assert 0 < seconds <= 30
+    with pytest.raises(ValueError, match="rate_limit_reset_format must be one of iso, seconds"):
+        ExchangeProfile(rate_limit_reset_format="epoch")
+
+
+def test_every_answer_carries_the_concurrency_headers(cloud: SimCloud, http: httpx.Client, org: Tenant) -> None:
+    org.exchange.limits.configure(foreign_in_flight=2, concurrency_cap=10)
+    for answer in (call(cloud, http, org, "Get-Recipient", Identity="nobody"), new_contact(cloud, http, org, 1)):
+        assert answer.headers["X-Concurrencycount"] == "1", "the answered call counts itself"
+        assert answer.headers["X-Combinedapponlyconcurrencycount"] == "3", "and the other apps' calls"
+    org.exchange.limits.configure(concurrency_cap=2)  # the other apps' two calls fill the cap
+    refused = call(cloud, http, org, "Get-Recipient", Identity="nobody")
+    assert refused.status_code == 429 and refused.headers["X-Combinedapponlyconcurrencycount"] == "2"
+    org.exchange.limits.configure(concurrency_headers=False, concurrency_cap=0)
+    assert "X-Concurrencycount" not in call(cloud, http, org, "Get-Recipient", Identity="nobody").headers
+
+
+def test_failures_come_in_both_live_envelopes_drawn_by_the_seed(cloud: SimCloud, http: httpx.Client, org: Tenant) -> None:
+    def envelopes() -> list[str]:
+        return [call(cloud, http, org, "Get-MailContact", Identity=f"none{n}").json()["error"]["message"]
+                for n in range(12)]
+
+    org.exchange.limits.configure(seed=7)
+    drawn = envelopes()
+    assert set(drawn) == {"Error executing cmdlet", "Invalid Operation"}, "strict by default: both shapes"
+    org.exchange.limits.configure(seed=7)
+    assert envelopes() == drawn, "seeded"
+    org.exchange.limits.configure(error_envelope="invalid_operation")
+    error = call(cloud, http, org, "Get-MailContact", Identity="nobody").json()["error"]
+    assert error["details"][0]["code"] == "Client" and error["details"][0]["message"].startswith(
+        "|Microsoft.Exchange.Configuration.Tasks.ManagementObjectNotFoundException|")
+    assert error["innererror"]["internalexception"]["type"].endswith("ManagementObjectNotFoundException")
+    assert detail(call(cloud, http, org, "Get-MailContact", Identity="nobody"))[0] == "ManagementObjectNotFoundException"
+    org.exchange.limits.configure(error_envelope="classic")
+    assert set(envelopes()) == {"Error executing cmdlet"}
+
+
+def test_a_403_carries_nul_bytes_as_seen_live_or_json(cloud: SimCloud, http: httpx.Client, org: Tenant) -> None:
+    weak = "00000000-0000-0000-0000-00000000f403"
+    org.register_app(weak, secret="x", roles=["User.Read.All"])
+    token = {"Authorization": f"Bearer {cloud.issue_token(org, weak, 'exchange')}"}
+    refused = call(cloud, http, org, "Get-Recipient", headers=token, Identity="nobody")
+    assert refused.status_code == 403 and refused.content and set(refused.content) == {0}
+    org.exchange.limits.configure(forbidden_body="json")
+    assert call(cloud, http, org, "Get-Recipient", headers=token, Identity="nobody").json()["error"]["code"] == "Forbidden"

@@ -195,3 +195,16 @@ def test_a_recreated_identity_gets_the_subject_error(cloud: SimCloud, tenant: Te
     with pytest.raises(ClientAuthenticationError, match="AADSTS700213: No matching federated identity record found for "
                                                           "presented assertion subject"):
         credential.get_token(cloud.endpoints["graph"] + "/.default")
+
+
+def test_an_expired_federated_assertion_gets_entras_time_range_error(cloud: SimCloud, tenant: Tenant) -> None:
+    cid = str(uuid.uuid4())
+    tenant.register_app(cid, federated_subject=cloud.managed_identity.object_id)
+    identity = cloud.managed_identity
+    expired, _ = cloud.signer.issue(tenant_id=identity.tenant_id, client_id=identity.client_id,
+                                    audience="api://AzureADTokenExchange", subject=identity.object_id, lifetime=-60)
+    credential = ClientAssertionCredential(tenant.tenant_id, cid, lambda: expired, **_kw(cloud))
+    with pytest.raises(ClientAuthenticationError, match="AADSTS700024: Client assertion is not within its valid time "
+                                                          "range") as refused:
+        credential.get_token(cloud.endpoints["graph"] + "/.default")
+    assert "AADSTS700211" not in str(refused.value)
