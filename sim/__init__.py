@@ -75,6 +75,10 @@ Exchange as hard as the real one — see sim.exchange_limits (everything off by 
     t.exchange.limits.stats                  # peak in flight, 429s served, quota refusals and windows
     cloud.counts[("limits", "concurrency")], cloud.counts[("limits", "budget")], cloud.counts[("limits", "quota")]
 
+A real tenant's recorded behaviour — see sim.profile
+    CTCS_SIM_PROFILE=record.json             # a `pairs test ID --deep --record` file: its Rate-Limit-Reset format,
+                                             # concurrency headers and Get-* property sets, for every new tenant
+
 Faults and counters — see sim.faults
     cloud.faults.inject("graph", "throttle", times=2, retry_after="0.249")
     cloud.faults.inject("exchange", "server_busy", operation="New-MailContact", probability=0.3)

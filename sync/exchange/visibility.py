@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from typing import Any, Protocol
 
 HIDDEN_FILTER = "HiddenFromAddressListsEnabled -eq 'True'"
+HIDDEN_SELECT = ("ExternalDirectoryObjectId", "HiddenFromAddressListsEnabled")  # what the listing reads
 
 
 class RecipientReader(Protocol):
@@ -29,7 +30,7 @@ class SourceVisibility:
         rows = self.reader.iter_rows(
             "Get-Recipient",
             {"Filter": HIDDEN_FILTER, "ResultSize": "Unlimited"},
-            select=("ExternalDirectoryObjectId", "HiddenFromAddressListsEnabled"),
+            select=HIDDEN_SELECT,
         )
         return frozenset(
             str(row["ExternalDirectoryObjectId"]).lower()

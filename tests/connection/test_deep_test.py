@@ -17,6 +17,7 @@ import pytest
 from sim import SimCloud
 from sim.profile import SimProfile
 from sync.cli import main as cli
+from sync.contract.pairs import parse_pair
 from tests.support.sim_pairs import SimPair
 
 from .conftest import Setup
@@ -171,3 +172,20 @@ def test_the_http_route_takes_deep(setup: Setup) -> None:
     assert reply.status == 424
     plain = json.loads(setup.host.call_http("POST", f"/api/pairs/{made.pair.id}/test").body)
     assert "assumptions" not in plain
+
+
+def test_the_sources_own_exchange_is_probed_when_granted(setup: Setup, capsys: pytest.CaptureFixture[str]) -> None:
+    grant = {"organization": "placeholder.onmicrosoft.com",
+             "credential": {"type": "client_secret", "secret": "env:CTCS_SECRET_CONNECTION_TEST"}}
+    made = setup.pair(store=False, source={"exchange": grant})
+    definition = {**made.definition, "source": {**made.definition["source"],
+                                                "exchange": {**grant, "organization": made.source.domain}}}
+    pair = parse_pair(definition)
+    setup.rt.stores.pairs.add(pair)
+    made.source.exchange.add_recipient("UserMailbox", "Hidden Person", f"hidden@{made.source.domain}",
+                                       HiddenFromAddressListsEnabled=True, ExternalDirectoryObjectId=str(uuid.uuid4()))
+    code = cli.main(["pairs", "test", pair.id, "--deep", "--json"], runtime=lambda: setup.rt)
+    found = {(row["side"], row["name"]): row["status"] for row in json.loads(capsys.readouterr().out)["assumptions"]}
+    assert code == cli.EXIT_OK
+    assert found[("source.exchange", "filter: hidden recipients")] == "ok"
+    assert found[("source.exchange", "hidden recipient properties")] == "ok"

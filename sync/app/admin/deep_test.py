@@ -6,6 +6,7 @@ row each (assumed / seen / ok):
              each filter form it sends (the anchor prefix, the other tools' anchors, look-ups by address, Guid,
              name and all of them at once); the Rate-Limit-* and concurrency header formats; paging
     source   the users/delta page size, the app's subscription headroom, the directory quota where Graph shows it
+    source.exchange (when granted) the hidden-recipients filter and the two properties its listing reads
 
 Nothing is written to either tenant: the Exchange probes are Get-* cmdlets (`sync.exchange.probe` refuses any
 other), the Graph probes are GETs. A look-up whose value the organisation holds (taken from the first mail
@@ -35,6 +36,7 @@ from sync.core.source import source_select
 from sync.errors import CredentialUnusable, SourceError, TargetError
 from sync.exchange import opath
 from sync.exchange.probe import BUDGET_HEADERS, CONCURRENCY_HEADERS, READS, ExchangeProbe, ProbeAnswer, value_format
+from sync.exchange.visibility import HIDDEN_FILTER, HIDDEN_SELECT
 from sync.graph.deep_probe import GraphDeepProbe
 
 log = logging.getLogger("ctcs.connection")
@@ -103,7 +105,11 @@ def deep_check(rt: Runtime, pair: TenantPair | str) -> DeepReport:
     failed_sides = {check.side for check in report.connection.failures if check.credentials}
     probe = rt.open_probe(pair)
     try:
-        for side, probes in ((Side.TARGET, _target_probes), (Side.SOURCE, _source_probes)):
+        sides: list[tuple[Side, Callable[[ConnectionProbe, TenantPair, DeepReport], None]]] = [
+            (Side.TARGET, _target_probes), (Side.SOURCE, _source_probes)]
+        if pair.source.exchange is not None:
+            sides.append((Side.SOURCE_EXCHANGE, _source_exchange_probes))
+        for side, probes in sides:
             if side.value in failed_sides:
                 report.rows.append(Assumption(side.value, "deep probes", "reachable", "connection test failed",
                                               UNVERIFIED))
@@ -261,6 +267,32 @@ def _format(answers: list[ProbeAnswer], name: str) -> str:
     found = {value_format(answer.header(name)) for answer in answers} or {"absent"}
     found = {"seconds" if kind == "integer" and name == "Rate-Limit-Reset" else kind for kind in found}
     return found.pop() if len(found) == 1 else "mixed"
+
+
+# --- the source's own Exchange (when the pair grants it) ------------------------------------------------------------
+
+def _source_exchange_probes(probe: ConnectionProbe, pair: TenantPair, report: DeepReport) -> None:
+    """The hidden-recipients listing (`sync.exchange.visibility`): its filter accepted, its two properties returned."""
+    exchange = ExchangeProbe(probe.exchange(Side.SOURCE_EXCHANGE).api)
+    side = Side.SOURCE_EXCHANGE.value
+    try:
+        answer = exchange.call("Get-Recipient", {"Filter": HIDDEN_FILTER, "ResultSize": 1}, select=HIDDEN_SELECT)
+    finally:
+        exchange.close()
+    rows = report.rows
+    if not answer.ok:
+        rows.append(Assumption(side, "filter: hidden recipients", "accepted", "refused", FAILED, answer.error))
+        return
+    rows.append(Assumption(side, "filter: hidden recipients", "accepted", "accepted", OK))
+    if not answer.rows:
+        rows.append(Assumption(side, "hidden recipient properties", f"{len(HIDDEN_SELECT)} properties",
+                               "no hidden recipient", UNVERIFIED))
+        return
+    missing = [name for name in HIDDEN_SELECT if name not in answer.rows[0]]
+    rows.append(Assumption(side, "hidden recipient properties", f"{len(HIDDEN_SELECT)} properties",
+                           "missing " + ", ".join(missing) if missing else "all returned", FAILED if missing else OK))
+    report.shapes.setdefault("source_exchange", {})["hidden_listing"] = {
+        "asked": list(HIDDEN_SELECT), "properties": [name for name in HIDDEN_SELECT if name in answer.rows[0]]}
 
 
 # --- the source's Graph ----------------------------------------------------------------------------------------------
