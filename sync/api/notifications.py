@@ -26,7 +26,7 @@ from sync.app.notifications.intake import (
     issued_address_id,
     validation_answer,
 )
-from sync.app.wiring.runtime import Runtime
+from sync.app.notifications.lean import IntakeRuntime
 
 log = logging.getLogger("ctcs.http")
 
@@ -50,7 +50,7 @@ def declared_size(headers: Mapping[str, str]) -> int | None:
         return None
 
 
-def receive(rt: Runtime, address: tuple[str, str], params: Mapping[str, str], headers: Mapping[str, str],
+def receive(rt: IntakeRuntime, address: tuple[str, str], params: Mapping[str, str], headers: Mapping[str, str],
             read_body: Callable[[], bytes]) -> PlainResponse:
     """One request to the notification route; `address` is the path's (pair, token), `read_body` is called only
     once the path and the declared size have passed."""

@@ -129,3 +129,38 @@ def test_a_subscription_refused_for_quota_shows_in_status_and_the_timer_carries_
         assert _contact_title(sync, uid) == "Carried by the timer"
     finally:
         subscriptions.limit_per_app = saved
+
+
+COLD_PROCESS = """
+import json, sys
+import azure.functions as func
+import function_app
+path, body = sys.argv[1], sys.argv[2].encode()
+pair, token = path.rsplit("/", 2)[1:]
+request = func.HttpRequest("POST", "https://ctcs.example" + path, headers={}, params={},
+                           route_params={"pair": pair, "token": token}, body=body)
+status = function_app.graph_notifications(request).status_code
+heavy = ("msgraph", "azure.identity", "sync.graph", "sync.exchange", "sync.app.wiring", "sync.contract.pairs")
+print(json.dumps({"status": status, "loaded": sorted(m for m in sys.modules if m.startswith(heavy))}))
+"""
+
+
+def test_a_cold_process_answers_a_notification_without_loading_graph_or_exchange(notified: Notified) -> None:
+    """The route's import path on an instance that has run nothing else: the lean intake, no Graph or Exchange
+    client, no credentials, no pair models; the notification is still accepted and its run asked for."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    sub = notified.subscription()
+    item = {"subscriptionId": sub.id, "clientState": sub.client_state, "changeType": "updated",
+            "tenantId": notified.sync.source.tenant_id, "resource": "Users/x"}
+    path = "/api/" + sub.notification_url.split("/api/", 1)[1]
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run([sys.executable, "-c", COLD_PROCESS, path, json.dumps({"value": [item]})], cwd=root,
+                          env={**os.environ, "PYTHONPATH": str(root)}, capture_output=True, text=True, check=True)
+    answer = json.loads(done.stdout.strip().splitlines()[-1])
+    assert answer == {"status": 202, "loaded": []}
+    assert notified.sync.rt.stores.pair_runs.approximate_count() == 1

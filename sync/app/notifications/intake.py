@@ -40,7 +40,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sync.app.wiring.runtime import Runtime
+from sync.app.notifications.lean import IntakeRuntime
 from sync.contract.pair_runs import PairRunRequest, RunKind
 from sync.contract.vocabulary import RunTrigger, SubscriptionState
 from sync.core.notification_path import checked_address_id
@@ -101,7 +101,7 @@ class RefusedPaths:
 REFUSED = RefusedPaths()  # one per process, like the route's Runtime
 
 
-def issued_address_id(rt: Runtime, pair_id: str, token: str) -> str | None:
+def issued_address_id(rt: IntakeRuntime, pair_id: str, token: str) -> str | None:
     """The address id of an issued path, or None (counted in `REFUSED`): no storage, no queue, and at most one
     aggregated log line a minute."""
     address_id = checked_address_id(rt.tuning.notification_key, pair_id, token)
@@ -138,7 +138,7 @@ def _refusal(row: SubscriptionRow, pair_id: str, address_id: str, item: dict[str
     return ""
 
 
-def accept_notifications(rt: Runtime, body: bytes, *, pair_id: str, address_id: str) -> Accepted:
+def accept_notifications(rt: IntakeRuntime, body: bytes, *, pair_id: str, address_id: str) -> Accepted:
     """Check and count every item posted to the pair's URL of this address_id, then ask for one run per pair with
     accepted items (see the module docstring)."""
     items = parse_items(body)
@@ -189,7 +189,7 @@ def accept_notifications(rt: Runtime, body: bytes, *, pair_id: str, address_id: 
     return done
 
 
-def request_notification_run(rt: Runtime, pair_id: str) -> bool:
+def request_notification_run(rt: IntakeRuntime, pair_id: str) -> bool:
     """Ask for the pair's run `CTCS_NOTIFICATION_DELAY_SECONDS` from now, unless one is already asked for."""
     delay = rt.tuning.notification_delay_seconds
     if not rt.stores.pair_state.arm_notification_run(pair_id, pending_seconds=delay + PENDING_GRACE_SECONDS):
@@ -199,7 +199,7 @@ def request_notification_run(rt: Runtime, pair_id: str) -> bool:
     return True
 
 
-def validation_answer(rt: Runtime, pair_id: str, address_id: str, token: str) -> str | None:
+def validation_answer(rt: IntakeRuntime, pair_id: str, address_id: str, token: str) -> str | None:
     """The validation handshake's answer (the token as sent, the host has URL-decoded it, bounded in size), or None
     when no subscription of this pair and address id is being created right now."""
     if not rt.stores.subscriptions.creating(pair_id, address_id):
