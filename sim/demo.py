@@ -189,6 +189,7 @@ def demo(users: int = 2000, changes: int = 80, seed: int = 1) -> int:
     try:
         os.environ.update(_storage_settings())
         with SimCloud.start() as cloud, tempfile.TemporaryDirectory() as workdir:
+            cloud.delta_delay.max_seconds = 0.0  # the demo shows ctcs's rounds, not Graph's processing delay
             previous = cloud.apply_client_env()
             try:
                 pair, source, target = _tenants(cloud, Path(workdir), users, seed)
