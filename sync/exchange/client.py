@@ -44,7 +44,7 @@ from sync.errors import (
     TargetThrottled,
     TargetTransient,
 )
-from sync.exchange.errors import errors_in_success, read_failure, to_target_error
+from sync.exchange.errors import ExchangeFailure, read_answer, to_target_error
 from sync.exchange.pacing import CONCURRENCY_RETRY_SECONDS, OrgPacer
 
 SYSTEM_MAILBOX = "SystemMailbox{bb558c35-97f1-4cb9-8ff7-d53741dc928c}"
@@ -228,19 +228,9 @@ class AdminApiClient:
         if response.status_code == 429:
             self._thread.throttled = getattr(self._thread, "throttled", 0) + 1
         retry_after = parse_retry_after(response.headers.get("Retry-After"))
-        page: Any = None
-        if response.is_success:
-            try:
-                page = response.json()
-            except ValueError:
-                page = None
-        if not isinstance(page, dict):
-            failure = read_failure(response.status_code, response.content, response.headers)
-            return _Attempt(error=to_target_error(failure, cmdlet=cmdlet, retry_after=retry_after), retry_after=retry_after)
-        failure_in_200 = errors_in_success(page)
-        if failure_in_200 is not None:
-            refused = to_target_error(failure_in_200, cmdlet=cmdlet, retry_after=retry_after)
-            return _Attempt(error=refused, retry_after=retry_after)
+        page = read_answer(response.status_code, response.content, response.headers)
+        if isinstance(page, ExchangeFailure):
+            return _Attempt(error=to_target_error(page, cmdlet=cmdlet, retry_after=retry_after), retry_after=retry_after)
         return _Attempt(page=page)
 
     def token(self) -> str:

@@ -110,6 +110,20 @@ def errors_in_success(payload: Mapping[str, Any]) -> ExchangeFailure | None:
     return ExchangeFailure(200, None, _clip(str(first)))
 
 
+def read_answer(status: int, content: bytes, headers: Mapping[str, str]) -> dict[str, Any] | ExchangeFailure:
+    """An InvokeCommand answer: its JSON page, or why it failed (a refusal, a success whose body is not a JSON
+    object, or a 200 that carries `@adminapi.errors`). The client and the deep test read answers alike."""
+    page: Any = None
+    if 200 <= status < 300:
+        try:
+            page = json.loads(content)
+        except ValueError:
+            page = None
+    if not isinstance(page, dict):
+        return read_failure(status, content, headers)
+    return errors_in_success(page) or page
+
+
 def to_target_error(
     failure: ExchangeFailure, *, cmdlet: str, retry_after: float | None = None
 ) -> TargetError:

@@ -24,7 +24,7 @@ import httpx
 from sync.core.target import UNLISTED_PARAMETERS
 from sync.exchange.client import SYSTEM_MAILBOX, AdminApiClient
 from sync.exchange.contacts import LISTED_PROPERTIES
-from sync.exchange.errors import errors_in_success, read_failure
+from sync.exchange.errors import ExchangeFailure, read_answer
 from sync.exchange.lookup import CUSTOM_ATTRIBUTES, RECIPIENT_PROPERTIES
 
 # Per cmdlet: the properties ctcs reads of a mail contact (look-ups, the reconcile listing, the connection test,
@@ -96,19 +96,9 @@ class ExchangeProbe:
 
 def _answer(response: httpx.Response) -> ProbeAnswer:
     headers = dict(response.headers.items())
-    page: Any = None
-    if response.is_success:
-        try:
-            page = response.json()
-        except ValueError:
-            page = None
-    if not isinstance(page, dict):
-        failure = read_failure(response.status_code, response.content, response.headers)
-        return ProbeAnswer(response.status_code, headers, error=f"{failure.exception_type or failure.status}: "
-                                                                 f"{failure.message}")
-    in_200 = errors_in_success(page)
-    if in_200 is not None:
-        return ProbeAnswer(response.status_code, headers, error=f"{in_200.exception_type}: {in_200.message}")
+    page = read_answer(response.status_code, response.content, response.headers)
+    if isinstance(page, ExchangeFailure):
+        return ProbeAnswer(response.status_code, headers, error=f"{page.exception_type or page.status}: {page.message}")
     rows = [row for row in page.get("value") or [] if isinstance(row, dict)]
     return ProbeAnswer(response.status_code, headers, rows, str(page.get("@odata.nextLink") or ""))
 
