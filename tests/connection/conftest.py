@@ -21,6 +21,7 @@ from sim import SimCloud, make_client_certificate
 from sim.certs import ClientCertificate
 from sim.host import LocalHost
 from sync.app.wiring.runtime import Runtime
+from sync.contract.pairs import TenantPair, parse_pair
 from tests.support.sim_pairs import CertificateLogin, SimPair, clean_cloud, sim_pair
 
 SECRET_ENV = "CTCS_SECRET_CONNECTION_TEST"
@@ -62,6 +63,17 @@ class Setup:
         if store:
             self.rt.stores.pairs.add(made.pair)
         return made
+
+    def pair_with_source_exchange(self) -> tuple[SimPair, TenantPair]:
+        """A stored pair granted the source's own Exchange (its organisation is the source tenant's domain)."""
+        grant = {"organization": "placeholder.onmicrosoft.com",
+                 "credential": {"type": "client_secret", "secret": f"env:{SECRET_ENV}"}}
+        made = self.pair(store=False, source={"exchange": grant})
+        definition = {**made.definition, "source": {**made.definition["source"],
+                                                    "exchange": {**grant, "organization": made.source.domain}}}
+        pair = parse_pair(definition)
+        self.rt.stores.pairs.add(pair)
+        return made, pair
 
     def add_users(self, made: SimPair, n: int, *, start: int = 0) -> list[str]:
         domain = made.source.domain

@@ -17,7 +17,6 @@ import pytest
 from sim import SimCloud
 from sim.profile import SimProfile
 from sync.cli import main as cli
-from sync.contract.pairs import parse_pair
 from tests.support.sim_pairs import SimPair
 
 from .conftest import Setup
@@ -175,13 +174,7 @@ def test_the_http_route_takes_deep(setup: Setup) -> None:
 
 
 def test_the_sources_own_exchange_is_probed_when_granted(setup: Setup, capsys: pytest.CaptureFixture[str]) -> None:
-    grant = {"organization": "placeholder.onmicrosoft.com",
-             "credential": {"type": "client_secret", "secret": "env:CTCS_SECRET_CONNECTION_TEST"}}
-    made = setup.pair(store=False, source={"exchange": grant})
-    definition = {**made.definition, "source": {**made.definition["source"],
-                                                "exchange": {**grant, "organization": made.source.domain}}}
-    pair = parse_pair(definition)
-    setup.rt.stores.pairs.add(pair)
+    made, pair = setup.pair_with_source_exchange()
     made.source.exchange.add_recipient("UserMailbox", "Hidden Person", f"hidden@{made.source.domain}",
                                        HiddenFromAddressListsEnabled=True, ExternalDirectoryObjectId=str(uuid.uuid4()))
     code = cli.main(["pairs", "test", pair.id, "--deep", "--json"], runtime=lambda: setup.rt)

@@ -246,13 +246,7 @@ def test_group_scoping_needs_group_member_read_all(setup: Setup) -> None:
 
 
 def test_the_sources_own_exchange_when_granted(setup: Setup) -> None:
-    grant = {"organization": "placeholder.onmicrosoft.com",
-             "credential": {"type": "client_secret", "secret": "env:CTCS_SECRET_CONNECTION_TEST"}}
-    made = setup.pair(store=False, source={"exchange": grant})
-    definition = {**made.definition, "source": {**made.definition["source"],
-                                                "exchange": {**grant, "organization": made.source.domain}}}
-    pair = parse_pair(definition)
-    setup.rt.stores.pairs.add(pair)
+    made, pair = setup.pair_with_source_exchange()
     report = check_connection(setup.rt, pair.id)
     assert [(c.side, c.name, c.ok) for c in report.checks if c.side == "source.exchange"] == [
         ("source.exchange", "sign-in", True), ("source.exchange", "permission", True), ("source.exchange", "Exchange", True)]
